@@ -1,0 +1,108 @@
+//! A client of the coordinators, used by the REST gateway and by the
+//! simulated clients alike: it sends each request to one coordinator and
+//! fails over to the next only when nothing was sent (the coordinator could
+//! not be reached, or answered `Unavailable`). A request that was sent and
+//! got no answer is *indeterminate* and is never retried behind the
+//! caller's back.
+use crate::protocol::{
+    HealthReport, OpError, ReadOk, ReadRequest, Request, Response, WriteOk, WriteRequest,
+};
+use crate::rpc::{RpcClient, RpcError};
+use crate::version::NodeId;
+use std::net::SocketAddr;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum ClientError {
+    /// The coordinator answered with an error.
+    #[error("coordinator n{coordinator}: {error}")]
+    Op { coordinator: NodeId, error: OpError },
+    /// The request was sent but no answer came back: it may have applied.
+    #[error("no answer from coordinator n{coordinator} (the request may still apply): {error}")]
+    Indeterminate { coordinator: NodeId, error: RpcError },
+    /// No coordinator could be reached; nothing was sent.
+    #[error("no coordinator reachable ({tried} tried): {last}")]
+    NoCoordinator { tried: usize, last: String },
+    #[error("coordinator n{coordinator} sent an unexpected answer: {answer}")]
+    Protocol { coordinator: NodeId, answer: String },
+}
+
+impl ClientError {
+    /// Whether the request may have taken effect.
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Indeterminate { .. }
+                | ClientError::Op { error: OpError::Timeout { .. }, .. }
+        )
+    }
+}
+
+pub struct Client {
+    coordinators: Vec<(NodeId, RpcClient)>,
+    timeout: Duration,
+}
+
+impl Client {
+    /// `timeout` bounds each attempt; it should exceed the coordinators'
+    /// replica timeout so their own `Timeout` answer arrives first.
+    pub fn new(coordinators: Vec<(NodeId, SocketAddr)>, timeout: Duration) -> Self {
+        Self {
+            coordinators: coordinators.into_iter().map(|(id, addr)| (id, RpcClient::new(addr))).collect(),
+            timeout,
+        }
+    }
+
+    pub fn coordinators(&self) -> usize {
+        self.coordinators.len()
+    }
+
+    /// Send `request`, starting with coordinator number `first` (modulo the
+    /// number of coordinators) and failing over in order.
+    async fn send(&self, request: Request, first: usize) -> Result<(NodeId, Response), ClientError> {
+        let count = self.coordinators.len();
+        let mut last = String::from("no coordinators configured");
+        for attempt in 0..count {
+            let (id, rpc) = &self.coordinators[(first + attempt) % count];
+            match rpc.call(&request, self.timeout).await {
+                Ok(Response::Write(Err(OpError::Unavailable { needed, alive, n })))
+                | Ok(Response::Read(Err(OpError::Unavailable { needed, alive, n })))
+                    if attempt + 1 < count =>
+                {
+                    last = OpError::Unavailable { needed, alive, n }.to_string();
+                }
+                Ok(response) => return Ok((*id, response)),
+                Err(error @ RpcError::Connect { .. }) => last = error.to_string(),
+                Err(error) => return Err(ClientError::Indeterminate { coordinator: *id, error }),
+            }
+        }
+        Err(ClientError::NoCoordinator { tried: count, last })
+    }
+
+    pub async fn write(&self, request: WriteRequest, first: usize) -> Result<WriteOk, ClientError> {
+        match self.send(Request::Write(request), first).await? {
+            (_, Response::Write(Ok(ok))) => Ok(ok),
+            (coordinator, Response::Write(Err(error))) => Err(ClientError::Op { coordinator, error }),
+            (coordinator, other) => Err(ClientError::Protocol { coordinator, answer: format!("{other:?}") }),
+        }
+    }
+
+    pub async fn read(&self, request: ReadRequest, first: usize) -> Result<ReadOk, ClientError> {
+        match self.send(Request::Read(request), first).await? {
+            (_, Response::Read(Ok(ok))) => Ok(ok),
+            (coordinator, Response::Read(Err(error))) => Err(ClientError::Op { coordinator, error }),
+            (coordinator, other) => Err(ClientError::Protocol { coordinator, answer: format!("{other:?}") }),
+        }
+    }
+
+    /// Ask one coordinator (by position) for its view of the replicas.
+    pub async fn health(&self, index: usize) -> Result<HealthReport, ClientError> {
+        let (id, rpc) = &self.coordinators[index % self.coordinators.len()];
+        match rpc.call(&Request::Health, self.timeout).await {
+            Ok(Response::Health(report)) => Ok(report),
+            Ok(other) => Err(ClientError::Protocol { coordinator: *id, answer: format!("{other:?}") }),
+            Err(error) => Err(ClientError::NoCoordinator { tried: 1, last: error.to_string() }),
+        }
+    }
+}

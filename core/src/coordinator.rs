@@ -1,0 +1,360 @@
+//! The coordinator, which runs on every node: any node can take a client's
+//! read or write and drive it to its quorum.
+//!
+//! Write: mint one dot, store locally, send the resulting siblings to every
+//! other replica believed alive in parallel, answer after W acks (the local
+//! store is one). Read: ask every replica believed alive, answer after R
+//! replies with the versions no other covers and their merged context.
+//! Sending to all and waiting for the first R (as Riak does) makes every
+//! read hedged by construction: one slow replica never holds it up.
+use crate::breaker::{Breaker, BreakerConfig};
+use crate::protocol::{
+    HealthReport, OpError, ReadOk, ReadRequest, ReplicaHealth, Request, Response, WriteOk, WriteRequest,
+};
+use crate::quorum::Consistency;
+use crate::replica::{Replica, MAX_KEY_LEN, MAX_VALUE_LEN};
+use crate::rpc::RpcClient;
+use crate::version::{NodeId, Siblings};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// What to do when a read finds replicas that answered with less than the
+/// merged result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ReadRepair {
+    Off,
+    /// Push the merged siblings in the background; the read does not wait.
+    Background,
+    /// Push them and wait (up to the replica timeout) before answering.
+    Blocking,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CoordinatorConfig {
+    /// How long the coordinator waits for replicas on each request.
+    pub replica_timeout: Duration,
+    pub breaker: BreakerConfig,
+    pub read_repair: ReadRepair,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            replica_timeout: Duration::from_millis(500),
+            breaker: BreakerConfig::default(),
+            read_repair: ReadRepair::Background,
+        }
+    }
+}
+
+struct Peer {
+    id: NodeId,
+    client: RpcClient,
+    breaker: Mutex<Breaker>,
+}
+
+impl Peer {
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn allows(&self, now: Instant) -> bool {
+        self.breaker().allows(now)
+    }
+
+    /// One call, with its outcome fed to the breaker.
+    async fn call(&self, request: &Request, timeout: Duration) -> Option<Response> {
+        match self.client.call(request, timeout).await {
+            Ok(Response::Error(e)) => {
+                tracing::debug!(peer = self.id, "replica error: {e}");
+                self.breaker().record_failure(Instant::now());
+                None
+            }
+            Ok(response) => {
+                self.breaker().record_success();
+                Some(response)
+            }
+            Err(e) => {
+                tracing::debug!(peer = self.id, "rpc failed: {e}");
+                self.breaker().record_failure(Instant::now());
+                None
+            }
+        }
+    }
+}
+
+pub struct Coordinator {
+    replica: Replica,
+    peers: Vec<Arc<Peer>>,
+    config: CoordinatorConfig,
+}
+
+impl Coordinator {
+    /// `peers` are the other replicas (not this node).
+    pub fn new(replica: Replica, peers: Vec<(NodeId, SocketAddr)>, config: CoordinatorConfig) -> Self {
+        let mut peers: Vec<Arc<Peer>> = peers
+            .into_iter()
+            .filter(|(id, _)| *id != replica.id())
+            .map(|(id, addr)| {
+                Arc::new(Peer {
+                    id,
+                    client: RpcClient::new(addr),
+                    breaker: Mutex::new(Breaker::new(config.breaker)),
+                })
+            })
+            .collect();
+        peers.sort_by_key(|p| p.id);
+        Self { replica, peers, config }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.replica.id()
+    }
+
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// Replication factor: this node plus its peers.
+    pub fn n(&self) -> usize {
+        self.peers.len() + 1
+    }
+
+    fn live_peers(&self) -> Vec<Arc<Peer>> {
+        let now = Instant::now();
+        self.peers.iter().filter(|p| p.allows(now)).cloned().collect()
+    }
+
+    fn needed(&self, level: Consistency, what: &'static str) -> Result<usize, OpError> {
+        level
+            .validate(self.n(), what)
+            .map_err(|e| OpError::Invalid(e.to_string()))
+    }
+
+    fn check_key(key: &str) -> Result<(), OpError> {
+        if key.is_empty() {
+            return Err(OpError::Invalid("key is empty".into()));
+        }
+        if key.len() > MAX_KEY_LEN {
+            return Err(OpError::Invalid(format!(
+                "key is {} bytes; the limit is {MAX_KEY_LEN}",
+                key.len()
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn write(&self, request: WriteRequest) -> Result<WriteOk, OpError> {
+        let started = std::time::Instant::now();
+        let result = self.write_inner(request.clone()).await;
+        record_outcome("write", request.level, &result, started);
+        result
+    }
+
+    async fn write_inner(&self, request: WriteRequest) -> Result<WriteOk, OpError> {
+        Self::check_key(&request.key)?;
+        if request.value.len() > MAX_VALUE_LEN {
+            return Err(OpError::Invalid(format!(
+                "value is {} bytes; the limit is {MAX_VALUE_LEN}",
+                request.value.len()
+            )));
+        }
+        let n = self.n();
+        let needed = self.needed(request.level, "W")?;
+        let peers = self.live_peers();
+        let alive = peers.len() + 1;
+        if alive < needed {
+            return Err(OpError::Unavailable { needed, alive, n });
+        }
+        let (version, siblings) = self
+            .replica
+            .write_local(&request.key, &request.context, request.value)
+            .await
+            .map_err(|e| OpError::Storage(e.to_string()))?;
+        if siblings.len() > 1 {
+            metrics::counter!("version_vector_conflicts").increment(1);
+        }
+        let apply = Arc::new(Request::Apply { key: request.key, siblings });
+        let acked = 1 + self.gather(&peers, apply, needed - 1, |r| matches!(r, Response::Applied)).await.len();
+        if acked >= needed {
+            Ok(WriteOk { version, coordinator: self.id(), needed, acked, n })
+        } else {
+            Err(OpError::Timeout { needed, answered: acked, n })
+        }
+    }
+
+    pub async fn read(&self, request: ReadRequest) -> Result<ReadOk, OpError> {
+        let started = std::time::Instant::now();
+        let result = self.read_inner(request.clone()).await;
+        record_outcome("read", request.level, &result, started);
+        result
+    }
+
+    async fn read_inner(&self, request: ReadRequest) -> Result<ReadOk, OpError> {
+        Self::check_key(&request.key)?;
+        let n = self.n();
+        let needed = self.needed(request.level, "R")?;
+        let peers = self.live_peers();
+        let alive = peers.len() + 1;
+        if alive < needed {
+            return Err(OpError::Unavailable { needed, alive, n });
+        }
+        let local = self
+            .replica
+            .fetch(&request.key)
+            .await
+            .map_err(|e| OpError::Storage(e.to_string()))?;
+        let fetch = Arc::new(Request::Fetch { key: request.key.clone() });
+        let remote = self
+            .gather(&peers, fetch, needed - 1, |r| matches!(r, Response::Siblings(_)))
+            .await;
+        let replied = 1 + remote.len();
+        if replied < needed {
+            return Err(OpError::Timeout { needed, answered: replied, n });
+        }
+        let mut merged = local.clone();
+        let mut answers = vec![(None, local)];
+        for (peer, response) in remote {
+            if let Response::Siblings(set) = response {
+                merged.sync(&set);
+                answers.push((Some(peer), set));
+            }
+        }
+        if merged.len() > 1 {
+            metrics::counter!("version_vector_conflicts").increment(1);
+        }
+        self.repair(&request.key, &merged, answers).await;
+        Ok(ReadOk {
+            context: merged.context(),
+            siblings: merged.into_versions(),
+            coordinator: self.id(),
+            needed,
+            replied,
+            n,
+        })
+    }
+
+    /// Push `merged` to every replica whose answer lacked part of it.
+    async fn repair(&self, key: &str, merged: &Siblings, answers: Vec<(Option<Arc<Peer>>, Siblings)>) {
+        if self.config.read_repair == ReadRepair::Off {
+            return;
+        }
+        let behind: Vec<Option<Arc<Peer>>> = answers
+            .into_iter()
+            .filter(|(_, set)| merged.versions().iter().any(|v| !set.covers(v.dot)))
+            .map(|(peer, _)| peer)
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        metrics::counter!("read_repairs").increment(behind.len() as u64);
+        let request = Arc::new(Request::Apply { key: key.to_string(), siblings: merged.clone() });
+        let mut tasks = Vec::new();
+        for peer in behind {
+            let request = request.clone();
+            let replica = self.replica.clone();
+            let timeout = self.config.replica_timeout;
+            tasks.push(tokio::spawn(async move {
+                match (peer, &*request) {
+                    (Some(peer), request) => {
+                        peer.call(request, timeout).await;
+                    }
+                    (None, Request::Apply { key, siblings }) => {
+                        let _ = replica.apply(key, siblings).await;
+                    }
+                    (None, _) => {}
+                }
+            }));
+        }
+        if self.config.read_repair == ReadRepair::Blocking {
+            for task in tasks {
+                let _ = task.await;
+            }
+        }
+    }
+
+    /// Send `request` to every peer in parallel and return the first
+    /// `wanted` accepted answers, or fewer if the others fail or the replica
+    /// timeout passes. Calls still in flight keep going in the background:
+    /// a write that timed out here may still land on them.
+    async fn gather(
+        &self,
+        peers: &[Arc<Peer>],
+        request: Arc<Request>,
+        wanted: usize,
+        accept: fn(&Response) -> bool,
+    ) -> Vec<(Arc<Peer>, Response)> {
+        let mut accepted = Vec::new();
+        if peers.is_empty() {
+            return accepted;
+        }
+        let (tx, mut rx) = mpsc::channel(peers.len());
+        let timeout = self.config.replica_timeout;
+        for peer in peers {
+            let peer = peer.clone();
+            let request = request.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let response = peer.call(&request, timeout).await;
+                let _ = tx.send((peer, response)).await;
+            });
+        }
+        drop(tx);
+        if wanted == 0 {
+            return accepted;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, rx.recv()).await {
+                Ok(Some((peer, Some(response)))) if accept(&response) => {
+                    accepted.push((peer, response));
+                    if accepted.len() >= wanted {
+                        break;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        accepted
+    }
+
+    pub fn health(&self) -> HealthReport {
+        let now = Instant::now();
+        HealthReport {
+            node: self.id(),
+            n: self.n(),
+            replicas: self
+                .peers
+                .iter()
+                .map(|p| {
+                    let breaker = p.breaker();
+                    ReplicaHealth {
+                        node: p.id,
+                        breaker: breaker.state(now),
+                        consecutive_failures: breaker.consecutive_failures(),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+fn record_outcome<T>(op: &'static str, level: Consistency, result: &Result<T, OpError>, started: std::time::Instant) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(OpError::Unavailable { .. }) => "unavailable",
+        Err(OpError::Timeout { .. }) => "timeout",
+        Err(OpError::Invalid(_)) => "invalid",
+        Err(OpError::Storage(_)) => "storage_error",
+    };
+    let level = level.to_string();
+    metrics::counter!("quorum_requests_total", "op" => op, "level" => level.clone(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("quorum_request_seconds", "op" => op, "level" => level, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+}

@@ -1,0 +1,23 @@
+//! quorumlog's replicated store: dotted versions, quorum maths, the replica
+//! and coordinator logic, and the internal RPC. Everything async goes
+//! through `tokio` = madsim-tokio, so this crate runs unchanged in the
+//! deterministic simulator (`--cfg madsim`) and on real tokio.
+pub mod breaker;
+pub mod client;
+pub mod context;
+pub mod coordinator;
+pub mod node;
+pub mod protocol;
+pub mod quorum;
+pub mod replica;
+pub mod rpc;
+pub mod store;
+pub mod version;
+
+pub use client::{Client, ClientError};
+pub use coordinator::{Coordinator, CoordinatorConfig, ReadRepair};
+pub use node::Node;
+pub use protocol::{OpError, ReadOk, ReadRequest, Request, Response, WriteOk, WriteRequest};
+pub use quorum::{Consistency, QuorumSpec};
+pub use store::{MemoryStore, Store, StoreError};
+pub use version::{Causality, Dot, NodeId, Siblings, Version, VersionVector};

@@ -1,0 +1,60 @@
+//! A node: one replica plus its coordinator, answering the internal
+//! protocol on one TCP listener. The deployed `quorumd node` and every
+//! simulated node run exactly this.
+use crate::coordinator::{Coordinator, CoordinatorConfig};
+use crate::protocol::{Request, Response};
+use crate::replica::Replica;
+use crate::rpc::{self, Handler};
+use crate::store::Store;
+use crate::version::NodeId;
+use async_trait::async_trait;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub struct Node {
+    coordinator: Coordinator,
+}
+
+impl Node {
+    pub fn new(
+        id: NodeId,
+        store: Arc<dyn Store>,
+        peers: Vec<(NodeId, SocketAddr)>,
+        config: CoordinatorConfig,
+    ) -> Self {
+        Self {
+            coordinator: Coordinator::new(Replica::new(id, store), peers, config),
+        }
+    }
+
+    pub fn coordinator(&self) -> &Coordinator {
+        &self.coordinator
+    }
+
+    /// Serve the internal protocol on `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        rpc::serve(listener, self).await
+    }
+}
+
+#[async_trait]
+impl Handler for Node {
+    async fn handle(&self, request: Request) -> Response {
+        let replica = self.coordinator.replica();
+        match request {
+            Request::Apply { key, siblings } => match replica.apply(&key, &siblings).await {
+                Ok(_) => Response::Applied,
+                Err(e) => Response::Error(e.to_string()),
+            },
+            Request::Fetch { key } => match replica.fetch(&key).await {
+                Ok(siblings) => Response::Siblings(siblings),
+                Err(e) => Response::Error(e.to_string()),
+            },
+            Request::Write(write) => Response::Write(self.coordinator.write(write).await),
+            Request::Read(read) => Response::Read(self.coordinator.read(read).await),
+            Request::Health => Response::Health(self.coordinator.health()),
+            Request::Ping => Response::Pong { node: replica.id() },
+        }
+    }
+}

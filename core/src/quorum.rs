@@ -1,0 +1,145 @@
+//! Quorum maths: how many replicas a read (R) or a write (W) waits for, out
+//! of N, and whether the two overlap (W + R > N).
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use thiserror::Error;
+
+/// A per-request consistency level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Consistency {
+    One,
+    Quorum,
+    All,
+    /// An explicit number of replicas.
+    Count(usize),
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum QuorumError {
+    #[error("unknown consistency level {0:?}: use ONE, QUORUM, ALL or a number of replicas")]
+    UnknownLevel(String),
+    #[error("{what} = {value} is out of range: it must be between 1 and N = {n}")]
+    OutOfRange { what: &'static str, value: usize, n: usize },
+    #[error("a cluster needs at least one replica")]
+    NoReplicas,
+}
+
+impl Consistency {
+    /// Number of replicas this level needs out of `n`.
+    pub fn replicas(self, n: usize) -> usize {
+        match self {
+            Consistency::One => 1,
+            Consistency::Quorum => n / 2 + 1,
+            Consistency::All => n,
+            Consistency::Count(k) => k,
+        }
+    }
+
+    pub fn validate(self, n: usize, what: &'static str) -> Result<usize, QuorumError> {
+        if n == 0 {
+            return Err(QuorumError::NoReplicas);
+        }
+        let value = self.replicas(n);
+        if value == 0 || value > n {
+            return Err(QuorumError::OutOfRange { what, value, n });
+        }
+        Ok(value)
+    }
+}
+
+impl fmt::Display for Consistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Consistency::One => write!(f, "ONE"),
+            Consistency::Quorum => write!(f, "QUORUM"),
+            Consistency::All => write!(f, "ALL"),
+            Consistency::Count(k) => write!(f, "{k}"),
+        }
+    }
+}
+
+impl FromStr for Consistency {
+    type Err = QuorumError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "ONE" => Ok(Consistency::One),
+            "QUORUM" => Ok(Consistency::Quorum),
+            "ALL" => Ok(Consistency::All),
+            other => other
+                .parse::<usize>()
+                .map(Consistency::Count)
+                .map_err(|_| QuorumError::UnknownLevel(s.to_string())),
+        }
+    }
+}
+
+/// A validated (N, R, W) triple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct QuorumSpec {
+    pub n: usize,
+    pub r: usize,
+    pub w: usize,
+}
+
+impl QuorumSpec {
+    pub fn new(n: usize, r: usize, w: usize) -> Result<Self, QuorumError> {
+        let r = Consistency::Count(r).validate(n, "R")?;
+        let w = Consistency::Count(w).validate(n, "W")?;
+        Ok(QuorumSpec { n, r, w })
+    }
+
+    /// The same level for reads and writes.
+    pub fn from_level(n: usize, level: Consistency) -> Result<Self, QuorumError> {
+        Ok(QuorumSpec {
+            n,
+            r: level.validate(n, "R")?,
+            w: level.validate(n, "W")?,
+        })
+    }
+
+    /// Whether every read quorum meets every write quorum.
+    pub fn overlapping(&self) -> bool {
+        self.r + self.w > self.n
+    }
+}
+
+impl fmt::Display for QuorumSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rel = if self.overlapping() { ">" } else { "<=" };
+        write!(f, "N={} R={} W={} (W+R {rel} N)", self.n, self.r, self.w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_for_five_replicas() {
+        assert_eq!(Consistency::One.replicas(5), 1);
+        assert_eq!(Consistency::Quorum.replicas(5), 3);
+        assert_eq!(Consistency::Quorum.replicas(4), 3);
+        assert_eq!(Consistency::All.replicas(5), 5);
+        assert!(QuorumSpec::from_level(5, Consistency::Quorum).unwrap().overlapping());
+        assert!(!QuorumSpec::from_level(5, Consistency::One).unwrap().overlapping());
+        assert!(QuorumSpec::new(5, 1, 5).unwrap().overlapping());
+        assert!(!QuorumSpec::new(5, 2, 2).unwrap().overlapping());
+    }
+
+    #[test]
+    fn parse_and_validate() {
+        assert_eq!("quorum".parse::<Consistency>(), Ok(Consistency::Quorum));
+        assert_eq!("3".parse::<Consistency>(), Ok(Consistency::Count(3)));
+        assert!(matches!("MOST".parse::<Consistency>(), Err(QuorumError::UnknownLevel(_))));
+        assert_eq!(
+            QuorumSpec::new(5, 0, 3),
+            Err(QuorumError::OutOfRange { what: "R", value: 0, n: 5 })
+        );
+        assert_eq!(
+            QuorumSpec::new(5, 3, 6),
+            Err(QuorumError::OutOfRange { what: "W", value: 6, n: 5 })
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! The history of a run: every client operation as an `invoke` event and a
+//! `complete` event, written as JSON lines so that a history from the
+//! simulator and one recorded against a real cluster go through the same
+//! checkers.
+//!
+//! Format 1, one JSON object per line (see `docs/history-format.md`):
+//!
+//! ```text
+//! {"type":"header","format":1,"scenario":"partitions","seed":7,"n":5}
+//! {"type":"invoke","id":0,"client":1,"time_us":1200,"key":"k1","op":"write","value":"c1-0","context":{},"level":"W=3"}
+//! {"type":"complete","id":0,"client":1,"time_us":4810,"outcome":"ok","version":{"value":"c1-0","dot":{"node":2,"counter":1},"context":{}}}
+//! {"type":"invoke","id":1,"client":2,"time_us":5000,"key":"k1","op":"read","level":"R=3"}
+//! {"type":"complete","id":1,"client":2,"time_us":9000,"outcome":"ok","values":[{"value":"c1-0","dot":{"node":2,"counter":1},"context":{}}],"context":{"2":1}}
+//! ```
+use quorumlog_core::{Dot, VersionVector};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use thiserror::Error;
+
+/// The history format this build reads and writes.
+pub const HISTORY_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpKind {
+    Read,
+    Write,
+}
+
+/// How an operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Acknowledged by its quorum.
+    Ok,
+    /// Refused before anything was sent: it certainly did not happen.
+    Unavailable,
+    /// Sent, not acknowledged in time: a write may or may not have applied.
+    Timeout,
+    /// Rejected (bad request, storage error): it certainly did not happen.
+    Fail,
+}
+
+/// A version as a client saw it: the value plus, when the system exposes
+/// them, its dot and causal context (what decides "covers").
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ObservedVersion {
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dot: Option<Dot>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<VersionVector>,
+}
+
+impl ObservedVersion {
+    /// Whether this version is, or causally covers, the write `other`.
+    /// Without dots, only the same value counts.
+    pub fn covers(&self, other: &ObservedVersion) -> bool {
+        match (other.dot, self.dot) {
+            (Some(target), Some(own)) => {
+                own == target || self.context.as_ref().is_some_and(|c| c.covers(target))
+            }
+            _ => self.value == other.value,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Event {
+    Header {
+        format: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scenario: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seed: Option<u64>,
+        /// Replication factor of the system under test.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        n: Option<usize>,
+    },
+    Invoke {
+        id: u64,
+        client: u32,
+        time_us: u64,
+        key: String,
+        op: OpKind,
+        /// The value a write writes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+        /// The causal context a write carries (empty: blind write).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context: Option<VersionVector>,
+        /// "R=3", "W=1", "QUORUM", … free text for reports.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        level: Option<String>,
+        /// Part of the quiescent read of every key after the faults healed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        r#final: bool,
+    },
+    Complete {
+        id: u64,
+        client: u32,
+        time_us: u64,
+        outcome: Outcome,
+        /// What a successful read returned (several: siblings).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        values: Vec<ObservedVersion>,
+        /// The version a successful write created.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<ObservedVersion>,
+        /// The merged context a read returned.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context: Option<VersionVector>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+}
+
+/// One operation: an invoke paired with its completion (if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    pub id: u64,
+    pub client: u32,
+    pub key: String,
+    pub kind: OpKind,
+    pub value: Option<String>,
+    pub context: Option<VersionVector>,
+    pub level: Option<String>,
+    pub is_final: bool,
+    pub invoke_us: u64,
+    /// None: never completed (client crashed, run ended) — indeterminate.
+    pub complete_us: Option<u64>,
+    /// None when it never completed.
+    pub outcome: Option<Outcome>,
+    pub values: Vec<ObservedVersion>,
+    pub version: Option<ObservedVersion>,
+    pub read_context: Option<VersionVector>,
+    pub error: Option<String>,
+}
+
+impl Operation {
+    pub fn is_ok(&self) -> bool {
+        self.outcome == Some(Outcome::Ok)
+    }
+
+    /// A write that may have taken effect without being acknowledged.
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(self.outcome, None | Some(Outcome::Timeout))
+    }
+
+    /// Certainly had no effect.
+    pub fn is_failed(&self) -> bool {
+        matches!(self.outcome, Some(Outcome::Unavailable | Outcome::Fail))
+    }
+
+    /// The version a write wrote, as far as the history knows it.
+    pub fn written(&self) -> Option<ObservedVersion> {
+        if self.kind != OpKind::Write {
+            return None;
+        }
+        self.version.clone().or_else(|| {
+            self.value.clone().map(|value| ObservedVersion { value, dot: None, context: None })
+        })
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum HistoryError {
+    #[error("line {line}: {problem}")]
+    Line { line: usize, problem: String },
+    #[error("reading history: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn line_error(line: usize, problem: impl Into<String>) -> HistoryError {
+    HistoryError::Line { line, problem: problem.into() }
+}
+
+/// An ordered list of events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    pub events: Vec<Event>,
+}
+
+impl History {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, event: Event) {
+        self.events.push(event);
+    }
+
+    /// Write as JSON lines.
+    pub fn write_jsonl(&self, mut out: impl Write) -> std::io::Result<()> {
+        for event in &self.events {
+            serde_json::to_writer(&mut out, event)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    pub fn to_jsonl(&self) -> String {
+        let mut buf = Vec::new();
+        self.write_jsonl(&mut buf).expect("writing to memory cannot fail");
+        String::from_utf8(buf).expect("serde_json writes UTF-8")
+    }
+
+    /// Read JSON lines, checking every event; errors name the line.
+    pub fn read_jsonl(input: impl BufRead) -> Result<Self, HistoryError> {
+        let mut history = History::new();
+        let mut open: BTreeMap<u64, u32> = BTreeMap::new();
+        let mut seen: std::collections::BTreeSet<u64> = Default::default();
+        for (index, line) in input.lines().enumerate() {
+            let number = index + 1;
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let event: Event = serde_json::from_str(&line).map_err(|e| line_error(number, e.to_string()))?;
+            match &event {
+                Event::Header { format, .. } => {
+                    if *format != HISTORY_FORMAT {
+                        return Err(line_error(
+                            number,
+                            format!("history format {format} is not supported (this build reads format {HISTORY_FORMAT})"),
+                        ));
+                    }
+                }
+                Event::Invoke { id, client, op, value, .. } => {
+                    if !seen.insert(*id) {
+                        return Err(line_error(number, format!("operation id {id} is invoked twice")));
+                    }
+                    if *op == OpKind::Write && value.is_none() {
+                        return Err(line_error(number, format!("write {id} has no value")));
+                    }
+                    open.insert(*id, *client);
+                }
+                Event::Complete { id, client, .. } => match open.remove(id) {
+                    None if seen.contains(id) => {
+                        return Err(line_error(number, format!("operation {id} completes twice")))
+                    }
+                    None => return Err(line_error(number, format!("operation {id} completes but was never invoked"))),
+                    Some(invoker) if invoker != *client => {
+                        return Err(line_error(
+                            number,
+                            format!("operation {id} was invoked by client {invoker} but completed by client {client}"),
+                        ))
+                    }
+                    Some(_) => {}
+                },
+            }
+            history.push(event);
+        }
+        Ok(history)
+    }
+
+    /// Pair invokes with completions, in invoke order.
+    pub fn operations(&self) -> Vec<Operation> {
+        let mut ops: Vec<Operation> = Vec::new();
+        let mut index: BTreeMap<u64, usize> = BTreeMap::new();
+        for event in &self.events {
+            match event {
+                Event::Header { .. } => {}
+                Event::Invoke { id, client, time_us, key, op, value, context, level, r#final } => {
+                    index.insert(*id, ops.len());
+                    ops.push(Operation {
+                        id: *id,
+                        client: *client,
+                        key: key.clone(),
+                        kind: *op,
+                        value: value.clone(),
+                        context: context.clone(),
+                        level: level.clone(),
+                        is_final: *r#final,
+                        invoke_us: *time_us,
+                        complete_us: None,
+                        outcome: None,
+                        values: Vec::new(),
+                        version: None,
+                        read_context: None,
+                        error: None,
+                    });
+                }
+                Event::Complete { id, time_us, outcome, values, version, context, error, .. } => {
+                    if let Some(op) = index.get(id).map(|&i| &mut ops[i]) {
+                        op.complete_us = Some(*time_us);
+                        op.outcome = Some(*outcome);
+                        op.values = values.clone();
+                        op.version = version.clone();
+                        op.read_context = context.clone();
+                        op.error = error.clone();
+                    }
+                }
+            }
+        }
+        ops
+    }
+
+    /// The header, if the history has one.
+    pub fn header(&self) -> Option<&Event> {
+        self.events.iter().find(|e| matches!(e, Event::Header { .. }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_pairing() {
+        let text = r#"{"type":"header","format":1,"scenario":"none","seed":7,"n":5}
+{"type":"invoke","id":0,"client":1,"time_us":1,"key":"k","op":"write","value":"a","context":{}}
+{"type":"complete","id":0,"client":1,"time_us":5,"outcome":"ok","version":{"value":"a","dot":{"node":2,"counter":1},"context":{}}}
+{"type":"invoke","id":1,"client":2,"time_us":6,"key":"k","op":"read"}
+{"type":"complete","id":1,"client":2,"time_us":9,"outcome":"ok","values":[{"value":"a","dot":{"node":2,"counter":1},"context":{}}],"context":{"2":1}}
+"#;
+        let history = History::read_jsonl(text.as_bytes()).unwrap();
+        assert_eq!(history.to_jsonl(), text);
+        let ops = history.operations();
+        assert_eq!(ops.len(), 2);
+        assert!(ops[0].is_ok());
+        assert_eq!(ops[1].values[0].value, "a");
+        assert!(ops[1].values[0].covers(&ops[0].written().unwrap()));
+    }
+
+    #[test]
+    fn malformed_lines_are_named() {
+        let bad = "{\"type\":\"invoke\",\"id\":0,\"client\":1,\"time_us\":1,\"key\":\"k\",\"op\":\"read\"}\nnot json\n";
+        let err = History::read_jsonl(bad.as_bytes()).unwrap_err().to_string();
+        assert!(err.starts_with("line 2:"), "{err}");
+        let orphan = "{\"type\":\"complete\",\"id\":3,\"client\":1,\"time_us\":1,\"outcome\":\"ok\"}\n";
+        let err = History::read_jsonl(orphan.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("never invoked"), "{err}");
+        let future = "{\"type\":\"header\",\"format\":9}\n";
+        assert!(History::read_jsonl(future.as_bytes()).unwrap_err().to_string().contains("format 9"));
+    }
+}

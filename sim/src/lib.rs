@@ -1,0 +1,2 @@
+//! quorumlog's deterministic simulation harness and consistency checkers.
+pub mod history;
