@@ -68,12 +68,12 @@ impl Breaker {
     }
 }
 
-#[cfg(all(test, not(madsim)))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn opens_after_threshold_and_probes_back() {
+    #[test]
+    fn opens_after_threshold_and_probes_back() {
         let mut b = Breaker::new(BreakerConfig { failure_threshold: 2, open_for: Duration::from_secs(1) });
         let now = Instant::now();
         b.record_failure(now);

@@ -29,8 +29,47 @@ impl fmt::Display for Dot {
 
 /// A version vector: for each node, how many of its events are included.
 /// Kept as a `BTreeMap` so iteration (and therefore encoding) is ordered.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct VersionVector(BTreeMap<NodeId, u64>);
+
+/// Deserialised by hand so that node ids are accepted as numbers (bincode)
+/// or as strings (JSON object keys, including inside internally tagged
+/// enums, where serde hands map keys over as strings).
+impl<'de> Deserialize<'de> for VersionVector {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Key {
+            Number(NodeId),
+            Text(String),
+        }
+        if !deserializer.is_human_readable() {
+            // Compact formats (bincode) carry node ids as plain integers.
+            return BTreeMap::<NodeId, u64>::deserialize(deserializer).map(VersionVector);
+        }
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = VersionVector;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a map from node id to counter")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<VersionVector, A::Error> {
+                let mut vv = VersionVector::new();
+                while let Some((key, counter)) = map.next_entry::<Key, u64>()? {
+                    let node = match key {
+                        Key::Number(n) => n,
+                        Key::Text(t) => t
+                            .parse()
+                            .map_err(|_| serde::de::Error::custom(format!("node id {t:?} is not a number")))?,
+                    };
+                    vv.bump(node, counter);
+                }
+                Ok(vv)
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
+}
 
 /// How two clocks relate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
