@@ -1,0 +1,1 @@
+//! Consistency checkers over a [`crate::history::History`].
