@@ -1,1 +1,246 @@
-fn main() {}
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use quorumd::cluster::ClusterConfig;
+use quorumd::gateway::GatewayConfig;
+use quorumd::node::NodeConfig;
+use quorumd::store::StoreSpec;
+use quorumd::{bench, cluster, gateway, node, peers, telemetry};
+use quorumlog_core::{Consistency, NodeId, ReadRepair};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "quorumd",
+    version,
+    about = "quorumlog: a quorum-replicated key/value store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one storage node (replica + coordinator).
+    Node(NodeArgs),
+    /// Run the REST gateway in front of the nodes.
+    Gateway(GatewayArgs),
+    /// Run 5 nodes and the gateway in this process, on loopback.
+    Cluster(ClusterArgs),
+    /// Load-test a gateway and print latency percentiles per level.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// This node's id (a positive number, unique in the cluster).
+    #[arg(long)]
+    id: NodeId,
+    /// Address of the internal RPC listener.
+    #[arg(long, default_value = "0.0.0.0:7000")]
+    listen: SocketAddr,
+    /// A replica of the cluster as ID=HOST:PORT (repeatable; may include this node).
+    #[arg(long = "peer", value_name = "ID=ADDR")]
+    peer: Vec<String>,
+    /// Comma-separated ID=HOST:PORT list.
+    #[arg(long, value_name = "LIST", env = "QUORUMD_PEERS")]
+    peers: Vec<String>,
+    /// memory, sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DB
+    #[arg(
+        long,
+        default_value = "sqlite:quorumlog-data/node.db",
+        env = "QUORUMD_STORE"
+    )]
+    store: StoreSpec,
+    /// Serve Prometheus /metrics on this address.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// How long the coordinator waits for replicas, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    replica_timeout_ms: u64,
+    /// Consecutive failures after which a replica is marked down.
+    #[arg(long, default_value_t = 3)]
+    breaker_threshold: u32,
+    /// How long a replica stays marked down before it is probed, in ms.
+    #[arg(long, default_value_t = 2000)]
+    breaker_open_ms: u64,
+    /// Read repair: off, background or blocking.
+    #[arg(long, default_value = "background", value_parser = parse_repair)]
+    read_repair: ReadRepair,
+}
+
+#[derive(clap::Args)]
+struct GatewayArgs {
+    /// HTTP listen address.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// A node (coordinator) as ID=HOST:PORT (repeatable).
+    #[arg(long = "node", value_name = "ID=ADDR")]
+    node: Vec<String>,
+    /// Comma-separated ID=HOST:PORT list.
+    #[arg(long, value_name = "LIST", env = "QUORUMD_NODES")]
+    nodes: Vec<String>,
+    /// Bound on one coordinator call, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    timeout_ms: u64,
+    /// How often to poll the coordinators' health, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    health_interval_ms: u64,
+    /// Level used when a request names none.
+    #[arg(long, default_value = "QUORUM")]
+    default_consistency: Consistency,
+}
+
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 5)]
+    nodes: u32,
+    /// Node i listens on 127.0.0.1:(base-port + i - 1).
+    #[arg(long, default_value_t = 7001)]
+    base_port: u16,
+    /// Gateway HTTP address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    gateway: SocketAddr,
+    /// sqlite, memory, or a postgres:// URL template with {id} for the node id.
+    #[arg(long, default_value = "sqlite")]
+    store: String,
+    /// Where the SQLite files go.
+    #[arg(long, default_value = "quorumlog-data")]
+    data_dir: PathBuf,
+    /// How long coordinators wait for replicas, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    replica_timeout_ms: u64,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Gateway base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Concurrent clients.
+    #[arg(long, short, default_value_t = 16)]
+    concurrency: usize,
+    /// Seconds per level.
+    #[arg(long, short, default_value_t = 10)]
+    duration: u64,
+    /// Percentage of operations that are writes (the rest are reads).
+    #[arg(long, default_value_t = 50)]
+    mix: u8,
+    /// Levels to run, one after the other.
+    #[arg(long, value_delimiter = ',', default_value = "ONE,QUORUM,ALL")]
+    levels: Vec<Consistency>,
+    /// Keys per client.
+    #[arg(long, default_value_t = 64)]
+    keys: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Hide the progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+fn parse_repair(s: &str) -> Result<ReadRepair, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "off" => Ok(ReadRepair::Off),
+        "background" => Ok(ReadRepair::Background),
+        "blocking" => Ok(ReadRepair::Blocking),
+        other => Err(format!(
+            "unknown read repair {other:?}: use off, background or blocking"
+        )),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Node(args) => {
+            let peers = peers::collect(&args.peer, &args.peers)?;
+            let mut config = NodeConfig::new(args.id, args.listen, peers, args.store);
+            config.metrics_listen = args.metrics_listen;
+            config.replica_timeout = Duration::from_millis(args.replica_timeout_ms);
+            config.breaker_threshold = args.breaker_threshold;
+            config.breaker_open_for = Duration::from_millis(args.breaker_open_ms);
+            config.read_repair = args.read_repair;
+            let id = config.id;
+            let running = node::start(config)
+                .await
+                .with_context(|| format!("starting node {id}"))?;
+            shutdown_signal().await;
+            tracing::info!(node = id, "shutting down");
+            running.stop();
+            Ok(())
+        }
+        Command::Gateway(args) => {
+            let nodes = peers::collect(&args.node, &args.nodes)?;
+            let mut config = GatewayConfig::new(args.listen, nodes);
+            config.timeout = Duration::from_millis(args.timeout_ms);
+            config.health_interval = Duration::from_millis(args.health_interval_ms.max(50));
+            config.default_level = args.default_consistency;
+            let running = gateway::start(config)
+                .await
+                .context("starting the gateway")?;
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            running.stop();
+            Ok(())
+        }
+        Command::Cluster(args) => {
+            let config = ClusterConfig {
+                nodes: args.nodes,
+                base_port: args.base_port,
+                gateway: args.gateway,
+                store: args.store,
+                data_dir: args.data_dir,
+            };
+            cluster::run(config, Duration::from_millis(args.replica_timeout_ms)).await
+        }
+        Command::Bench(args) => {
+            let config = bench::BenchConfig {
+                url: args.url,
+                concurrency: args.concurrency,
+                duration: Duration::from_secs(args.duration.max(1)),
+                write_percent: args.mix,
+                levels: args.levels,
+                keys_per_worker: args.keys,
+                value_size: args.value_size,
+                progress: !args.no_progress,
+            };
+            bench::run(config).await.map(|_| ())
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM (what `docker stop` sends).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

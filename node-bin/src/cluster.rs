@@ -1,0 +1,101 @@
+//! `quorumd cluster`: five nodes and the gateway in one process on
+//! loopback — the README's "run it" command.
+use crate::gateway::{self, GatewayConfig};
+use crate::node::{self, NodeConfig, RunningNode};
+use crate::store::StoreSpec;
+use quorumlog_core::NodeId;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub nodes: u32,
+    /// Node i listens on base_port + i - 1.
+    pub base_port: u16,
+    pub gateway: SocketAddr,
+    /// `sqlite` (files in `data_dir`), `memory`, or a `postgres://` URL
+    /// template in which `{id}` becomes the node id.
+    pub store: String,
+    pub data_dir: PathBuf,
+}
+
+impl ClusterConfig {
+    pub fn store_for(&self, id: NodeId) -> anyhow::Result<StoreSpec> {
+        Ok(match self.store.as_str() {
+            "sqlite" => StoreSpec::Sqlite(self.data_dir.join(format!("node-{id}.db"))),
+            "memory" => StoreSpec::Memory,
+            template if template.starts_with("postgres") => {
+                if !template.contains("{id}") {
+                    anyhow::bail!(
+                        "a postgres store template must contain {{id}} (one database per node)"
+                    );
+                }
+                StoreSpec::Postgres(template.replace("{id}", &id.to_string()))
+            }
+            other => anyhow::bail!(
+                "unknown cluster store {other:?}: use sqlite, memory or postgres://…/db_{{id}}"
+            ),
+        })
+    }
+}
+
+pub async fn run(
+    config: ClusterConfig,
+    replica_timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    if config.nodes == 0 {
+        anyhow::bail!("a cluster needs at least one node");
+    }
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let peers: Vec<(NodeId, SocketAddr)> = (1..=config.nodes)
+        .map(|id| {
+            let port = u32::from(config.base_port) + id - 1;
+            u16::try_from(port)
+                .map(|port| (id, SocketAddr::new(loopback, port)))
+                .map_err(|_| anyhow::anyhow!("port {port} is out of range"))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut nodes: Vec<RunningNode> = Vec::new();
+    for &(id, addr) in &peers {
+        let mut node_config = NodeConfig::new(id, addr, peers.clone(), config.store_for(id)?);
+        node_config.replica_timeout = replica_timeout;
+        nodes.push(node::start(node_config).await?);
+    }
+    let gw = gateway::start(GatewayConfig::new(config.gateway, peers.clone())).await?;
+    let base = format!("http://{}", gw.addr);
+    println!();
+    println!(
+        "quorumlog cluster: {} nodes ({}), gateway {base}",
+        nodes.len(),
+        describe(&config)
+    );
+    for (id, addr) in &peers {
+        println!("  node {id}: internal RPC on {addr}");
+    }
+    println!();
+    println!("Try it:");
+    println!("  curl -X POST \"{base}/api/logs?consistency=QUORUM\" -H \"Content-Type: application/json\" -d '{{\"key\":\"user-456\",\"value\":\"profile-update\"}}'");
+    println!("  curl \"{base}/api/logs/user-456?consistency=QUORUM\"");
+    println!("  curl -X POST \"{base}/api/logs?consistency=ALL\" -H \"Content-Type: application/json\" -d '{{\"key\":\"payment-789\",\"value\":\"transaction-data\"}}'");
+    println!("  curl \"{base}/api/logs/payment-789?consistency=ONE\"");
+    println!("  curl {base}/api/logs/health");
+    println!("  curl {base}/metrics");
+    println!();
+    println!("Press Ctrl-C to stop.");
+    tokio::signal::ctrl_c().await?;
+    println!("stopping…");
+    gw.stop();
+    for node in &nodes {
+        node.stop();
+    }
+    drop(nodes);
+    Ok(())
+}
+
+fn describe(config: &ClusterConfig) -> String {
+    match config.store.as_str() {
+        "sqlite" => format!("SQLite files in {}", config.data_dir.display()),
+        "memory" => "in-memory stores".into(),
+        other => format!("PostgreSQL {}", crate::store::redact(other)),
+    }
+}

@@ -1,0 +1,12 @@
+//! `quorumd`: the deployable side of quorumlog — a node (replica +
+//! coordinator) on a durable store, the REST gateway, a one-process local
+//! cluster and a load generator. The protocol itself lives in
+//! `quorumlog-core`; this crate only wires it to real sockets, databases and
+//! HTTP.
+pub mod bench;
+pub mod cluster;
+pub mod gateway;
+pub mod node;
+pub mod peers;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,96 @@
+//! `ID=ADDR` lists, as given to `--peer`, `--peers`, `--node` and `--nodes`.
+use quorumlog_core::NodeId;
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PeerError {
+    #[error("{0:?} is not ID=HOST:PORT (for example 2=127.0.0.1:7002)")]
+    Syntax(String),
+    #[error("{0:?}: the node id must be a positive number")]
+    Id(String),
+    #[error("{entry:?}: cannot resolve the address: {reason}")]
+    Address { entry: String, reason: String },
+    #[error("node id {0} is given twice with different addresses")]
+    Duplicate(NodeId),
+}
+
+/// Parse one `ID=HOST:PORT`, resolving host names (compose service names).
+pub fn parse_peer(entry: &str) -> Result<(NodeId, SocketAddr), PeerError> {
+    let (id, addr) = entry
+        .trim()
+        .split_once('=')
+        .ok_or_else(|| PeerError::Syntax(entry.to_string()))?;
+    let id: NodeId = id
+        .trim()
+        .parse()
+        .map_err(|_| PeerError::Id(entry.to_string()))?;
+    if id == 0 {
+        return Err(PeerError::Id(entry.to_string()));
+    }
+    let addr = addr.trim();
+    if addr.is_empty() {
+        return Err(PeerError::Syntax(entry.to_string()));
+    }
+    let resolved = addr
+        .to_socket_addrs()
+        .map_err(|e| PeerError::Address {
+            entry: entry.to_string(),
+            reason: e.to_string(),
+        })?
+        .next()
+        .ok_or_else(|| PeerError::Address {
+            entry: entry.to_string(),
+            reason: "no address".into(),
+        })?;
+    Ok((id, resolved))
+}
+
+/// Merge repeated single entries and comma-separated lists into one list
+/// ordered by id.
+pub fn collect(
+    single: &[String],
+    lists: &[String],
+) -> Result<Vec<(NodeId, SocketAddr)>, PeerError> {
+    let mut out: BTreeMap<NodeId, SocketAddr> = BTreeMap::new();
+    let entries = single
+        .iter()
+        .map(String::as_str)
+        .chain(lists.iter().flat_map(|l| l.split(',')))
+        .filter(|e| !e.trim().is_empty());
+    for entry in entries {
+        let (id, addr) = parse_peer(entry)?;
+        if let Some(previous) = out.insert(id, addr) {
+            if previous != addr {
+                return Err(PeerError::Duplicate(id));
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lists() {
+        let peers = collect(
+            &["2=127.0.0.1:7002".into()],
+            &["1=127.0.0.1:7001, 3=127.0.0.1:7003".into()],
+        )
+        .unwrap();
+        assert_eq!(peers.iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(matches!(parse_peer("x=127.0.0.1:1"), Err(PeerError::Id(_))));
+        assert!(matches!(parse_peer("0=127.0.0.1:1"), Err(PeerError::Id(_))));
+        assert!(matches!(
+            parse_peer("127.0.0.1:1"),
+            Err(PeerError::Syntax(_))
+        ));
+        assert!(matches!(
+            collect(&["1=127.0.0.1:1".into(), "1=127.0.0.1:2".into()], &[]),
+            Err(PeerError::Duplicate(1))
+        ));
+    }
+}
