@@ -1,0 +1,70 @@
+//! The guarantees a history can keep or break, and which of them a
+//! configuration promises.
+use crate::check::{CheckSummary, LinVerdict};
+use crate::scenario::Scenario;
+use serde::Serialize;
+use std::fmt;
+
+/// A property a history can break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guarantee {
+    /// Every read sees every write acknowledged before it began.
+    NoStaleReads,
+    /// Every acknowledged write survives to the final read.
+    NoLostUpdates,
+    /// Reads return only written values, siblings pairwise concurrent.
+    WellFormedReads,
+    /// The history is linearizable (multi-value register model).
+    Linearizable,
+}
+
+impl Guarantee {
+    pub const EVERY: [Guarantee; 4] =
+        [Guarantee::NoStaleReads, Guarantee::NoLostUpdates, Guarantee::WellFormedReads, Guarantee::Linearizable];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Guarantee::NoStaleReads => "stale reads",
+            Guarantee::NoLostUpdates => "lost updates",
+            Guarantee::WellFormedReads => "malformed reads",
+            Guarantee::Linearizable => "not linearizable",
+        }
+    }
+
+    /// Whether a configuration promises this. W+R>N promises fresh reads;
+    /// every configuration promises durability and well-formed reads; no
+    /// configuration of a leaderless quorum store promises linearizability.
+    pub fn promised_by(self, scenario: &Scenario) -> bool {
+        match self {
+            Guarantee::NoStaleReads => scenario.levels.spec(scenario.nodes).is_ok_and(|s| s.overlapping()),
+            Guarantee::NoLostUpdates | Guarantee::WellFormedReads => true,
+            Guarantee::Linearizable => false,
+        }
+    }
+}
+
+impl fmt::Display for Guarantee {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which guarantees one history broke.
+pub fn broken(summary: &CheckSummary) -> Vec<Guarantee> {
+    let mut broken = Vec::new();
+    if summary.stale_reads > 0 {
+        broken.push(Guarantee::NoStaleReads);
+    }
+    if summary.lost_updates > 0 || !summary.durability.is_ok() {
+        broken.push(Guarantee::NoLostUpdates);
+    }
+    if summary.staleness.phantom_reads > 0 || summary.staleness.sibling_violations > 0 {
+        broken.push(Guarantee::WellFormedReads);
+    }
+    if summary.linearizable == LinVerdict::NotLinearizable {
+        broken.push(Guarantee::Linearizable);
+    }
+    broken
+}
+

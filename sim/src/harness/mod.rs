@@ -1,0 +1,7 @@
+//! The deterministic simulation harness (built only with `--cfg madsim`).
+pub mod cluster;
+pub mod nemesis;
+pub mod run;
+pub mod workload;
+
+pub use run::{run_seed, simulate, RunResult, RunStats};

@@ -1,0 +1,235 @@
+//! What a simulation run is: the cluster shape, the workload, the
+//! consistency levels the clients use and the fault schedule. A
+//! `(scenario, seed)` pair replays a run exactly.
+use quorumlog_core::{Consistency, QuorumSpec};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use thiserror::Error;
+
+/// Which faults the nemesis injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultSchedule {
+    /// No faults: the baseline.
+    None,
+    /// Network partitions (random splits including 3-2, one-way links).
+    Partitions,
+    /// Node crashes and restarts.
+    Crashes,
+    /// Paused (slow) nodes, clogged links and message delay.
+    Pauses,
+    /// Crashes with pauses: the "crashes with pauses" schedule.
+    CrashesPauses,
+    /// Everything together.
+    All,
+}
+
+impl FaultSchedule {
+    pub const EVERY: [FaultSchedule; 6] = [
+        FaultSchedule::None,
+        FaultSchedule::Partitions,
+        FaultSchedule::Crashes,
+        FaultSchedule::Pauses,
+        FaultSchedule::CrashesPauses,
+        FaultSchedule::All,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultSchedule::None => "none",
+            FaultSchedule::Partitions => "partitions",
+            FaultSchedule::Crashes => "crashes",
+            FaultSchedule::Pauses => "pauses",
+            FaultSchedule::CrashesPauses => "crashes-pauses",
+            FaultSchedule::All => "all",
+        }
+    }
+
+    pub fn partitions(self) -> bool {
+        matches!(self, FaultSchedule::Partitions | FaultSchedule::All)
+    }
+
+    pub fn crashes(self) -> bool {
+        matches!(self, FaultSchedule::Crashes | FaultSchedule::CrashesPauses | FaultSchedule::All)
+    }
+
+    pub fn pauses(self) -> bool {
+        matches!(self, FaultSchedule::Pauses | FaultSchedule::CrashesPauses | FaultSchedule::All)
+    }
+}
+
+impl fmt::Display for FaultSchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ScenarioError {
+    #[error("unknown fault schedule {0:?}: use one of none, partitions, crashes, pauses, crashes-pauses, all")]
+    UnknownFaults(String),
+    #[error("bad consistency {what}: {reason}")]
+    BadLevel { what: &'static str, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl FromStr for FaultSchedule {
+    type Err = ScenarioError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        FaultSchedule::EVERY
+            .into_iter()
+            .find(|f| f.name() == s.trim())
+            .ok_or_else(|| ScenarioError::UnknownFaults(s.to_string()))
+    }
+}
+
+/// The levels clients read and write with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Levels {
+    pub read: Consistency,
+    pub write: Consistency,
+}
+
+impl Levels {
+    pub fn same(level: Consistency) -> Self {
+        Levels { read: level, write: level }
+    }
+
+    pub fn explicit(r: usize, w: usize) -> Self {
+        Levels { read: Consistency::Count(r), write: Consistency::Count(w) }
+    }
+
+    pub fn spec(&self, n: usize) -> Result<QuorumSpec, ScenarioError> {
+        let r = self
+            .read
+            .validate(n, "R")
+            .map_err(|e| ScenarioError::BadLevel { what: "R", reason: e.to_string() })?;
+        let w = self
+            .write
+            .validate(n, "W")
+            .map_err(|e| ScenarioError::BadLevel { what: "W", reason: e.to_string() })?;
+        Ok(QuorumSpec { n, r, w })
+    }
+
+    /// "QUORUM", or "R=1,W=5" when the two differ.
+    pub fn label(&self) -> String {
+        match (self.read, self.write) {
+            (r, w) if r == w && !matches!(r, Consistency::Count(_)) => r.to_string(),
+            (r, w) => format!("R={r},W={w}"),
+        }
+    }
+}
+
+impl FromStr for Levels {
+    type Err = ScenarioError;
+
+    /// "ONE", "QUORUM", "ALL", or "R=2,W=2".
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Some((r, w)) = s.split_once(',') {
+            let part = |text: &str, name: &'static str| -> Result<Consistency, ScenarioError> {
+                let (label, value) = text.split_once('=').ok_or(ScenarioError::BadLevel {
+                    what: name,
+                    reason: format!("expected {name}=LEVEL in {s:?}"),
+                })?;
+                if !label.trim().eq_ignore_ascii_case(name) {
+                    return Err(ScenarioError::BadLevel { what: name, reason: format!("expected {name}= in {s:?}") });
+                }
+                value
+                    .parse()
+                    .map_err(|e: quorumlog_core::quorum::QuorumError| ScenarioError::BadLevel { what: name, reason: e.to_string() })
+            };
+            return Ok(Levels { read: part(r, "R")?, write: part(w, "W")? });
+        }
+        s.parse()
+            .map(Levels::same)
+            .map_err(|e: quorumlog_core::quorum::QuorumError| ScenarioError::BadLevel { what: "level", reason: e.to_string() })
+    }
+}
+
+/// Everything that defines a run except the seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scenario {
+    pub faults: FaultSchedule,
+    pub levels: Levels,
+    pub nodes: usize,
+    pub clients: usize,
+    /// Operations across all clients (the final reads come on top).
+    pub operations: usize,
+    /// Keys most operations go to (where conflicts and staleness show).
+    pub hot_keys: usize,
+    pub cold_keys: usize,
+}
+
+impl Scenario {
+    /// The standard scenario: 5 nodes, 4 clients, 500 operations.
+    pub fn standard(faults: FaultSchedule, levels: Levels) -> Self {
+        Scenario { faults, levels, nodes: 5, clients: 4, operations: 500, hot_keys: 3, cold_keys: 12 }
+    }
+
+    pub fn validate(&self) -> Result<QuorumSpec, ScenarioError> {
+        if self.nodes == 0 || self.nodes > 64 {
+            return Err(ScenarioError::Invalid(format!("nodes = {} must be between 1 and 64", self.nodes)));
+        }
+        if self.clients == 0 || self.clients > 256 {
+            return Err(ScenarioError::Invalid(format!("clients = {} must be between 1 and 256", self.clients)));
+        }
+        if self.hot_keys + self.cold_keys == 0 {
+            return Err(ScenarioError::Invalid("the workload needs at least one key".into()));
+        }
+        self.levels.spec(self.nodes)
+    }
+
+    /// A short name: "QUORUM/partitions".
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.levels.label(), self.faults)
+    }
+
+    /// The command that replays `seed` of this scenario.
+    pub fn replay_command(&self, seed: u64) -> String {
+        let mut cmd = format!(
+            "cargo sim replay --faults {} --level {} --seed {seed}",
+            self.faults,
+            self.levels.label()
+        );
+        let standard = Scenario::standard(self.faults, self.levels);
+        if self.nodes != standard.nodes {
+            cmd += &format!(" --nodes {}", self.nodes);
+        }
+        if self.clients != standard.clients {
+            cmd += &format!(" --clients {}", self.clients);
+        }
+        if self.operations != standard.operations {
+            cmd += &format!(" --ops {}", self.operations);
+        }
+        cmd
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_levels() {
+        assert_eq!("QUORUM".parse::<Levels>(), Ok(Levels::same(Consistency::Quorum)));
+        assert_eq!("R=2,W=2".parse::<Levels>(), Ok(Levels::explicit(2, 2)));
+        assert_eq!("r=1, w=ALL".parse::<Levels>().unwrap().label(), "R=1,W=ALL");
+        assert!("R=2".parse::<Levels>().is_err());
+        assert!("X=1,W=2".parse::<Levels>().is_err());
+        assert!("MOST".parse::<Levels>().is_err());
+        assert_eq!(Levels::explicit(2, 2).label().parse::<Levels>(), Ok(Levels::explicit(2, 2)));
+        assert!(Levels::explicit(6, 1).spec(5).is_err());
+    }
+
+    #[test]
+    fn parse_faults() {
+        for f in FaultSchedule::EVERY {
+            assert_eq!(f.name().parse::<FaultSchedule>(), Ok(f));
+        }
+        assert!("earthquake".parse::<FaultSchedule>().is_err());
+    }
+}

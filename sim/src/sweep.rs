@@ -1,0 +1,113 @@
+//! Run a scenario over a range of seeds (on every core), check each
+//! history, and judge it against what the scenario's levels promise.
+use crate::check::{check_history, CheckSummary};
+pub use crate::guarantee::{broken, Guarantee};
+use crate::harness::{run_seed, RunStats};
+use crate::history::History;
+use crate::scenario::Scenario;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// The result of one seed.
+pub struct SeedOutcome {
+    pub seed: u64,
+    pub stats: RunStats,
+    pub summary: CheckSummary,
+    pub broken: Vec<Guarantee>,
+    /// Latencies (simulated µs) of successful non-final operations.
+    pub latencies_us: Vec<u64>,
+    pub history: History,
+    pub fault_log: String,
+}
+
+impl SeedOutcome {
+    /// Broken guarantees that the scenario promised: real failures.
+    pub fn failures(&self, scenario: &Scenario) -> Vec<Guarantee> {
+        self.broken.iter().copied().filter(|g| g.promised_by(scenario)).collect()
+    }
+}
+
+/// A seed whose run panicked (a bug in the system or the harness).
+#[derive(Debug, Clone)]
+pub struct SeedPanic {
+    pub seed: u64,
+    pub message: String,
+}
+
+pub fn run_and_check(scenario: &Scenario, seed: u64) -> SeedOutcome {
+    let run = run_seed(scenario, seed);
+    let summary = check_history(&run.history);
+    let latencies_us = run
+        .history
+        .operations()
+        .iter()
+        .filter(|op| op.is_ok() && !op.is_final)
+        .filter_map(|op| op.complete_us.map(|end| end.saturating_sub(op.invoke_us)))
+        .collect();
+    SeedOutcome {
+        seed,
+        broken: broken(&summary),
+        fault_log: run.fault_log(),
+        stats: run.stats,
+        summary,
+        latencies_us,
+        history: run.history,
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic with a non-text payload".into())
+}
+
+/// Run every seed of `seeds` on `jobs` threads (each seed in its own
+/// runtime, so parallelism cannot change a result), calling `progress`
+/// after each. `keep` decides, per outcome, whether to keep its history.
+pub fn sweep(
+    scenario: &Scenario,
+    seeds: Range<u64>,
+    jobs: usize,
+    progress: &(dyn Fn() + Sync),
+    keep: &(dyn Fn(&SeedOutcome) -> bool + Sync),
+) -> (Vec<SeedOutcome>, Vec<SeedPanic>) {
+    let next = AtomicU64::new(seeds.start);
+    let outcomes = Mutex::new(Vec::new());
+    let panics = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::SeqCst);
+                if seed >= seeds.end {
+                    break;
+                }
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_and_check(scenario, seed))) {
+                    Ok(mut outcome) => {
+                        if !keep(&outcome) {
+                            outcome.history = History::new();
+                        }
+                        outcomes.lock().unwrap_or_else(|p| p.into_inner()).push(outcome);
+                    }
+                    Err(payload) => panics
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(SeedPanic { seed, message: panic_message(payload) }),
+                }
+                progress();
+            });
+        }
+    });
+    let mut outcomes = outcomes.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut panics = panics.into_inner().unwrap_or_else(|p| p.into_inner());
+    outcomes.sort_by_key(|o| o.seed);
+    panics.sort_by_key(|p| p.seed);
+    (outcomes, panics)
+}
+
+/// Default parallelism: the machine's cores.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
