@@ -1,0 +1,332 @@
+//! Helpers for quorumlog's integration tests: build and locate the
+//! `quorumd` binary, run a 5-node cluster plus gateway as real processes on
+//! loopback (SQLite or PostgreSQL), stop and restart nodes, and the
+//! scenarios every backend must pass.
+//!
+//! Every child process is killed when its owner is dropped, every wait is
+//! bounded in time, and only 127.0.0.1 is used.
+pub mod scenarios;
+
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub use real_tokio as tokio;
+
+/// Default PostgreSQL server (databases `quorumlog_1..5` from
+/// `scripts/setup-postgres.sh`); override with `QUORUMLOG_PG_URL`.
+pub const DEFAULT_PG_URL: &str = "postgres://quorumlog:quorumlog@127.0.0.1:5432";
+
+/// Clusters in one test binary run one at a time: they share the
+/// PostgreSQL databases and the machine has two cores.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Path of an up-to-date `quorumd`: `QUORUMD_BIN` if set, otherwise
+/// `cargo build -p quorumd` into the target directory these tests were
+/// built in (a no-op when it is current), with the same profile.
+pub fn quorumd() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("QUORUMD_BIN") {
+            return PathBuf::from(bin);
+        }
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> → target/<profile>, target
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps layout");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root");
+        let mut build = Command::new(cargo);
+        build
+            .current_dir(workspace)
+            .args(["build", "-p", "quorumd", "--bin", "quorumd"])
+            .env("CARGO_TARGET_DIR", target_dir);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build -p quorumd");
+        assert!(status.success(), "cargo build -p quorumd failed");
+        let bin = profile_dir.join(format!("quorumd{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} missing after the build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// The PostgreSQL base URL when the server answers; `None` (with a notice)
+/// when it does not, unless CI=true, where a missing PostgreSQL fails.
+pub fn postgres() -> Option<String> {
+    let url = std::env::var("QUORUMLOG_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_string());
+    let url = url.trim_end_matches('/').to_string();
+    let host_port = url
+        .rsplit('@')
+        .next()
+        .unwrap_or("127.0.0.1:5432")
+        .to_string();
+    let reachable = host_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok());
+    if reachable {
+        return Some(url);
+    }
+    let message = format!(
+        "PostgreSQL is not reachable at {host_port}: run scripts/setup-postgres.sh (or set QUORUMLOG_PG_URL)"
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message}");
+    }
+    eprintln!("SKIPPED: {message}");
+    None
+}
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// SQLite files in the cluster's temporary directory.
+    Sqlite,
+    /// Base URL; node i uses database `quorumlog_i`.
+    Postgres(String),
+}
+
+struct NodeProc {
+    id: u32,
+    addr: SocketAddr,
+    metrics: SocketAddr,
+    store: String,
+    child: Option<Child>,
+}
+
+/// Five `quorumd node` processes and one `quorumd gateway`.
+pub struct Cluster {
+    pub url: String,
+    pub gateway_metrics: String,
+    dir: PathBuf,
+    nodes: Vec<NodeProc>,
+    gateway: Option<Child>,
+    bin: PathBuf,
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("quorumlog-test-{}-{tag}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create test dir");
+    dir
+}
+
+impl Cluster {
+    pub const N: u32 = 5;
+
+    pub fn start(backend: Backend, tag: &str) -> Cluster {
+        let bin = quorumd();
+        let dir = temp_dir(tag);
+        let nodes: Vec<NodeProc> = (1..=Self::N)
+            .map(|id| NodeProc {
+                id,
+                addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+                metrics: SocketAddr::from(([127, 0, 0, 1], free_port())),
+                store: match &backend {
+                    Backend::Sqlite => {
+                        format!("sqlite:{}", dir.join(format!("node-{id}.db")).display())
+                    }
+                    Backend::Postgres(base) => format!("{base}/quorumlog_{id}"),
+                },
+                child: None,
+            })
+            .collect();
+        let gateway_port = free_port();
+        let mut cluster = Cluster {
+            url: format!("http://127.0.0.1:{gateway_port}"),
+            gateway_metrics: format!("http://127.0.0.1:{gateway_port}/metrics"),
+            dir,
+            nodes,
+            gateway: None,
+            bin,
+        };
+        for id in 1..=Self::N {
+            cluster.start_node(id);
+        }
+        let node_list = cluster.peer_list();
+        let log = cluster.log_file("gateway");
+        let child = Command::new(&cluster.bin)
+            .args([
+                "gateway",
+                "--listen",
+                &format!("127.0.0.1:{gateway_port}"),
+                "--nodes",
+                &node_list,
+            ])
+            .args(["--timeout-ms", "2000", "--health-interval-ms", "200"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn quorumd gateway");
+        cluster.gateway = Some(child);
+        cluster
+    }
+
+    fn peer_list(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.addr))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn log_file(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))
+            .expect("open log file")
+    }
+
+    /// Start (or restart) node `id` on its port and store.
+    pub fn start_node(&mut self, id: u32) {
+        let peers = self.peer_list();
+        let log = self.log_file(&format!("node-{id}"));
+        let bin = self.bin.clone();
+        let node = self.nodes.iter_mut().find(|n| n.id == id).expect("node id");
+        assert!(node.child.is_none(), "node {id} is already running");
+        let child = Command::new(bin)
+            .args([
+                "node",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &node.addr.to_string(),
+            ])
+            .args(["--peers", &peers, "--store", &node.store])
+            .args(["--metrics-listen", &node.metrics.to_string()])
+            .args(["--replica-timeout-ms", "500", "--breaker-open-ms", "3000"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn quorumd node");
+        node.child = Some(child);
+    }
+
+    /// Kill node `id` (SIGKILL: a crash, not a clean shutdown).
+    pub fn stop_node(&mut self, id: u32) {
+        let node = self.nodes.iter_mut().find(|n| n.id == id).expect("node id");
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn node_metrics_url(&self, id: u32) -> String {
+        let node = self.nodes.iter().find(|n| n.id == id).expect("node id");
+        format!("http://{}/metrics", node.metrics)
+    }
+
+    /// Wait until the gateway reports `up` nodes reachable.
+    pub async fn wait_up(&mut self, http: &reqwest::Client, up: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            self.check_alive();
+            if let Ok(response) = http
+                .get(format!("{}/api/logs/health", self.url))
+                .send()
+                .await
+            {
+                if let Ok(body) = response.json::<serde_json::Value>().await {
+                    if body["up"].as_u64() == Some(up) {
+                        return;
+                    }
+                    last = body.to_string();
+                }
+            }
+            real_tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "cluster did not reach {up} nodes up within {timeout:?}; last health: {last}\n{}",
+            self.logs()
+        );
+    }
+
+    /// Fail fast when a process we expect to run has exited.
+    fn check_alive(&mut self) {
+        let mut dead = Vec::new();
+        for node in &mut self.nodes {
+            if let Some(child) = node.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    dead.push(format!("node {} exited with {status}", node.id));
+                }
+            }
+        }
+        if let Some(child) = self.gateway.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                dead.push(format!("gateway exited with {status}"));
+            }
+        }
+        if !dead.is_empty() {
+            panic!("{}\n{}", dead.join("; "), self.logs());
+        }
+    }
+
+    /// The tail of every process log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let mut names: Vec<String> = (1..=Self::N).map(|id| format!("node-{id}")).collect();
+        names.push("gateway".into());
+        for name in names {
+            let text =
+                std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(15)..];
+            out.push_str(&format!(
+                "--- {name}.log (last {} lines)\n{}\n",
+                tail.len(),
+                tail.join("\n")
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.gateway.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "test failed; process logs kept in {}\n{}",
+                self.dir.display(),
+                self.logs()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
