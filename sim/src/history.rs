@@ -26,6 +26,40 @@ pub const HISTORY_FORMAT: u32 = 1;
 pub enum OpKind {
     Read,
     Write,
+    /// Compare-and-set: `value` is the JSON array `["expected","new"]`
+    /// (see [`cas_value`]). Not issued by quorumlog itself; for histories of
+    /// other systems checked with the CAS-register model.
+    Cas,
+    /// Append `value` to the key's current value (key/value model).
+    Append,
+}
+
+impl OpKind {
+    /// Whether the operation changes state when it takes effect.
+    pub fn is_mutation(self) -> bool {
+        !matches!(self, OpKind::Read)
+    }
+}
+
+impl std::fmt::Display for OpKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OpKind::Read => "read",
+            OpKind::Write => "write",
+            OpKind::Cas => "cas",
+            OpKind::Append => "append",
+        })
+    }
+}
+
+/// The `value` of a `cas` invoke: the JSON array `["expected","new"]`.
+pub fn cas_value(expected: &str, new: &str) -> String {
+    serde_json::to_string(&[expected, new]).unwrap_or_default()
+}
+
+/// Split the `value` of a `cas` invoke into (expected, new).
+pub fn parse_cas_value(value: &str) -> Option<(String, String)> {
+    serde_json::from_str::<(String, String)>(value).ok()
 }
 
 /// How an operation ended.
@@ -156,12 +190,81 @@ impl Operation {
 
     /// The version a write wrote, as far as the history knows it.
     pub fn written(&self) -> Option<ObservedVersion> {
-        if self.kind != OpKind::Write {
+        if !matches!(self.kind, OpKind::Write | OpKind::Append) {
             return None;
         }
         self.version.clone().or_else(|| {
-            self.value.clone().map(|value| ObservedVersion { value, dot: None, context: None })
+            self.value.clone().map(|value| ObservedVersion {
+                value,
+                dot: None,
+                context: None,
+            })
         })
+    }
+}
+
+/// An operation borrowed from a [`History`]'s events: what the checkers work
+/// on (no copies of keys, values or contexts, so a million operations pair
+/// up quickly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperationRef<'a> {
+    pub id: u64,
+    pub client: u32,
+    pub key: &'a str,
+    pub kind: OpKind,
+    pub value: Option<&'a str>,
+    /// The context the write carried (None or empty: blind write).
+    pub context: Option<&'a VersionVector>,
+    pub level: Option<&'a str>,
+    pub is_final: bool,
+    pub invoke_us: u64,
+    pub complete_us: Option<u64>,
+    pub outcome: Option<Outcome>,
+    pub values: &'a [ObservedVersion],
+    pub version: Option<&'a ObservedVersion>,
+    pub read_context: Option<&'a VersionVector>,
+    pub error: Option<&'a str>,
+}
+
+impl<'a> OperationRef<'a> {
+    pub fn is_ok(&self) -> bool {
+        self.outcome == Some(Outcome::Ok)
+    }
+
+    /// Timed out or never completed: a mutation may or may not have applied.
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(self.outcome, None | Some(Outcome::Timeout))
+    }
+
+    /// Certainly had no effect.
+    pub fn is_failed(&self) -> bool {
+        matches!(self.outcome, Some(Outcome::Unavailable | Outcome::Fail))
+    }
+
+    /// The dot of the version a write created, when the history has it.
+    pub fn written_dot(&self) -> Option<Dot> {
+        self.version.and_then(|v| v.dot)
+    }
+
+    /// An owned copy.
+    pub fn to_operation(&self) -> Operation {
+        Operation {
+            id: self.id,
+            client: self.client,
+            key: self.key.to_string(),
+            kind: self.kind,
+            value: self.value.map(str::to_string),
+            context: self.context.cloned(),
+            level: self.level.map(str::to_string),
+            is_final: self.is_final,
+            invoke_us: self.invoke_us,
+            complete_us: self.complete_us,
+            outcome: self.outcome,
+            values: self.values.to_vec(),
+            version: self.version.cloned(),
+            read_context: self.read_context.cloned(),
+            error: self.error.map(str::to_string),
+        }
     }
 }
 
@@ -174,7 +277,10 @@ pub enum HistoryError {
 }
 
 fn line_error(line: usize, problem: impl Into<String>) -> HistoryError {
-    HistoryError::Line { line, problem: problem.into() }
+    HistoryError::Line {
+        line,
+        problem: problem.into(),
+    }
 }
 
 /// An ordered list of events.
@@ -203,7 +309,8 @@ impl History {
 
     pub fn to_jsonl(&self) -> String {
         let mut buf = Vec::new();
-        self.write_jsonl(&mut buf).expect("writing to memory cannot fail");
+        self.write_jsonl(&mut buf)
+            .expect("writing to memory cannot fail");
         String::from_utf8(buf).expect("serde_json writes UTF-8")
     }
 
@@ -218,7 +325,8 @@ impl History {
             if line.trim().is_empty() {
                 continue;
             }
-            let event: Event = serde_json::from_str(&line).map_err(|e| line_error(number, e.to_string()))?;
+            let event: Event =
+                serde_json::from_str(&line).map_err(|e| line_error(number, e.to_string()))?;
             match &event {
                 Event::Header { format, .. } => {
                     if *format != HISTORY_FORMAT {
@@ -232,8 +340,14 @@ impl History {
                     if !seen.insert(*id) {
                         return Err(line_error(number, format!("operation id {id} is invoked twice")));
                     }
-                    if *op == OpKind::Write && value.is_none() {
-                        return Err(line_error(number, format!("write {id} has no value")));
+                    if op.is_mutation() && value.is_none() {
+                        return Err(line_error(number, format!("{op} {id} has no value")));
+                    }
+                    if *op == OpKind::Cas && value.as_deref().and_then(parse_cas_value).is_none() {
+                        return Err(line_error(
+                            number,
+                            format!("cas {id}: value must be the JSON array [\"expected\",\"new\"]"),
+                        ));
                     }
                     open.insert(*id, *client);
                 }
@@ -263,7 +377,17 @@ impl History {
         for event in &self.events {
             match event {
                 Event::Header { .. } => {}
-                Event::Invoke { id, client, time_us, key, op, value, context, level, r#final } => {
+                Event::Invoke {
+                    id,
+                    client,
+                    time_us,
+                    key,
+                    op,
+                    value,
+                    context,
+                    level,
+                    r#final,
+                } => {
                     index.insert(*id, ops.len());
                     ops.push(Operation {
                         id: *id,
@@ -283,7 +407,16 @@ impl History {
                         error: None,
                     });
                 }
-                Event::Complete { id, time_us, outcome, values, version, context, error, .. } => {
+                Event::Complete {
+                    id,
+                    time_us,
+                    outcome,
+                    values,
+                    version,
+                    context,
+                    error,
+                    ..
+                } => {
                     if let Some(op) = index.get(id).map(|&i| &mut ops[i]) {
                         op.complete_us = Some(*time_us);
                         op.outcome = Some(*outcome);
@@ -298,9 +431,72 @@ impl History {
         ops
     }
 
+    /// Like [`History::operations`], borrowing instead of copying.
+    pub fn operation_refs(&self) -> Vec<OperationRef<'_>> {
+        let mut ops: Vec<OperationRef<'_>> = Vec::new();
+        let mut index: std::collections::HashMap<u64, usize> = Default::default();
+        for event in &self.events {
+            match event {
+                Event::Header { .. } => {}
+                Event::Invoke {
+                    id,
+                    client,
+                    time_us,
+                    key,
+                    op,
+                    value,
+                    context,
+                    level,
+                    r#final,
+                } => {
+                    index.insert(*id, ops.len());
+                    ops.push(OperationRef {
+                        id: *id,
+                        client: *client,
+                        key,
+                        kind: *op,
+                        value: value.as_deref(),
+                        context: context.as_ref(),
+                        level: level.as_deref(),
+                        is_final: *r#final,
+                        invoke_us: *time_us,
+                        complete_us: None,
+                        outcome: None,
+                        values: &[],
+                        version: None,
+                        read_context: None,
+                        error: None,
+                    });
+                }
+                Event::Complete {
+                    id,
+                    time_us,
+                    outcome,
+                    values,
+                    version,
+                    context,
+                    error,
+                    ..
+                } => {
+                    if let Some(op) = index.get(id).map(|&i| &mut ops[i]) {
+                        op.complete_us = Some(*time_us);
+                        op.outcome = Some(*outcome);
+                        op.values = values;
+                        op.version = version.as_ref();
+                        op.read_context = context.as_ref();
+                        op.error = error.as_deref();
+                    }
+                }
+            }
+        }
+        ops
+    }
+
     /// The header, if the history has one.
     pub fn header(&self) -> Option<&Event> {
-        self.events.iter().find(|e| matches!(e, Event::Header { .. }))
+        self.events
+            .iter()
+            .find(|e| matches!(e, Event::Header { .. }))
     }
 }
 
@@ -330,10 +526,19 @@ mod tests {
         let bad = "{\"type\":\"invoke\",\"id\":0,\"client\":1,\"time_us\":1,\"key\":\"k\",\"op\":\"read\"}\nnot json\n";
         let err = History::read_jsonl(bad.as_bytes()).unwrap_err().to_string();
         assert!(err.starts_with("line 2:"), "{err}");
-        let orphan = "{\"type\":\"complete\",\"id\":3,\"client\":1,\"time_us\":1,\"outcome\":\"ok\"}\n";
-        let err = History::read_jsonl(orphan.as_bytes()).unwrap_err().to_string();
-        assert!(err.contains("line 1") && err.contains("never invoked"), "{err}");
+        let orphan =
+            "{\"type\":\"complete\",\"id\":3,\"client\":1,\"time_us\":1,\"outcome\":\"ok\"}\n";
+        let err = History::read_jsonl(orphan.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 1") && err.contains("never invoked"),
+            "{err}"
+        );
         let future = "{\"type\":\"header\",\"format\":9}\n";
-        assert!(History::read_jsonl(future.as_bytes()).unwrap_err().to_string().contains("format 9"));
+        assert!(History::read_jsonl(future.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("format 9"));
     }
 }

@@ -1,1 +1,205 @@
 //! Consistency checkers over a [`crate::history::History`].
+//!
+//! Three independent judges, all working per key on the same history:
+//!
+//! - [`check_staleness`]: the regular-register property that W+R>N
+//!   promises (no stale reads, no phantom values, siblings concurrent);
+//! - [`check_durability`]: no acknowledged write is missing from the final
+//!   quiescent read (no lost updates);
+//! - [`check_linearizability`]: Wing & Gong search with Lowe's memoisation,
+//!   generic over a sequential [`Model`].
+//!
+//! [`check_history`] runs all three (linearizability against the
+//! [`MultiValueRegister`], the model that fits quorumlog's siblings) and
+//! returns a [`CheckSummary`].
+use crate::history::{History, OperationRef};
+use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+use thiserror::Error;
+
+mod common;
+mod durability;
+pub mod generate;
+mod linearizability;
+mod models;
+mod staleness;
+
+pub use common::{Bucket, Distribution, OpSummary};
+pub use durability::{check_durability, DurabilityReport, LostWrite};
+pub use linearizability::{
+    check_linearizability, check_linearizability_ops, Budget, LinReport, LinVerdict, LinViolation,
+    StuckOp, UnknownKey,
+};
+pub use models::{CasRegister, Interner, KeyValue, Model, MultiValueRegister, Register};
+pub use staleness::{
+    check_staleness, PhantomKind, PhantomRead, SiblingViolation, StaleRead, StalenessReport,
+};
+
+/// Everything the checkers found in one history.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckSummary {
+    /// Operations in the history (final reads included).
+    pub operations: usize,
+    /// Reads that missed a write acknowledged before they began.
+    pub stale_reads: usize,
+    /// Acknowledged writes missing from the final read.
+    pub lost_updates: usize,
+    pub linearizable: LinVerdict,
+    pub staleness: StalenessReport,
+    pub durability: DurabilityReport,
+    pub linearizability: LinReport,
+}
+
+impl CheckSummary {
+    /// No stale read, phantom, lost update, and not shown non-linearizable.
+    /// (`Unknown` linearizability does not fail the summary; see
+    /// [`CheckSummary::is_strictly_ok`].)
+    pub fn is_ok(&self) -> bool {
+        self.staleness.is_ok()
+            && self.durability.is_ok()
+            && self.linearizable != LinVerdict::NotLinearizable
+    }
+
+    /// Like [`CheckSummary::is_ok`], and linearizability was decided.
+    pub fn is_strictly_ok(&self) -> bool {
+        self.is_ok() && self.linearizable == LinVerdict::Linearizable
+    }
+}
+
+impl fmt::Display for CheckSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} operations: {} stale reads, {} lost updates, {}",
+            self.operations, self.stale_reads, self.lost_updates, self.linearizable
+        )?;
+        writeln!(f)?;
+        writeln!(f, "{}", self.staleness)?;
+        writeln!(f, "{}", self.durability)?;
+        write!(f, "{}", self.linearizability)
+    }
+}
+
+/// The sequential models the CLI offers (`--model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// Read/write register: a read returns the last value written.
+    Register,
+    /// Register with compare-and-set.
+    CasRegister,
+    /// Key/value map with get/put/append (checked per key).
+    KeyValue,
+    /// quorumlog's sibling semantics: a read returns every version not
+    /// covered by a later write's context.
+    MultiValueRegister,
+}
+
+impl ModelKind {
+    pub const ALL: [ModelKind; 4] = [
+        ModelKind::Register,
+        ModelKind::CasRegister,
+        ModelKind::KeyValue,
+        ModelKind::MultiValueRegister,
+    ];
+
+    /// The name `--model` accepts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Register => "register",
+            ModelKind::CasRegister => "cas-register",
+            ModelKind::KeyValue => "kv",
+            ModelKind::MultiValueRegister => "mv-register",
+        }
+    }
+}
+
+impl Default for ModelKind {
+    fn default() -> Self {
+        ModelKind::MultiValueRegister
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("unknown model {0:?} (expected one of: register, cas-register, kv, mv-register)")]
+pub struct UnknownModel(pub String);
+
+impl FromStr for ModelKind {
+    type Err = UnknownModel;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "register" => Ok(ModelKind::Register),
+            "cas-register" | "cas" => Ok(ModelKind::CasRegister),
+            "kv" | "key-value" => Ok(ModelKind::KeyValue),
+            "mv-register" | "mv" | "multi-value-register" => Ok(ModelKind::MultiValueRegister),
+            _ => Err(UnknownModel(s.to_string())),
+        }
+    }
+}
+
+/// Staleness, durability and linearizability (multi-value register).
+pub fn check_history(history: &History) -> CheckSummary {
+    check_with_model(history, ModelKind::MultiValueRegister)
+}
+
+/// Staleness, durability and linearizability against `model`.
+pub fn check_with_model(history: &History, model: ModelKind) -> CheckSummary {
+    check_with_model_budget(history, model, Budget::default())
+}
+
+/// [`check_with_model`] with an explicit search budget.
+pub fn check_with_model_budget(
+    history: &History,
+    model: ModelKind,
+    budget: Budget,
+) -> CheckSummary {
+    let ops = history.operation_refs();
+    summarize(&ops, model, budget)
+}
+
+fn summarize(ops: &[OperationRef<'_>], model: ModelKind, budget: Budget) -> CheckSummary {
+    let staleness = staleness::check_staleness_ops(ops);
+    let durability = durability::check_durability_ops(ops);
+    let linearizability = match model {
+        ModelKind::Register => check_linearizability_ops(ops, &Register, budget),
+        ModelKind::CasRegister => check_linearizability_ops(ops, &CasRegister, budget),
+        ModelKind::KeyValue => check_linearizability_ops(ops, &KeyValue, budget),
+        ModelKind::MultiValueRegister => {
+            check_linearizability_ops(ops, &MultiValueRegister, budget)
+        }
+    };
+    CheckSummary {
+        operations: ops.len(),
+        stale_reads: staleness.stale_reads,
+        lost_updates: durability.lost_updates,
+        linearizable: linearizability.verdict,
+        staleness,
+        durability,
+        linearizability,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names_round_trip() {
+        for kind in ModelKind::ALL {
+            assert_eq!(kind.as_str().parse::<ModelKind>(), Ok(kind));
+        }
+        assert!("paxos"
+            .parse::<ModelKind>()
+            .unwrap_err()
+            .to_string()
+            .contains("paxos"));
+    }
+}

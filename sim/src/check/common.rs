@@ -1,0 +1,295 @@
+//! Pieces the checkers share: readable operation summaries, distributions,
+//! per-key grouping and the "does this read cover that dot" test.
+use crate::history::{ObservedVersion, OpKind, OperationRef, Outcome};
+use quorumlog_core::{Dot, NodeId};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// How many examples a report keeps of each kind of violation.
+pub(crate) const MAX_EXAMPLES: usize = 100;
+/// How many examples a report prints.
+pub(crate) const MAX_PRINTED: usize = 10;
+
+/// One operation as a person reads it in a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpSummary {
+    pub id: u64,
+    pub client: u32,
+    pub key: String,
+    pub op: OpKind,
+    /// What a write/append/cas wrote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// What a read returned, `value@dot` (empty for an empty read).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub returned: Vec<String>,
+    /// The dot of the version a write created, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dot: Option<String>,
+    pub invoke_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub complete_us: Option<u64>,
+    /// ok, unavailable, timeout, fail, or pending (never completed).
+    pub outcome: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub is_final: bool,
+}
+
+fn show_version(v: &ObservedVersion) -> String {
+    match v.dot {
+        Some(dot) => format!("{}@{dot}", v.value),
+        None => v.value.clone(),
+    }
+}
+
+fn outcome_name(outcome: Option<Outcome>) -> &'static str {
+    match outcome {
+        Some(Outcome::Ok) => "ok",
+        Some(Outcome::Unavailable) => "unavailable",
+        Some(Outcome::Timeout) => "timeout",
+        Some(Outcome::Fail) => "fail",
+        None => "pending",
+    }
+}
+
+impl OpSummary {
+    pub fn of(op: &OperationRef<'_>) -> Self {
+        OpSummary {
+            id: op.id,
+            client: op.client,
+            key: op.key.to_string(),
+            op: op.kind,
+            value: op.value.map(str::to_string),
+            returned: op.values.iter().map(show_version).collect(),
+            dot: op.written_dot().map(|d| d.to_string()),
+            invoke_us: op.invoke_us,
+            complete_us: op.complete_us,
+            outcome: outcome_name(op.outcome).to_string(),
+            is_final: op.is_final,
+        }
+    }
+}
+
+impl fmt::Display for OpSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "op {} client {} key {:?} {}",
+            self.id, self.client, self.key, self.op
+        )?;
+        if self.is_final {
+            write!(f, " (final)")?;
+        }
+        if let Some(value) = &self.value {
+            write!(f, " {value:?}")?;
+        }
+        if let Some(dot) = &self.dot {
+            write!(f, " as {dot}")?;
+        }
+        if self.op == OpKind::Read && self.outcome == "ok" {
+            write!(f, " -> [{}]", self.returned.join(", "))?;
+        }
+        match self.complete_us {
+            Some(end) => write!(f, ", {}..{} us, {}", self.invoke_us, end, self.outcome),
+            None => write!(f, ", {}.. us, never completed", self.invoke_us),
+        }
+    }
+}
+
+/// One bucket of a histogram: values in `from..=to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Bucket {
+    pub from: u64,
+    pub to: u64,
+    pub count: usize,
+}
+
+/// A summary of a distribution of non-negative integers (counts or
+/// microseconds), with power-of-two buckets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Distribution {
+    pub count: usize,
+    pub min: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+    pub buckets: Vec<Bucket>,
+}
+
+impl Distribution {
+    pub fn from_values(mut values: Vec<u64>) -> Self {
+        if values.is_empty() {
+            return Self::default();
+        }
+        values.sort_unstable();
+        let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+        let mut buckets: Vec<Bucket> = Vec::new();
+        for &v in &values {
+            let (from, to) = if v == 0 {
+                (0, 0)
+            } else {
+                let low = 1u64 << (63 - v.leading_zeros());
+                (low, low.saturating_mul(2) - 1)
+            };
+            match buckets.last_mut() {
+                Some(b) if b.from == from => b.count += 1,
+                _ => buckets.push(Bucket { from, to, count: 1 }),
+            }
+        }
+        Distribution {
+            count: values.len(),
+            min: values[0],
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: values[values.len() - 1],
+            buckets,
+        }
+    }
+}
+
+impl fmt::Display for Distribution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.count == 0 {
+            return write!(f, "none");
+        }
+        write!(
+            f,
+            "n={} min={} p50={} p90={} p99={} max={}; buckets",
+            self.count, self.min, self.p50, self.p90, self.p99, self.max
+        )?;
+        for b in &self.buckets {
+            if b.from == b.to {
+                write!(f, " [{}]:{}", b.from, b.count)?;
+            } else {
+                write!(f, " [{}..{}]:{}", b.from, b.to, b.count)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Operation indices grouped by key, keys sorted, each group in history
+/// (invoke) order.
+pub(crate) fn group_by_key<'a>(ops: &[OperationRef<'a>]) -> Vec<(&'a str, Vec<usize>)> {
+    let mut groups: FxHashMap<&'a str, Vec<usize>> = FxHashMap::default();
+    for (i, op) in ops.iter().enumerate() {
+        groups.entry(op.key).or_default().push(i);
+    }
+    let mut groups: Vec<(&'a str, Vec<usize>)> = groups.into_iter().collect();
+    groups.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    groups
+}
+
+/// What a read's versions cover: the join of their contexts plus their
+/// own dots. Some returned version covers dot `d` iff `d` is one of the
+/// dots or the joined context covers it (coverage is per node).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Coverage {
+    context: Vec<(NodeId, u64)>,
+    dots: Vec<Dot>,
+}
+
+impl Coverage {
+    pub(crate) fn of(values: &[ObservedVersion]) -> Self {
+        let mut cov = Coverage::default();
+        for v in values {
+            if let Some(dot) = v.dot {
+                cov.dots.push(dot);
+            }
+            if let Some(ctx) = &v.context {
+                for (node, counter) in ctx.entries() {
+                    match cov.context.iter_mut().find(|(n, _)| *n == node) {
+                        Some(entry) => entry.1 = entry.1.max(counter),
+                        None => cov.context.push((node, counter)),
+                    }
+                }
+            }
+        }
+        cov
+    }
+
+    /// The joined context's entry for `node`.
+    pub(crate) fn context_of(&self, node: NodeId) -> u64 {
+        self.context
+            .iter()
+            .find(|(n, _)| *n == node)
+            .map_or(0, |e| e.1)
+    }
+
+    pub(crate) fn has_dot(&self, dot: Dot) -> bool {
+        self.dots.contains(&dot)
+    }
+
+    pub(crate) fn covers(&self, dot: Dot) -> bool {
+        self.context_of(dot.node) >= dot.counter || self.has_dot(dot)
+    }
+}
+
+/// Firefox/rustc's hash: fast, deterministic, fine for our small keys.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher {
+    hash: u64,
+}
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
+pub(crate) type FxHashMap<K, V> = HashMap<K, V, FxBuild>;
+pub(crate) type FxHashSet<K> = std::collections::HashSet<K, FxBuild>;
+
+/// splitmix64: per-operation random words for Zobrist hashing.
+pub(crate) fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
