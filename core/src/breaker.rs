@@ -74,7 +74,10 @@ mod tests {
 
     #[test]
     fn opens_after_threshold_and_probes_back() {
-        let mut b = Breaker::new(BreakerConfig { failure_threshold: 2, open_for: Duration::from_secs(1) });
+        let mut b = Breaker::new(BreakerConfig {
+            failure_threshold: 2,
+            open_for: Duration::from_secs(1),
+        });
         let now = Instant::now();
         b.record_failure(now);
         assert_eq!(b.state(now), BreakerState::Closed);

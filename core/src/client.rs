@@ -20,7 +20,10 @@ pub enum ClientError {
     Op { coordinator: NodeId, error: OpError },
     /// The request was sent but no answer came back: it may have applied.
     #[error("no answer from coordinator n{coordinator} (the request may still apply): {error}")]
-    Indeterminate { coordinator: NodeId, error: RpcError },
+    Indeterminate {
+        coordinator: NodeId,
+        error: RpcError,
+    },
     /// No coordinator could be reached; nothing was sent.
     #[error("no coordinator reachable ({tried} tried): {last}")]
     NoCoordinator { tried: usize, last: String },
@@ -34,7 +37,10 @@ impl ClientError {
         matches!(
             self,
             ClientError::Indeterminate { .. }
-                | ClientError::Op { error: OpError::Timeout { .. }, .. }
+                | ClientError::Op {
+                    error: OpError::Timeout { .. },
+                    ..
+                }
         )
     }
 }
@@ -49,7 +55,10 @@ impl Client {
     /// replica timeout so their own `Timeout` answer arrives first.
     pub fn new(coordinators: Vec<(NodeId, SocketAddr)>, timeout: Duration) -> Self {
         Self {
-            coordinators: coordinators.into_iter().map(|(id, addr)| (id, RpcClient::new(addr))).collect(),
+            coordinators: coordinators
+                .into_iter()
+                .map(|(id, addr)| (id, RpcClient::new(addr)))
+                .collect(),
             timeout,
         }
     }
@@ -60,39 +69,62 @@ impl Client {
 
     /// Send `request`, starting with coordinator number `first` (modulo the
     /// number of coordinators) and failing over in order.
-    async fn send(&self, request: Request, first: usize) -> Result<(NodeId, Response), ClientError> {
+    async fn send(
+        &self,
+        request: Request,
+        first: usize,
+    ) -> Result<(NodeId, Response), ClientError> {
         let count = self.coordinators.len();
         let mut last = String::from("no coordinators configured");
+        // An `Unavailable` answer is the most useful error to end with: it
+        // says how many replicas were needed and alive.
+        let mut unavailable = None;
         for attempt in 0..count {
             let (id, rpc) = &self.coordinators[(first + attempt) % count];
             match rpc.call(&request, self.timeout).await {
-                Ok(Response::Write(Err(OpError::Unavailable { needed, alive, n })))
-                | Ok(Response::Read(Err(OpError::Unavailable { needed, alive, n })))
-                    if attempt + 1 < count =>
-                {
-                    last = OpError::Unavailable { needed, alive, n }.to_string();
+                Ok(Response::Write(Err(error @ OpError::Unavailable { .. })))
+                | Ok(Response::Read(Err(error @ OpError::Unavailable { .. }))) => {
+                    unavailable = Some((*id, error));
                 }
                 Ok(response) => return Ok((*id, response)),
                 Err(error @ RpcError::Connect { .. }) => last = error.to_string(),
-                Err(error) => return Err(ClientError::Indeterminate { coordinator: *id, error }),
+                Err(error) => {
+                    return Err(ClientError::Indeterminate {
+                        coordinator: *id,
+                        error,
+                    })
+                }
             }
         }
-        Err(ClientError::NoCoordinator { tried: count, last })
+        match unavailable {
+            Some((coordinator, error)) => Err(ClientError::Op { coordinator, error }),
+            None => Err(ClientError::NoCoordinator { tried: count, last }),
+        }
     }
 
     pub async fn write(&self, request: WriteRequest, first: usize) -> Result<WriteOk, ClientError> {
         match self.send(Request::Write(request), first).await? {
             (_, Response::Write(Ok(ok))) => Ok(ok),
-            (coordinator, Response::Write(Err(error))) => Err(ClientError::Op { coordinator, error }),
-            (coordinator, other) => Err(ClientError::Protocol { coordinator, answer: format!("{other:?}") }),
+            (coordinator, Response::Write(Err(error))) => {
+                Err(ClientError::Op { coordinator, error })
+            }
+            (coordinator, other) => Err(ClientError::Protocol {
+                coordinator,
+                answer: format!("{other:?}"),
+            }),
         }
     }
 
     pub async fn read(&self, request: ReadRequest, first: usize) -> Result<ReadOk, ClientError> {
         match self.send(Request::Read(request), first).await? {
             (_, Response::Read(Ok(ok))) => Ok(ok),
-            (coordinator, Response::Read(Err(error))) => Err(ClientError::Op { coordinator, error }),
-            (coordinator, other) => Err(ClientError::Protocol { coordinator, answer: format!("{other:?}") }),
+            (coordinator, Response::Read(Err(error))) => {
+                Err(ClientError::Op { coordinator, error })
+            }
+            (coordinator, other) => Err(ClientError::Protocol {
+                coordinator,
+                answer: format!("{other:?}"),
+            }),
         }
     }
 
@@ -101,8 +133,14 @@ impl Client {
         let (id, rpc) = &self.coordinators[index % self.coordinators.len()];
         match rpc.call(&Request::Health, self.timeout).await {
             Ok(Response::Health(report)) => Ok(report),
-            Ok(other) => Err(ClientError::Protocol { coordinator: *id, answer: format!("{other:?}") }),
-            Err(error) => Err(ClientError::NoCoordinator { tried: 1, last: error.to_string() }),
+            Ok(other) => Err(ClientError::Protocol {
+                coordinator: *id,
+                answer: format!("{other:?}"),
+            }),
+            Err(error) => Err(ClientError::NoCoordinator {
+                tried: 1,
+                last: error.to_string(),
+            }),
         }
     }
 }

@@ -54,7 +54,8 @@ pub fn decode(token: &str) -> Result<VersionVector, ContextError> {
     let vv: VersionVector =
         bincode::deserialize(body).map_err(|e| ContextError::Corrupt(e.to_string()))?;
     // bincode ignores trailing bytes; a token with extra bytes is not one we minted.
-    let reencoded = bincode::serialized_size(&vv).map_err(|e| ContextError::Corrupt(e.to_string()))?;
+    let reencoded =
+        bincode::serialized_size(&vv).map_err(|e| ContextError::Corrupt(e.to_string()))?;
     if reencoded as usize != body.len() {
         return Err(ContextError::Corrupt("trailing bytes".into()));
     }
@@ -72,20 +73,39 @@ mod tests {
     fn round_trip() {
         let vv = VersionVector::from_entries([(1, 3), (4, 9)]);
         assert_eq!(decode(&encode(&vv)), Ok(vv));
-        assert_eq!(decode(&encode(&VersionVector::new())), Ok(VersionVector::new()));
+        assert_eq!(
+            decode(&encode(&VersionVector::new())),
+            Ok(VersionVector::new())
+        );
     }
 
     #[test]
     fn garbage_is_rejected_with_a_reason() {
         assert!(matches!(decode("!!!"), Err(ContextError::NotBase64(_))));
         assert_eq!(decode(""), Err(ContextError::Empty));
-        assert_eq!(decode(&URL_SAFE_NO_PAD.encode([9u8, 0, 0])), Err(ContextError::UnknownFormat(9)));
-        assert!(matches!(decode(&URL_SAFE_NO_PAD.encode([1u8, 5])), Err(ContextError::Corrupt(_))));
+        assert_eq!(
+            decode(&URL_SAFE_NO_PAD.encode([9u8, 0, 0])),
+            Err(ContextError::UnknownFormat(9))
+        );
+        assert!(matches!(
+            decode(&URL_SAFE_NO_PAD.encode([1u8, 5])),
+            Err(ContextError::Corrupt(_))
+        ));
         let long = "A".repeat(MAX_TOKEN_LEN + 1);
-        assert_eq!(decode(&long), Err(ContextError::TooLong { len: MAX_TOKEN_LEN + 1 }));
-        let mut with_tail = URL_SAFE_NO_PAD.decode(encode(&VersionVector::from_entries([(1, 1)]))).unwrap();
+        assert_eq!(
+            decode(&long),
+            Err(ContextError::TooLong {
+                len: MAX_TOKEN_LEN + 1
+            })
+        );
+        let mut with_tail = URL_SAFE_NO_PAD
+            .decode(encode(&VersionVector::from_entries([(1, 1)])))
+            .unwrap();
         with_tail.push(0);
-        assert!(matches!(decode(&URL_SAFE_NO_PAD.encode(with_tail)), Err(ContextError::Corrupt(_))));
+        assert!(matches!(
+            decode(&URL_SAFE_NO_PAD.encode(with_tail)),
+            Err(ContextError::Corrupt(_))
+        ));
     }
 
     #[test]
@@ -93,6 +113,9 @@ mod tests {
         // format byte, then a map length of u64::MAX with no entries behind it.
         let mut bytes = vec![FORMAT_V1];
         bytes.extend(u64::MAX.to_le_bytes());
-        assert!(matches!(decode(&URL_SAFE_NO_PAD.encode(bytes)), Err(ContextError::Corrupt(_))));
+        assert!(matches!(
+            decode(&URL_SAFE_NO_PAD.encode(bytes)),
+            Err(ContextError::Corrupt(_))
+        ));
     }
 }

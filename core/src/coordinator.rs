@@ -9,7 +9,8 @@
 //! read hedged by construction: one slow replica never holds it up.
 use crate::breaker::{Breaker, BreakerConfig};
 use crate::protocol::{
-    HealthReport, OpError, ReadOk, ReadRequest, ReplicaHealth, Request, Response, WriteOk, WriteRequest,
+    HealthReport, OpError, ReadOk, ReadRequest, ReplicaHealth, Request, Response, WriteOk,
+    WriteRequest,
 };
 use crate::quorum::Consistency;
 use crate::replica::{Replica, MAX_KEY_LEN, MAX_VALUE_LEN};
@@ -94,7 +95,11 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// `peers` are the other replicas (not this node).
-    pub fn new(replica: Replica, peers: Vec<(NodeId, SocketAddr)>, config: CoordinatorConfig) -> Self {
+    pub fn new(
+        replica: Replica,
+        peers: Vec<(NodeId, SocketAddr)>,
+        config: CoordinatorConfig,
+    ) -> Self {
         let mut peers: Vec<Arc<Peer>> = peers
             .into_iter()
             .filter(|(id, _)| *id != replica.id())
@@ -107,7 +112,11 @@ impl Coordinator {
             })
             .collect();
         peers.sort_by_key(|p| p.id);
-        Self { replica, peers, config }
+        Self {
+            replica,
+            peers,
+            config,
+        }
     }
 
     pub fn id(&self) -> NodeId {
@@ -125,7 +134,11 @@ impl Coordinator {
 
     fn live_peers(&self) -> Vec<Arc<Peer>> {
         let now = Instant::now();
-        self.peers.iter().filter(|p| p.allows(now)).cloned().collect()
+        self.peers
+            .iter()
+            .filter(|p| p.allows(now))
+            .cloned()
+            .collect()
     }
 
     fn needed(&self, level: Consistency, what: &'static str) -> Result<usize, OpError> {
@@ -177,12 +190,30 @@ impl Coordinator {
         if siblings.len() > 1 {
             metrics::counter!("version_vector_conflicts").increment(1);
         }
-        let apply = Arc::new(Request::Apply { key: request.key, siblings });
-        let acked = 1 + self.gather(&peers, apply, needed - 1, |r| matches!(r, Response::Applied)).await.len();
+        let apply = Arc::new(Request::Apply {
+            key: request.key,
+            siblings,
+        });
+        let acked = 1 + self
+            .gather(&peers, apply, needed - 1, |r| {
+                matches!(r, Response::Applied)
+            })
+            .await
+            .len();
         if acked >= needed {
-            Ok(WriteOk { version, coordinator: self.id(), needed, acked, n })
+            Ok(WriteOk {
+                version,
+                coordinator: self.id(),
+                needed,
+                acked,
+                n,
+            })
         } else {
-            Err(OpError::Timeout { needed, answered: acked, n })
+            Err(OpError::Timeout {
+                needed,
+                answered: acked,
+                n,
+            })
         }
     }
 
@@ -207,13 +238,21 @@ impl Coordinator {
             .fetch(&request.key)
             .await
             .map_err(|e| OpError::Storage(e.to_string()))?;
-        let fetch = Arc::new(Request::Fetch { key: request.key.clone() });
+        let fetch = Arc::new(Request::Fetch {
+            key: request.key.clone(),
+        });
         let remote = self
-            .gather(&peers, fetch, needed - 1, |r| matches!(r, Response::Siblings(_)))
+            .gather(&peers, fetch, needed - 1, |r| {
+                matches!(r, Response::Siblings(_))
+            })
             .await;
         let replied = 1 + remote.len();
         if replied < needed {
-            return Err(OpError::Timeout { needed, answered: replied, n });
+            return Err(OpError::Timeout {
+                needed,
+                answered: replied,
+                n,
+            });
         }
         let mut merged = local.clone();
         let mut answers = vec![(None, local)];
@@ -238,7 +277,12 @@ impl Coordinator {
     }
 
     /// Push `merged` to every replica whose answer lacked part of it.
-    async fn repair(&self, key: &str, merged: &Siblings, answers: Vec<(Option<Arc<Peer>>, Siblings)>) {
+    async fn repair(
+        &self,
+        key: &str,
+        merged: &Siblings,
+        answers: Vec<(Option<Arc<Peer>>, Siblings)>,
+    ) {
         if self.config.read_repair == ReadRepair::Off {
             return;
         }
@@ -251,7 +295,10 @@ impl Coordinator {
             return;
         }
         metrics::counter!("read_repairs").increment(behind.len() as u64);
-        let request = Arc::new(Request::Apply { key: key.to_string(), siblings: merged.clone() });
+        let request = Arc::new(Request::Apply {
+            key: key.to_string(),
+            siblings: merged.clone(),
+        });
         let mut tasks = Vec::new();
         for peer in behind {
             let request = request.clone();
@@ -344,7 +391,12 @@ impl Coordinator {
     }
 }
 
-fn record_outcome<T>(op: &'static str, level: Consistency, result: &Result<T, OpError>, started: std::time::Instant) {
+fn record_outcome<T>(
+    op: &'static str,
+    level: Consistency,
+    result: &Result<T, OpError>,
+    started: std::time::Instant,
+) {
     let outcome = match result {
         Ok(_) => "ok",
         Err(OpError::Unavailable { .. }) => "unavailable",

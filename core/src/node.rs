@@ -4,7 +4,7 @@
 use crate::coordinator::{Coordinator, CoordinatorConfig};
 use crate::protocol::{Request, Response};
 use crate::replica::Replica;
-use crate::rpc::{self, Handler};
+use crate::rpc::{self, CancellationToken, Handler};
 use crate::store::Store;
 use crate::version::NodeId;
 use async_trait::async_trait;
@@ -34,7 +34,16 @@ impl Node {
 
     /// Serve the internal protocol on `listener` until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
-        rpc::serve(listener, self).await
+        rpc::serve(listener, self, CancellationToken::new()).await
+    }
+
+    /// Serve until `shutdown` is cancelled, then close every connection.
+    pub async fn serve_until(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        rpc::serve(listener, self, shutdown).await
     }
 }
 

@@ -43,7 +43,9 @@ pub enum Response {
     Write(Result<WriteOk, OpError>),
     Read(Result<ReadOk, OpError>),
     Health(HealthReport),
-    Pong { node: NodeId },
+    Pong {
+        node: NodeId,
+    },
     /// The request could not be served at all (storage failure, bad message).
     Error(String),
 }
@@ -76,9 +78,17 @@ pub struct ReadOk {
 #[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
 pub enum OpError {
     #[error("unavailable: needed {needed} replicas but only {alive} of {n} are believed alive; nothing was sent")]
-    Unavailable { needed: usize, alive: usize, n: usize },
+    Unavailable {
+        needed: usize,
+        alive: usize,
+        n: usize,
+    },
     #[error("timeout: needed {needed} replicas, {answered} of {n} answered in time; a write may still be applied")]
-    Timeout { needed: usize, answered: usize, n: usize },
+    Timeout {
+        needed: usize,
+        answered: usize,
+        n: usize,
+    },
     #[error("invalid request: {0}")]
     Invalid(String),
     #[error("storage failed on the coordinator: {0}")]

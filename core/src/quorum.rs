@@ -20,7 +20,11 @@ pub enum QuorumError {
     #[error("unknown consistency level {0:?}: use ONE, QUORUM, ALL or a number of replicas")]
     UnknownLevel(String),
     #[error("{what} = {value} is out of range: it must be between 1 and N = {n}")]
-    OutOfRange { what: &'static str, value: usize, n: usize },
+    OutOfRange {
+        what: &'static str,
+        value: usize,
+        n: usize,
+    },
     #[error("a cluster needs at least one replica")]
     NoReplicas,
 }
@@ -122,8 +126,12 @@ mod tests {
         assert_eq!(Consistency::Quorum.replicas(5), 3);
         assert_eq!(Consistency::Quorum.replicas(4), 3);
         assert_eq!(Consistency::All.replicas(5), 5);
-        assert!(QuorumSpec::from_level(5, Consistency::Quorum).unwrap().overlapping());
-        assert!(!QuorumSpec::from_level(5, Consistency::One).unwrap().overlapping());
+        assert!(QuorumSpec::from_level(5, Consistency::Quorum)
+            .unwrap()
+            .overlapping());
+        assert!(!QuorumSpec::from_level(5, Consistency::One)
+            .unwrap()
+            .overlapping());
         assert!(QuorumSpec::new(5, 1, 5).unwrap().overlapping());
         assert!(!QuorumSpec::new(5, 2, 2).unwrap().overlapping());
     }
@@ -132,14 +140,25 @@ mod tests {
     fn parse_and_validate() {
         assert_eq!("quorum".parse::<Consistency>(), Ok(Consistency::Quorum));
         assert_eq!("3".parse::<Consistency>(), Ok(Consistency::Count(3)));
-        assert!(matches!("MOST".parse::<Consistency>(), Err(QuorumError::UnknownLevel(_))));
+        assert!(matches!(
+            "MOST".parse::<Consistency>(),
+            Err(QuorumError::UnknownLevel(_))
+        ));
         assert_eq!(
             QuorumSpec::new(5, 0, 3),
-            Err(QuorumError::OutOfRange { what: "R", value: 0, n: 5 })
+            Err(QuorumError::OutOfRange {
+                what: "R",
+                value: 0,
+                n: 5
+            })
         );
         assert_eq!(
             QuorumSpec::new(5, 3, 6),
-            Err(QuorumError::OutOfRange { what: "W", value: 6, n: 5 })
+            Err(QuorumError::OutOfRange {
+                what: "W",
+                value: 6,
+                n: 5
+            })
         );
     }
 }

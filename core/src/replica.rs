@@ -40,8 +40,12 @@ impl Replica {
     /// Merge versions sent by a coordinator (or by read repair).
     pub async fn apply(&self, key: &str, incoming: &Siblings) -> Result<Siblings, StoreError> {
         let started = Instant::now();
-        let out = self.store.update(key, &mut |local| local.sync(incoming)).await;
-        metrics::histogram!("store_seconds", "op" => "apply").record(started.elapsed().as_secs_f64());
+        let out = self
+            .store
+            .update(key, &mut |local| local.sync(incoming))
+            .await;
+        metrics::histogram!("store_seconds", "op" => "apply")
+            .record(started.elapsed().as_secs_f64());
         out
     }
 
@@ -68,8 +72,10 @@ impl Replica {
                 local.sync_one(version)
             })
             .await?;
-        metrics::histogram!("store_seconds", "op" => "write").record(started.elapsed().as_secs_f64());
-        let version = minted.ok_or_else(|| StoreError::Backend("store did not run the update".into()))?;
+        metrics::histogram!("store_seconds", "op" => "write")
+            .record(started.elapsed().as_secs_f64());
+        let version =
+            minted.ok_or_else(|| StoreError::Backend("store did not run the update".into()))?;
         Ok((version, after))
     }
 }

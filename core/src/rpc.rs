@@ -20,6 +20,7 @@ use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
+pub use tokio_util::sync::CancellationToken;
 
 /// Largest frame either side accepts. A value is at most 1 MiB; a sibling
 /// set of a hot key can hold several, so leave room.
@@ -74,15 +75,30 @@ pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, request: Request) -> Response;
 }
 
-/// Accept connections forever, serving each request on its own task so a
-/// slow request never holds up the others on the same connection.
-pub async fn serve(listener: TcpListener, handler: Arc<dyn Handler>) -> std::io::Result<()> {
+/// Accept connections until `shutdown` is cancelled, serving each request
+/// on its own task so a slow request never holds up the others on the same
+/// connection. On shutdown every open connection is closed too, as when
+/// the process exits.
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<dyn Handler>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     loop {
-        let (stream, peer) = listener.accept().await?;
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
         let handler = handler.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, handler).await {
-                tracing::debug!(%peer, "connection closed: {e}");
+            tokio::select! {
+                result = serve_connection(stream, handler) => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, "connection closed: {e}");
+                    }
+                }
+                _ = shutdown.cancelled() => {}
             }
         });
     }
@@ -136,8 +152,18 @@ impl Connection {
     async fn open(addr: SocketAddr, timeout: Duration) -> Result<Self, RpcError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(RpcError::Connect { addr, reason: e.to_string() }),
-            Err(_) => return Err(RpcError::Connect { addr, reason: format!("no answer within {timeout:?}") }),
+            Ok(Err(e)) => {
+                return Err(RpcError::Connect {
+                    addr,
+                    reason: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(RpcError::Connect {
+                    addr,
+                    reason: format!("no answer within {timeout:?}"),
+                })
+            }
         };
         stream.set_nodelay(true).ok();
         let (mut sink, mut frames) = Framed::new(stream, codec()).split();
@@ -159,7 +185,9 @@ impl Connection {
         let reader_broken = broken.clone();
         tokio::spawn(async move {
             while let Some(Ok(frame)) = frames.next().await {
-                let Ok(envelope) = decode::<Response>(&frame) else { break };
+                let Ok(envelope) = decode::<Response>(&frame) else {
+                    break;
+                };
                 let waiter = reader_pending
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -170,9 +198,16 @@ impl Connection {
             }
             reader_broken.store(true, Ordering::SeqCst);
             // Dropping the senders wakes every caller with ConnectionLost.
-            reader_pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            reader_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
         });
-        Ok(Connection { outbound, pending, broken })
+        Ok(Connection {
+            outbound,
+            pending,
+            broken,
+        })
     }
 }
 
@@ -217,21 +252,31 @@ impl RpcClient {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode(id, request)?;
         let (tx, rx) = oneshot::channel();
-        conn.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        conn.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let result = tokio::time::timeout(remaining, async {
             conn.outbound
                 .send(frame)
                 .await
                 .map_err(|_| RpcError::ConnectionLost { addr: self.addr })?;
-            rx.await.map_err(|_| RpcError::ConnectionLost { addr: self.addr })
+            rx.await
+                .map_err(|_| RpcError::ConnectionLost { addr: self.addr })
         })
         .await;
         match result {
             Ok(outcome) => outcome,
             Err(_) => {
-                conn.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-                Err(RpcError::Timeout { addr: self.addr, timeout })
+                conn.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                Err(RpcError::Timeout {
+                    addr: self.addr,
+                    timeout,
+                })
             }
         }
     }

@@ -51,7 +51,9 @@ impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Siblings>> {
         // A panic while holding the lock cannot leave a half-applied sync:
         // `update` only swaps in a fully computed set.
-        self.data.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.data
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -53,14 +53,17 @@ impl<'de> Deserialize<'de> for VersionVector {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 write!(f, "a map from node id to counter")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<VersionVector, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<VersionVector, A::Error> {
                 let mut vv = VersionVector::new();
                 while let Some((key, counter)) = map.next_entry::<Key, u64>()? {
                     let node = match key {
                         Key::Number(n) => n,
-                        Key::Text(t) => t
-                            .parse()
-                            .map_err(|_| serde::de::Error::custom(format!("node id {t:?} is not a number")))?,
+                        Key::Text(t) => t.parse().map_err(|_| {
+                            serde::de::Error::custom(format!("node id {t:?} is not a number"))
+                        })?,
                     };
                     vv.bump(node, counter);
                 }
@@ -326,7 +329,11 @@ mod tests {
         let b = set.mint(1, &VersionVector::new(), "b".into());
         assert_eq!(b.dot, dot(1, 2));
         set.sync_one(b.clone());
-        assert_eq!(set.len(), 2, "a blind write must not discard an acked sibling");
+        assert_eq!(
+            set.len(),
+            2,
+            "a blind write must not discard an acked sibling"
+        );
         let ctx = set.context();
         let c = set.mint(2, &ctx, "c".into());
         set.sync_one(c.clone());
@@ -346,9 +353,21 @@ mod tests {
 
     #[test]
     fn compare_versions() {
-        let a = Version { dot: dot(1, 1), context: VersionVector::new(), value: "a".into() };
-        let b = Version { dot: dot(2, 1), context: VersionVector::from_entries([(1, 1)]), value: "b".into() };
-        let c = Version { dot: dot(3, 1), context: VersionVector::new(), value: "c".into() };
+        let a = Version {
+            dot: dot(1, 1),
+            context: VersionVector::new(),
+            value: "a".into(),
+        };
+        let b = Version {
+            dot: dot(2, 1),
+            context: VersionVector::from_entries([(1, 1)]),
+            value: "b".into(),
+        };
+        let c = Version {
+            dot: dot(3, 1),
+            context: VersionVector::new(),
+            value: "c".into(),
+        };
         assert_eq!(a.compare(&b), Causality::Before);
         assert_eq!(b.compare(&a), Causality::After);
         assert_eq!(a.compare(&c), Causality::Concurrent);

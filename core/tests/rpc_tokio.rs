@@ -1,0 +1,306 @@
+//! The node, coordinator and RPC code on real tokio and real loopback TCP
+//! (the same code the simulator drives under madsim).
+#![cfg(not(madsim))]
+
+use quorumlog_core::protocol::{Request, Response};
+use quorumlog_core::rpc::{CancellationToken, RpcClient, RpcError, MAX_FRAME_BYTES};
+use quorumlog_core::{
+    Client, ClientError, Consistency, CoordinatorConfig, MemoryStore, Node, OpError, ReadRequest,
+    VersionVector, WriteRequest,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+struct TestCluster {
+    addrs: Vec<(u32, SocketAddr)>,
+    tasks: Vec<Option<(JoinHandle<()>, CancellationToken)>>,
+    stores: Vec<Arc<MemoryStore>>,
+    listeners: Vec<Option<TcpListener>>,
+}
+
+impl TestCluster {
+    async fn start(n: usize) -> Self {
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        for i in 0..n {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.push((i as u32 + 1, listener.local_addr().unwrap()));
+            listeners.push(Some(listener));
+        }
+        let mut cluster = TestCluster {
+            addrs,
+            tasks: (0..n).map(|_| None).collect(),
+            stores: (0..n).map(|_| Arc::new(MemoryStore::new())).collect(),
+            listeners,
+        };
+        for i in 0..n {
+            cluster.start_node(i).await;
+        }
+        cluster
+    }
+
+    async fn start_node(&mut self, i: usize) {
+        let listener = match self.listeners[i].take() {
+            Some(l) => l,
+            None => TcpListener::bind(self.addrs[i].1).await.unwrap(),
+        };
+        let config = CoordinatorConfig {
+            replica_timeout: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let node = Arc::new(Node::new(
+            self.addrs[i].0,
+            self.stores[i].clone(),
+            self.addrs.clone(),
+            config,
+        ));
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            let _ = node.serve_until(listener, token).await;
+        });
+        self.tasks[i] = Some((task, shutdown));
+    }
+
+    fn stop_node(&mut self, i: usize) {
+        if let Some((task, shutdown)) = self.tasks[i].take() {
+            shutdown.cancel();
+            task.abort();
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(self.addrs.clone(), Duration::from_secs(2))
+    }
+}
+
+fn write(key: &str, value: &str, level: Consistency) -> WriteRequest {
+    WriteRequest {
+        key: key.into(),
+        value: value.into(),
+        context: VersionVector::new(),
+        level,
+    }
+}
+
+#[tokio::test]
+async fn quorum_write_then_read_and_siblings_resolve() {
+    let cluster = TestCluster::start(5).await;
+    let client = cluster.client();
+    let a = client
+        .write(write("k", "a", Consistency::Quorum), 0)
+        .await
+        .unwrap();
+    assert_eq!(a.needed, 3);
+    assert!(a.acked >= 3);
+    // a blind write through another coordinator becomes a sibling
+    client
+        .write(write("k", "b", Consistency::Quorum), 2)
+        .await
+        .unwrap();
+    let read = client
+        .read(
+            ReadRequest {
+                key: "k".into(),
+                level: Consistency::All,
+            },
+            1,
+        )
+        .await
+        .unwrap();
+    let mut values: Vec<_> = read.siblings.iter().map(|v| v.value.clone()).collect();
+    values.sort();
+    assert_eq!(values, ["a", "b"]);
+    // writing back with the merged context resolves the conflict
+    let resolve = WriteRequest {
+        context: read.context,
+        ..write("k", "ab", Consistency::All)
+    };
+    client.write(resolve, 3).await.unwrap();
+    let read = client
+        .read(
+            ReadRequest {
+                key: "k".into(),
+                level: Consistency::Quorum,
+            },
+            4,
+        )
+        .await
+        .unwrap();
+    assert_eq!(read.siblings.len(), 1);
+    assert_eq!(read.siblings[0].value, "ab");
+}
+
+#[tokio::test]
+async fn two_nodes_down_quorum_serves_all_is_refused_then_recovers() {
+    let mut cluster = TestCluster::start(5).await;
+    let client = cluster.client();
+    client
+        .write(write("p", "1", Consistency::All), 0)
+        .await
+        .unwrap();
+    cluster.stop_node(3);
+    cluster.stop_node(4);
+    // QUORUM still serves
+    client
+        .write(write("p", "2", Consistency::Quorum), 0)
+        .await
+        .unwrap();
+    // ALL fails: first by timeout (the breaker has not tripped yet), then,
+    // once the breakers are open, as Unavailable with the counts.
+    // Every coordinator keeps its own breakers, and the client fails over
+    // on Unavailable, so it takes a few rounds until all of them agree.
+    let mut saw_unavailable = false;
+    for _ in 0..20 {
+        match client.write(write("p", "x", Consistency::All), 0).await {
+            Err(ClientError::Op {
+                error: OpError::Unavailable { needed, alive, n },
+                ..
+            }) => {
+                assert_eq!((needed, alive, n), (5, 3, 5));
+                saw_unavailable = true;
+                break;
+            }
+            Err(ClientError::Op {
+                error: OpError::Timeout {
+                    needed, answered, ..
+                },
+                ..
+            }) => {
+                assert_eq!(needed, 5);
+                assert!(answered < 5);
+            }
+            other => panic!("ALL with two nodes down must fail, got {other:?}"),
+        }
+    }
+    assert!(
+        saw_unavailable,
+        "the breaker never marked the dead replicas down"
+    );
+    cluster.start_node(3).await;
+    cluster.start_node(4).await;
+    // after the breaker's cool-down the replicas are probed back
+    let mut ok = false;
+    for _ in 0..40 {
+        if client
+            .write(write("p", "3", Consistency::All), 0)
+            .await
+            .is_ok()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ok, "ALL never recovered after the nodes came back");
+    let read = client
+        .read(
+            ReadRequest {
+                key: "p".into(),
+                level: Consistency::All,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let values: Vec<_> = read.siblings.iter().map(|v| v.value.as_str()).collect();
+    // every acknowledged write is still there (blind writes: siblings)
+    for v in ["1", "2", "3"] {
+        assert!(values.contains(&v), "acknowledged {v} lost: {values:?}");
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_with_reasons() {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client();
+    let err = client
+        .write(write("", "v", Consistency::One), 0)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("key is empty"), "{err}");
+    let err = client
+        .write(write("k", "v", Consistency::Count(4)), 0)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("W = 4 is out of range"), "{err}");
+    let big = "x".repeat(quorumlog_core::replica::MAX_VALUE_LEN + 1);
+    let err = client
+        .write(write("k", &big, Consistency::One), 0)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("limit"), "{err}");
+    let read = client
+        .read(
+            ReadRequest {
+                key: "k".into(),
+                level: Consistency::All,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    assert!(read.siblings.is_empty(), "a refused write changed the data");
+}
+
+#[tokio::test]
+async fn garbage_and_oversized_frames_close_the_connection_not_the_server() {
+    let cluster = TestCluster::start(1).await;
+    let addr = cluster.addrs[0].1;
+    // a frame header announcing more than the limit
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(&((MAX_FRAME_BYTES as u32) + 1).to_be_bytes())
+        .await
+        .unwrap();
+    raw.write_all(&[0; 16]).await.unwrap();
+    // a well-sized frame of garbage
+    let mut raw2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw2.write_all(&8u32.to_be_bytes()).await.unwrap();
+    raw2.write_all(&[0xff; 8]).await.unwrap();
+    // the server still answers proper clients
+    let rpc = RpcClient::new(addr);
+    let pong = rpc
+        .call(&Request::Ping, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(pong, Response::Pong { node: 1 });
+}
+
+#[tokio::test]
+async fn client_reconnects_after_the_peer_restarts() {
+    let mut cluster = TestCluster::start(1).await;
+    let rpc = RpcClient::new(cluster.addrs[0].1);
+    rpc.call(&Request::Ping, Duration::from_secs(1))
+        .await
+        .unwrap();
+    cluster.stop_node(0);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let down = rpc.call(&Request::Ping, Duration::from_millis(500)).await;
+    assert!(
+        matches!(
+            down,
+            Err(RpcError::ConnectionLost { .. }
+                | RpcError::Connect { .. }
+                | RpcError::Timeout { .. })
+        ),
+        "{down:?}"
+    );
+    cluster.start_node(0).await;
+    let mut answered = false;
+    for _ in 0..10 {
+        if rpc
+            .call(&Request::Ping, Duration::from_millis(500))
+            .await
+            .is_ok()
+        {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(answered, "never reconnected to the restarted peer");
+}
