@@ -143,6 +143,9 @@ struct BenchArgs {
     no_progress: bool,
 }
 
+/// How long `node` and `gateway` wait for peer host names to resolve.
+const RESOLVE_WAIT: Duration = Duration::from_secs(60);
+
 fn parse_repair(s: &str) -> Result<ReadRepair, String> {
     match s.to_ascii_lowercase().as_str() {
         "off" => Ok(ReadRepair::Off),
@@ -166,7 +169,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Node(args) => {
-            let peers = peers::collect(&args.peer, &args.peers)?;
+            let peers = peers::collect_resolving(&args.peer, &args.peers, RESOLVE_WAIT).await?;
             let mut config = NodeConfig::new(args.id, args.listen, peers, args.store);
             config.metrics_listen = args.metrics_listen;
             config.replica_timeout = Duration::from_millis(args.replica_timeout_ms);
@@ -183,7 +186,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Gateway(args) => {
-            let nodes = peers::collect(&args.node, &args.nodes)?;
+            let nodes = peers::collect_resolving(&args.node, &args.nodes, RESOLVE_WAIT).await?;
             let mut config = GatewayConfig::new(args.listen, nodes);
             config.timeout = Duration::from_millis(args.timeout_ms);
             config.health_interval = Duration::from_millis(args.health_interval_ms.max(50));

@@ -70,6 +70,25 @@ pub fn collect(
     Ok(out.into_iter().collect())
 }
 
+/// [`collect`], retrying while host names do not resolve yet (in compose,
+/// a peer's name exists only once its container is up), for at most `wait`.
+pub async fn collect_resolving(
+    single: &[String],
+    lists: &[String],
+    wait: std::time::Duration,
+) -> Result<Vec<(NodeId, SocketAddr)>, PeerError> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match collect(single, lists) {
+            Err(PeerError::Address { entry, reason }) if std::time::Instant::now() < deadline => {
+                tracing::info!("waiting for {entry} to resolve: {reason}");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
