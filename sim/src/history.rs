@@ -434,7 +434,11 @@ impl History {
     /// Like [`History::operations`], borrowing instead of copying.
     pub fn operation_refs(&self) -> Vec<OperationRef<'_>> {
         let mut ops: Vec<OperationRef<'_>> = Vec::new();
-        let mut index: std::collections::HashMap<u64, usize> = Default::default();
+        // Ids are usually dense (0, 1, 2, ...): index those in a vector.
+        let dense_limit = self.events.len() as u64;
+        let mut dense: Vec<usize> = vec![usize::MAX; self.events.len()];
+        let mut sparse: crate::check::common::FxHashMap<u64, usize> = Default::default();
+        ops.reserve(self.events.len() / 2);
         for event in &self.events {
             match event {
                 Event::Header { .. } => {}
@@ -449,7 +453,11 @@ impl History {
                     level,
                     r#final,
                 } => {
-                    index.insert(*id, ops.len());
+                    if *id < dense_limit {
+                        dense[*id as usize] = ops.len();
+                    } else {
+                        sparse.insert(*id, ops.len());
+                    }
                     ops.push(OperationRef {
                         id: *id,
                         client: *client,
@@ -478,7 +486,12 @@ impl History {
                     error,
                     ..
                 } => {
-                    if let Some(op) = index.get(id).map(|&i| &mut ops[i]) {
+                    let at = if *id < dense_limit {
+                        Some(dense[*id as usize])
+                    } else {
+                        sparse.get(id).copied()
+                    };
+                    if let Some(op) = at.and_then(|i| ops.get_mut(i)) {
                         op.complete_us = Some(*time_us);
                         op.outcome = Some(*outcome);
                         op.values = values;

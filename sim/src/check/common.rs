@@ -196,20 +196,27 @@ pub(crate) struct Coverage {
 impl Coverage {
     pub(crate) fn of(values: &[ObservedVersion]) -> Self {
         let mut cov = Coverage::default();
+        cov.fill(values);
+        cov
+    }
+
+    /// Reuse this coverage's buffers for `values`.
+    pub(crate) fn fill(&mut self, values: &[ObservedVersion]) {
+        self.context.clear();
+        self.dots.clear();
         for v in values {
             if let Some(dot) = v.dot {
-                cov.dots.push(dot);
+                self.dots.push(dot);
             }
             if let Some(ctx) = &v.context {
                 for (node, counter) in ctx.entries() {
-                    match cov.context.iter_mut().find(|(n, _)| *n == node) {
+                    match self.context.iter_mut().find(|(n, _)| *n == node) {
                         Some(entry) => entry.1 = entry.1.max(counter),
-                        None => cov.context.push((node, counter)),
+                        None => self.context.push((node, counter)),
                     }
                 }
             }
         }
-        cov
     }
 
     /// The joined context's entry for `node`.

@@ -12,7 +12,7 @@ use quorumlog_core::{Siblings, Version, VersionVector};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,8 +26,9 @@ pub struct GenConfig {
     pub nodes: u32,
     /// Fraction of operations that are reads.
     pub read_ratio: f64,
-    /// Fraction of writes that are blind (empty context) even when the
-    /// client has read the key.
+    /// Fraction of writes that are blind (empty context); the others are
+    /// read-then-writes (a read, then a write with the context it returned:
+    /// two operations).
     pub blind_write_ratio: f64,
     /// Fraction of writes that time out (half of them apply anyway).
     pub timeout_ratio: f64,
@@ -88,7 +89,8 @@ struct Pending {
     context: VersionVector,
     outcome: Outcome,
     applies: bool,
-    is_final: bool,
+    /// A read whose context the client's next operation writes with.
+    then_write: bool,
     read: Option<(Vec<Version>, VersionVector)>,
     written: Option<Version>,
 }
@@ -109,7 +111,7 @@ pub fn generate(config: &GenConfig) -> History {
     let nodes = config.nodes.max(1);
     let key_names: Vec<String> = (0..keys).map(|k| format!("k{k}")).collect();
     let mut store: Vec<Siblings> = vec![Siblings::new(); keys];
-    let mut contexts: HashMap<(u32, usize), VersionVector> = HashMap::new();
+    let mut follow_ups: Vec<Option<(usize, VersionVector)>> = vec![None; clients as usize];
     let mut pending: Vec<Option<Pending>> = (0..clients).map(|_| None).collect();
     let mut written = vec![0u64; clients as usize];
     let mut history = History::new();
@@ -180,22 +182,43 @@ pub fn generate(config: &GenConfig) -> History {
                 issued += 1;
                 let id = next_id;
                 next_id += 1;
-                let key = rng.gen_range(0..keys);
-                let is_read = rng.gen_bool(config.read_ratio.clamp(0.0, 1.0));
-                let unavailable = rng.gen_bool(config.unavailable_ratio.clamp(0.0, 1.0));
-                let (kind, value, context) = if is_read {
-                    (OpKind::Read, None, VersionVector::new())
-                } else {
-                    let n = written[client as usize];
-                    written[client as usize] += 1;
-                    let blind = rng.gen_bool(config.blind_write_ratio.clamp(0.0, 1.0));
-                    let context = if blind {
-                        VersionVector::new()
-                    } else {
-                        contexts.get(&(client, key)).cloned().unwrap_or_default()
-                    };
-                    (OpKind::Write, Some(format!("c{client}-{n}")), context)
+                // A read-then-write writes with the context its read returned;
+                // otherwise: a plain read, a blind write, or the read of a
+                // read-then-write.
+                let follow_up = follow_ups[client as usize].take();
+                let (key, kind, value, context, then_write) = match follow_up {
+                    Some((key, context)) => {
+                        let n = written[client as usize];
+                        written[client as usize] += 1;
+                        (
+                            key,
+                            OpKind::Write,
+                            Some(format!("c{client}-{n}")),
+                            context,
+                            false,
+                        )
+                    }
+                    None => {
+                        let key = rng.gen_range(0..keys);
+                        if rng.gen_bool(config.read_ratio.clamp(0.0, 1.0)) {
+                            (key, OpKind::Read, None, VersionVector::new(), false)
+                        } else if rng.gen_bool(config.blind_write_ratio.clamp(0.0, 1.0)) {
+                            let n = written[client as usize];
+                            written[client as usize] += 1;
+                            (
+                                key,
+                                OpKind::Write,
+                                Some(format!("c{client}-{n}")),
+                                VersionVector::new(),
+                                false,
+                            )
+                        } else {
+                            (key, OpKind::Read, None, VersionVector::new(), true)
+                        }
+                    }
                 };
+                let is_read = kind == OpKind::Read;
+                let unavailable = rng.gen_bool(config.unavailable_ratio.clamp(0.0, 1.0));
                 history.push(Event::Invoke {
                     id,
                     client,
@@ -228,7 +251,7 @@ pub fn generate(config: &GenConfig) -> History {
                     context,
                     outcome,
                     applies,
-                    is_final: false,
+                    then_write,
                     read: None,
                     written: None,
                 });
@@ -266,7 +289,6 @@ pub fn generate(config: &GenConfig) -> History {
                 let Some(p) = pending[client as usize].take() else {
                     continue;
                 };
-                let _ = p.is_final;
                 let mut values = Vec::new();
                 let mut context = None;
                 let mut version = None;
@@ -274,7 +296,9 @@ pub fn generate(config: &GenConfig) -> History {
                     if let Some((versions, ctx)) = &p.read {
                         values = versions.iter().map(observed).collect();
                         context = Some(ctx.clone());
-                        contexts.insert((client, p.key), ctx.clone());
+                        if p.then_write {
+                            follow_ups[client as usize] = Some((p.key, ctx.clone()));
+                        }
                     }
                     version = p.written.as_ref().map(observed);
                 }

@@ -18,7 +18,7 @@ use std::fmt;
 use std::str::FromStr;
 use thiserror::Error;
 
-mod common;
+pub(crate) mod common;
 mod durability;
 pub mod generate;
 mod linearizability;
@@ -153,6 +153,16 @@ pub fn check_history(history: &History) -> CheckSummary {
 /// Staleness, durability and linearizability against `model`.
 pub fn check_with_model(history: &History, model: ModelKind) -> CheckSummary {
     check_with_model_budget(history, model, Budget::default())
+}
+
+/// Staleness and durability only (no linearizability search): the fast
+/// checks, pairing the operations once.
+pub fn check_staleness_and_durability(history: &History) -> (StalenessReport, DurabilityReport) {
+    let ops = history.operation_refs();
+    (
+        staleness::check_staleness_ops(&ops),
+        durability::check_durability_ops(&ops),
+    )
 }
 
 /// [`check_with_model`] with an explicit search budget.

@@ -243,7 +243,10 @@ pub(crate) fn check_staleness_ops(ops: &[OperationRef<'_>]) -> StalenessReport {
         }
         // Index the key's writes by dot and by value.
         let mut by_dot: FxHashMap<Dot, usize> = FxHashMap::default();
-        let mut by_value: FxHashMap<&str, Vec<usize>> = FxHashMap::default();
+        // Built on first need (a returned version whose dot no
+        // acknowledged write has): value -> writes of it.
+        let mut by_value: Option<FxHashMap<&str, Vec<usize>>> = None;
+        let mut writes: Vec<usize> = Vec::new();
         let mut acked: Vec<usize> = Vec::new();
         let mut reads: Vec<usize> = Vec::new();
         for &i in &group {
@@ -253,9 +256,7 @@ pub(crate) fn check_staleness_ops(ops: &[OperationRef<'_>]) -> StalenessReport {
                     if let Some(dot) = op.written_dot() {
                         by_dot.insert(dot, i);
                     }
-                    if let Some(value) = op.value {
-                        by_value.entry(value).or_default().push(i);
-                    }
+                    writes.push(i);
                     if op.is_ok() {
                         acked.push(i);
                     }
@@ -275,6 +276,7 @@ pub(crate) fn check_staleness_ops(ops: &[OperationRef<'_>]) -> StalenessReport {
         let mut dotted: BTreeMap<NodeId, BTreeMap<u64, usize>> = BTreeMap::new();
         let mut undotted: Vec<usize> = Vec::new();
         let mut next = 0;
+        let mut cov = Coverage::default();
         for &r in &reads {
             let read = &ops[r];
             while next < acked.len() && done(acked[next]) < read.invoke_us {
@@ -291,9 +293,24 @@ pub(crate) fn check_staleness_ops(ops: &[OperationRef<'_>]) -> StalenessReport {
             // Phantoms: who wrote each returned version?
             let mut latest_writer_invoke = 0u64;
             for v in read.values {
-                let writers: Vec<usize> = match v.dot.and_then(|d| by_dot.get(&d)) {
-                    Some(&w) if ops[w].value == Some(v.value.as_str()) => vec![w],
-                    _ => by_value.get(v.value.as_str()).cloned().unwrap_or_default(),
+                let single: [usize; 1];
+                let writers: &[usize] = match v.dot.and_then(|d| by_dot.get(&d)) {
+                    Some(&w) if ops[w].value == Some(v.value.as_str()) => {
+                        single = [w];
+                        &single
+                    }
+                    _ => by_value
+                        .get_or_insert_with(|| {
+                            let mut map: FxHashMap<&str, Vec<usize>> = FxHashMap::default();
+                            for &w in &writes {
+                                if let Some(value) = ops[w].value {
+                                    map.entry(value).or_default().push(w);
+                                }
+                            }
+                            map
+                        })
+                        .get(v.value.as_str())
+                        .map_or(&[], Vec::as_slice),
                 };
                 let valid = writers
                     .iter()
@@ -310,13 +327,18 @@ pub(crate) fn check_staleness_ops(ops: &[OperationRef<'_>]) -> StalenessReport {
                         };
                         report.phantom_reads += 1;
                         if phantoms.len() < MAX_EXAMPLES * 4 {
-                            phantoms.push((r, show(v), kind, writers));
+                            phantoms.push((r, show(v), kind, writers.to_vec()));
                         }
                     }
                 }
             }
             // Siblings must be pairwise concurrent.
-            for (a, va) in read.values.iter().enumerate() {
+            let pairs = if read.values.len() > 1 {
+                read.values
+            } else {
+                &[]
+            };
+            for (a, va) in pairs.iter().enumerate() {
                 for vb in &read.values[a + 1..] {
                     let (covered, covering) = match (va.dot, vb.dot) {
                         (Some(_), Some(_)) if vb.covers(va) => (va, vb),
@@ -330,7 +352,7 @@ pub(crate) fn check_staleness_ops(ops: &[OperationRef<'_>]) -> StalenessReport {
                 }
             }
             // Stale: acknowledged writes no returned version covers.
-            let cov = Coverage::of(read.values);
+            cov.fill(read.values);
             let mut missed: Vec<usize> = Vec::new();
             for (&node, counters) in &dotted {
                 for (&counter, &w) in counters.range(cov.context_of(node) + 1..) {

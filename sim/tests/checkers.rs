@@ -1,0 +1,721 @@
+//! The checkers judged: valid histories pass, broken ones are caught.
+use proptest::prelude::*;
+use quorumlog_core::{Dot, VersionVector};
+use quorumlog_sim::check::generate::{generate, GenConfig};
+use quorumlog_sim::check::{
+    check_durability, check_history, check_linearizability, check_staleness, check_with_model,
+    Budget, CasRegister, KeyValue, LinVerdict, ModelKind, MultiValueRegister, PhantomKind,
+    Register,
+};
+use quorumlog_sim::history::{cas_value, Event, History, ObservedVersion, OpKind, Outcome};
+
+// ---------------------------------------------------------------- builder
+
+fn vv(entries: &[(u32, u64)]) -> VersionVector {
+    VersionVector::from_entries(entries.iter().copied())
+}
+
+/// A version `value@node:counter` with context `ctx`.
+fn ver(value: &str, dot: (u32, u64), ctx: &[(u32, u64)]) -> ObservedVersion {
+    ObservedVersion {
+        value: value.to_string(),
+        dot: Some(Dot {
+            node: dot.0,
+            counter: dot.1,
+        }),
+        context: Some(vv(ctx)),
+    }
+}
+
+/// Hand-written histories, one operation at a time.
+#[derive(Default)]
+struct Builder {
+    history: History,
+    next: u64,
+}
+
+impl Builder {
+    fn invoke(
+        &mut self,
+        client: u32,
+        key: &str,
+        op: OpKind,
+        value: Option<String>,
+        ctx: Option<VersionVector>,
+        at: u64,
+        fin: bool,
+    ) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        self.history.push(Event::Invoke {
+            id,
+            client,
+            time_us: at,
+            key: key.to_string(),
+            op,
+            value,
+            context: ctx,
+            level: None,
+            r#final: fin,
+        });
+        id
+    }
+
+    fn complete(
+        &mut self,
+        id: u64,
+        client: u32,
+        at: u64,
+        outcome: Outcome,
+        values: Vec<ObservedVersion>,
+        version: Option<ObservedVersion>,
+    ) {
+        self.history.push(Event::Complete {
+            id,
+            client,
+            time_us: at,
+            outcome,
+            values,
+            version,
+            context: None,
+            error: None,
+        });
+    }
+
+    /// A write of `v` (its version when acknowledged: `v@dot` with `ctx`).
+    /// `end: None`: never completes.
+    fn write(
+        &mut self,
+        client: u32,
+        key: &str,
+        v: &str,
+        ctx: &[(u32, u64)],
+        dot: (u32, u64),
+        start: u64,
+        end: Option<u64>,
+        outcome: Outcome,
+    ) -> &mut Self {
+        let id = self.invoke(
+            client,
+            key,
+            OpKind::Write,
+            Some(v.to_string()),
+            Some(vv(ctx)),
+            start,
+            false,
+        );
+        if let Some(end) = end {
+            let version = (outcome == Outcome::Ok).then(|| ver(v, dot, ctx));
+            self.complete(id, client, end, outcome, Vec::new(), version);
+        }
+        self
+    }
+
+    fn read(
+        &mut self,
+        client: u32,
+        key: &str,
+        start: u64,
+        end: u64,
+        values: Vec<ObservedVersion>,
+    ) -> &mut Self {
+        let id = self.invoke(client, key, OpKind::Read, None, None, start, false);
+        self.complete(id, client, end, Outcome::Ok, values, None);
+        self
+    }
+
+    fn final_read(&mut self, key: &str, start: u64, values: Vec<ObservedVersion>) -> &mut Self {
+        let id = self.invoke(0, key, OpKind::Read, None, None, start, true);
+        self.complete(id, 0, start + 5, Outcome::Ok, values, None);
+        self
+    }
+
+    /// An operation of another kind (cas/append), with a single-value read
+    /// represented as `read1`.
+    fn op(
+        &mut self,
+        client: u32,
+        kind: OpKind,
+        value: Option<String>,
+        start: u64,
+        end: Option<u64>,
+        outcome: Outcome,
+    ) -> &mut Self {
+        let id = self.invoke(client, "x", kind, value, None, start, false);
+        if let Some(end) = end {
+            self.complete(id, client, end, outcome, Vec::new(), None);
+        }
+        self
+    }
+
+    fn read1(&mut self, client: u32, value: Option<&str>, start: u64, end: u64) -> &mut Self {
+        let values = value
+            .map(|v| {
+                vec![ObservedVersion {
+                    value: v.to_string(),
+                    dot: None,
+                    context: None,
+                }]
+            })
+            .unwrap_or_default();
+        self.read(client, "x", start, end, values)
+    }
+
+    fn build(&mut self) -> History {
+        std::mem::take(&mut self.history)
+    }
+}
+
+// ---------------------------------------------------------- hand-written
+
+#[test]
+fn new_old_inversion_is_not_linearizable_but_regular() {
+    // w1 acknowledged; w2 (covering w1) in flight; a read sees w2, a later
+    // read sees w1 again: allowed by a regular register, not linearizable.
+    let history = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(2, "k", "b", &[(1, 1)], (2, 1), 20, None, Outcome::Timeout)
+        .read(3, "k", 30, 40, vec![ver("b", (2, 1), &[(1, 1)])])
+        .read(4, "k", 50, 60, vec![ver("a", (1, 1), &[])])
+        .final_read("k", 1_000, vec![ver("b", (2, 1), &[(1, 1)])])
+        .build();
+    let summary = check_history(&history);
+    assert!(summary.staleness.is_ok(), "{}", summary.staleness);
+    assert!(summary.durability.is_ok(), "{}", summary.durability);
+    assert_eq!(summary.linearizable, LinVerdict::NotLinearizable);
+    let text = summary.linearizability.to_string();
+    assert!(text.contains("key \"k\""), "{text}");
+    assert!(text.contains("longest linearizable prefix"), "{text}");
+    assert!(
+        text.contains("op 3 client 4 key \"k\" read -> [a@n1:1]"),
+        "{text}"
+    );
+    let v = &summary.linearizability.violations[0];
+    assert_eq!(v.prefix_len, 3, "{text}");
+    assert!(
+        v.stuck.iter().any(|s| s.op.id == 3 && !s.allowed_by_model),
+        "{text}"
+    );
+}
+
+#[test]
+fn write_lost_under_crash_is_caught() {
+    // b superseded a and was acknowledged; after a crash the cluster only
+    // has a.
+    let history = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(1, "k", "b", &[(1, 1)], (2, 1), 20, Some(30), Outcome::Ok)
+        .read(2, "k", 40, 50, vec![ver("a", (1, 1), &[])])
+        .final_read("k", 1_000, vec![ver("a", (1, 1), &[])])
+        .build();
+    let durability = check_durability(&history);
+    assert_eq!(durability.lost_updates, 1, "{durability}");
+    assert_eq!(durability.lost[0].write.value.as_deref(), Some("b"));
+    let text = durability.to_string();
+    assert!(
+        text.contains("lost write 1: op 1 client 1 key \"k\" write \"b\" as n2:1, 20..30 us, ok"),
+        "{text}"
+    );
+    let staleness = check_staleness(&history);
+    assert_eq!(staleness.stale_reads, 2, "{staleness}");
+    assert_eq!(staleness.stale_examples[0].k, 1);
+    assert_eq!(staleness.stale_examples[0].t_visibility_us, 10);
+    assert_eq!(staleness.k_staleness.max, 1);
+    let summary = check_history(&history);
+    assert_eq!((summary.stale_reads, summary.lost_updates), (2, 1));
+    assert_eq!(summary.linearizable, LinVerdict::NotLinearizable);
+    assert!(!summary.is_ok());
+}
+
+#[test]
+fn superseded_writes_are_not_lost() {
+    // a is acknowledged, then superseded by b, which timed out but applied.
+    let history = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(
+            2,
+            "k",
+            "b",
+            &[(1, 1)],
+            (3, 1),
+            20,
+            Some(900),
+            Outcome::Timeout,
+        )
+        .final_read("k", 1_000, vec![ver("b", (3, 1), &[(1, 1)])])
+        .build();
+    let summary = check_history(&history);
+    assert!(summary.is_strictly_ok(), "{summary}");
+}
+
+#[test]
+fn blind_writes_become_siblings() {
+    let history = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(2, "k", "b", &[], (2, 1), 5, Some(15), Outcome::Ok)
+        .read(
+            3,
+            "k",
+            20,
+            30,
+            vec![ver("a", (1, 1), &[]), ver("b", (2, 1), &[])],
+        )
+        .write(
+            3,
+            "k",
+            "c",
+            &[(1, 1), (2, 1)],
+            (1, 2),
+            40,
+            Some(50),
+            Outcome::Ok,
+        )
+        .read(3, "k", 60, 70, vec![ver("c", (1, 2), &[(1, 1), (2, 1)])])
+        .final_read("k", 1_000, vec![ver("c", (1, 2), &[(1, 1), (2, 1)])])
+        .build();
+    let summary = check_history(&history);
+    assert!(summary.is_strictly_ok(), "{summary}");
+    // A register cannot return two values.
+    let register = check_linearizability(&history, &Register, Budget::default());
+    assert_eq!(register.verdict, LinVerdict::NotLinearizable, "{register}");
+}
+
+#[test]
+fn a_blind_write_must_not_drop_a_sibling() {
+    // a acknowledged, then blind b: a read must return both.
+    let history = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(2, "k", "b", &[], (2, 1), 20, Some(30), Outcome::Ok)
+        .read(3, "k", 40, 50, vec![ver("b", (2, 1), &[])])
+        .final_read("k", 1_000, vec![ver("b", (2, 1), &[])])
+        .build();
+    let summary = check_history(&history);
+    assert_eq!(summary.stale_reads, 2, "{summary}");
+    assert_eq!(summary.lost_updates, 1, "{summary}");
+    assert_eq!(summary.linearizable, LinVerdict::NotLinearizable);
+}
+
+#[test]
+fn phantoms_and_covered_siblings_are_reported() {
+    let history = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(1, "k", "f", &[], (1, 2), 12, Some(14), Outcome::Fail)
+        // Siblings where one covers the other.
+        .read(
+            2,
+            "k",
+            20,
+            30,
+            vec![ver("a", (1, 1), &[]), ver("b", (2, 1), &[(1, 1)])],
+        )
+        // A value nobody wrote, one a failed write wrote, one written later.
+        .read(2, "k", 40, 50, vec![ver("zzz", (4, 4), &[(1, 1)])])
+        .read(2, "k", 60, 70, vec![ver("f", (1, 2), &[(1, 1)])])
+        .read(2, "k", 80, 90, vec![ver("late", (3, 1), &[(1, 1)])])
+        .write(
+            3,
+            "k",
+            "late",
+            &[(1, 1)],
+            (3, 1),
+            100,
+            Some(110),
+            Outcome::Ok,
+        )
+        .build();
+    let report = check_staleness(&history);
+    assert_eq!(report.sibling_violations, 1, "{report}");
+    // "b" at 20..30 was never written either.
+    let kinds: Vec<PhantomKind> = report.phantom_examples.iter().map(|p| p.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            PhantomKind::NeverWritten,
+            PhantomKind::NeverWritten,
+            PhantomKind::WrittenByFailedWrite,
+            PhantomKind::WrittenAfterReadReturned
+        ],
+        "{report}"
+    );
+    assert!(!report.is_ok());
+    assert!(
+        report
+            .to_string()
+            .contains("returned zzz@n4:4 which was never written to this key"),
+        "{report}"
+    );
+}
+
+#[test]
+fn keys_without_final_read_are_unverified_not_lost() {
+    let history = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .build();
+    let report = check_durability(&history);
+    assert!(report.is_ok());
+    assert_eq!((report.unverified_keys, report.unverified_writes), (1, 1));
+}
+
+#[test]
+fn undotted_histories_use_register_order() {
+    // A history from a system without dots: values only.
+    let mut b = Builder::default();
+    b.op(1, OpKind::Write, Some("a".into()), 0, Some(10), Outcome::Ok)
+        .op(
+            1,
+            OpKind::Write,
+            Some("b".into()),
+            20,
+            Some(30),
+            Outcome::Ok,
+        )
+        .read1(2, Some("b"), 40, 50);
+    let ok = b.build();
+    assert!(check_staleness(&ok).is_ok(), "{}", check_staleness(&ok));
+    b.op(1, OpKind::Write, Some("a".into()), 0, Some(10), Outcome::Ok)
+        .op(
+            1,
+            OpKind::Write,
+            Some("b".into()),
+            20,
+            Some(30),
+            Outcome::Ok,
+        )
+        .read1(2, Some("a"), 40, 50);
+    let stale = b.build();
+    let report = check_staleness(&stale);
+    assert_eq!(report.stale_reads, 1, "{report}");
+}
+
+#[test]
+fn register_models() {
+    let mut b = Builder::default();
+    b.op(1, OpKind::Write, Some("1".into()), 0, Some(10), Outcome::Ok)
+        .op(2, OpKind::Write, Some("2".into()), 5, Some(15), Outcome::Ok)
+        .read1(3, Some("1"), 20, 30)
+        .read1(3, Some("1"), 31, 40);
+    let good = b.build();
+    assert_eq!(
+        check_linearizability(&good, &Register, Budget::default()).verdict,
+        LinVerdict::Linearizable
+    );
+    b.op(1, OpKind::Write, Some("1".into()), 0, Some(10), Outcome::Ok)
+        .op(2, OpKind::Write, Some("2".into()), 5, Some(15), Outcome::Ok)
+        .read1(3, Some("1"), 20, 30)
+        .read1(3, Some("2"), 31, 40)
+        .read1(3, Some("1"), 41, 50);
+    let bad = b.build();
+    assert_eq!(
+        check_linearizability(&bad, &Register, Budget::default()).verdict,
+        LinVerdict::NotLinearizable
+    );
+    // The register model has no cas.
+    b.op(
+        1,
+        OpKind::Cas,
+        Some(cas_value("1", "2")),
+        0,
+        Some(10),
+        Outcome::Ok,
+    );
+    let cas = b.build();
+    let report = check_linearizability(&cas, &Register, Budget::default());
+    assert_eq!(report.verdict, LinVerdict::Unknown);
+    assert!(report.to_string().contains("no cas operation"), "{report}");
+}
+
+#[test]
+fn cas_register_model() {
+    let mut b = Builder::default();
+    b.op(1, OpKind::Write, Some("0".into()), 0, Some(10), Outcome::Ok)
+        .op(
+            1,
+            OpKind::Cas,
+            Some(cas_value("0", "1")),
+            20,
+            Some(30),
+            Outcome::Ok,
+        )
+        .op(
+            2,
+            OpKind::Cas,
+            Some(cas_value("0", "2")),
+            25,
+            Some(35),
+            Outcome::Fail,
+        )
+        .read1(3, Some("1"), 40, 50);
+    let good = b.build();
+    assert_eq!(
+        check_linearizability(&good, &CasRegister, Budget::default()).verdict,
+        LinVerdict::Linearizable
+    );
+    // Two acknowledged cas from the same expected value: one must fail.
+    b.op(1, OpKind::Write, Some("0".into()), 0, Some(10), Outcome::Ok)
+        .op(
+            1,
+            OpKind::Cas,
+            Some(cas_value("0", "1")),
+            20,
+            Some(30),
+            Outcome::Ok,
+        )
+        .op(
+            2,
+            OpKind::Cas,
+            Some(cas_value("0", "2")),
+            25,
+            Some(35),
+            Outcome::Ok,
+        );
+    let bad = b.build();
+    assert_eq!(
+        check_linearizability(&bad, &CasRegister, Budget::default()).verdict,
+        LinVerdict::NotLinearizable
+    );
+    // A timed-out cas may or may not have applied.
+    for seen in ["0", "1"] {
+        b.op(1, OpKind::Write, Some("0".into()), 0, Some(10), Outcome::Ok)
+            .op(
+                1,
+                OpKind::Cas,
+                Some(cas_value("0", "1")),
+                20,
+                Some(30),
+                Outcome::Timeout,
+            )
+            .read1(3, Some(seen), 40, 50);
+        let maybe = b.build();
+        assert_eq!(
+            check_linearizability(&maybe, &CasRegister, Budget::default()).verdict,
+            LinVerdict::Linearizable
+        );
+    }
+}
+
+#[test]
+fn key_value_model_with_append() {
+    let mut b = Builder::default();
+    b.op(
+        1,
+        OpKind::Append,
+        Some("a".into()),
+        0,
+        Some(10),
+        Outcome::Ok,
+    )
+    .op(
+        2,
+        OpKind::Append,
+        Some("b".into()),
+        5,
+        Some(15),
+        Outcome::Ok,
+    )
+    .read1(3, Some("ba"), 20, 30)
+    .op(
+        1,
+        OpKind::Write,
+        Some("x".into()),
+        40,
+        Some(50),
+        Outcome::Ok,
+    )
+    .op(
+        1,
+        OpKind::Append,
+        Some("y".into()),
+        60,
+        None,
+        Outcome::Timeout,
+    )
+    .read1(3, Some("x"), 70, 80)
+    .read1(3, Some("xy"), 90, 100);
+    let good = b.build();
+    let report = check_with_model(&good, ModelKind::KeyValue).linearizability;
+    assert_eq!(report.verdict, LinVerdict::Linearizable, "{report}");
+    b.op(
+        1,
+        OpKind::Append,
+        Some("a".into()),
+        0,
+        Some(10),
+        Outcome::Ok,
+    )
+    .op(
+        2,
+        OpKind::Append,
+        Some("b".into()),
+        20,
+        Some(30),
+        Outcome::Ok,
+    )
+    .read1(3, Some("ba"), 40, 50);
+    let bad = b.build();
+    assert_eq!(
+        check_linearizability(&bad, &KeyValue, Budget::default()).verdict,
+        LinVerdict::NotLinearizable
+    );
+}
+
+#[test]
+fn an_exhausted_budget_is_unknown() {
+    // Many concurrent timed-out writes and a read no order explains.
+    let mut b = Builder::default();
+    for i in 0..12 {
+        b.write(
+            i,
+            "k",
+            &format!("v{i}"),
+            &[],
+            (1, i as u64 + 1),
+            i as u64,
+            None,
+            Outcome::Timeout,
+        );
+    }
+    b.read(99, "k", 100, 110, vec![ver("nope", (9, 9), &[])]);
+    let history = b.build();
+    let report = check_linearizability(&history, &MultiValueRegister, Budget::steps_per_key(50));
+    assert_eq!(report.verdict, LinVerdict::Unknown, "{report}");
+    assert!(report.to_string().contains("budget"), "{report}");
+    let decided = check_linearizability(&history, &MultiValueRegister, Budget::default());
+    assert_eq!(decided.verdict, LinVerdict::NotLinearizable, "{decided}");
+}
+
+#[test]
+fn reports_serialize_to_json() {
+    let history = generate(&GenConfig::new(5, 200, 3, 3));
+    let summary = check_history(&history);
+    let json = serde_json::to_value(&summary).expect("serializes");
+    assert_eq!(json["linearizable"], "linearizable");
+    assert_eq!(json["stale_reads"], 0);
+}
+
+#[test]
+fn format_one_files_still_parse_and_cas_values_are_checked() {
+    let old = "{\"type\":\"header\",\"format\":1}\n{\"type\":\"invoke\",\"id\":0,\"client\":1,\"time_us\":1,\"key\":\"k\",\"op\":\"write\",\"value\":\"a\"}\n";
+    assert!(History::read_jsonl(old.as_bytes()).is_ok());
+    let bad = "{\"type\":\"invoke\",\"id\":0,\"client\":1,\"time_us\":1,\"key\":\"k\",\"op\":\"cas\",\"value\":\"a\"}\n";
+    let err = History::read_jsonl(bad.as_bytes()).unwrap_err().to_string();
+    assert!(err.starts_with("line 1:") && err.contains("cas 0"), "{err}");
+}
+
+// ------------------------------------------------------------- proptests
+
+/// Events of operation `id`: (invoke index, complete index).
+fn events_of(history: &History, id: u64) -> (usize, Option<usize>) {
+    let mut invoke = usize::MAX;
+    let mut complete = None;
+    for (i, e) in history.events.iter().enumerate() {
+        match e {
+            Event::Invoke { id: x, .. } if *x == id => invoke = i,
+            Event::Complete { id: x, .. } if *x == id => complete = Some(i),
+            _ => {}
+        }
+    }
+    (invoke, complete)
+}
+
+fn set_values(history: &mut History, id: u64, new: Vec<ObservedVersion>) {
+    if let (_, Some(c)) = events_of(history, id) {
+        if let Event::Complete {
+            values, context, ..
+        } = &mut history.events[c]
+        {
+            *values = new;
+            *context = None;
+        }
+    }
+}
+
+fn config(seed: u64, ops: usize, keys: usize, clients: u32, timeouts: f64) -> GenConfig {
+    GenConfig {
+        timeout_ratio: timeouts,
+        ..GenConfig::new(seed, ops, keys, clients)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn sequential_histories_are_accepted(seed in any::<u64>(), ops in 1usize..300, keys in 1usize..5, timeouts in 0.0f64..0.2) {
+        let history = generate(&config(seed, ops, keys, 1, timeouts));
+        let summary = check_history(&history);
+        prop_assert!(summary.is_strictly_ok(), "{}", summary);
+    }
+
+    #[test]
+    fn concurrent_valid_histories_are_accepted(seed in any::<u64>(), ops in 1usize..400, keys in 1usize..5, clients in 2u32..8, timeouts in 0.0f64..0.2) {
+        let history = generate(&config(seed, ops, keys, clients, timeouts));
+        let summary = check_history(&history);
+        prop_assert!(summary.is_strictly_ok(), "{}", summary);
+    }
+
+    #[test]
+    fn an_injected_stale_read_is_rejected(seed in any::<u64>(), clients in 1u32..6, pick in any::<prop::sample::Index>()) {
+        let mut history = generate(&config(seed, 200, 2, clients, 0.05));
+        let ops = history.operations();
+        // Reads that began after some acknowledged write of their key.
+        let candidates: Vec<u64> = ops.iter().filter(|r| {
+            r.kind == OpKind::Read && r.is_ok() && !r.is_final
+                && ops.iter().any(|w| w.key == r.key && w.kind == OpKind::Write && w.is_ok() && w.complete_us < Some(r.invoke_us))
+        }).map(|r| r.id).collect();
+        prop_assume!(!candidates.is_empty());
+        let victim = candidates[pick.index(candidates.len())];
+        set_values(&mut history, victim, Vec::new());
+        let summary = check_history(&history);
+        prop_assert!(summary.stale_reads >= 1, "{}", summary);
+        prop_assert!(summary.staleness.stale_examples.iter().any(|s| s.read.id == victim));
+        prop_assert_eq!(summary.linearizable, LinVerdict::NotLinearizable);
+        prop_assert!(!summary.is_ok());
+    }
+
+    #[test]
+    fn an_injected_lost_write_is_rejected(seed in any::<u64>(), clients in 1u32..6, pick in any::<prop::sample::Index>(), rollback in any::<bool>()) {
+        let mut history = generate(&config(seed, 200, 3, clients, 0.05));
+        let ops = history.operations();
+        let finals: Vec<_> = ops.iter().filter(|f| {
+            f.is_final && ops.iter().any(|w| w.key == f.key && w.kind == OpKind::Write && w.is_ok())
+        }).collect();
+        prop_assume!(!finals.is_empty());
+        let fin = finals[pick.index(finals.len())];
+        // Lose everything, or roll back to the first acknowledged version
+        // when a later acknowledged write superseded it.
+        let acked: Vec<_> = ops.iter().filter(|w| w.key == fin.key && w.kind == OpKind::Write && w.is_ok()).collect();
+        let first = acked[0].version.clone().expect("acknowledged writes have versions");
+        let replacement = if rollback && acked[1..].iter().any(|w| w.context.as_ref().is_some_and(|c| first.dot.is_some_and(|d| c.covers(d)))) {
+            vec![first]
+        } else {
+            Vec::new()
+        };
+        let (fin_id, fin_key) = (fin.id, fin.key.clone());
+        set_values(&mut history, fin_id, replacement);
+        let summary = check_history(&history);
+        prop_assert!(summary.lost_updates >= 1, "{}", summary);
+        prop_assert!(summary.durability.lost.iter().all(|l| l.write.key == fin_key));
+        prop_assert!(!summary.is_ok());
+    }
+
+    #[test]
+    fn real_time_reordering_is_rejected(seed in any::<u64>(), clients in 1u32..6, pick in any::<prop::sample::Index>()) {
+        let mut history = generate(&config(seed, 200, 2, clients, 0.0));
+        let ops = history.operations();
+        // A read that returned an acknowledged write's version, moved to
+        // before that write was invoked.
+        let pairs: Vec<(u64, u64)> = ops.iter().filter(|r| r.kind == OpKind::Read && r.is_ok() && !r.is_final).flat_map(|r| {
+            ops.iter().filter(|w| w.kind == OpKind::Write && w.is_ok() && w.key == r.key && w.invoke_us >= 20
+                && r.values.iter().any(|v| Some(v) == w.version.as_ref()))
+                .map(|w| (r.id, w.invoke_us)).collect::<Vec<_>>()
+        }).collect();
+        prop_assume!(!pairs.is_empty());
+        let (read, write_invoked) = pairs[pick.index(pairs.len())];
+        let (i, c) = events_of(&history, read);
+        if let Event::Invoke { time_us, .. } = &mut history.events[i] { *time_us = write_invoked - 20; }
+        if let Some(c) = c { if let Event::Complete { time_us, .. } = &mut history.events[c] { *time_us = write_invoked - 10; } }
+        let summary = check_history(&history);
+        prop_assert!(summary.staleness.phantom_examples.iter().any(|p| p.read.id == read && p.kind == PhantomKind::WrittenAfterReadReturned), "{}", summary);
+        prop_assert_eq!(summary.linearizable, LinVerdict::NotLinearizable);
+    }
+}
