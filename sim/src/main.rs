@@ -10,7 +10,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "cargo sim", about = "quorumlog's deterministic simulator and consistency checkers")]
+#[command(
+    name = "cargo sim",
+    about = "quorumlog's deterministic simulator and consistency checkers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,6 +45,13 @@ enum Command {
         /// Write the history (JSON lines) to this file.
         #[arg(long)]
         history: Option<PathBuf>,
+        /// Record this run as a regression seed file (seeds/*.json) with
+        /// the guarantees it breaks, for the test suite to replay.
+        #[arg(long)]
+        save_seed: Option<PathBuf>,
+        /// A note stored in the seed file.
+        #[arg(long, requires = "save_seed")]
+        note: Option<String>,
     },
     /// Check a history file (JSON lines); exits 1 on a violation.
     Check {
@@ -129,7 +139,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         #[cfg(madsim)]
         Command::Run { scenario, seeds, jobs, save_failures } => simulator::run(scenario.scenario()?, seeds, jobs, save_failures),
         #[cfg(madsim)]
-        Command::Replay { scenario, seed, history } => simulator::replay(scenario.scenario()?, seed, history),
+        Command::Replay { scenario, seed, history, save_seed, note } => {
+            simulator::replay(scenario.scenario()?, seed, history, save_seed, note)
+        }
         #[cfg(madsim)]
         Command::Verdicts { seeds, jobs, json, csv } => simulator::verdicts(seeds, jobs, json, csv),
         #[cfg(not(madsim))]
@@ -138,14 +150,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn check(file: PathBuf, model: ModelKind) -> Result<ExitCode> {
-    let reader = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
-    let history = History::read_jsonl(std::io::BufReader::new(reader)).with_context(|| format!("{}", file.display()))?;
+    let reader =
+        std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+    let history = History::read_jsonl(std::io::BufReader::new(reader))
+        .with_context(|| format!("{}", file.display()))?;
     if history.operations().is_empty() {
         bail!("{}: the history has no operations", file.display());
     }
     let summary = check_with_model(&history, model);
     println!("{summary}");
-    Ok(if summary.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if summary.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 #[cfg(madsim)]
@@ -167,12 +185,21 @@ mod simulator {
         bar
     }
 
-    pub fn run(scenario: Scenario, seeds: Range<u64>, jobs: Option<usize>, save: Option<PathBuf>) -> Result<ExitCode> {
+    pub fn run(
+        scenario: Scenario,
+        seeds: Range<u64>,
+        jobs: Option<usize>,
+        save: Option<PathBuf>,
+    ) -> Result<ExitCode> {
         let bar = bar(seeds.end - seeds.start, &scenario.name());
         let started = std::time::Instant::now();
-        let (outcomes, panics) = sweep(&scenario, seeds.clone(), jobs.unwrap_or_else(default_jobs), &|| bar.inc(1), &|o| {
-            !o.failures(&scenario).is_empty()
-        });
+        let (outcomes, panics) = sweep(
+            &scenario,
+            seeds.clone(),
+            jobs.unwrap_or_else(default_jobs),
+            &|| bar.inc(1),
+            &|o| !o.failures(&scenario).is_empty(),
+        );
         bar.finish_and_clear();
         let elapsed = started.elapsed();
         let spec = scenario.validate()?;
@@ -189,49 +216,125 @@ mod simulator {
             }
         }
         println!("scenario   {} ({spec})", scenario.name());
-        println!("seeds      {}..{} ({} runs in {:.1}s)", seeds.start, seeds.end, outcomes.len() + panics.len(), elapsed.as_secs_f64());
+        println!(
+            "seeds      {}..{} ({} runs in {:.1}s)",
+            seeds.start,
+            seeds.end,
+            outcomes.len() + panics.len(),
+            elapsed.as_secs_f64()
+        );
         println!("operations {operations}: {}", fmt_counts(&outcomes_total));
-        println!("faults     {}", if faults.is_empty() { "none".into() } else { fmt_counts(&faults) });
+        println!(
+            "faults     {}",
+            if faults.is_empty() {
+                "none".into()
+            } else {
+                fmt_counts(&faults)
+            }
+        );
         let stale: usize = outcomes.iter().map(|o| o.summary.stale_reads).sum();
         let lost: usize = outcomes.iter().map(|o| o.summary.lost_updates).sum();
-        let nonlin = outcomes.iter().filter(|o| o.broken.contains(&quorumlog_sim::sweep::Guarantee::Linearizable)).count();
-        println!("checks     {stale} stale reads, {lost} lost updates, {nonlin} seeds not linearizable");
-        let failing: Vec<_> = outcomes.iter().filter(|o| !o.failures(&scenario).is_empty()).collect();
+        let nonlin = outcomes
+            .iter()
+            .filter(|o| {
+                o.broken
+                    .contains(&quorumlog_sim::sweep::Guarantee::Linearizable)
+            })
+            .count();
+        println!(
+            "checks     {stale} stale reads, {lost} lost updates, {nonlin} seeds not linearizable"
+        );
+        let failing: Vec<_> = outcomes
+            .iter()
+            .filter(|o| !o.failures(&scenario).is_empty())
+            .collect();
         if failing.is_empty() && panics.is_empty() {
             println!("verdict    every promised guarantee held");
             return Ok(ExitCode::SUCCESS);
         }
-        println!("verdict    FAILED: {} seeds broke a promised guarantee, {} panicked", failing.len(), panics.len());
+        println!(
+            "verdict    FAILED: {} seeds broke a promised guarantee, {} panicked",
+            failing.len(),
+            panics.len()
+        );
         for o in &failing {
-            let broken: Vec<String> = o.failures(&scenario).iter().map(|g| g.to_string()).collect();
-            println!("  seed {}: {}  replay: {}", o.seed, broken.join(", "), scenario.replay_command(o.seed));
+            let broken: Vec<String> = o
+                .failures(&scenario)
+                .iter()
+                .map(|g| g.to_string())
+                .collect();
+            println!(
+                "  seed {}: {}  replay: {}",
+                o.seed,
+                broken.join(", "),
+                scenario.replay_command(o.seed)
+            );
             if let Some(dir) = &save {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-                let path = dir.join(format!("{}-{}.jsonl", scenario.name().replace(['/', ',', '='], "_"), o.seed));
-                std::fs::write(&path, o.history.to_jsonl()).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                let path = dir.join(format!(
+                    "{}-{}.jsonl",
+                    scenario.name().replace(['/', ',', '='], "_"),
+                    o.seed
+                ));
+                std::fs::write(&path, o.history.to_jsonl())
+                    .with_context(|| format!("writing {}", path.display()))?;
                 println!("    history: {}", path.display());
             }
         }
         for p in &panics {
-            println!("  seed {} panicked: {}  replay: {}", p.seed, p.message, scenario.replay_command(p.seed));
+            println!(
+                "  seed {} panicked: {}  replay: {}",
+                p.seed,
+                p.message,
+                scenario.replay_command(p.seed)
+            );
         }
         Ok(ExitCode::from(1))
     }
 
     fn fmt_counts(counts: &BTreeMap<String, usize>) -> String {
-        counts.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ")
+        counts
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
-    pub fn replay(scenario: Scenario, seed: u64, history: Option<PathBuf>) -> Result<ExitCode> {
+    pub fn replay(
+        scenario: Scenario,
+        seed: u64,
+        history: Option<PathBuf>,
+        save_seed: Option<PathBuf>,
+        note: Option<String>,
+    ) -> Result<ExitCode> {
         let spec = scenario.validate()?;
         let outcome = run_and_check(&scenario, seed);
         println!("scenario {} ({spec}), seed {seed}", scenario.name());
-        println!("\nfault schedule:\n{}", if outcome.fault_log.is_empty() { "  (none)\n".into() } else { outcome.fault_log.clone() });
-        println!("operations {}: {}", outcome.stats.operations, fmt_counts(&outcome.stats.outcomes));
+        println!(
+            "\nfault schedule:\n{}",
+            if outcome.fault_log.is_empty() {
+                "  (none)\n".into()
+            } else {
+                outcome.fault_log.clone()
+            }
+        );
+        println!(
+            "operations {}: {}",
+            outcome.stats.operations,
+            fmt_counts(&outcome.stats.outcomes)
+        );
         println!("\n{}", outcome.summary);
         if let Some(path) = history {
-            std::fs::write(&path, outcome.history.to_jsonl()).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, outcome.history.to_jsonl())
+                .with_context(|| format!("writing {}", path.display()))?;
             println!("history written to {}", path.display());
+        }
+        if let Some(path) = save_seed {
+            let file =
+                quorumlog_sim::seeds::SeedFile::record(&scenario, seed, &outcome.broken, note);
+            std::fs::write(&path, file).with_context(|| format!("writing {}", path.display()))?;
+            println!("seed file written to {}", path.display());
         }
         let failures = outcome.failures(&scenario);
         if failures.is_empty() {
@@ -243,20 +346,37 @@ mod simulator {
         }
     }
 
-    pub fn verdicts(seeds: Range<u64>, jobs: Option<usize>, json: Option<PathBuf>, csv: Option<PathBuf>) -> Result<ExitCode> {
+    pub fn verdicts(
+        seeds: Range<u64>,
+        jobs: Option<usize>,
+        json: Option<PathBuf>,
+        csv: Option<PathBuf>,
+    ) -> Result<ExitCode> {
         let configs = standard_configs(5);
         let schedules = standard_schedules();
         let total = (seeds.end - seeds.start) * (configs.len() * schedules.len()) as u64;
         let bar = bar(total, "verdicts");
-        let table = run_table(&configs, &schedules, seeds, jobs.unwrap_or_else(default_jobs), &|| bar.inc(1));
+        let table = run_table(
+            &configs,
+            &schedules,
+            seeds,
+            jobs.unwrap_or_else(default_jobs),
+            &|| bar.inc(1),
+        );
         bar.finish_and_clear();
         print!("{}", table.render_text());
         if let Some(path) = json {
-            std::fs::write(&path, table.to_json()).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, table.to_json())
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         if let Some(path) = csv {
-            std::fs::write(&path, table.to_csv()).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, table.to_csv())
+                .with_context(|| format!("writing {}", path.display()))?;
         }
-        Ok(if table.has_bugs() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        Ok(if table.has_bugs() {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        })
     }
 }

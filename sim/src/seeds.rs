@@ -6,8 +6,8 @@
 //! {"faults": "partitions", "level": "ONE", "seed": 3,
 //!  "broken": ["no-stale-reads"], "note": "a 3-2 split: ONE reads miss minority writes"}
 //! ```
-use crate::scenario::{FaultSchedule, Levels, Scenario, ScenarioError};
 use crate::guarantee::Guarantee;
+use crate::scenario::{FaultSchedule, Levels, Scenario, ScenarioError};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -16,11 +16,17 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum SeedFileError {
     #[error("{path}: cannot read: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a seed file: {reason}")]
     Parse { path: PathBuf, reason: String },
     #[error("{path}: {source}")]
-    Scenario { path: PathBuf, source: ScenarioError },
+    Scenario {
+        path: PathBuf,
+        source: ScenarioError,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,15 +58,24 @@ pub struct SeedFile {
 
 fn guarantee(name: &str) -> Option<Guarantee> {
     Guarantee::EVERY.into_iter().find(|g| {
-        serde_json::to_value(g).ok().and_then(|v| v.as_str().map(|s| s == name)).unwrap_or(false)
+        serde_json::to_value(g)
+            .ok()
+            .and_then(|v| v.as_str().map(|s| s == name))
+            .unwrap_or(false)
     })
 }
 
 impl SeedFile {
     pub fn parse(path: &Path, text: &str) -> Result<Self, SeedFileError> {
-        let parse_err = |reason: String| SeedFileError::Parse { path: path.to_path_buf(), reason };
+        let parse_err = |reason: String| SeedFileError::Parse {
+            path: path.to_path_buf(),
+            reason,
+        };
         let raw: RawSeedFile = serde_json::from_str(text).map_err(|e| parse_err(e.to_string()))?;
-        let scenario_err = |source| SeedFileError::Scenario { path: path.to_path_buf(), source };
+        let scenario_err = |source| SeedFileError::Scenario {
+            path: path.to_path_buf(),
+            source,
+        };
         let faults: FaultSchedule = raw.faults.parse().map_err(scenario_err)?;
         let levels: Levels = raw.level.parse().map_err(scenario_err)?;
         let mut scenario = Scenario::standard(faults, levels);
@@ -77,17 +92,57 @@ impl SeedFile {
             })?;
             broken.insert(g);
         }
-        Ok(SeedFile { path: path.to_path_buf(), scenario, seed: raw.seed, broken })
+        Ok(SeedFile {
+            path: path.to_path_buf(),
+            scenario,
+            seed: raw.seed,
+            broken,
+        })
+    }
+
+    /// The text of a seed file for this run.
+    pub fn record(
+        scenario: &Scenario,
+        seed: u64,
+        broken: &[Guarantee],
+        note: Option<String>,
+    ) -> String {
+        let standard = Scenario::standard(scenario.faults, scenario.levels);
+        let mut value = serde_json::json!({
+            "faults": scenario.faults.name(),
+            "level": scenario.levels.label(),
+            "seed": seed,
+            "broken": broken,
+        });
+        for (name, ours, default) in [
+            ("nodes", scenario.nodes, standard.nodes),
+            ("clients", scenario.clients, standard.clients),
+            ("ops", scenario.operations, standard.operations),
+        ] {
+            if ours != default {
+                value[name] = ours.into();
+            }
+        }
+        if let Some(note) = note {
+            value["note"] = note.into();
+        }
+        serde_json::to_string_pretty(&value).expect("a seed file serialises") + "\n"
     }
 
     pub fn load(path: &Path) -> Result<Self, SeedFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SeedFileError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| SeedFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(path, &text)
     }
 
     /// Every `*.json` in `dir`, sorted by name.
     pub fn load_dir(dir: &Path) -> Result<Vec<Self>, SeedFileError> {
-        let entries = std::fs::read_dir(dir).map_err(|source| SeedFileError::Io { path: dir.to_path_buf(), source })?;
+        let entries = std::fs::read_dir(dir).map_err(|source| SeedFileError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
@@ -104,16 +159,39 @@ mod tests {
     #[test]
     fn parses_and_rejects_with_reasons() {
         let p = Path::new("seeds/x.json");
-        let ok = SeedFile::parse(p, r#"{"faults":"partitions","level":"ONE","seed":3,"broken":["no-stale-reads"]}"#).unwrap();
+        let ok = SeedFile::parse(
+            p,
+            r#"{"faults":"partitions","level":"ONE","seed":3,"broken":["no-stale-reads"]}"#,
+        )
+        .unwrap();
         assert_eq!(ok.seed, 3);
         assert!(ok.broken.contains(&Guarantee::NoStaleReads));
-        let bad = SeedFile::parse(p, r#"{"faults":"quake","level":"ONE","seed":3,"broken":[]}"#).unwrap_err();
-        assert!(bad.to_string().contains("seeds/x.json") && bad.to_string().contains("quake"), "{bad}");
-        let bad = SeedFile::parse(p, r#"{"faults":"none","level":"ONE","seed":3,"broken":["fast"]}"#).unwrap_err();
+        let bad = SeedFile::parse(
+            p,
+            r#"{"faults":"quake","level":"ONE","seed":3,"broken":[]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            bad.to_string().contains("seeds/x.json") && bad.to_string().contains("quake"),
+            "{bad}"
+        );
+        let bad = SeedFile::parse(
+            p,
+            r#"{"faults":"none","level":"ONE","seed":3,"broken":["fast"]}"#,
+        )
+        .unwrap_err();
         assert!(bad.to_string().contains("\"fast\""), "{bad}");
-        let bad = SeedFile::parse(p, r#"{"faults":"none","level":"ONE","seed":-1,"broken":[]}"#).unwrap_err();
+        let bad = SeedFile::parse(
+            p,
+            r#"{"faults":"none","level":"ONE","seed":-1,"broken":[]}"#,
+        )
+        .unwrap_err();
         assert!(bad.to_string().contains("seeds/x.json"), "{bad}");
-        let bad = SeedFile::parse(p, r#"{"faults":"none","level":"R=9,W=1","seed":1,"broken":[]}"#).unwrap_err();
+        let bad = SeedFile::parse(
+            p,
+            r#"{"faults":"none","level":"R=9,W=1","seed":1,"broken":[]}"#,
+        )
+        .unwrap_err();
         assert!(bad.to_string().contains("R = 9"), "{bad}");
     }
 }
