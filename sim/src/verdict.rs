@@ -55,7 +55,9 @@ pub struct VerdictRow {
     pub availability: f64,
     pub stale_reads: usize,
     pub lost_updates: usize,
-    /// "yes" (every seed decided linearizable), "NO", or "unknown".
+    /// "NO" (some seed's history has no linearization), "held" (every
+    /// seed's history was linearizable: evidence, not a promise), or
+    /// "unknown" (the search budget ran out).
     pub linearizable: String,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -80,14 +82,28 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 /// Summarise one cell of the table.
-pub fn row(scenario: &Scenario, seeds: Range<u64>, outcomes: &[SeedOutcome], panics: &[SeedPanic]) -> VerdictRow {
+pub fn row(
+    scenario: &Scenario,
+    seeds: Range<u64>,
+    outcomes: &[SeedOutcome],
+    panics: &[SeedPanic],
+) -> VerdictRow {
     let operations: usize = outcomes.iter().map(|o| o.stats.operations).sum();
-    let ok: usize = outcomes.iter().map(|o| o.stats.outcomes.get("ok").copied().unwrap_or(0)).sum();
-    let mut latencies: Vec<u64> = outcomes.iter().flat_map(|o| o.latencies_us.iter().copied()).collect();
+    let ok: usize = outcomes
+        .iter()
+        .map(|o| o.stats.outcomes.get("ok").copied().unwrap_or(0))
+        .sum();
+    let mut latencies: Vec<u64> = outcomes
+        .iter()
+        .flat_map(|o| o.latencies_us.iter().copied())
+        .collect();
     latencies.sort_unstable();
     let mut witnesses = Vec::new();
     for guarantee in Guarantee::EVERY {
-        let breaking: Vec<&SeedOutcome> = outcomes.iter().filter(|o| o.broken.contains(&guarantee)).collect();
+        let breaking: Vec<&SeedOutcome> = outcomes
+            .iter()
+            .filter(|o| o.broken.contains(&guarantee))
+            .collect();
         if let Some(first) = breaking.first() {
             witnesses.push(Witness {
                 guarantee,
@@ -98,24 +114,33 @@ pub fn row(scenario: &Scenario, seeds: Range<u64>, outcomes: &[SeedOutcome], pan
             });
         }
     }
-    let not_linearizable = outcomes.iter().any(|o| o.broken.contains(&Guarantee::Linearizable));
+    let not_linearizable = outcomes
+        .iter()
+        .any(|o| o.broken.contains(&Guarantee::Linearizable));
     let all_decided = outcomes
         .iter()
         .all(|o| o.summary.linearizable == crate::check::LinVerdict::Linearizable);
     let linearizable = if not_linearizable {
         "NO"
     } else if all_decided && !outcomes.is_empty() {
-        "yes"
+        "held"
     } else {
         "unknown"
     };
     VerdictRow {
         config: scenario.levels.label(),
-        overlapping: scenario.levels.spec(scenario.nodes).is_ok_and(|s| s.overlapping()),
+        overlapping: scenario
+            .levels
+            .spec(scenario.nodes)
+            .is_ok_and(|s| s.overlapping()),
         faults: scenario.faults.to_string(),
         seeds: (seeds.end - seeds.start) as usize,
         operations,
-        availability: if operations == 0 { 0.0 } else { (ok as f64 * 1000.0 / operations as f64).round() / 10.0 },
+        availability: if operations == 0 {
+            0.0
+        } else {
+            (ok as f64 * 1000.0 / operations as f64).round() / 10.0
+        },
         stale_reads: outcomes.iter().map(|o| o.summary.stale_reads).sum(),
         lost_updates: outcomes.iter().map(|o| o.summary.lost_updates).sum(),
         linearizable: linearizable.into(),
@@ -142,7 +167,11 @@ pub fn run_table(
             rows.push(row(&scenario, seeds.clone(), &outcomes, &panics));
         }
     }
-    VerdictTable { seeds, nodes: 5, rows }
+    VerdictTable {
+        seeds,
+        nodes: 5,
+        rows,
+    }
 }
 
 impl VerdictTable {
@@ -163,7 +192,16 @@ impl VerdictTable {
         let _ = writeln!(
             out,
             "{:<10} {:<5} {:<11} {:>7} {:>7} {:>6} {:>5} {:>12} {:>8} {:>8}",
-            "config", "W+R>N", "faults", "ops", "avail%", "stale", "lost", "linearizable", "p50 ms", "p99 ms"
+            "config",
+            "W+R>N",
+            "faults",
+            "ops",
+            "avail%",
+            "stale",
+            "lost",
+            "linearizable",
+            "p50 ms",
+            "p99 ms"
         );
         let _ = writeln!(out, "{}", "-".repeat(93));
         for r in &self.rows {
@@ -182,16 +220,24 @@ impl VerdictTable {
                 r.p99_ms
             );
         }
+        let _ = writeln!(
+            out,
+            "\nlinearizable: NO = some seed's history has no linearization; held = every seed's was linearizable (evidence, not a promise)"
+        );
         let bugs: Vec<String> = self
             .rows
             .iter()
             .flat_map(|r| {
-                let panics = r.panics.iter().map(move |s| format!("{}/{}: seed {s} panicked", r.config, r.faults));
-                let broken = r
-                    .witnesses
+                let panics = r
+                    .panics
                     .iter()
-                    .filter(|w| w.promised)
-                    .map(move |w| format!("{}/{}: {} (promised!) first at seed {}: {}", r.config, r.faults, w.guarantee, w.seed, w.replay));
+                    .map(move |s| format!("{}/{}: seed {s} panicked", r.config, r.faults));
+                let broken = r.witnesses.iter().filter(|w| w.promised).map(move |w| {
+                    format!(
+                        "{}/{}: {} (promised!) first at seed {}: {}",
+                        r.config, r.faults, w.guarantee, w.seed, w.replay
+                    )
+                });
                 panics.chain(broken)
             })
             .collect();
@@ -207,7 +253,11 @@ impl VerdictTable {
                 })
             })
             .collect();
-        let _ = writeln!(out, "\nBroken promises (bugs): {}", if bugs.is_empty() { "none" } else { "" });
+        let _ = writeln!(
+            out,
+            "\nBroken promises (bugs): {}",
+            if bugs.is_empty() { "none" } else { "" }
+        );
         for line in bugs {
             let _ = writeln!(out, "  {line}");
         }
@@ -234,7 +284,11 @@ impl VerdictTable {
         );
         for r in &self.rows {
             let first = |g: Guarantee| {
-                r.witnesses.iter().find(|w| w.guarantee == g).map(|w| w.seed.to_string()).unwrap_or_default()
+                r.witnesses
+                    .iter()
+                    .find(|w| w.guarantee == g)
+                    .map(|w| w.seed.to_string())
+                    .unwrap_or_default()
             };
             let _ = writeln!(
                 out,
