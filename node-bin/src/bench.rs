@@ -244,7 +244,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<Vec<LevelReport>> {
                             *stats.errors.entry(status).or_default() += 1;
                         }
                         ops += 1;
-                        if ops % 64 == 0 && w.id == 0 {
+                        if ops & 63 == 0 && w.id == 0 {
                             bar.set_position(t.duration_since(started).as_millis() as u64);
                         }
                     }

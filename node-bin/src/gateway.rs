@@ -4,13 +4,14 @@
 //! nothing was sent (unreachable, or `Unavailable`). A request that was
 //! sent and not answered is reported as 504 and never retried.
 use crate::telemetry;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 use quorumlog_core::context;
 use quorumlog_core::protocol::BreakerState;
 use quorumlog_core::replica::{MAX_KEY_LEN, MAX_VALUE_LEN};
@@ -448,17 +449,14 @@ fn finish(
 async fn write(
     State(gw): State<Gateway>,
     query: Result<Query<LevelQuery>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
     let level = gw.parse_level(query);
     let label = level_label(&level);
     let result = async {
         let level = level?;
-        let body = body.map_err(|e| {
-            ApiError::new(e.status(), "bad_request", format!("cannot read the request body: {}", e.body_text()))
-                .with(json!({"limit": MAX_BODY_BYTES}))
-        })?;
+        let body = read_body(body).await?;
         let body: WriteBody = serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request(format!(
                 "body must be JSON {{\"key\": string, \"value\": string, \"context\"?: string}}: {e}"
@@ -503,6 +501,35 @@ async fn write(
     }
     .await;
     finish(result, Method::POST, "/api/logs", label, started)
+}
+
+/// Read the body up to [`MAX_BODY_BYTES`]. An oversized body is drained
+/// (within bounds) before the 413 goes out, so the client reads the answer
+/// instead of a reset connection.
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut buffer = Vec::new();
+    let mut total = 0usize;
+    let drain_until = std::time::Instant::now() + Duration::from_secs(5);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        total = total.saturating_add(chunk.len());
+        if total <= MAX_BODY_BYTES {
+            buffer.extend_from_slice(&chunk);
+        } else if total > 8 * MAX_BODY_BYTES || std::time::Instant::now() > drain_until {
+            break;
+        }
+    }
+    if total > MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "bad_request",
+            format!("request body is over the limit of {MAX_BODY_BYTES} bytes"),
+        )
+        .with(json!({"limit": MAX_BODY_BYTES})));
+    }
+    Ok(Bytes::from(buffer))
 }
 
 async fn read(
