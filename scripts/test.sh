@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this):
+# formatting, clippy (normal and simulated builds), PostgreSQL set-up, the
+# normal tests (core, checkers, quorumd on SQLite and PostgreSQL, compose
+# checks) and the deterministic simulation tests under --cfg madsim.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo clippy (simulation build, --cfg madsim) -- -D warnings"
+cargo simclippy -- -D warnings
+
+step "PostgreSQL for the quorumd tests"
+bash scripts/setup-postgres.sh
+
+step "cargo test (normal build)"
+cargo test --workspace
+
+step "cargo simtest (deterministic simulation, --cfg madsim)"
+cargo simtest
+
+step "all test suites passed"
