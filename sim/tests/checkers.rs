@@ -1,4 +1,5 @@
 //! The checkers judged: valid histories pass, broken ones are caught.
+#![allow(clippy::too_many_arguments)] // the hand-written-history builder
 use proptest::prelude::*;
 use quorumlog_core::{Dot, VersionVector};
 use quorumlog_sim::check::generate::{generate, GenConfig};

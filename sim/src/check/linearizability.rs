@@ -367,7 +367,7 @@ impl<'m, 'o, 'h, M: Model> Search<'m, 'o, 'h, M> {
             last = node;
         }
         let zobrist = (0..n as u64)
-            .map(|i| splitmix64(i ^ 0x5eed_0f_11ea_7))
+            .map(|i| splitmix64(i ^ 0x5eed_f11e_a700))
             .collect();
         Search {
             model,
@@ -444,10 +444,8 @@ impl<'m, 'o, 'h, M: Model> Search<'m, 'o, 'h, M> {
                 if !next_states.is_empty() {
                     bits[op / 64] |= 1 << (op % 64);
                     let new_hash = bits_hash ^ self.zobrist[op];
-                    let mut h = build.build_hasher();
-                    next_states.hash(&mut h);
                     let candidate = CacheEntry {
-                        hash: new_hash ^ h.finish().rotate_left(17),
+                        hash: new_hash ^ build.hash_one(&next_states).rotate_left(17),
                         bits: bits.clone().into_boxed_slice(),
                         states: next_states,
                     };

@@ -82,7 +82,7 @@ impl fmt::Display for CheckSummary {
 }
 
 /// The sequential models the CLI offers (`--model`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelKind {
     /// Read/write register: a read returns the last value written.
@@ -93,6 +93,7 @@ pub enum ModelKind {
     KeyValue,
     /// quorumlog's sibling semantics: a read returns every version not
     /// covered by a later write's context.
+    #[default]
     MultiValueRegister,
 }
 
@@ -112,12 +113,6 @@ impl ModelKind {
             ModelKind::KeyValue => "kv",
             ModelKind::MultiValueRegister => "mv-register",
         }
-    }
-}
-
-impl Default for ModelKind {
-    fn default() -> Self {
-        ModelKind::MultiValueRegister
     }
 }
 
