@@ -3,10 +3,10 @@
 //!
 //! Write: mint one dot, store locally, send the resulting siblings to every
 //! other replica believed alive in parallel, answer after W acks (the local
-//! store is one). Read: ask every replica believed alive, answer after R
-//! replies with the versions no other covers and their merged context.
-//! Sending to all and waiting for the first R (as Riak does) makes every
-//! read hedged by construction: one slow replica never holds it up.
+//! store is one). Read: ask R replicas (this one and R-1 peers, rotating),
+//! bring in another for each that fails, and hedge to every live replica if
+//! the R have not answered after `hedge_after`; answer after R replies with
+//! the versions no other covers and their merged context.
 use crate::breaker::{Breaker, BreakerConfig};
 use crate::protocol::{
     HealthReport, OpError, ReadOk, ReadRequest, ReplicaHealth, Request, Response, WriteOk,
@@ -17,6 +17,7 @@ use crate::replica::{Replica, MAX_KEY_LEN, MAX_VALUE_LEN};
 use crate::rpc::RpcClient;
 use crate::version::{NodeId, Siblings};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -39,6 +40,10 @@ pub struct CoordinatorConfig {
     pub replica_timeout: Duration,
     pub breaker: BreakerConfig,
     pub read_repair: ReadRepair,
+    /// A read asks R replicas; if they have not all answered after this
+    /// long, it asks every other live replica too. `None`: never hedge
+    /// (only a failed replica brings in another).
+    pub hedge_after: Option<Duration>,
 }
 
 impl Default for CoordinatorConfig {
@@ -47,6 +52,7 @@ impl Default for CoordinatorConfig {
             replica_timeout: Duration::from_millis(500),
             breaker: BreakerConfig::default(),
             read_repair: ReadRepair::Background,
+            hedge_after: Some(Duration::from_millis(50)),
         }
     }
 }
@@ -91,6 +97,8 @@ pub struct Coordinator {
     replica: Replica,
     peers: Vec<Arc<Peer>>,
     config: CoordinatorConfig,
+    /// Rotates the replicas reads start with.
+    next_read: AtomicUsize,
 }
 
 impl Coordinator {
@@ -116,6 +124,7 @@ impl Coordinator {
             replica,
             peers,
             config,
+            next_read: AtomicUsize::new(0),
         }
     }
 
@@ -195,7 +204,7 @@ impl Coordinator {
             siblings,
         });
         let acked = 1 + self
-            .gather(&peers, apply, needed - 1, |r| {
+            .gather(&peers, apply, needed - 1, peers.len(), |r| {
                 matches!(r, Response::Applied)
             })
             .await
@@ -241,8 +250,11 @@ impl Coordinator {
         let fetch = Arc::new(Request::Fetch {
             key: request.key.clone(),
         });
+        // Ask R-1 peers besides ourselves; others only if one fails or the
+        // hedge delay passes.
+        let peers = self.read_order(peers);
         let remote = self
-            .gather(&peers, fetch, needed - 1, |r| {
+            .gather(&peers, fetch, needed - 1, needed - 1, |r| {
                 matches!(r, Response::Siblings(_))
             })
             .await;
@@ -323,51 +335,87 @@ impl Coordinator {
         }
     }
 
-    /// Send `request` to every peer in parallel and return the first
-    /// `wanted` accepted answers, or fewer if the others fail or the replica
-    /// timeout passes. Calls still in flight keep going in the background:
-    /// a write that timed out here may still land on them.
+    /// Send `request` to the first `initial` of `peers` (in preference
+    /// order) and return the first `wanted` accepted answers, or fewer if
+    /// the replica timeout passes first. Each failed call brings in the next
+    /// peer at once, and when `hedge_after` passes without enough answers
+    /// every remaining peer is asked too (a hedged request). Calls still in
+    /// flight keep going in the background: a write that timed out here may
+    /// still land on them.
     async fn gather(
         &self,
         peers: &[Arc<Peer>],
         request: Arc<Request>,
         wanted: usize,
+        initial: usize,
         accept: fn(&Response) -> bool,
     ) -> Vec<(Arc<Peer>, Response)> {
         let mut accepted = Vec::new();
-        if peers.is_empty() {
-            return accepted;
-        }
-        let (tx, mut rx) = mpsc::channel(peers.len());
+        let (tx, mut rx) = mpsc::channel(peers.len().max(1));
         let timeout = self.config.replica_timeout;
-        for peer in peers {
-            let peer = peer.clone();
-            let request = request.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let response = peer.call(&request, timeout).await;
-                let _ = tx.send((peer, response)).await;
-            });
-        }
-        drop(tx);
+        let mut next = 0;
+        let mut in_flight = 0;
+        let launch = |count: usize, next: &mut usize, in_flight: &mut usize| {
+            for _ in 0..count {
+                let Some(peer) = peers.get(*next).cloned() else {
+                    return;
+                };
+                *next += 1;
+                *in_flight += 1;
+                let request = request.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let response = peer.call(&request, timeout).await;
+                    let _ = tx.send((peer, response)).await;
+                });
+            }
+        };
+        launch(initial, &mut next, &mut in_flight);
         if wanted == 0 {
             return accepted;
         }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut hedge_at = self.config.hedge_after.map(|d| started + d);
+        while in_flight > 0 || next < peers.len() {
+            let wake = match hedge_at {
+                Some(at) if next < peers.len() => at.min(deadline),
+                _ => deadline,
+            };
+            let remaining = wake.saturating_duration_since(Instant::now());
             match tokio::time::timeout(remaining, rx.recv()).await {
                 Ok(Some((peer, Some(response)))) if accept(&response) => {
+                    in_flight -= 1;
                     accepted.push((peer, response));
                     if accepted.len() >= wanted {
                         break;
                     }
                 }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
+                Ok(Some(_)) => {
+                    in_flight -= 1;
+                    launch(1, &mut next, &mut in_flight);
+                }
+                Ok(None) => break,
+                Err(_) if Instant::now() >= deadline => break,
+                Err(_) => {
+                    // hedge: ask everyone not asked yet
+                    hedge_at = None;
+                    metrics::counter!("hedged_requests").increment(1);
+                    launch(peers.len(), &mut next, &mut in_flight);
+                }
             }
         }
         accepted
+    }
+
+    /// Peers in the order a read should ask them: rotated per request so
+    /// reads spread over the replicas.
+    fn read_order(&self, mut peers: Vec<Arc<Peer>>) -> Vec<Arc<Peer>> {
+        if !peers.is_empty() {
+            let start = self.next_read.fetch_add(1, Ordering::Relaxed) % peers.len();
+            peers.rotate_left(start);
+        }
+        peers
     }
 
     pub fn health(&self) -> HealthReport {

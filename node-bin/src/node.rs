@@ -52,6 +52,7 @@ impl NodeConfig {
                 open_for: self.breaker_open_for,
             },
             read_repair: self.read_repair,
+            ..CoordinatorConfig::default()
         }
     }
 }
