@@ -20,8 +20,12 @@ pub enum Guarantee {
 }
 
 impl Guarantee {
-    pub const EVERY: [Guarantee; 4] =
-        [Guarantee::NoStaleReads, Guarantee::NoLostUpdates, Guarantee::WellFormedReads, Guarantee::Linearizable];
+    pub const EVERY: [Guarantee; 4] = [
+        Guarantee::NoStaleReads,
+        Guarantee::NoLostUpdates,
+        Guarantee::WellFormedReads,
+        Guarantee::Linearizable,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -37,7 +41,10 @@ impl Guarantee {
     /// configuration of a leaderless quorum store promises linearizability.
     pub fn promised_by(self, scenario: &Scenario) -> bool {
         match self {
-            Guarantee::NoStaleReads => scenario.levels.spec(scenario.nodes).is_ok_and(|s| s.overlapping()),
+            Guarantee::NoStaleReads => scenario
+                .levels
+                .spec(scenario.nodes)
+                .is_ok_and(|s| s.overlapping()),
             Guarantee::NoLostUpdates | Guarantee::WellFormedReads => true,
             Guarantee::Linearizable => false,
         }
@@ -67,4 +74,3 @@ pub fn broken(summary: &CheckSummary) -> Vec<Guarantee> {
     }
     broken
 }
-

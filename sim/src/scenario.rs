@@ -51,11 +51,17 @@ impl FaultSchedule {
     }
 
     pub fn crashes(self) -> bool {
-        matches!(self, FaultSchedule::Crashes | FaultSchedule::CrashesPauses | FaultSchedule::All)
+        matches!(
+            self,
+            FaultSchedule::Crashes | FaultSchedule::CrashesPauses | FaultSchedule::All
+        )
     }
 
     pub fn pauses(self) -> bool {
-        matches!(self, FaultSchedule::Pauses | FaultSchedule::CrashesPauses | FaultSchedule::All)
+        matches!(
+            self,
+            FaultSchedule::Pauses | FaultSchedule::CrashesPauses | FaultSchedule::All
+        )
     }
 }
 
@@ -95,22 +101,34 @@ pub struct Levels {
 
 impl Levels {
     pub fn same(level: Consistency) -> Self {
-        Levels { read: level, write: level }
+        Levels {
+            read: level,
+            write: level,
+        }
     }
 
     pub fn explicit(r: usize, w: usize) -> Self {
-        Levels { read: Consistency::Count(r), write: Consistency::Count(w) }
+        Levels {
+            read: Consistency::Count(r),
+            write: Consistency::Count(w),
+        }
     }
 
     pub fn spec(&self, n: usize) -> Result<QuorumSpec, ScenarioError> {
         let r = self
             .read
             .validate(n, "R")
-            .map_err(|e| ScenarioError::BadLevel { what: "R", reason: e.to_string() })?;
+            .map_err(|e| ScenarioError::BadLevel {
+                what: "R",
+                reason: e.to_string(),
+            })?;
         let w = self
             .write
             .validate(n, "W")
-            .map_err(|e| ScenarioError::BadLevel { what: "W", reason: e.to_string() })?;
+            .map_err(|e| ScenarioError::BadLevel {
+                what: "W",
+                reason: e.to_string(),
+            })?;
         Ok(QuorumSpec { n, r, w })
     }
 
@@ -136,17 +154,33 @@ impl FromStr for Levels {
                     reason: format!("expected {name}=LEVEL in {s:?}"),
                 })?;
                 if !label.trim().eq_ignore_ascii_case(name) {
-                    return Err(ScenarioError::BadLevel { what: name, reason: format!("expected {name}= in {s:?}") });
+                    return Err(ScenarioError::BadLevel {
+                        what: name,
+                        reason: format!("expected {name}= in {s:?}"),
+                    });
                 }
                 value
                     .parse()
-                    .map_err(|e: quorumlog_core::quorum::QuorumError| ScenarioError::BadLevel { what: name, reason: e.to_string() })
+                    .map_err(
+                        |e: quorumlog_core::quorum::QuorumError| ScenarioError::BadLevel {
+                            what: name,
+                            reason: e.to_string(),
+                        },
+                    )
             };
-            return Ok(Levels { read: part(r, "R")?, write: part(w, "W")? });
+            return Ok(Levels {
+                read: part(r, "R")?,
+                write: part(w, "W")?,
+            });
         }
         s.parse()
             .map(Levels::same)
-            .map_err(|e: quorumlog_core::quorum::QuorumError| ScenarioError::BadLevel { what: "level", reason: e.to_string() })
+            .map_err(
+                |e: quorumlog_core::quorum::QuorumError| ScenarioError::BadLevel {
+                    what: "level",
+                    reason: e.to_string(),
+                },
+            )
     }
 }
 
@@ -167,18 +201,34 @@ pub struct Scenario {
 impl Scenario {
     /// The standard scenario: 5 nodes, 4 clients, 500 operations.
     pub fn standard(faults: FaultSchedule, levels: Levels) -> Self {
-        Scenario { faults, levels, nodes: 5, clients: 4, operations: 500, hot_keys: 3, cold_keys: 12 }
+        Scenario {
+            faults,
+            levels,
+            nodes: 5,
+            clients: 4,
+            operations: 500,
+            hot_keys: 3,
+            cold_keys: 12,
+        }
     }
 
     pub fn validate(&self) -> Result<QuorumSpec, ScenarioError> {
         if self.nodes == 0 || self.nodes > 64 {
-            return Err(ScenarioError::Invalid(format!("nodes = {} must be between 1 and 64", self.nodes)));
+            return Err(ScenarioError::Invalid(format!(
+                "nodes = {} must be between 1 and 64",
+                self.nodes
+            )));
         }
         if self.clients == 0 || self.clients > 256 {
-            return Err(ScenarioError::Invalid(format!("clients = {} must be between 1 and 256", self.clients)));
+            return Err(ScenarioError::Invalid(format!(
+                "clients = {} must be between 1 and 256",
+                self.clients
+            )));
         }
         if self.hot_keys + self.cold_keys == 0 {
-            return Err(ScenarioError::Invalid("the workload needs at least one key".into()));
+            return Err(ScenarioError::Invalid(
+                "the workload needs at least one key".into(),
+            ));
         }
         self.levels.spec(self.nodes)
     }
@@ -215,13 +265,19 @@ mod tests {
 
     #[test]
     fn parse_levels() {
-        assert_eq!("QUORUM".parse::<Levels>(), Ok(Levels::same(Consistency::Quorum)));
+        assert_eq!(
+            "QUORUM".parse::<Levels>(),
+            Ok(Levels::same(Consistency::Quorum))
+        );
         assert_eq!("R=2,W=2".parse::<Levels>(), Ok(Levels::explicit(2, 2)));
         assert_eq!("r=1, w=ALL".parse::<Levels>().unwrap().label(), "R=1,W=ALL");
         assert!("R=2".parse::<Levels>().is_err());
         assert!("X=1,W=2".parse::<Levels>().is_err());
         assert!("MOST".parse::<Levels>().is_err());
-        assert_eq!(Levels::explicit(2, 2).label().parse::<Levels>(), Ok(Levels::explicit(2, 2)));
+        assert_eq!(
+            Levels::explicit(2, 2).label().parse::<Levels>(),
+            Ok(Levels::explicit(2, 2))
+        );
         assert!(Levels::explicit(6, 1).spec(5).is_err());
     }
 

@@ -24,7 +24,11 @@ pub struct SeedOutcome {
 impl SeedOutcome {
     /// Broken guarantees that the scenario promised: real failures.
     pub fn failures(&self, scenario: &Scenario) -> Vec<Guarantee> {
-        self.broken.iter().copied().filter(|g| g.promised_by(scenario)).collect()
+        self.broken
+            .iter()
+            .copied()
+            .filter(|g| g.promised_by(scenario))
+            .collect()
     }
 }
 
@@ -84,17 +88,27 @@ pub fn sweep(
                 if seed >= seeds.end {
                     break;
                 }
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_and_check(scenario, seed))) {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_and_check(scenario, seed)
+                })) {
                     Ok(mut outcome) => {
                         if !keep(&outcome) {
                             outcome.history = History::new();
                         }
-                        outcomes.lock().unwrap_or_else(|p| p.into_inner()).push(outcome);
+                        outcomes
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(outcome);
                     }
-                    Err(payload) => panics
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(SeedPanic { seed, message: panic_message(payload) }),
+                    Err(payload) => {
+                        panics
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(SeedPanic {
+                                seed,
+                                message: panic_message(payload),
+                            })
+                    }
                 }
                 progress();
             });
@@ -109,5 +123,7 @@ pub fn sweep(
 
 /// Default parallelism: the machine's cores.
 pub fn default_jobs() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

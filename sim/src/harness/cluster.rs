@@ -64,7 +64,12 @@ impl SimCluster {
                         }
                     })
                     .build();
-                SimNode { id, addr, host, store }
+                SimNode {
+                    id,
+                    addr,
+                    host,
+                    store,
+                }
             })
             .collect();
         SimCluster { handle, nodes }

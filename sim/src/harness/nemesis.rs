@@ -20,13 +20,19 @@ pub enum Fault {
     /// Sides of a split (node ids); links between sides are cut both ways.
     Partition(Vec<Vec<u32>>),
     /// Messages from `from` to each of `to` are dropped, not the reverse.
-    OneWay { from: u32, to: Vec<u32> },
+    OneWay {
+        from: u32,
+        to: Vec<u32>,
+    },
     /// A single link clogged both ways.
     Clog(u32, u32),
     Crash(u32),
     Pause(u32),
     /// Every message takes `min_ms..max_ms`.
-    Delay { min_ms: u64, max_ms: u64 },
+    Delay {
+        min_ms: u64,
+        max_ms: u64,
+    },
 }
 
 impl Fault {
@@ -44,7 +50,12 @@ impl Fault {
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ids = |v: &[u32]| v.iter().map(|n| format!("n{n}")).collect::<Vec<_>>().join(",");
+        let ids = |v: &[u32]| {
+            v.iter()
+                .map(|n| format!("n{n}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         match self {
             Fault::Partition(sides) => {
                 let sides: Vec<String> = sides.iter().map(|s| format!("[{}]", ids(s))).collect();
@@ -70,7 +81,12 @@ pub struct FaultEvent {
 impl fmt::Display for FaultEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verb = if self.start { "start" } else { "heal " };
-        write!(f, "{:>9.3}s {verb} {}", self.time_us as f64 / 1e6, self.fault)
+        write!(
+            f,
+            "{:>9.3}s {verb} {}",
+            self.time_us as f64 / 1e6,
+            self.fault
+        )
     }
 }
 
@@ -85,8 +101,21 @@ pub struct Nemesis<'a> {
 }
 
 impl<'a> Nemesis<'a> {
-    pub fn new(cluster: &'a SimCluster, schedule: FaultSchedule, rng: ChaCha8Rng, started: Instant) -> Self {
-        Self { cluster, schedule, rng, started, log: Vec::new(), crashed: BTreeSet::new(), paused: BTreeSet::new() }
+    pub fn new(
+        cluster: &'a SimCluster,
+        schedule: FaultSchedule,
+        rng: ChaCha8Rng,
+        started: Instant,
+    ) -> Self {
+        Self {
+            cluster,
+            schedule,
+            rng,
+            started,
+            log: Vec::new(),
+            crashed: BTreeSet::new(),
+            paused: BTreeSet::new(),
+        }
     }
 
     fn now_us(&self) -> u64 {
@@ -131,21 +160,31 @@ impl<'a> Nemesis<'a> {
                 let count = self.rng.gen_range(1..n);
                 let mut to = ids(&order[1..=count], self);
                 to.sort_unstable();
-                Fault::OneWay { from: self.id(order[0]), to }
+                Fault::OneWay {
+                    from: self.id(order[0]),
+                    to,
+                }
             }
             "clog" if n >= 2 => Fault::Clog(self.id(order[0]), self.id(order[1])),
             "crash" => Fault::Crash(self.id(order[0])),
             "pause" => Fault::Pause(self.id(order[0])),
             "delay" => {
                 let min_ms = self.rng.gen_range(5..30);
-                Fault::Delay { min_ms, max_ms: min_ms + self.rng.gen_range(20..200) }
+                Fault::Delay {
+                    min_ms,
+                    max_ms: min_ms + self.rng.gen_range(20..200),
+                }
             }
             _ => return None,
         })
     }
 
     fn index(&self, id: u32) -> usize {
-        self.cluster.nodes().iter().position(|n| n.id == id).expect("fault names a cluster node")
+        self.cluster
+            .nodes()
+            .iter()
+            .position(|n| n.id == id)
+            .expect("fault names a cluster node")
     }
 
     fn apply(&mut self, fault: &Fault, start: bool) {
@@ -153,8 +192,10 @@ impl<'a> Nemesis<'a> {
         match fault {
             Fault::Partition(sides) => {
                 if start {
-                    let sides: Vec<Vec<usize>> =
-                        sides.iter().map(|s| s.iter().map(|&id| self.index(id)).collect()).collect();
+                    let sides: Vec<Vec<usize>> = sides
+                        .iter()
+                        .map(|s| s.iter().map(|&id| self.index(id)).collect())
+                        .collect();
                     c.partition(&sides);
                 } else {
                     c.heal_network();
@@ -208,7 +249,11 @@ impl<'a> Nemesis<'a> {
             }
         }
         let time_us = self.now_us();
-        self.log.push(FaultEvent { time_us, start, fault: fault.clone() });
+        self.log.push(FaultEvent {
+            time_us,
+            start,
+            fault: fault.clone(),
+        });
     }
 
     /// Inject faults one after another (sometimes two at once) until
@@ -224,7 +269,11 @@ impl<'a> Nemesis<'a> {
                 break;
             }
             let mut active = Vec::new();
-            let stack = if self.schedule == FaultSchedule::All { self.rng.gen_range(1..=2) } else { 1 };
+            let stack = if self.schedule == FaultSchedule::All {
+                self.rng.gen_range(1..=2)
+            } else {
+                1
+            };
             for _ in 0..stack {
                 if let Some(fault) = self.pick() {
                     self.apply(&fault, true);

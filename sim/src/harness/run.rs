@@ -64,7 +64,8 @@ fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
 
 /// Run one seed of `scenario` in a fresh madsim runtime.
 pub fn run_seed(scenario: &Scenario, seed: u64) -> RunResult {
-    let mut runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+    let mut runtime =
+        madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     runtime.set_time_limit(TIME_LIMIT);
     runtime.block_on(simulate(scenario.clone(), seed))
 }
@@ -74,7 +75,9 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
     let started = Instant::now();
     let cluster = SimCluster::start(scenario.nodes, CoordinatorConfig::default());
     let recorder = Recorder::new(started);
-    let keys: Vec<String> = (0..scenario.hot_keys + scenario.cold_keys).map(|k| format!("k{k}")).collect();
+    let keys: Vec<String> = (0..scenario.hot_keys + scenario.cold_keys)
+        .map(|k| format!("k{k}"))
+        .collect();
     // Let every node bind its listener before the first request.
     tokio::time::sleep(Duration::from_millis(10)).await;
 
@@ -90,7 +93,8 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
             coordinators: cluster.n(),
         };
         // Spread the operations: the first clients take the remainder.
-        let share = scenario.operations / scenario.clients + usize::from(c < scenario.operations % scenario.clients);
+        let share = scenario.operations / scenario.clients
+            + usize::from(c < scenario.operations % scenario.clients);
         let keys = keys.clone();
         let hot = scenario.hot_keys;
         clients.push(host.spawn(async move { client.run(share, &keys, hot).await }));
@@ -148,7 +152,13 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
     }
     let faults = nemesis.into_log();
     let stats = stats(&history, &faults, started);
-    RunResult { scenario, seed, history, faults, stats }
+    RunResult {
+        scenario,
+        seed,
+        history,
+        faults,
+        stats,
+    }
 }
 
 fn stats(history: &History, faults: &[FaultEvent], started: Instant) -> RunStats {
@@ -172,7 +182,10 @@ fn stats(history: &History, faults: &[FaultEvent], started: Instant) -> RunStats
         *stats.outcomes.entry(outcome.to_string()).or_default() += 1;
     }
     for event in faults.iter().filter(|e| e.start) {
-        *stats.faults.entry(event.fault.kind().to_string()).or_default() += 1;
+        *stats
+            .faults
+            .entry(event.fault.kind().to_string())
+            .or_default() += 1;
     }
     stats
 }

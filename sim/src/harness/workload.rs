@@ -24,7 +24,11 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(started: Instant) -> Self {
-        Self { events: Arc::default(), next_id: Arc::default(), started }
+        Self {
+            events: Arc::default(),
+            next_id: Arc::default(),
+            started,
+        }
     }
 
     fn now_us(&self) -> u64 {
@@ -32,7 +36,10 @@ impl Recorder {
     }
 
     fn push(&self, event: Event) {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event);
     }
 
     pub fn take(&self) -> Vec<Event> {
@@ -41,18 +48,30 @@ impl Recorder {
 }
 
 fn observed(v: &Version) -> ObservedVersion {
-    ObservedVersion { value: v.value.clone(), dot: Some(v.dot), context: Some(v.context.clone()) }
+    ObservedVersion {
+        value: v.value.clone(),
+        dot: Some(v.dot),
+        context: Some(v.context.clone()),
+    }
 }
 
 fn failure_outcome(error: &ClientError) -> Outcome {
     match error {
-        ClientError::Op { error: OpError::Unavailable { .. }, .. } | ClientError::NoCoordinator { .. } => {
-            Outcome::Unavailable
+        ClientError::Op {
+            error: OpError::Unavailable { .. },
+            ..
         }
-        ClientError::Op { error: OpError::Timeout { .. }, .. }
+        | ClientError::NoCoordinator { .. } => Outcome::Unavailable,
+        ClientError::Op {
+            error: OpError::Timeout { .. },
+            ..
+        }
         | ClientError::Indeterminate { .. }
         | ClientError::Protocol { .. } => Outcome::Timeout,
-        ClientError::Op { error: OpError::Invalid(_) | OpError::Storage(_), .. } => Outcome::Fail,
+        ClientError::Op {
+            error: OpError::Invalid(_) | OpError::Storage(_),
+            ..
+        } => Outcome::Fail,
     }
 }
 
@@ -68,7 +87,12 @@ pub struct SimClient {
 
 impl SimClient {
     /// Read `key`; returns the context on success.
-    pub async fn read(&mut self, key: &str, level: Consistency, is_final: bool) -> Option<VersionVector> {
+    pub async fn read(
+        &mut self,
+        key: &str,
+        level: Consistency,
+        is_final: bool,
+    ) -> Option<VersionVector> {
         let id = self.recorder.next_id.fetch_add(1, Ordering::SeqCst);
         self.recorder.push(Event::Invoke {
             id,
@@ -82,7 +106,16 @@ impl SimClient {
             r#final: is_final,
         });
         let first = self.rng.gen_range(0..self.coordinators);
-        let result = self.client.read(ReadRequest { key: key.to_string(), level }, first).await;
+        let result = self
+            .client
+            .read(
+                ReadRequest {
+                    key: key.to_string(),
+                    level,
+                },
+                first,
+            )
+            .await;
         let time_us = self.recorder.now_us();
         let (event, context) = match result {
             Ok(ok) => (
@@ -131,7 +164,12 @@ impl SimClient {
             r#final: false,
         });
         let first = self.rng.gen_range(0..self.coordinators);
-        let request = WriteRequest { key: key.to_string(), value, context, level };
+        let request = WriteRequest {
+            key: key.to_string(),
+            value,
+            context,
+            level,
+        };
         let result = self.client.write(request, first).await;
         let time_us = self.recorder.now_us();
         let event = match result {
