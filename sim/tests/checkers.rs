@@ -5,8 +5,8 @@ use quorumlog_core::{Dot, VersionVector};
 use quorumlog_sim::check::generate::{generate, GenConfig};
 use quorumlog_sim::check::{
     check_durability, check_history, check_linearizability, check_staleness, check_with_model,
-    Budget, CasRegister, KeyValue, LinVerdict, ModelKind, MultiValueRegister, PhantomKind,
-    Register,
+    Budget, CasRegister, Interner, KeyValue, LinVerdict, Model, ModelKind, MultiValueRegister,
+    PhantomKind, Register,
 };
 use quorumlog_sim::history::{cas_value, Event, History, ObservedVersion, OpKind, Outcome};
 
@@ -181,6 +181,7 @@ fn new_old_inversion_is_not_linearizable_but_regular() {
         .final_read("k", 1_000, vec![ver("b", (2, 1), &[(1, 1)])])
         .build();
     let summary = check_history(&history);
+    println!("{summary}");
     assert!(summary.staleness.is_ok(), "{}", summary.staleness);
     assert!(summary.durability.is_ok(), "{}", summary.durability);
     assert_eq!(summary.linearizable, LinVerdict::NotLinearizable);
@@ -223,6 +224,7 @@ fn write_lost_under_crash_is_caught() {
     assert_eq!(staleness.stale_examples[0].t_visibility_us, 10);
     assert_eq!(staleness.k_staleness.max, 1);
     let summary = check_history(&history);
+    println!("{summary}");
     assert_eq!((summary.stale_reads, summary.lost_updates), (2, 1));
     assert_eq!(summary.linearizable, LinVerdict::NotLinearizable);
     assert!(!summary.is_ok());
@@ -561,7 +563,8 @@ fn key_value_model_with_append() {
 
 #[test]
 fn an_exhausted_budget_is_unknown() {
-    // Many concurrent timed-out writes and a read no order explains.
+    // Many concurrent timed-out writes, all seen together, then a read no
+    // order explains: the search must try every subset before giving up.
     let mut b = Builder::default();
     for i in 0..12 {
         b.write(
@@ -575,7 +578,11 @@ fn an_exhausted_budget_is_unknown() {
             Outcome::Timeout,
         );
     }
-    b.read(99, "k", 100, 110, vec![ver("nope", (9, 9), &[])]);
+    let all = (0..12)
+        .map(|i| ver(&format!("v{i}"), (1, i as u64 + 1), &[]))
+        .collect();
+    b.read(99, "k", 100, 110, all);
+    b.read(99, "k", 120, 130, vec![ver("nope", (9, 9), &[])]);
     let history = b.build();
     let report = check_linearizability(&history, &MultiValueRegister, Budget::steps_per_key(50));
     assert_eq!(report.verdict, LinVerdict::Unknown, "{report}");
@@ -719,4 +726,133 @@ proptest! {
         prop_assert!(summary.staleness.phantom_examples.iter().any(|p| p.read.id == read && p.kind == PhantomKind::WrittenAfterReadReturned), "{}", summary);
         prop_assert_eq!(summary.linearizable, LinVerdict::NotLinearizable);
     }
+}
+
+// ------------------------------------------- search against brute force
+
+/// Brute force: is there an order of the kept operations (indeterminate
+/// ones optional) respecting real time that the model accepts?
+fn brute_force<M: Model>(model: &M, history: &History) -> bool {
+    let ops = history.operation_refs();
+    let mut names = Interner::new();
+    let prepared = model
+        .prepare(&ops, &mut names)
+        .expect("model supports the ops");
+    let kept: Vec<(usize, M::Op)> = prepared
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.map(|p| (i, p)))
+        .collect();
+    let end = |i: usize| {
+        if ops[i].is_indeterminate() {
+            u64::MAX
+        } else {
+            ops[i].complete_us.unwrap_or(u64::MAX)
+        }
+    };
+    fn go<M: Model>(
+        model: &M,
+        kept: &[(usize, M::Op)],
+        ops: &[quorumlog_sim::history::OperationRef<'_>],
+        end: &dyn Fn(usize) -> u64,
+        used: &mut Vec<bool>,
+        states: Vec<M::State>,
+    ) -> bool {
+        // Done when every determinate op is placed (the rest: never).
+        if kept
+            .iter()
+            .enumerate()
+            .all(|(k, (i, _))| used[k] || ops[*i].is_indeterminate())
+        {
+            return true;
+        }
+        for k in 0..kept.len() {
+            if used[k] {
+                continue;
+            }
+            let (i, op) = &kept[k];
+            // Every unplaced op that returned before this one was invoked
+            // must come first.
+            let blocked = kept
+                .iter()
+                .enumerate()
+                .any(|(j, (o, _))| !used[j] && j != k && end(*o) < ops[*i].invoke_us);
+            if blocked {
+                continue;
+            }
+            let mut next = Vec::new();
+            for s in &states {
+                model.step(s, op, &mut next);
+            }
+            next.sort();
+            next.dedup();
+            if next.is_empty() {
+                continue;
+            }
+            used[k] = true;
+            if go(model, kept, ops, end, used, next) {
+                return true;
+            }
+            used[k] = false;
+        }
+        false
+    }
+    let mut used = vec![false; kept.len()];
+    go(model, &kept, &ops, &end, &mut used, vec![model.init()])
+}
+
+/// A tiny random register history: (kind, value, start, length, outcome).
+fn tiny_history(spec: &[(bool, u8, u64, u64, u8)]) -> History {
+    let mut b = Builder::default();
+    for (n, &(is_write, value, start, len, outcome)) in spec.iter().enumerate() {
+        let outcome = match outcome % 6 {
+            0 => Outcome::Timeout,
+            1 => Outcome::Fail,
+            _ => Outcome::Ok,
+        };
+        let end = if outcome == Outcome::Timeout && len % 2 == 0 {
+            None
+        } else {
+            Some(start + len)
+        };
+        if is_write {
+            b.op(
+                n as u32,
+                OpKind::Write,
+                Some(format!("v{n}")),
+                start,
+                end,
+                outcome,
+            );
+        } else {
+            // Reads return one of the written values, or nothing.
+            let seen = (value as usize) % (spec.len() + 1);
+            let returned = (seen < spec.len()).then(|| format!("v{seen}"));
+            b.read1(n as u32, returned.as_deref(), start, start + len);
+        }
+    }
+    b.build()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_search_agrees_with_brute_force(spec in prop::collection::vec((any::<bool>(), any::<u8>(), 0u64..40, 1u64..20, any::<u8>()), 1..7)) {
+        let history = tiny_history(&spec);
+        let expected = brute_force(&Register, &history);
+        let report = check_linearizability(&history, &Register, Budget::unlimited());
+        let verdict = if expected { LinVerdict::Linearizable } else { LinVerdict::NotLinearizable };
+        prop_assert_eq!(report.verdict, verdict, "{}\n{}", history.to_jsonl(), report);
+    }
+}
+
+#[test]
+fn a_long_single_key_history_is_decided() {
+    let history = generate(&GenConfig {
+        timeout_ratio: 0.02,
+        ..GenConfig::new(11, 5_000, 1, 8)
+    });
+    let report = check_linearizability(&history, &MultiValueRegister, Budget::default());
+    assert_eq!(report.verdict, LinVerdict::Linearizable, "{report}");
 }

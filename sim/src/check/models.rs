@@ -11,7 +11,7 @@
 //! (it constrains nothing); a mutation that timed out or never completed is
 //! kept, and the search may place it anywhere after its invocation or at the
 //! very end (which is the same as never).
-use super::common::FxHashMap;
+use super::common::{FxHashMap, FxHashSet};
 use crate::history::{parse_cas_value, OpKind, OperationRef};
 use quorumlog_core::Dot;
 use std::collections::BTreeMap;
@@ -84,6 +84,47 @@ pub trait Model {
     fn describe_state(&self, state: &Self::State, names: &Interner) -> String;
 }
 
+/// Values some operation observed: returned by a successful read, or
+/// expected by a compare-and-set.
+#[derive(Default)]
+struct Observed<'a> {
+    read: FxHashSet<&'a str>,
+    expected: FxHashSet<String>,
+}
+
+impl Observed<'_> {
+    fn contains(&self, value: &str) -> bool {
+        self.read.contains(value) || self.expected.contains(value)
+    }
+}
+
+fn observed_values<'a>(ops: &[OperationRef<'a>]) -> Observed<'a> {
+    let mut seen = Observed::default();
+    for op in ops {
+        match op.kind {
+            OpKind::Read if op.is_ok() => {
+                seen.read.extend(op.values.iter().map(|v| v.value.as_str()))
+            }
+            OpKind::Cas if !op.is_failed() => {
+                if let Some((expected, _)) = op.value.and_then(parse_cas_value) {
+                    seen.expected.insert(expected);
+                }
+            }
+            _ => {}
+        }
+    }
+    seen
+}
+
+/// A write that may or may not have applied and whose value nobody ever
+/// observed. Dropping it (choosing "never") loses no linearization: had it
+/// applied, every read until the next overwrite would have returned it, so
+/// no read sits between it and that overwrite. Choosing "never" is always
+/// allowed for an indeterminate operation, so this never hides a violation.
+fn invisible(op: &OperationRef<'_>, new_value: Option<&str>, observed: &Observed<'_>) -> bool {
+    op.is_indeterminate() && new_value.is_some_and(|v| !observed.contains(v))
+}
+
 fn unsupported(model: &str, op: &OperationRef<'_>) -> String {
     format!(
         "the {model} model has no {} operation (op {} on key {:?})",
@@ -124,6 +165,7 @@ fn prepare_register(
     names: &mut Interner,
     allow_cas: bool,
 ) -> Result<Vec<Option<RegisterOp>>, String> {
+    let observed = observed_values(ops);
     let mut out = Vec::with_capacity(ops.len());
     for op in ops {
         if op.is_failed() {
@@ -132,6 +174,7 @@ fn prepare_register(
         }
         out.push(match op.kind {
             OpKind::Read if !op.is_ok() => None,
+            OpKind::Write if invisible(op, op.value, &observed) => None,
             OpKind::Read => Some(match single_value(op) {
                 Ok(value) => RegisterOp::Read(value.map(|v| names.intern(v))),
                 Err(()) => RegisterOp::Impossible,
@@ -144,6 +187,10 @@ fn prepare_register(
                     .value
                     .and_then(parse_cas_value)
                     .ok_or_else(|| format!("cas {} has no [expected, new] value", op.id))?;
+                if invisible(op, Some(&new), &observed) {
+                    out.push(None);
+                    continue;
+                }
                 Some(RegisterOp::Cas {
                     expected: names.intern(&expected),
                     new: names.intern(&new),
@@ -360,7 +407,16 @@ pub enum MvOp {
 ///
 /// Versions are identified by value (written values must be unique per
 /// key, as in every generated history) and cross-checked by dot where the
-/// history records one. A write's dot comes from its acknowledgement, or,
+/// history records one.
+///
+/// A write that timed out (or never completed) and that no read ever
+/// returned is dropped, i.e. taken as never applied. That is always an
+/// allowed choice, so it cannot hide a violation, and it keeps the search
+/// from trying every subset of the invisible writes at every point. It
+/// loses a linearization only if such a write applied *and* was superseded
+/// by a context covering its dot before anyone read it, which exact causal
+/// contexts rule out (a context covers a dot only after a read revealed it,
+/// up to the counter-prefix approximation of version vectors). A write's dot comes from its acknowledgement, or,
 /// for a write that timed out, from any read that returned it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MultiValueRegister;
@@ -427,10 +483,14 @@ impl Model for MultiValueRegister {
             counters.dedup();
         }
         let table = Arc::new(MvTable { dots });
+        let observed = observed_values(ops);
         let writes = names.len();
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
-            if op.is_failed() || (op.kind == OpKind::Read && !op.is_ok()) {
+            if op.is_failed()
+                || (op.kind == OpKind::Read && !op.is_ok())
+                || (op.kind == OpKind::Write && invisible(op, op.value, &observed))
+            {
                 out.push(None);
                 continue;
             }
