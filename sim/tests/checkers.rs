@@ -849,10 +849,17 @@ proptest! {
 
 #[test]
 fn a_long_single_key_history_is_decided() {
-    let history = generate(&GenConfig {
-        timeout_ratio: 0.02,
-        ..GenConfig::new(11, 5_000, 1, 8)
-    });
-    let report = check_linearizability(&history, &MultiValueRegister, Budget::default());
-    assert_eq!(report.verdict, LinVerdict::Linearizable, "{report}");
+    for (timeouts, blind) in [(0.02, 0.1), (0.3, 0.1), (0.3, 0.8)] {
+        let history = generate(&GenConfig {
+            timeout_ratio: timeouts,
+            blind_write_ratio: blind,
+            ..GenConfig::new(11, 5_000, 1, 8)
+        });
+        let report = check_linearizability(&history, &MultiValueRegister, Budget::default());
+        assert_eq!(
+            report.verdict,
+            LinVerdict::Linearizable,
+            "timeouts {timeouts}, blind {blind}: {report}"
+        );
+    }
 }
