@@ -41,10 +41,7 @@ impl Guarantee {
     /// configuration of a leaderless quorum store promises linearizability.
     pub fn promised_by(self, scenario: &Scenario) -> bool {
         match self {
-            Guarantee::NoStaleReads => scenario
-                .levels
-                .spec(scenario.nodes)
-                .is_ok_and(|s| s.overlapping()),
+            Guarantee::NoStaleReads => scenario.overlapping(),
             Guarantee::NoLostUpdates | Guarantee::WellFormedReads => true,
             Guarantee::Linearizable => false,
         }

@@ -83,6 +83,10 @@ struct ScenarioArgs {
     /// Consistency: ONE, QUORUM, ALL, or R=r,W=w.
     #[arg(long, default_value = "QUORUM")]
     level: Levels,
+    /// Give clients their own levels (repeat: client i uses the i-th mod
+    /// count); overrides --level for the clients.
+    #[arg(long = "client-level")]
+    client_levels: Vec<Levels>,
     #[arg(long, default_value_t = 5)]
     nodes: usize,
     #[arg(long, default_value_t = 4)]
@@ -98,6 +102,7 @@ impl ScenarioArgs {
         scenario.nodes = self.nodes;
         scenario.clients = self.clients;
         scenario.operations = self.ops;
+        scenario.client_levels = self.client_levels.clone();
         scenario.validate()?;
         Ok(scenario)
     }
@@ -202,7 +207,7 @@ mod simulator {
         );
         bar.finish_and_clear();
         let elapsed = started.elapsed();
-        let spec = scenario.validate()?;
+        let spec = describe(&scenario)?;
         let mut outcomes_total: BTreeMap<String, usize> = BTreeMap::new();
         let mut faults: BTreeMap<String, usize> = BTreeMap::new();
         let mut operations = 0;
@@ -293,6 +298,19 @@ mod simulator {
         Ok(ExitCode::from(1))
     }
 
+    /// "N=5 R=3 W=3 (W+R > N)", or for mixed clients whether every pair overlaps.
+    fn describe(scenario: &Scenario) -> Result<String> {
+        let spec = scenario.validate()?;
+        if scenario.client_levels.is_empty() {
+            return Ok(spec.to_string());
+        }
+        let rel = if scenario.overlapping() { ">" } else { "<=" };
+        Ok(format!(
+            "N={} mixed clients: smallest R + smallest W {rel} N",
+            scenario.nodes
+        ))
+    }
+
     fn fmt_counts(counts: &BTreeMap<String, usize>) -> String {
         counts
             .iter()
@@ -308,7 +326,7 @@ mod simulator {
         save_seed: Option<PathBuf>,
         note: Option<String>,
     ) -> Result<ExitCode> {
-        let spec = scenario.validate()?;
+        let spec = describe(&scenario)?;
         let outcome = run_and_check(&scenario, seed);
         println!("scenario {} ({spec}), seed {seed}", scenario.name());
         println!(

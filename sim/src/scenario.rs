@@ -189,6 +189,10 @@ impl FromStr for Levels {
 pub struct Scenario {
     pub faults: FaultSchedule,
     pub levels: Levels,
+    /// Per-client levels (client i uses entry i mod len); empty: every
+    /// client uses `levels`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_levels: Vec<Levels>,
     pub nodes: usize,
     pub clients: usize,
     /// Operations across all clients (the final reads come on top).
@@ -204,6 +208,7 @@ impl Scenario {
         Scenario {
             faults,
             levels,
+            client_levels: Vec::new(),
             nodes: 5,
             clients: 4,
             operations: 500,
@@ -230,12 +235,50 @@ impl Scenario {
                 "the workload needs at least one key".into(),
             ));
         }
+        for levels in &self.client_levels {
+            levels.spec(self.nodes)?;
+        }
         self.levels.spec(self.nodes)
+    }
+
+    /// The levels client `client` uses.
+    pub fn levels_of(&self, client: usize) -> Levels {
+        if self.client_levels.is_empty() {
+            self.levels
+        } else {
+            self.client_levels[client % self.client_levels.len()]
+        }
+    }
+
+    /// Whether every read quorum any client uses meets every write quorum
+    /// any client uses (what fresh reads need when levels are mixed).
+    pub fn overlapping(&self) -> bool {
+        let all: Vec<Levels> = (0..self.clients).map(|c| self.levels_of(c)).collect();
+        let smallest = |pick: fn(&Levels) -> quorumlog_core::Consistency| {
+            all.iter()
+                .map(|l| pick(l).replicas(self.nodes))
+                .min()
+                .unwrap_or(0)
+        };
+        smallest(|l| l.read) + smallest(|l| l.write) > self.nodes
+    }
+
+    /// "QUORUM", or "ONE+QUORUM" for mixed clients.
+    pub fn levels_label(&self) -> String {
+        if self.client_levels.is_empty() {
+            self.levels.label()
+        } else {
+            self.client_levels
+                .iter()
+                .map(Levels::label)
+                .collect::<Vec<_>>()
+                .join("+")
+        }
     }
 
     /// A short name: "QUORUM/partitions".
     pub fn name(&self) -> String {
-        format!("{}/{}", self.levels.label(), self.faults)
+        format!("{}/{}", self.levels_label(), self.faults)
     }
 
     /// The command that replays `seed` of this scenario.
@@ -245,6 +288,9 @@ impl Scenario {
             self.faults,
             self.levels.label()
         );
+        for levels in &self.client_levels {
+            cmd += &format!(" --client-level {}", levels.label());
+        }
         let standard = Scenario::standard(self.faults, self.levels);
         if self.nodes != standard.nodes {
             cmd += &format!(" --nodes {}", self.nodes);
@@ -279,6 +325,22 @@ mod tests {
             Ok(Levels::explicit(2, 2))
         );
         assert!(Levels::explicit(6, 1).spec(5).is_err());
+    }
+
+    #[test]
+    fn mixed_clients_overlap_only_if_every_pair_does() {
+        let mut s = Scenario::standard(FaultSchedule::None, Levels::same(Consistency::Quorum));
+        assert!(s.overlapping());
+        s.client_levels = vec![
+            Levels::same(Consistency::Quorum),
+            Levels::same(Consistency::All),
+        ];
+        assert!(s.overlapping());
+        assert_eq!(s.levels_of(3), Levels::same(Consistency::All));
+        s.client_levels.push(Levels::explicit(1, 5));
+        // a QUORUM writer and an R=1 reader need not meet
+        assert!(!s.overlapping());
+        assert!(s.replay_command(4).contains("--client-level R=1,W=5"));
     }
 
     #[test]

@@ -36,6 +36,8 @@ struct RawSeedFile {
     level: String,
     seed: u64,
     #[serde(default)]
+    client_levels: Vec<String>,
+    #[serde(default)]
     nodes: Option<usize>,
     #[serde(default)]
     clients: Option<usize>,
@@ -82,6 +84,11 @@ impl SeedFile {
         scenario.nodes = raw.nodes.unwrap_or(scenario.nodes);
         scenario.clients = raw.clients.unwrap_or(scenario.clients);
         scenario.operations = raw.ops.unwrap_or(scenario.operations);
+        for level in &raw.client_levels {
+            scenario
+                .client_levels
+                .push(level.parse().map_err(scenario_err)?);
+        }
         scenario.validate().map_err(scenario_err)?;
         let mut broken = BTreeSet::new();
         for name in &raw.broken {
@@ -122,6 +129,14 @@ impl SeedFile {
             if ours != default {
                 value[name] = ours.into();
             }
+        }
+        if !scenario.client_levels.is_empty() {
+            value["client_levels"] = scenario
+                .client_levels
+                .iter()
+                .map(Levels::label)
+                .collect::<Vec<_>>()
+                .into();
         }
         if let Some(note) = note {
             value["note"] = note.into();

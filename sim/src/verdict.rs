@@ -128,11 +128,8 @@ pub fn row(
         "unknown"
     };
     VerdictRow {
-        config: scenario.levels.label(),
-        overlapping: scenario
-            .levels
-            .spec(scenario.nodes)
-            .is_ok_and(|s| s.overlapping()),
+        config: scenario.levels_label(),
+        overlapping: scenario.overlapping(),
         faults: scenario.faults.to_string(),
         seeds: (seeds.end - seeds.start) as usize,
         operations,

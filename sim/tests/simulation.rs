@@ -110,6 +110,25 @@ fn overlapping_quorums_never_read_stale_nor_lose_writes_over_500_seeds() {
 }
 
 #[test]
+fn mixed_clients_keep_promises_when_every_pair_overlaps() {
+    let mut scenario = Scenario::standard(FaultSchedule::All, Levels::same(Consistency::Quorum));
+    scenario.client_levels = vec![
+        Levels::same(Consistency::All),
+        Levels::explicit(3, 3),
+        Levels::explicit(4, 2),
+    ];
+    // smallest R (3) + smallest W (2) = 5: NOT overlapping, so expect stale reads to be allowed
+    assert!(!scenario.overlapping());
+    scenario.client_levels = vec![
+        Levels::same(Consistency::All),
+        Levels::explicit(3, 3),
+        Levels::explicit(4, 3),
+    ];
+    assert!(scenario.overlapping());
+    assert_promises_hold(&scenario, 0..20);
+}
+
+#[test]
 fn one_and_non_overlapping_quorums_are_caught_reading_stale() {
     // Bound: the stale-read checker must find a violation within 10 seeds.
     for levels in [Levels::same(Consistency::One), Levels::explicit(2, 2)] {

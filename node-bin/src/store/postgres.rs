@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use quorumlog_core::store::Update;
 use quorumlog_core::{Siblings, Store, StoreError};
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
 use std::time::Duration;
 
 /// Connections per node. Five nodes stay well under PostgreSQL's default
@@ -45,17 +44,20 @@ impl PostgresStore {
         self.pool.close().await;
     }
 
-    async fn locked_row(
-        tx: &mut Transaction<'_, Postgres>,
-        key: &str,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        sqlx::query_scalar("SELECT data FROM siblings WHERE key = $1 FOR UPDATE")
+    /// The row's data and version, read outside any transaction.
+    async fn read_row(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
+        sqlx::query_as("SELECT data, version FROM siblings WHERE key = $1")
             .bind(key)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&self.pool)
             .await
             .map_err(backend)
     }
 }
+
+/// How often an update retries after losing a race for the same key.
+/// Each retry means another writer committed, so this is only reached by a
+/// pathologically hot key.
+const MAX_UPDATE_ATTEMPTS: usize = 64;
 
 #[async_trait]
 impl Store for PostgresStore {
@@ -71,39 +73,49 @@ impl Store for PostgresStore {
         }
     }
 
+    /// Optimistic read-merge-write: read the row, merge in Rust, then write
+    /// it back with one autocommitted statement that only applies if the
+    /// row's version is still the one read (or, for a new key, if nobody
+    /// inserted it meanwhile). Two round trips and one commit instead of a
+    /// locking transaction's five; the commit is durable before we return.
     async fn update(&self, key: &str, update: Update<'_>) -> Result<Siblings, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let mut row = Self::locked_row(&mut tx, key).await?;
-        if row.is_none() {
-            // No row to lock: serialise first writers of this key on an
-            // advisory lock, then look again (a new statement sees rows
-            // committed while we waited, READ COMMITTED).
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let row = self.read_row(key).await?;
+            let mut siblings = match &row {
+                Some((data, _)) => decode(key, data)?,
+                None => Siblings::new(),
+            };
+            if !update(&mut siblings) {
+                return Ok(siblings);
+            }
+            let data = encode(&siblings)?;
+            let written = match row {
+                Some((_, version)) => sqlx::query(
+                    "UPDATE siblings SET data = $2, version = version + 1 WHERE key = $1 AND version = $3",
+                )
                 .bind(key)
-                .execute(&mut *tx)
+                .bind(data)
+                .bind(version)
+                .execute(&self.pool)
                 .await
-                .map_err(backend)?;
-            row = Self::locked_row(&mut tx, key).await?;
+                .map_err(backend)?,
+                None => sqlx::query(
+                    "INSERT INTO siblings (key, data, version) VALUES ($1, $2, 0) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(key)
+                .bind(data)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?,
+            };
+            if written.rows_affected() == 1 {
+                return Ok(siblings);
+            }
+            // Lost the race: someone else wrote the key; merge again on top.
         }
-        let mut siblings = match row {
-            Some(data) => decode(key, &data)?,
-            None => Siblings::new(),
-        };
-        if update(&mut siblings) {
-            sqlx::query(
-                "INSERT INTO siblings (key, data) VALUES ($1, $2) \
-                 ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data",
-            )
-            .bind(key)
-            .bind(encode(&siblings)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-            tx.commit().await.map_err(backend)?;
-        } else {
-            tx.rollback().await.map_err(backend)?;
-        }
-        Ok(siblings)
+        Err(StoreError::Backend(format!(
+            "key {key:?} changed under {MAX_UPDATE_ATTEMPTS} consecutive updates; giving up"
+        )))
     }
 
     async fn keys(&self) -> Result<Vec<String>, StoreError> {

@@ -88,7 +88,7 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
             id: c as u32,
             client: Client::new(cluster.coordinators(), CLIENT_TIMEOUT),
             recorder: recorder.clone(),
-            levels: scenario.levels,
+            levels: scenario.levels_of(c),
             rng: rng(seed, 100 + c as u64),
             coordinators: cluster.n(),
         };
