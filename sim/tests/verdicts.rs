@@ -8,9 +8,19 @@ use quorumlog_sim::verdict::{run_table, standard_configs, standard_schedules};
 
 #[test]
 fn verdict_table_for_seeds_0_to_5() {
-    let table = run_table(&standard_configs(5), &standard_schedules(), 0..5, default_jobs(), &|| {});
+    let table = run_table(
+        &standard_configs(5),
+        &standard_schedules(),
+        0..5,
+        default_jobs(),
+        &|| {},
+    );
     assert_eq!(table.rows.len(), 30);
-    assert!(!table.has_bugs(), "a configuration broke a promise:\n{}", table.render_text());
+    assert!(
+        !table.has_bugs(),
+        "a configuration broke a promise:\n{}",
+        table.render_text()
+    );
     // Overlapping rows show no stale reads or lost updates; ONE under
     // partitions shows stale reads, and the table names a replay for it.
     for row in &table.rows {
@@ -19,13 +29,19 @@ fn verdict_table_for_seeds_0_to_5() {
             assert_eq!(row.stale_reads, 0, "{row:?}");
         }
     }
-    let one_partitions = table.rows.iter().find(|r| r.config == "ONE" && r.faults == "partitions").unwrap();
+    let one_partitions = table
+        .rows
+        .iter()
+        .find(|r| r.config == "ONE" && r.faults == "partitions")
+        .unwrap();
     let witness = one_partitions
         .witnesses
         .iter()
         .find(|w| w.guarantee == Guarantee::NoStaleReads)
         .expect("ONE under partitions read nothing stale in 5 seeds");
-    assert!(witness.replay.starts_with("cargo sim replay --faults partitions --level ONE --seed "));
+    assert!(witness
+        .replay
+        .starts_with("cargo sim replay --faults partitions --level ONE --seed "));
     // the machine-readable forms carry the same rows
     let json: serde_json::Value = serde_json::from_str(&table.to_json()).unwrap();
     assert_eq!(json["rows"].as_array().unwrap().len(), 30);
