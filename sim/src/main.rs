@@ -97,6 +97,8 @@ struct ScenarioArgs {
 }
 
 impl ScenarioArgs {
+    // Only the simulator (built with --cfg madsim) turns arguments into a scenario.
+    #[cfg_attr(not(madsim), allow(dead_code))]
     fn scenario(&self) -> Result<Scenario> {
         let mut scenario = Scenario::standard(self.faults, self.level);
         scenario.nodes = self.nodes;

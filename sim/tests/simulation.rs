@@ -175,12 +175,10 @@ fn a_replay_is_byte_identical() {
     assert_ne!(first.history.to_jsonl(), other.history.to_jsonl());
 }
 
-fn determinism_body() -> impl std::future::Future<Output = ()> {
-    async {
-        let scenario = Scenario::standard(FaultSchedule::All, Levels::same(Consistency::Quorum));
-        let seed = madsim::runtime::Handle::current().seed();
-        simulate(scenario, seed).await;
-    }
+async fn determinism_body() {
+    let scenario = Scenario::standard(FaultSchedule::All, Levels::same(Consistency::Quorum));
+    let seed = madsim::runtime::Handle::current().seed();
+    simulate(scenario, seed).await;
 }
 
 #[test]
