@@ -9,6 +9,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 mod postgres;
+mod row_cache;
 mod sqlite;
 
 pub use postgres::PostgresStore;

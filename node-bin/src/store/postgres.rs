@@ -1,24 +1,68 @@
-//! PostgreSQL store: one database per node. Each update is one transaction
-//! that locks the key (the row with `SELECT … FOR UPDATE`, or, when the row
-//! does not exist yet, a transaction-scoped advisory lock on the key's
-//! hash), merges in Rust and commits before returning.
+//! PostgreSQL store: one database per node.
+//!
+//! An update reads the key's row, merges in Rust, and hands the new row to
+//! this store's single *committer* task together with the row version it
+//! read. The committer writes every queued row in one transaction — a
+//! conditional `UPDATE … FROM UNNEST(…)` for existing keys, an
+//! `INSERT … ON CONFLICT DO NOTHING` for new ones — and commits once for
+//! the whole batch (group commit: one WAL flush for many acknowledged
+//! writes). A row whose version moved since it was read is not written;
+//! its update merges again on top of the newer row. Nothing is
+//! acknowledged before the commit that holds it returned.
+//!
+//! Each node owns its database: no other process writes it. That makes a
+//! read cache coherent (see `row_cache.rs`): the committer, the only
+//! writer, puts every row it commits into the cache before acknowledging
+//! it, so reads and the read half of updates mostly skip PostgreSQL.
+use super::row_cache::RowCache;
 use super::{backend, decode, encode, OpenError};
 use async_trait::async_trait;
 use quorumlog_core::store::Update;
 use quorumlog_core::{Siblings, Store, StoreError};
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// Connections per node. Five nodes stay well under PostgreSQL's default
 /// `max_connections = 100`.
-const POOL_SIZE: u32 = 12;
+const POOL_SIZE: u32 = 8;
+/// Rows written by one commit at most.
+const MAX_BATCH: usize = 128;
+/// Updates waiting for the committer before callers wait to enqueue.
+const QUEUE: usize = 1024;
+/// How often an update retries after losing a race for the same key.
+/// Each retry means another writer committed, so this is only reached by a
+/// pathologically hot key.
+const MAX_UPDATE_ATTEMPTS: usize = 64;
+
+/// Rows kept in the read cache by default.
+pub const DEFAULT_CACHE_ROWS: usize = 65_536;
+
+/// A row to write if its version is still `expected` (None: a new key).
+struct RowWrite {
+    key: String,
+    siblings: Siblings,
+    data: Vec<u8>,
+    expected: Option<i64>,
+    /// Whether the row was written (false: it changed meanwhile; retry).
+    done: oneshot::Sender<Result<bool, StoreError>>,
+}
 
 pub struct PostgresStore {
     pool: PgPool,
+    committer: mpsc::Sender<RowWrite>,
+    cache: Arc<RowCache>,
 }
 
 impl PostgresStore {
     pub async fn open(url: &str) -> Result<Self, OpenError> {
+        Self::open_with_cache(url, DEFAULT_CACHE_ROWS).await
+    }
+
+    /// Open with a read cache of at most `cache_rows` rows (0: none).
+    pub async fn open_with_cache(url: &str, cache_rows: usize) -> Result<Self, OpenError> {
         let name = super::redact(url);
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
@@ -37,78 +81,194 @@ impl PostgresStore {
                 store: name,
                 source,
             })?;
-        Ok(Self { pool })
+        let (committer, queue) = mpsc::channel(QUEUE);
+        let cache = Arc::new(RowCache::new(cache_rows));
+        tokio::spawn(commit_loop(pool.clone(), queue, cache.clone()));
+        Ok(Self {
+            pool,
+            committer,
+            cache,
+        })
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
     }
 
-    /// The row's data and version, read outside any transaction.
-    async fn read_row(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
-        sqlx::query_as("SELECT data, version FROM siblings WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
+    /// The key's committed siblings and row version (None: no row), from
+    /// the cache or else PostgreSQL.
+    async fn read_row(&self, key: &str) -> Result<Option<(Siblings, i64)>, StoreError> {
+        if let Some(row) = self.cache.get(key) {
+            return Ok(Some(row));
+        }
+        let ticket = self.cache.ticket();
+        let row: Option<(Vec<u8>, i64)> =
+            sqlx::query_as("SELECT data, version FROM siblings WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        match row {
+            Some((data, version)) => {
+                let siblings = decode(key, &data)?;
+                self.cache.fill(ticket, key, (siblings.clone(), version));
+                Ok(Some((siblings, version)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn write_row(
+        &self,
+        key: &str,
+        siblings: Siblings,
+        expected: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let data = encode(&siblings)?;
+        let (done, written) = oneshot::channel();
+        let job = RowWrite {
+            key: key.to_string(),
+            siblings,
+            data,
+            expected,
+            done,
+        };
+        self.committer
+            .send(job)
             .await
-            .map_err(backend)
+            .map_err(|_| StoreError::Backend("the PostgreSQL committer has stopped".into()))?;
+        written
+            .await
+            .map_err(|_| StoreError::Backend("the PostgreSQL committer dropped a write".into()))?
     }
 }
 
-/// How often an update retries after losing a race for the same key.
-/// Each retry means another writer committed, so this is only reached by a
-/// pathologically hot key.
-const MAX_UPDATE_ATTEMPTS: usize = 64;
+/// Take queued writes in batches (at most one per key, so a batch's
+/// conditional update is unambiguous) and commit each batch once.
+async fn commit_loop(pool: PgPool, mut queue: mpsc::Receiver<RowWrite>, cache: Arc<RowCache>) {
+    let mut held: VecDeque<RowWrite> = VecDeque::new();
+    loop {
+        if held.is_empty() {
+            match queue.recv().await {
+                Some(job) => held.push_back(job),
+                None => return,
+            }
+        }
+        while held.len() < MAX_BATCH * 2 {
+            match queue.try_recv() {
+                Ok(job) => held.push_back(job),
+                Err(_) => break,
+            }
+        }
+        let mut keys = BTreeSet::new();
+        let mut batch = Vec::new();
+        let mut later = VecDeque::new();
+        while let Some(job) = held.pop_front() {
+            if batch.len() < MAX_BATCH && keys.insert(job.key.clone()) {
+                batch.push(job);
+            } else {
+                later.push_back(job);
+            }
+        }
+        held = later;
+        match commit_batch(&pool, &batch).await {
+            Ok(written) => {
+                for job in batch {
+                    let ok = written.contains(&job.key);
+                    if ok {
+                        let version = job.expected.map_or(0, |v| v + 1);
+                        cache.committed(&job.key, (job.siblings, version));
+                    } else {
+                        cache.forget(&job.key);
+                    }
+                    let _ = job.done.send(Ok(ok));
+                }
+            }
+            Err(e) => {
+                // The transaction may or may not have committed: forget
+                // what we think we know about these keys.
+                for job in batch {
+                    cache.forget(&job.key);
+                    let _ = job.done.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Write the batch in one transaction; returns the keys actually written.
+async fn commit_batch(pool: &PgPool, batch: &[RowWrite]) -> Result<BTreeSet<String>, StoreError> {
+    let (mut up_keys, mut up_data, mut up_versions) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut new_keys, mut new_data) = (Vec::new(), Vec::new());
+    for job in batch {
+        match job.expected {
+            Some(version) => {
+                up_keys.push(job.key.as_str());
+                up_data.push(job.data.as_slice());
+                up_versions.push(version);
+            }
+            None => {
+                new_keys.push(job.key.as_str());
+                new_data.push(job.data.as_slice());
+            }
+        }
+    }
+    let mut tx = pool.begin().await.map_err(backend)?;
+    let mut written: BTreeSet<String> = BTreeSet::new();
+    if !up_keys.is_empty() {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "UPDATE siblings AS s SET data = v.data, version = s.version + 1 \
+             FROM UNNEST($1::text[], $2::bytea[], $3::bigint[]) AS v(key, data, version) \
+             WHERE s.key = v.key AND s.version = v.version \
+             RETURNING s.key",
+        )
+        .bind(&up_keys)
+        .bind(&up_data)
+        .bind(&up_versions)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        written.extend(rows);
+    }
+    if !new_keys.is_empty() {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO siblings (key, data, version) \
+             SELECT key, data, 0 FROM UNNEST($1::text[], $2::bytea[]) AS v(key, data) \
+             ON CONFLICT (key) DO NOTHING RETURNING key",
+        )
+        .bind(&new_keys)
+        .bind(&new_data)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        written.extend(rows);
+    }
+    tx.commit().await.map_err(backend)?;
+    Ok(written)
+}
 
 #[async_trait]
 impl Store for PostgresStore {
     async fn get(&self, key: &str) -> Result<Siblings, StoreError> {
-        let row: Option<Vec<u8>> = sqlx::query_scalar("SELECT data FROM siblings WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        match row {
-            Some(data) => decode(key, &data),
-            None => Ok(Siblings::new()),
-        }
+        Ok(self
+            .read_row(key)
+            .await?
+            .map(|(siblings, _)| siblings)
+            .unwrap_or_default())
     }
 
-    /// Optimistic read-merge-write: read the row, merge in Rust, then write
-    /// it back with one autocommitted statement that only applies if the
-    /// row's version is still the one read (or, for a new key, if nobody
-    /// inserted it meanwhile). Two round trips and one commit instead of a
-    /// locking transaction's five; the commit is durable before we return.
+    /// Read, merge, and write back through the committer only if the row
+    /// did not change meanwhile (optimistic concurrency); retry otherwise.
     async fn update(&self, key: &str, update: Update<'_>) -> Result<Siblings, StoreError> {
         for _ in 0..MAX_UPDATE_ATTEMPTS {
-            let row = self.read_row(key).await?;
-            let mut siblings = match &row {
-                Some((data, _)) => decode(key, data)?,
-                None => Siblings::new(),
+            let (mut siblings, expected) = match self.read_row(key).await? {
+                Some((siblings, version)) => (siblings, Some(version)),
+                None => (Siblings::new(), None),
             };
             if !update(&mut siblings) {
                 return Ok(siblings);
             }
-            let data = encode(&siblings)?;
-            let written = match row {
-                Some((_, version)) => sqlx::query(
-                    "UPDATE siblings SET data = $2, version = version + 1 WHERE key = $1 AND version = $3",
-                )
-                .bind(key)
-                .bind(data)
-                .bind(version)
-                .execute(&self.pool)
-                .await
-                .map_err(backend)?,
-                None => sqlx::query(
-                    "INSERT INTO siblings (key, data, version) VALUES ($1, $2, 0) ON CONFLICT (key) DO NOTHING",
-                )
-                .bind(key)
-                .bind(data)
-                .execute(&self.pool)
-                .await
-                .map_err(backend)?,
-            };
-            if written.rows_affected() == 1 {
+            if self.write_row(key, siblings.clone(), expected).await? {
                 return Ok(siblings);
             }
             // Lost the race: someone else wrote the key; merge again on top.
