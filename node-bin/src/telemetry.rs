@@ -3,7 +3,7 @@
 //! records, and `/metrics` renders it.
 use axum::routing::get;
 use axum::Router;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -12,6 +12,9 @@ use std::time::Duration;
 pub const BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
+
+/// Buckets (rows) for how many rows one PostgreSQL commit carried.
+pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -31,6 +34,10 @@ pub fn metrics() -> anyhow::Result<PrometheusHandle> {
     }
     let handle = PrometheusBuilder::new()
         .set_buckets(BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full("store_commit_batch_rows".into()),
+            BATCH_BUCKETS,
+        )?
         .install_recorder()?;
     let handle = HANDLE.get_or_init(|| handle).clone();
     let upkeep = handle.clone();

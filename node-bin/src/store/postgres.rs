@@ -2,13 +2,14 @@
 //!
 //! An update reads the key's row, merges in Rust, and hands the new row to
 //! this store's single *committer* task together with the row version it
-//! read. The committer writes every queued row in one transaction — a
-//! conditional `UPDATE … FROM UNNEST(…)` for existing keys, an
-//! `INSERT … ON CONFLICT DO NOTHING` for new ones — and commits once for
-//! the whole batch (group commit: one WAL flush for many acknowledged
-//! writes). A row whose version moved since it was read is not written;
-//! its update merges again on top of the newer row. Nothing is
-//! acknowledged before the commit that holds it returned.
+//! read. The committer writes every queued row with one statement — a
+//! conditional `UPDATE … FROM UNNEST(…)` for existing keys and an
+//! `INSERT … ON CONFLICT DO NOTHING` for new ones, in one data-modifying
+//! CTE — and so commits once for the whole batch (group commit: one round
+//! trip and one WAL flush for many acknowledged writes). A row whose
+//! version moved since it was read is not written; its update merges again
+//! on top of the newer row. Nothing is acknowledged before the commit that
+//! holds it returned.
 //!
 //! Each node owns its database: no other process writes it. That makes a
 //! read cache coherent (see `row_cache.rs`): the committer, the only
@@ -196,55 +197,38 @@ async fn commit_loop(pool: PgPool, mut queue: mpsc::Receiver<RowWrite>, cache: A
     }
 }
 
-/// Write the batch in one transaction; returns the keys actually written.
+/// Marks a row to insert (the key had no row when it was read).
+const NEW_ROW: i64 = -1;
+
+/// Write the batch with one autocommitted statement — one round trip and
+/// one commit, however many rows — and return the keys actually written.
+/// A row is written only if its version is still the one its update read
+/// (or, for a new key, if nobody inserted it meanwhile).
 async fn commit_batch(pool: &PgPool, batch: &[RowWrite]) -> Result<BTreeSet<String>, StoreError> {
-    let (mut up_keys, mut up_data, mut up_versions) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut new_keys, mut new_data) = (Vec::new(), Vec::new());
-    for job in batch {
-        match job.expected {
-            Some(version) => {
-                up_keys.push(job.key.as_str());
-                up_data.push(job.data.as_slice());
-                up_versions.push(version);
-            }
-            None => {
-                new_keys.push(job.key.as_str());
-                new_data.push(job.data.as_slice());
-            }
-        }
-    }
-    let mut tx = pool.begin().await.map_err(backend)?;
-    let mut written: BTreeSet<String> = BTreeSet::new();
-    if !up_keys.is_empty() {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "UPDATE siblings AS s SET data = v.data, version = s.version + 1 \
-             FROM UNNEST($1::text[], $2::bytea[], $3::bigint[]) AS v(key, data, version) \
-             WHERE s.key = v.key AND s.version = v.version \
-             RETURNING s.key",
-        )
-        .bind(&up_keys)
-        .bind(&up_data)
-        .bind(&up_versions)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
-        written.extend(rows);
-    }
-    if !new_keys.is_empty() {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO siblings (key, data, version) \
-             SELECT key, data, 0 FROM UNNEST($1::text[], $2::bytea[]) AS v(key, data) \
-             ON CONFLICT (key) DO NOTHING RETURNING key",
-        )
-        .bind(&new_keys)
-        .bind(&new_data)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
-        written.extend(rows);
-    }
-    tx.commit().await.map_err(backend)?;
-    Ok(written)
+    let keys: Vec<&str> = batch.iter().map(|job| job.key.as_str()).collect();
+    let data: Vec<&[u8]> = batch.iter().map(|job| job.data.as_slice()).collect();
+    let versions: Vec<i64> = batch
+        .iter()
+        .map(|job| job.expected.unwrap_or(NEW_ROW))
+        .collect();
+    let written: Vec<String> = sqlx::query_scalar(
+        "WITH v AS (SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::bigint[]) AS v(key, data, version)), \
+         up AS (UPDATE siblings AS s SET data = v.data, version = s.version + 1 \
+                FROM v WHERE v.version >= 0 AND s.key = v.key AND s.version = v.version \
+                RETURNING s.key), \
+         ins AS (INSERT INTO siblings (key, data, version) \
+                 SELECT key, data, 0 FROM v WHERE v.version < 0 \
+                 ON CONFLICT (key) DO NOTHING RETURNING key) \
+         SELECT key FROM up UNION ALL SELECT key FROM ins",
+    )
+    .bind(&keys)
+    .bind(&data)
+    .bind(&versions)
+    .fetch_all(pool)
+    .await
+    .map_err(backend)?;
+    metrics::histogram!("store_commit_batch_rows").record(batch.len() as f64);
+    Ok(written.into_iter().collect())
 }
 
 #[async_trait]
