@@ -69,6 +69,10 @@ impl PostgresStore {
             .max_connections(POOL_SIZE)
             .min_connections(2)
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx pings a connection on every acquire by default: a
+            // round trip per statement. A connection that broke fails its
+            // statement instead, the update errors, and the pool replaces it.
+            .test_before_acquire(false)
             .connect(url)
             .await
             .map_err(|source| OpenError::Connect {
