@@ -157,13 +157,24 @@ fn parse_repair(s: &str) -> Result<ReadRepair, String> {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors end the process with their cause chain on one line and exit
+/// code 1 — never a backtrace, whatever RUST_BACKTRACE says: they are
+/// about the input or the environment, not a bug.
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     telemetry::init_tracing();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
-    runtime.block_on(run(cli.command))
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli.command)));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

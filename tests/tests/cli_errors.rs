@@ -1,0 +1,70 @@
+//! `quorumd` on bad command lines: a one-line error that names the
+//! problem and a non-zero exit, never a backtrace (even with
+//! RUST_BACKTRACE=1 in the environment) and never a half-started node.
+use quorumlog_tests::quorumd;
+use std::process::Command;
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(quorumd())
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run quorumd");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn bad_arguments_get_one_clear_line() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "node",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--peers",
+                "garbage",
+                "--store",
+                "memory",
+            ],
+            "\"garbage\" is not ID=HOST:PORT",
+        ),
+        (
+            &[
+                "node",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                "mysql://x",
+            ],
+            "unknown store \"mysql://x\"",
+        ),
+        (
+            &[
+                "cluster",
+                "--store",
+                "postgres://u:p@127.0.0.1/db",
+                "--gateway",
+                "127.0.0.1:0",
+                "--base-port",
+                "7101",
+            ],
+            "must contain {id}",
+        ),
+        (
+            &["bench", "--levels", "SOMETIMES", "--no-progress"],
+            "SOMETIMES",
+        ),
+    ];
+    for (args, names) in cases {
+        let (code, stderr) = run(args);
+        assert_ne!(code, 0, "{args:?} succeeded");
+        assert!(stderr.contains(names), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Stack backtrace"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
