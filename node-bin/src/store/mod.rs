@@ -12,7 +12,7 @@ mod postgres;
 mod row_cache;
 mod sqlite;
 
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// Where a node keeps its data: `memory`, `sqlite:PATH` or `postgres://…`.
@@ -90,6 +90,14 @@ pub enum OpenError {
     Directory {
         path: String,
         source: std::io::Error,
+    },
+    #[error(
+        "{store} is in use by another quorumd node (it still holds the owner lock after {waited:?}): \
+         every node needs a database of its own"
+    )]
+    InUse {
+        store: String,
+        waited: std::time::Duration,
     },
 }
 

@@ -11,7 +11,9 @@
 //! on top of the newer row. Nothing is acknowledged before the commit that
 //! holds it returned.
 //!
-//! Each node owns its database: no other process writes it. That makes a
+//! Each node owns its database: no other process writes it — enforced by a
+//! session advisory lock the store holds while it is open (a second node
+//! configured with the same database fails to start). That makes a
 //! read cache coherent (see `row_cache.rs`): the committer, the only
 //! writer, puts every row it commits into the cache before acknowledging
 //! it, so reads and the read half of updates mostly skip PostgreSQL.
@@ -20,7 +22,8 @@ use super::{backend, decode, encode, OpenError};
 use async_trait::async_trait;
 use quorumlog_core::store::Update;
 use quorumlog_core::{Siblings, Store, StoreError};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::Connection;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,20 +54,44 @@ struct RowWrite {
     done: oneshot::Sender<Result<bool, StoreError>>,
 }
 
+/// Advisory lock key that marks a database as owned by one quorumd node.
+const OWNER_LOCK: i64 = 0x7175_6f72_756d_6c67; // "quorumlg"
+
+/// Tunables of a PostgreSQL store; `Default` is what `quorumd` uses.
+#[derive(Debug, Clone, Copy)]
+pub struct PostgresOptions {
+    /// Rows kept in the read cache (0: no cache).
+    pub cache_rows: usize,
+    /// How long opening waits for the owner lock: a node that was just
+    /// killed keeps it until PostgreSQL notices its connection closed.
+    pub owner_wait: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            cache_rows: DEFAULT_CACHE_ROWS,
+            owner_wait: Duration::from_secs(10),
+        }
+    }
+}
+
 pub struct PostgresStore {
     pool: PgPool,
+    /// The connection holding the owner lock, for as long as we are open.
+    owner: tokio::sync::Mutex<Option<PgConnection>>,
     committer: mpsc::Sender<RowWrite>,
     cache: Arc<RowCache>,
 }
 
 impl PostgresStore {
     pub async fn open(url: &str) -> Result<Self, OpenError> {
-        Self::open_with_cache(url, DEFAULT_CACHE_ROWS).await
+        Self::open_with(url, PostgresOptions::default()).await
     }
 
-    /// Open with a read cache of at most `cache_rows` rows (0: none).
-    pub async fn open_with_cache(url: &str, cache_rows: usize) -> Result<Self, OpenError> {
+    pub async fn open_with(url: &str, options: PostgresOptions) -> Result<Self, OpenError> {
         let name = super::redact(url);
+        let owner = take_ownership(url, &name, options.owner_wait).await?;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .min_connections(2)
@@ -87,17 +114,23 @@ impl PostgresStore {
                 source,
             })?;
         let (committer, queue) = mpsc::channel(QUEUE);
-        let cache = Arc::new(RowCache::new(cache_rows));
+        let cache = Arc::new(RowCache::new(options.cache_rows));
         tokio::spawn(commit_loop(pool.clone(), queue, cache.clone()));
         Ok(Self {
             pool,
+            owner: tokio::sync::Mutex::new(Some(owner)),
             committer,
             cache,
         })
     }
 
+    /// Close every connection and give up ownership of the database.
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(owner) = self.owner.lock().await.take() {
+            // Closing the session releases its advisory lock.
+            let _ = owner.close().await;
+        }
     }
 
     /// The key's committed siblings and row version (None: no row), from
@@ -145,6 +178,43 @@ impl PostgresStore {
         written
             .await
             .map_err(|_| StoreError::Backend("the PostgreSQL committer dropped a write".into()))?
+    }
+}
+
+/// Connect a session of our own and take the database's owner lock on it,
+/// waiting up to `wait` for a previous owner's session to end.
+async fn take_ownership(url: &str, name: &str, wait: Duration) -> Result<PgConnection, OpenError> {
+    let connect_error = |source| OpenError::Connect {
+        store: name.to_string(),
+        source,
+    };
+    let mut conn = PgConnection::connect(url).await.map_err(connect_error)?;
+    let started = tokio::time::Instant::now();
+    let mut warned = false;
+    loop {
+        let owned: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(OWNER_LOCK)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(connect_error)?;
+        if owned {
+            return Ok(conn);
+        }
+        if !warned {
+            warned = true;
+            tracing::warn!(
+                store = name,
+                "another quorumd node holds this database's owner lock; waiting up to {wait:?}"
+            );
+        }
+        if started.elapsed() >= wait {
+            let _ = conn.close().await;
+            return Err(OpenError::InUse {
+                store: name.to_string(),
+                waited: wait,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
