@@ -8,12 +8,16 @@ use std::str::FromStr;
 use std::sync::Arc;
 use thiserror::Error;
 
+mod group_commit;
 mod postgres;
 mod row_cache;
 mod sqlite;
 
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
+
+/// Rows a store's read cache keeps by default.
+pub const DEFAULT_CACHE_ROWS: usize = 65_536;
 
 /// Where a node keeps its data: `memory`, `sqlite:PATH` or `postgres://…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +102,13 @@ pub enum OpenError {
     InUse {
         store: String,
         waited: std::time::Duration,
+    },
+    #[error("{store} is in use by another process ({lock} is locked): every node needs a file of its own")]
+    FileInUse { store: String, lock: String },
+    #[error("could not lock {lock}: {source}")]
+    Lock {
+        lock: String,
+        source: std::io::Error,
     },
 }
 

@@ -1,58 +1,29 @@
-//! PostgreSQL store: one database per node.
-//!
-//! An update reads the key's row, merges in Rust, and hands the new row to
-//! this store's single *committer* task together with the row version it
-//! read. The committer writes every queued row with one statement — a
-//! conditional `UPDATE … FROM UNNEST(…)` for existing keys and an
-//! `INSERT … ON CONFLICT DO NOTHING` for new ones, in one data-modifying
-//! CTE — and so commits once for the whole batch (group commit: one round
-//! trip and one WAL flush for many acknowledged writes). A row whose
-//! version moved since it was read is not written; its update merges again
-//! on top of the newer row. Nothing is acknowledged before the commit that
-//! holds it returned.
+//! PostgreSQL store: one database per node, written through group commit
+//! (`group_commit.rs`): the committer writes a whole batch with one
+//! autocommitted statement — a conditional `UPDATE … FROM UNNEST(…)` for
+//! existing keys and an `INSERT … ON CONFLICT DO NOTHING` for new ones, in
+//! one data-modifying CTE — so one round trip and one WAL flush carry many
+//! acknowledged writes.
 //!
 //! Each node owns its database: no other process writes it — enforced by a
 //! session advisory lock the store holds while it is open (a second node
-//! configured with the same database fails to start). That makes a
-//! read cache coherent (see `row_cache.rs`): the committer, the only
-//! writer, puts every row it commits into the cache before acknowledging
-//! it, so reads and the read half of updates mostly skip PostgreSQL.
-use super::row_cache::RowCache;
-use super::{backend, decode, encode, OpenError};
+//! configured with the same database fails to start). That is what makes
+//! the row cache coherent (`row_cache.rs`), so reads and the read half of
+//! updates mostly skip PostgreSQL.
+use super::group_commit::{GroupCommit, RowBackend, RowWrite};
+use super::{backend, OpenError, DEFAULT_CACHE_ROWS};
 use async_trait::async_trait;
 use quorumlog_core::store::Update;
 use quorumlog_core::{Siblings, Store, StoreError};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
 
 /// Connections per node. Five nodes stay well under PostgreSQL's default
 /// `max_connections = 100`.
 const POOL_SIZE: u32 = 8;
-/// Rows written by one commit at most.
-const MAX_BATCH: usize = 128;
-/// Updates waiting for the committer before callers wait to enqueue.
-const QUEUE: usize = 1024;
-/// How often an update retries after losing a race for the same key.
-/// Each retry means another writer committed, so this is only reached by a
-/// pathologically hot key.
-const MAX_UPDATE_ATTEMPTS: usize = 64;
-
-/// Rows kept in the read cache by default.
-pub const DEFAULT_CACHE_ROWS: usize = 65_536;
-
-/// A row to write if its version is still `expected` (None: a new key).
-struct RowWrite {
-    key: String,
-    siblings: Siblings,
-    data: Vec<u8>,
-    expected: Option<i64>,
-    /// Whether the row was written (false: it changed meanwhile; retry).
-    done: oneshot::Sender<Result<bool, StoreError>>,
-}
 
 /// Advisory lock key that marks a database as owned by one quorumd node.
 const OWNER_LOCK: i64 = 0x7175_6f72_756d_6c67; // "quorumlg"
@@ -77,11 +48,14 @@ impl Default for PostgresOptions {
 }
 
 pub struct PostgresStore {
-    pool: PgPool,
+    rows: GroupCommit<PgRows>,
     /// The connection holding the owner lock, for as long as we are open.
     owner: tokio::sync::Mutex<Option<PgConnection>>,
-    committer: mpsc::Sender<RowWrite>,
-    cache: Arc<RowCache>,
+}
+
+/// The `siblings` table of one node's database.
+struct PgRows {
+    pool: PgPool,
 }
 
 impl PostgresStore {
@@ -113,71 +87,19 @@ impl PostgresStore {
                 store: name,
                 source,
             })?;
-        let (committer, queue) = mpsc::channel(QUEUE);
-        let cache = Arc::new(RowCache::new(options.cache_rows));
-        tokio::spawn(commit_loop(pool.clone(), queue, cache.clone()));
         Ok(Self {
-            pool,
+            rows: GroupCommit::new(Arc::new(PgRows { pool }), options.cache_rows),
             owner: tokio::sync::Mutex::new(Some(owner)),
-            committer,
-            cache,
         })
     }
 
     /// Close every connection and give up ownership of the database.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.rows.backend().pool.close().await;
         if let Some(owner) = self.owner.lock().await.take() {
             // Closing the session releases its advisory lock.
             let _ = owner.close().await;
         }
-    }
-
-    /// The key's committed siblings and row version (None: no row), from
-    /// the cache or else PostgreSQL.
-    async fn read_row(&self, key: &str) -> Result<Option<(Siblings, i64)>, StoreError> {
-        if let Some(row) = self.cache.get(key) {
-            return Ok(Some(row));
-        }
-        let ticket = self.cache.ticket();
-        let row: Option<(Vec<u8>, i64)> =
-            sqlx::query_as("SELECT data, version FROM siblings WHERE key = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(backend)?;
-        match row {
-            Some((data, version)) => {
-                let siblings = decode(key, &data)?;
-                self.cache.fill(ticket, key, (siblings.clone(), version));
-                Ok(Some((siblings, version)))
-            }
-            None => Ok(None),
-        }
-    }
-
-    async fn write_row(
-        &self,
-        key: &str,
-        siblings: Siblings,
-        expected: Option<i64>,
-    ) -> Result<bool, StoreError> {
-        let data = encode(&siblings)?;
-        let (done, written) = oneshot::channel();
-        let job = RowWrite {
-            key: key.to_string(),
-            siblings,
-            data,
-            expected,
-            done,
-        };
-        self.committer
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Backend("the PostgreSQL committer has stopped".into()))?;
-        written
-            .await
-            .map_err(|_| StoreError::Backend("the PostgreSQL committer dropped a write".into()))?
     }
 }
 
@@ -218,122 +140,49 @@ async fn take_ownership(url: &str, name: &str, wait: Duration) -> Result<PgConne
     }
 }
 
-/// Take queued writes in batches (at most one per key, so a batch's
-/// conditional update is unambiguous) and commit each batch once.
-async fn commit_loop(pool: PgPool, mut queue: mpsc::Receiver<RowWrite>, cache: Arc<RowCache>) {
-    let mut held: VecDeque<RowWrite> = VecDeque::new();
-    loop {
-        if held.is_empty() {
-            match queue.recv().await {
-                Some(job) => held.push_back(job),
-                None => return,
-            }
-        }
-        while held.len() < MAX_BATCH * 2 {
-            match queue.try_recv() {
-                Ok(job) => held.push_back(job),
-                Err(_) => break,
-            }
-        }
-        let mut keys = BTreeSet::new();
-        let mut batch = Vec::new();
-        let mut later = VecDeque::new();
-        while let Some(job) = held.pop_front() {
-            if batch.len() < MAX_BATCH && keys.insert(job.key.clone()) {
-                batch.push(job);
-            } else {
-                later.push_back(job);
-            }
-        }
-        held = later;
-        match commit_batch(&pool, &batch).await {
-            Ok(written) => {
-                for job in batch {
-                    let ok = written.contains(&job.key);
-                    if ok {
-                        let version = job.expected.map_or(0, |v| v + 1);
-                        cache.committed(&job.key, (job.siblings, version));
-                    } else {
-                        cache.forget(&job.key);
-                    }
-                    let _ = job.done.send(Ok(ok));
-                }
-            }
-            Err(e) => {
-                // The transaction may or may not have committed: forget
-                // what we think we know about these keys.
-                for job in batch {
-                    cache.forget(&job.key);
-                    let _ = job.done.send(Err(e.clone()));
-                }
-            }
-        }
-    }
-}
-
 /// Marks a row to insert (the key had no row when it was read).
 const NEW_ROW: i64 = -1;
 
-/// Write the batch with one autocommitted statement — one round trip and
-/// one commit, however many rows — and return the keys actually written.
-/// A row is written only if its version is still the one its update read
-/// (or, for a new key, if nobody inserted it meanwhile).
-async fn commit_batch(pool: &PgPool, batch: &[RowWrite]) -> Result<BTreeSet<String>, StoreError> {
-    let keys: Vec<&str> = batch.iter().map(|job| job.key.as_str()).collect();
-    let data: Vec<&[u8]> = batch.iter().map(|job| job.data.as_slice()).collect();
-    let versions: Vec<i64> = batch
-        .iter()
-        .map(|job| job.expected.unwrap_or(NEW_ROW))
-        .collect();
-    let written: Vec<String> = sqlx::query_scalar(
-        "WITH v AS (SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::bigint[]) AS v(key, data, version)), \
-         up AS (UPDATE siblings AS s SET data = v.data, version = s.version + 1 \
-                FROM v WHERE v.version >= 0 AND s.key = v.key AND s.version = v.version \
-                RETURNING s.key), \
-         ins AS (INSERT INTO siblings (key, data, version) \
-                 SELECT key, data, 0 FROM v WHERE v.version < 0 \
-                 ON CONFLICT (key) DO NOTHING RETURNING key) \
-         SELECT key FROM up UNION ALL SELECT key FROM ins",
-    )
-    .bind(&keys)
-    .bind(&data)
-    .bind(&versions)
-    .fetch_all(pool)
-    .await
-    .map_err(backend)?;
-    metrics::histogram!("store_commit_batch_rows").record(batch.len() as f64);
-    Ok(written.into_iter().collect())
-}
-
 #[async_trait]
-impl Store for PostgresStore {
-    async fn get(&self, key: &str) -> Result<Siblings, StoreError> {
-        Ok(self
-            .read_row(key)
-            .await?
-            .map(|(siblings, _)| siblings)
-            .unwrap_or_default())
+impl RowBackend for PgRows {
+    fn name(&self) -> &'static str {
+        "PostgreSQL"
     }
 
-    /// Read, merge, and write back through the committer only if the row
-    /// did not change meanwhile (optimistic concurrency); retry otherwise.
-    async fn update(&self, key: &str, update: Update<'_>) -> Result<Siblings, StoreError> {
-        for _ in 0..MAX_UPDATE_ATTEMPTS {
-            let (mut siblings, expected) = match self.read_row(key).await? {
-                Some((siblings, version)) => (siblings, Some(version)),
-                None => (Siblings::new(), None),
-            };
-            if !update(&mut siblings) {
-                return Ok(siblings);
-            }
-            if self.write_row(key, siblings.clone(), expected).await? {
-                return Ok(siblings);
-            }
-            // Lost the race: someone else wrote the key; merge again on top.
-        }
-        Err(StoreError::Backend(format!(
-            "key {key:?} changed under {MAX_UPDATE_ATTEMPTS} consecutive updates; giving up"
-        )))
+    async fn read_row(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
+        sqlx::query_as("SELECT data, version FROM siblings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)
+    }
+
+    /// One autocommitted statement — one round trip and one commit,
+    /// however many rows.
+    async fn write_rows(&self, rows: &[RowWrite]) -> Result<BTreeSet<String>, StoreError> {
+        let keys: Vec<&str> = rows.iter().map(|row| row.key.as_str()).collect();
+        let data: Vec<&[u8]> = rows.iter().map(|row| row.data.as_slice()).collect();
+        let versions: Vec<i64> = rows
+            .iter()
+            .map(|row| row.expected.unwrap_or(NEW_ROW))
+            .collect();
+        let written: Vec<String> = sqlx::query_scalar(
+            "WITH v AS (SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::bigint[]) AS v(key, data, version)), \
+             up AS (UPDATE siblings AS s SET data = v.data, version = s.version + 1 \
+                    FROM v WHERE v.version >= 0 AND s.key = v.key AND s.version = v.version \
+                    RETURNING s.key), \
+             ins AS (INSERT INTO siblings (key, data, version) \
+                     SELECT key, data, 0 FROM v WHERE v.version < 0 \
+                     ON CONFLICT (key) DO NOTHING RETURNING key) \
+             SELECT key FROM up UNION ALL SELECT key FROM ins",
+        )
+        .bind(&keys)
+        .bind(&data)
+        .bind(&versions)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(written.into_iter().collect())
     }
 
     async fn keys(&self) -> Result<Vec<String>, StoreError> {
@@ -341,5 +190,20 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn get(&self, key: &str) -> Result<Siblings, StoreError> {
+        self.rows.get(key).await
+    }
+
+    async fn update(&self, key: &str, update: Update<'_>) -> Result<Siblings, StoreError> {
+        self.rows.update(key, update).await
+    }
+
+    async fn keys(&self) -> Result<Vec<String>, StoreError> {
+        self.rows.keys().await
     }
 }

@@ -1,24 +1,44 @@
-//! SQLite store: one file per node, WAL journal with `synchronous=FULL` so a
-//! commit is on disk before `update` returns.
-use super::{backend, decode, encode, OpenError};
+//! SQLite store: one file per node, WAL journal with `synchronous=FULL`,
+//! written through group commit (`group_commit.rs`): the committer writes
+//! a whole batch of rows in one transaction, so one fsync carries many
+//! acknowledged writes. The store holds an exclusive lock on `PATH.lock`
+//! while it is open, so this process is the file's only writer (a second
+//! node given the same file fails to start) and the row cache is coherent.
+use super::group_commit::{GroupCommit, RowBackend, RowWrite};
+use super::{backend, OpenError};
 use async_trait::async_trait;
 use quorumlog_core::store::Update;
 use quorumlog_core::{Siblings, Store, StoreError};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct SqliteStore {
-    pool: SqlitePool,
-    /// This process is the file's only writer; serialising updates here
-    /// makes each read-modify-write atomic without SQLITE_BUSY upgrades.
-    writer: tokio::sync::Mutex<()>,
+    rows: GroupCommit<SqliteRows>,
+    /// `PATH.lock`, locked exclusively for as long as we are open.
+    owner: std::fs::File,
 }
+
+/// The `siblings` table of one node's file.
+struct SqliteRows {
+    pool: SqlitePool,
+}
+
+/// Connections per node: the committer's and readers' (reads mostly hit
+/// the row cache).
+const POOL_SIZE: u32 = 4;
 
 impl SqliteStore {
     pub async fn open(path: &Path) -> Result<Self, OpenError> {
+        Self::open_with_cache(path, super::DEFAULT_CACHE_ROWS).await
+    }
+
+    /// Open with a row cache of at most `cache_rows` rows (0: none).
+    pub async fn open_with_cache(path: &Path, cache_rows: usize) -> Result<Self, OpenError> {
         let name = format!("sqlite:{}", path.display());
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| OpenError::Directory {
@@ -26,6 +46,7 @@ impl SqliteStore {
                 source,
             })?;
         }
+        let owner = take_ownership(path, &name)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -33,7 +54,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(POOL_SIZE)
             .connect_with(options)
             .await
             .map_err(|source| OpenError::Connect {
@@ -48,57 +69,90 @@ impl SqliteStore {
                 source,
             })?;
         Ok(Self {
-            pool,
-            writer: tokio::sync::Mutex::new(()),
+            rows: GroupCommit::new(Arc::new(SqliteRows { pool }), cache_rows),
+            owner,
         })
     }
 
+    /// Close every connection and give up ownership of the file.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.rows.backend().pool.close().await;
+        let _ = self.owner.unlock();
+    }
+}
+
+/// Lock `PATH.lock` exclusively (without waiting: the OS releases a dead
+/// process's lock at once).
+fn take_ownership(path: &Path, name: &str) -> Result<std::fs::File, OpenError> {
+    let mut lock = path.as_os_str().to_owned();
+    lock.push(".lock");
+    let lock = std::path::PathBuf::from(lock);
+    let shown = lock.display().to_string();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|source| OpenError::Lock {
+            lock: shown.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::FileInUse {
+            store: name.to_string(),
+            lock: shown,
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(OpenError::Lock {
+            lock: shown,
+            source,
+        }),
     }
 }
 
 #[async_trait]
-impl Store for SqliteStore {
-    async fn get(&self, key: &str) -> Result<Siblings, StoreError> {
-        let row: Option<Vec<u8>> = sqlx::query_scalar("SELECT data FROM siblings WHERE key = ?1")
+impl RowBackend for SqliteRows {
+    fn name(&self) -> &'static str {
+        "SQLite"
+    }
+
+    async fn read_row(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
+        sqlx::query_as("SELECT data, version FROM siblings WHERE key = ?1")
             .bind(key)
             .fetch_optional(&self.pool)
             .await
-            .map_err(backend)?;
-        match row {
-            Some(data) => decode(key, &data),
-            None => Ok(Siblings::new()),
-        }
+            .map_err(backend)
     }
 
-    async fn update(&self, key: &str, update: Update<'_>) -> Result<Siblings, StoreError> {
-        let _writer = self.writer.lock().await;
+    /// One transaction for the batch: one fsync however many rows.
+    async fn write_rows(&self, rows: &[RowWrite]) -> Result<BTreeSet<String>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let row: Option<Vec<u8>> = sqlx::query_scalar("SELECT data FROM siblings WHERE key = ?1")
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-        let mut siblings = match row {
-            Some(data) => decode(key, &data)?,
-            None => Siblings::new(),
-        };
-        if update(&mut siblings) {
-            sqlx::query(
-                "INSERT INTO siblings (key, data) VALUES (?1, ?2) \
-                 ON CONFLICT (key) DO UPDATE SET data = excluded.data",
-            )
-            .bind(key)
-            .bind(encode(&siblings)?)
+        let mut written = BTreeSet::new();
+        for row in rows {
+            let outcome = match row.expected {
+                Some(version) => sqlx::query(
+                    "UPDATE siblings SET data = ?1, version = version + 1 \
+                     WHERE key = ?2 AND version = ?3",
+                )
+                .bind(&row.data)
+                .bind(&row.key)
+                .bind(version),
+                None => sqlx::query(
+                    "INSERT INTO siblings (key, data, version) VALUES (?2, ?1, 0) \
+                     ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(&row.data)
+                .bind(&row.key),
+            }
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-            tx.commit().await.map_err(backend)?;
-        } else {
-            tx.rollback().await.map_err(backend)?;
+            if outcome.rows_affected() == 1 {
+                written.insert(row.key.clone());
+            }
         }
-        Ok(siblings)
+        tx.commit().await.map_err(backend)?;
+        Ok(written)
     }
 
     async fn keys(&self) -> Result<Vec<String>, StoreError> {
@@ -106,5 +160,20 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, key: &str) -> Result<Siblings, StoreError> {
+        self.rows.get(key).await
+    }
+
+    async fn update(&self, key: &str, update: Update<'_>) -> Result<Siblings, StoreError> {
+        self.rows.update(key, update).await
+    }
+
+    async fn keys(&self) -> Result<Vec<String>, StoreError> {
+        self.rows.keys().await
     }
 }

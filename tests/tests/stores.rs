@@ -1,0 +1,337 @@
+//! The durable stores on their own — SQLite on a temporary file and
+//! PostgreSQL on a real server: optimistic read-merge-write, group commit
+//! and the row cache must never lose or hide an acknowledged update,
+//! however many updates race on one key and however hard the cache churns;
+//! a PostgreSQL database has one owning node. The PostgreSQL half skips
+//! without a server, except under CI=true, where it fails.
+use quorumd::store::{OpenError, PostgresOptions, PostgresStore, SqliteStore};
+use quorumlog_core::{Dot, Siblings, Store, Version, VersionVector};
+use quorumlog_tests::tokio;
+use quorumlog_tests::{postgres, serial};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a check runs.
+#[derive(Clone)]
+enum Backend {
+    Sqlite(PathBuf),
+    /// One database (`quorumlog_5`), which has one owner at a time: the
+    /// checks take turns with `serial()`.
+    Postgres(String),
+}
+
+impl Backend {
+    fn sqlite(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("quorumlog-stores-{}", std::process::id()));
+        Backend::Sqlite(dir.join(format!("{test}.db")))
+    }
+
+    /// Remove a SQLite check's files (the database stays: keys are unique).
+    fn clean_up(&self) {
+        if let Backend::Sqlite(path) = self {
+            for suffix in ["", "-wal", "-shm", ".lock"] {
+                let mut file = path.clone().into_os_string();
+                file.push(suffix);
+                let _ = std::fs::remove_file(file);
+            }
+            // The last check out removes the (then empty) directory.
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+
+    fn postgres() -> Option<Self> {
+        postgres().map(|url| Backend::Postgres(format!("{url}/quorumlog_5")))
+    }
+}
+
+/// An open store and how to close it.
+enum Opened {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PostgresStore>),
+}
+
+impl Opened {
+    fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Opened::Sqlite(s) => s.clone(),
+            Opened::Postgres(s) => s.clone(),
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Opened::Sqlite(s) => s.close().await,
+            Opened::Postgres(s) => s.close().await,
+        }
+    }
+}
+
+async fn open(backend: &Backend, cache_rows: usize) -> Opened {
+    match backend {
+        Backend::Sqlite(path) => Opened::Sqlite(Arc::new(
+            SqliteStore::open_with_cache(path, cache_rows)
+                .await
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display())),
+        )),
+        Backend::Postgres(url) => {
+            let options = PostgresOptions {
+                cache_rows,
+                ..PostgresOptions::default()
+            };
+            Opened::Postgres(Arc::new(
+                PostgresStore::open_with(url, options)
+                    .await
+                    .unwrap_or_else(|e| panic!("open {url}: {e}")),
+            ))
+        }
+    }
+}
+
+/// Keys unique to this run, so reruns and other tests never collide.
+fn prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("store-test-{test}-{}-{nanos}", std::process::id())
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}
+
+fn concurrent(writer: u32) -> Version {
+    // Distinct nodes, empty contexts: every such version is a sibling.
+    Version {
+        dot: Dot {
+            node: writer,
+            counter: 1,
+        },
+        context: VersionVector::new(),
+        value: format!("w{writer}"),
+    }
+}
+
+/// Every key's sibling count.
+async fn counts(store: &dyn Store, keys: &[String]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for key in keys {
+        out.push(store.get(key).await.expect("get").len());
+    }
+    out
+}
+
+async fn concurrent_blind_writes_all_survive(backend: Backend) {
+    let keys: Vec<String> = (0..6).map(|k| format!("{}-{k}", prefix("blind"))).collect();
+    const WRITERS: u32 = 24;
+    // A 3-row cache over 6 hot keys: every commit evicts something, so
+    // fills constantly race evictions.
+    let opened = open(&backend, 3).await;
+    let store = opened.store();
+    let mut tasks = Vec::new();
+    for writer in 1..=WRITERS {
+        for key in &keys {
+            let (store, key) = (store.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                let v = concurrent(writer);
+                let dot = v.dot;
+                store
+                    .update(&key, &mut |s| s.sync_one(v.clone()))
+                    .await
+                    .expect("update");
+                // Acknowledged: every later read must show it.
+                let seen = store.get(&key).await.expect("get");
+                assert!(seen.covers(dot), "{key}: acked {dot} missing from a read");
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.expect("writer task");
+    }
+    // Through the open store (and its cache), then reopened (cold).
+    let expected = vec![WRITERS as usize; keys.len()];
+    assert_eq!(counts(&*store, &keys).await, expected);
+    drop(store);
+    opened.close().await;
+    let cold = open(&backend, 0).await;
+    assert_eq!(counts(&*cold.store(), &keys).await, expected);
+    cold.close().await;
+    backend.clean_up();
+}
+
+async fn racing_read_modify_writes_lose_no_update(backend: Backend) {
+    let keys: Vec<String> = (0..3).map(|k| format!("{}-{k}", prefix("rmw"))).collect();
+    const UPDATES: u64 = 40;
+    let opened = open(&backend, 1024).await;
+    let store = opened.store();
+    let mut tasks = Vec::new();
+    for key in &keys {
+        for _ in 0..UPDATES {
+            let (store, key) = (store.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                // Each update supersedes whatever it found: a counter. An
+                // update merged onto a stale row would mint a dot another
+                // already used, and the count would fall short.
+                store
+                    .update(&key, &mut |s: &mut Siblings| {
+                        let next = s.mint(1, &s.context(), String::new());
+                        s.sync_one(next)
+                    })
+                    .await
+                    .expect("update");
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.expect("update task");
+    }
+    drop(store);
+    opened.close().await;
+    let cold = open(&backend, 0).await;
+    let last = Dot {
+        node: 1,
+        counter: UPDATES,
+    };
+    for key in &keys {
+        let set = cold.store().get(key).await.expect("get");
+        assert_eq!(set.len(), 1, "{key}: {set:?}");
+        assert_eq!(set.versions()[0].dot, last, "{key}: an update was lost");
+    }
+    cold.close().await;
+    backend.clean_up();
+}
+
+async fn an_unchanged_update_writes_nothing(backend: Backend) {
+    let prefix = prefix("noop");
+    let opened = open(&backend, 16).await;
+    let store = opened.store();
+    let key = format!("{prefix}-k");
+    let v = concurrent(9);
+    let first = store
+        .update(&key, &mut |s| s.sync_one(v.clone()))
+        .await
+        .expect("update");
+    // Applying the same version again changes nothing.
+    let again = store
+        .update(&key, &mut |s| s.sync_one(v.clone()))
+        .await
+        .expect("update");
+    assert_eq!(first, again);
+    let keys = store.keys().await.expect("keys");
+    assert!(keys.contains(&key));
+    let absent = store.get(&format!("{prefix}-absent")).await.expect("get");
+    assert!(absent.is_empty());
+    drop(store);
+    opened.close().await;
+    backend.clean_up();
+}
+
+#[test]
+fn sqlite_concurrent_blind_writes_all_survive() {
+    block_on(concurrent_blind_writes_all_survive(Backend::sqlite(
+        "blind",
+    )));
+}
+
+#[test]
+fn sqlite_racing_read_modify_writes_lose_no_update() {
+    block_on(racing_read_modify_writes_lose_no_update(Backend::sqlite(
+        "rmw",
+    )));
+}
+
+#[test]
+fn sqlite_an_unchanged_update_writes_nothing() {
+    block_on(an_unchanged_update_writes_nothing(Backend::sqlite("noop")));
+}
+
+#[test]
+fn postgres_concurrent_blind_writes_all_survive_with_a_churning_cache() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let _turn = serial();
+    block_on(concurrent_blind_writes_all_survive(backend));
+}
+
+#[test]
+fn postgres_racing_read_modify_writes_lose_no_update() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let _turn = serial();
+    block_on(racing_read_modify_writes_lose_no_update(backend));
+}
+
+#[test]
+fn postgres_an_unchanged_update_writes_nothing() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let _turn = serial();
+    block_on(an_unchanged_update_writes_nothing(backend));
+}
+
+#[test]
+fn postgres_a_second_node_on_the_same_database_is_refused_until_the_first_closes() {
+    let Some(Backend::Postgres(url)) = Backend::postgres() else {
+        return;
+    };
+    let _turn = serial();
+    block_on(async {
+        let first = PostgresStore::open(&url).await.expect("open");
+        let impatient = PostgresOptions {
+            owner_wait: Duration::from_millis(300),
+            ..PostgresOptions::default()
+        };
+        match PostgresStore::open_with(&url, impatient).await {
+            Err(e @ OpenError::InUse { .. }) => {
+                let message = e.to_string();
+                assert!(message.contains("quorumlog_5"), "{message}");
+                assert!(message.contains("database of its own"), "{message}");
+                assert!(
+                    !message.contains(":quorumlog@"),
+                    "password shown: {message}"
+                );
+            }
+            Err(e) => panic!("expected InUse, got {e}"),
+            Ok(_) => panic!("two stores opened the same database"),
+        }
+        first.close().await;
+        // Released: the next owner gets in.
+        let next = PostgresStore::open(&url).await.expect("open after close");
+        next.close().await;
+    });
+}
+
+#[test]
+fn sqlite_a_second_node_on_the_same_file_is_refused_until_the_first_closes() {
+    let backend = Backend::sqlite("owner");
+    let Backend::Sqlite(path) = &backend else {
+        unreachable!()
+    };
+    block_on(async {
+        let first = SqliteStore::open(path).await.expect("open");
+        match SqliteStore::open(path).await {
+            Err(e @ OpenError::FileInUse { .. }) => {
+                let message = e.to_string();
+                assert!(message.contains("owner.db"), "{message}");
+                assert!(message.contains("file of its own"), "{message}");
+            }
+            Err(e) => panic!("expected FileInUse, got {e}"),
+            Ok(_) => panic!("two stores opened the same file"),
+        }
+        first.close().await;
+        let next = SqliteStore::open(path).await.expect("open after close");
+        next.close().await;
+    });
+    backend.clean_up();
+}
