@@ -13,7 +13,7 @@ pub const BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// Buckets (rows) for how many rows one PostgreSQL commit carried.
+/// Buckets (rows) for how many rows one store commit carried.
 pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
