@@ -69,16 +69,16 @@ impl Opened {
     }
 }
 
-async fn open(backend: &Backend, cache_rows: usize) -> Opened {
+async fn open(backend: &Backend, cache_bytes: usize) -> Opened {
     match backend {
         Backend::Sqlite(path) => Opened::Sqlite(Arc::new(
-            SqliteStore::open_with_cache(path, cache_rows)
+            SqliteStore::open_with_cache(path, cache_bytes)
                 .await
                 .unwrap_or_else(|e| panic!("open {}: {e}", path.display())),
         )),
         Backend::Postgres(url) => {
             let options = PostgresOptions {
-                cache_rows,
+                cache_bytes,
                 ..PostgresOptions::default()
             };
             Opened::Postgres(Arc::new(
@@ -132,9 +132,10 @@ async fn counts(store: &dyn Store, keys: &[String]) -> Vec<usize> {
 async fn concurrent_blind_writes_all_survive(backend: Backend) {
     let keys: Vec<String> = (0..6).map(|k| format!("{}-{k}", prefix("blind"))).collect();
     const WRITERS: u32 = 24;
-    // A 3-row cache over 6 hot keys: every commit evicts something, so
-    // fills constantly race evictions.
-    let opened = open(&backend, 3).await;
+    // A cache of ~3 rows (24 siblings of ~40 bytes each, plus overhead)
+    // over 6 hot keys: every commit evicts something, so fills constantly
+    // race evictions.
+    let opened = open(&backend, 3 * 1024).await;
     let store = opened.store();
     let mut tasks = Vec::new();
     for writer in 1..=WRITERS {
@@ -170,7 +171,7 @@ async fn concurrent_blind_writes_all_survive(backend: Backend) {
 async fn racing_read_modify_writes_lose_no_update(backend: Backend) {
     let keys: Vec<String> = (0..3).map(|k| format!("{}-{k}", prefix("rmw"))).collect();
     const UPDATES: u64 = 40;
-    let opened = open(&backend, 1024).await;
+    let opened = open(&backend, 1 << 20).await;
     let store = opened.store();
     let mut tasks = Vec::new();
     for key in &keys {
@@ -211,7 +212,7 @@ async fn racing_read_modify_writes_lose_no_update(backend: Backend) {
 
 async fn an_unchanged_update_writes_nothing(backend: Backend) {
     let prefix = prefix("noop");
-    let opened = open(&backend, 16).await;
+    let opened = open(&backend, 1 << 20).await;
     let store = opened.store();
     let key = format!("{prefix}-k");
     let v = concurrent(9);

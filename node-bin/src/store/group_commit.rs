@@ -71,11 +71,12 @@ pub struct GroupCommit<B> {
 }
 
 impl<B: RowBackend> GroupCommit<B> {
-    /// Start the committer. `cache_rows` = 0 turns the cache off; anything
-    /// else requires that nothing but this store writes the backend.
-    pub fn new(backend: Arc<B>, cache_rows: usize) -> Self {
+    /// Start the committer. `cache_bytes` = 0 turns the cache off;
+    /// anything else requires that nothing but this store writes the
+    /// backend.
+    pub fn new(backend: Arc<B>, cache_bytes: usize) -> Self {
         let (committer, queue) = mpsc::channel(QUEUE);
-        let cache = Arc::new(RowCache::new(cache_rows));
+        let cache = Arc::new(RowCache::new(cache_bytes));
         tokio::spawn(commit_loop(backend.clone(), queue, cache.clone()));
         Self {
             backend,
@@ -98,7 +99,8 @@ impl<B: RowBackend> GroupCommit<B> {
         match self.backend.read_row(key).await? {
             Some((data, version)) => {
                 let siblings = decode(key, &data)?;
-                self.cache.fill(ticket, key, (siblings.clone(), version));
+                self.cache
+                    .fill(ticket, key, (siblings.clone(), version), data.len());
                 Ok(Some((siblings, version)))
             }
             None => Ok(None),
@@ -171,7 +173,7 @@ async fn commit_loop<B: RowBackend>(
                     let ok = written.contains(&row.key);
                     if ok {
                         let version = row.expected.map_or(0, |v| v + 1);
-                        cache.committed(&row.key, (siblings, version));
+                        cache.committed(&row.key, (siblings, version), row.data.len());
                     } else {
                         cache.forget(&row.key);
                     }

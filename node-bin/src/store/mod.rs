@@ -16,8 +16,9 @@ mod sqlite;
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
-/// Rows a store's read cache keeps by default.
-pub const DEFAULT_CACHE_ROWS: usize = 65_536;
+/// Bytes a store's row cache may hold by default (keys and encoded rows,
+/// estimated): a bound on memory however large the values.
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Where a node keeps its data: `memory`, `sqlite:PATH` or `postgres://…`.
 #[derive(Debug, Clone, PartialEq, Eq)]

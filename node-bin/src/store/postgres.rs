@@ -11,7 +11,7 @@
 //! the row cache coherent (`row_cache.rs`), so reads and the read half of
 //! updates mostly skip PostgreSQL.
 use super::group_commit::{GroupCommit, RowBackend, RowWrite};
-use super::{backend, OpenError, DEFAULT_CACHE_ROWS};
+use super::{backend, OpenError, DEFAULT_CACHE_BYTES};
 use async_trait::async_trait;
 use quorumlog_core::store::Update;
 use quorumlog_core::{Siblings, Store, StoreError};
@@ -31,8 +31,8 @@ const OWNER_LOCK: i64 = 0x7175_6f72_756d_6c67; // "quorumlg"
 /// Tunables of a PostgreSQL store; `Default` is what `quorumd` uses.
 #[derive(Debug, Clone, Copy)]
 pub struct PostgresOptions {
-    /// Rows kept in the read cache (0: no cache).
-    pub cache_rows: usize,
+    /// Bytes the row cache may hold (0: no cache).
+    pub cache_bytes: usize,
     /// How long opening waits for the owner lock: a node that was just
     /// killed keeps it until PostgreSQL notices its connection closed.
     pub owner_wait: Duration,
@@ -41,7 +41,7 @@ pub struct PostgresOptions {
 impl Default for PostgresOptions {
     fn default() -> Self {
         Self {
-            cache_rows: DEFAULT_CACHE_ROWS,
+            cache_bytes: DEFAULT_CACHE_BYTES,
             owner_wait: Duration::from_secs(10),
         }
     }
@@ -88,7 +88,7 @@ impl PostgresStore {
                 source,
             })?;
         Ok(Self {
-            rows: GroupCommit::new(Arc::new(PgRows { pool }), options.cache_rows),
+            rows: GroupCommit::new(Arc::new(PgRows { pool }), options.cache_bytes),
             owner: tokio::sync::Mutex::new(Some(owner)),
         })
     }

@@ -21,28 +21,42 @@ use std::sync::{Mutex, MutexGuard};
 /// A row as committed: its sibling set and the row version it carries.
 pub type CachedRow = (Siblings, i64);
 
+/// What an entry costs beyond its key and encoded row: the map slot, the
+/// decoded set's allocations. An estimate; the budget is what matters.
+const ENTRY_OVERHEAD: usize = 96;
+
 /// Taken before a database read; a fill with an outdated ticket is ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FillTicket(u64);
 
+struct Entry {
+    row: CachedRow,
+    cost: usize,
+}
+
 struct Inner {
-    rows: HashMap<String, CachedRow>,
+    rows: HashMap<String, Entry>,
+    /// Sum of the entries' costs, never above the capacity.
+    used: usize,
     /// Entries removed so far (evictions and forgets).
     removals: u64,
 }
 
 pub struct RowCache {
+    /// Bytes (estimated: keys, encoded rows, overhead) the cache may hold.
     capacity: usize,
     inner: Mutex<Inner>,
 }
 
 impl RowCache {
-    /// A cache of at most `capacity` rows (0 disables caching).
+    /// A cache of at most `capacity` bytes (0 disables caching). A row too
+    /// big for it is simply not cached.
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity,
             inner: Mutex::new(Inner {
                 rows: HashMap::new(),
+                used: 0,
                 removals: 0,
             }),
         }
@@ -53,62 +67,84 @@ impl RowCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn cost(key: &str, encoded_len: usize) -> usize {
+        key.len() + encoded_len + ENTRY_OVERHEAD
+    }
+
     pub fn get(&self, key: &str) -> Option<CachedRow> {
-        self.lock().rows.get(key).cloned()
+        self.lock().rows.get(key).map(|entry| entry.row.clone())
     }
 
     pub fn ticket(&self) -> FillTicket {
         FillTicket(self.lock().removals)
     }
 
-    /// A row read from the database under `ticket`.
-    pub fn fill(&self, ticket: FillTicket, key: &str, row: CachedRow) {
+    /// A row read from the database under `ticket` (`encoded_len`: its
+    /// stored size).
+    pub fn fill(&self, ticket: FillTicket, key: &str, row: CachedRow, encoded_len: usize) {
+        let cost = Self::cost(key, encoded_len);
+        if cost > self.capacity {
+            return;
+        }
         let mut inner = self.lock();
         if inner.removals != ticket.0 || inner.rows.contains_key(key) {
             return;
         }
-        if Self::make_room(&mut inner, self.capacity) {
-            inner.rows.insert(key.to_string(), row);
-        }
+        Self::evict_until(&mut inner, self.capacity - cost);
+        inner.used += cost;
+        inner.rows.insert(key.to_string(), Entry { row, cost });
     }
 
     /// A row the writer has just committed (call in commit order).
-    pub fn committed(&self, key: &str, row: CachedRow) {
+    pub fn committed(&self, key: &str, row: CachedRow, encoded_len: usize) {
+        let cost = Self::cost(key, encoded_len);
         let mut inner = self.lock();
-        if let Some(entry) = inner.rows.get_mut(key) {
-            *entry = row;
-        } else if Self::make_room(&mut inner, self.capacity) {
-            inner.rows.insert(key.to_string(), row);
+        if let Some(old) = inner.rows.remove(key) {
+            inner.used -= old.cost;
         }
+        if cost > self.capacity {
+            // Not cacheable, and what was cached is old: as good as a forget.
+            inner.removals += 1;
+            return;
+        }
+        Self::evict_until(&mut inner, self.capacity - cost);
+        inner.used += cost;
+        inner.rows.insert(key.to_string(), Entry { row, cost });
     }
 
     /// Drop what we know of `key`: its row changed in a way we did not see
     /// (a lost race) or may have (a commit whose outcome is unknown).
     pub fn forget(&self, key: &str) {
         let mut inner = self.lock();
-        inner.rows.remove(key);
+        if let Some(old) = inner.rows.remove(key) {
+            inner.used -= old.cost;
+        }
         // Even when absent: a read in flight may bring back the old row.
         inner.removals += 1;
     }
 
-    /// Evict one entry if full; false if nothing can be cached at all.
-    fn make_room(inner: &mut Inner, capacity: usize) -> bool {
-        if capacity == 0 {
-            return false;
-        }
-        if inner.rows.len() >= capacity {
+    /// Evict entries until at most `budget` bytes are used.
+    fn evict_until(inner: &mut Inner, budget: usize) {
+        while inner.used > budget {
             // Any victim will do: evicting only costs a miss.
-            if let Some(victim) = inner.rows.keys().next().cloned() {
-                inner.rows.remove(&victim);
-                inner.removals += 1;
+            let Some(victim) = inner.rows.keys().next().cloned() else {
+                break;
+            };
+            if let Some(old) = inner.rows.remove(&victim) {
+                inner.used -= old.cost;
             }
+            inner.removals += 1;
         }
-        true
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().rows.len()
+    }
+
+    #[cfg(test)]
+    pub fn used(&self) -> usize {
+        self.lock().used
     }
 }
 
@@ -129,12 +165,15 @@ mod tests {
         (set, version)
     }
 
+    /// Room for exactly one of the small rows below.
+    const ONE_ROW: usize = 5 + 10 + ENTRY_OVERHEAD;
+
     #[test]
     fn a_fill_never_replaces_a_committed_row() {
-        let cache = RowCache::new(8);
+        let cache = RowCache::new(8 * ONE_ROW);
         let ticket = cache.ticket();
-        cache.committed("k", row("new", 1));
-        cache.fill(ticket, "k", row("old", 0));
+        cache.committed("k", row("new", 1), 10);
+        cache.fill(ticket, "k", row("old", 0), 10);
         assert_eq!(cache.get("k"), Some(row("new", 1)));
     }
 
@@ -142,36 +181,60 @@ mod tests {
     fn a_fill_that_raced_an_eviction_is_dropped() {
         // The read of "k" started, then "k"'s newer committed row was
         // evicted to make room: the old row the read returns must not land.
-        let cache = RowCache::new(1);
+        let cache = RowCache::new(ONE_ROW);
         let ticket = cache.ticket();
-        cache.committed("k", row("new", 1));
-        cache.committed("other", row("x", 0)); // evicts "k"
+        cache.committed("k", row("new", 1), 10);
+        cache.committed("other", row("x", 0), 10); // evicts "k"
         assert_eq!(cache.get("k"), None);
-        cache.fill(ticket, "k", row("old", 0));
+        cache.fill(ticket, "k", row("old", 0), 10);
         assert_eq!(cache.get("k"), None);
         // A read that starts now sees the database's newest row and may fill.
         let ticket = cache.ticket();
-        cache.fill(ticket, "k", row("new", 1));
+        cache.fill(ticket, "k", row("new", 1), 10);
         assert_eq!(cache.get("k"), Some(row("new", 1)));
         assert_eq!(cache.len(), 1);
     }
 
     #[test]
     fn a_fill_that_raced_a_forget_is_dropped() {
-        let cache = RowCache::new(8);
-        cache.committed("k", row("a", 0));
+        let cache = RowCache::new(8 * ONE_ROW);
+        cache.committed("k", row("a", 0), 10);
         let ticket = cache.ticket();
         cache.forget("k");
-        cache.fill(ticket, "k", row("a", 0));
+        cache.fill(ticket, "k", row("a", 0), 10);
         assert_eq!(cache.get("k"), None);
+    }
+
+    #[test]
+    fn a_committed_row_too_big_to_cache_drops_the_old_one_and_blocks_fills() {
+        let cache = RowCache::new(2 * ONE_ROW);
+        cache.committed("k", row("small", 0), 10);
+        let ticket = cache.ticket();
+        cache.committed("k", row("huge", 1), 10 * ONE_ROW);
+        assert_eq!(cache.get("k"), None, "the old row must not stay");
+        cache.fill(ticket, "k", row("small", 0), 10);
+        assert_eq!(cache.get("k"), None, "nor come back from a racing read");
+        assert_eq!(cache.used(), 0);
+    }
+
+    #[test]
+    fn the_byte_budget_holds_however_rows_grow() {
+        let cache = RowCache::new(10 * ONE_ROW);
+        for i in 0..1000_i64 {
+            let key = format!("k{}", i % 37);
+            let size = (i as usize * 7) % (3 * ONE_ROW);
+            cache.committed(&key, row("v", i), size);
+            assert!(cache.used() <= 10 * ONE_ROW, "{} > budget", cache.used());
+        }
+        assert!(cache.len() >= 3, "the cache kept only {} rows", cache.len());
     }
 
     #[test]
     fn capacity_zero_caches_nothing() {
         let cache = RowCache::new(0);
-        cache.committed("k", row("a", 0));
+        cache.committed("k", row("a", 0), 10);
         let ticket = cache.ticket();
-        cache.fill(ticket, "j", row("b", 0));
+        cache.fill(ticket, "j", row("b", 0), 10);
         assert_eq!(cache.len(), 0);
     }
 }

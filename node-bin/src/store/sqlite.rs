@@ -34,11 +34,11 @@ const POOL_SIZE: u32 = 4;
 
 impl SqliteStore {
     pub async fn open(path: &Path) -> Result<Self, OpenError> {
-        Self::open_with_cache(path, super::DEFAULT_CACHE_ROWS).await
+        Self::open_with_cache(path, super::DEFAULT_CACHE_BYTES).await
     }
 
-    /// Open with a row cache of at most `cache_rows` rows (0: none).
-    pub async fn open_with_cache(path: &Path, cache_rows: usize) -> Result<Self, OpenError> {
+    /// Open with a row cache of at most `cache_bytes` bytes (0: none).
+    pub async fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, OpenError> {
         let name = format!("sqlite:{}", path.display());
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| OpenError::Directory {
@@ -69,7 +69,7 @@ impl SqliteStore {
                 source,
             })?;
         Ok(Self {
-            rows: GroupCommit::new(Arc::new(SqliteRows { pool }), cache_rows),
+            rows: GroupCommit::new(Arc::new(SqliteRows { pool }), cache_bytes),
             owner,
         })
     }
