@@ -53,6 +53,8 @@ pub trait RowBackend: Send + Sync + 'static {
     async fn write_rows(&self, rows: &[RowWrite]) -> Result<BTreeSet<String>, StoreError>;
     /// Every key with a row, in order.
     async fn keys(&self) -> Result<Vec<String>, StoreError>;
+    /// Close every connection and give up ownership of the database.
+    async fn close(&self);
 }
 
 /// A queued row with the siblings it encodes and who waits for it.
@@ -85,8 +87,9 @@ impl<B: RowBackend> GroupCommit<B> {
         }
     }
 
-    pub fn backend(&self) -> &B {
-        &self.backend
+    /// Close every connection and give up ownership of the database.
+    pub async fn close(&self) {
+        self.backend.close().await;
     }
 
     /// The key's committed siblings and row version (None: no row), from

@@ -13,8 +13,7 @@
 use super::group_commit::{GroupCommit, RowBackend, RowWrite};
 use super::{backend, OpenError, DEFAULT_CACHE_BYTES};
 use async_trait::async_trait;
-use quorumlog_core::store::Update;
-use quorumlog_core::{Siblings, Store, StoreError};
+use quorumlog_core::StoreError;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection;
 use std::collections::BTreeSet;
@@ -47,15 +46,14 @@ impl Default for PostgresOptions {
     }
 }
 
-pub struct PostgresStore {
-    rows: GroupCommit<PgRows>,
+/// The PostgreSQL store: group commit over [`PgRows`].
+pub type PostgresStore = GroupCommit<PgRows>;
+
+/// The `siblings` table of one node's database, which it owns.
+pub struct PgRows {
+    pool: PgPool,
     /// The connection holding the owner lock, for as long as we are open.
     owner: tokio::sync::Mutex<Option<PgConnection>>,
-}
-
-/// The `siblings` table of one node's database.
-struct PgRows {
-    pool: PgPool,
 }
 
 impl PostgresStore {
@@ -87,19 +85,11 @@ impl PostgresStore {
                 store: name,
                 source,
             })?;
-        Ok(Self {
-            rows: GroupCommit::new(Arc::new(PgRows { pool }), options.cache_bytes),
+        let rows = PgRows {
+            pool,
             owner: tokio::sync::Mutex::new(Some(owner)),
-        })
-    }
-
-    /// Close every connection and give up ownership of the database.
-    pub async fn close(&self) {
-        self.rows.backend().pool.close().await;
-        if let Some(owner) = self.owner.lock().await.take() {
-            // Closing the session releases its advisory lock.
-            let _ = owner.close().await;
-        }
+        };
+        Ok(GroupCommit::new(Arc::new(rows), options.cache_bytes))
     }
 }
 
@@ -191,19 +181,12 @@ impl RowBackend for PgRows {
             .await
             .map_err(backend)
     }
-}
 
-#[async_trait]
-impl Store for PostgresStore {
-    async fn get(&self, key: &str) -> Result<Siblings, StoreError> {
-        self.rows.get(key).await
-    }
-
-    async fn update(&self, key: &str, update: Update<'_>) -> Result<Siblings, StoreError> {
-        self.rows.update(key, update).await
-    }
-
-    async fn keys(&self) -> Result<Vec<String>, StoreError> {
-        self.rows.keys().await
+    async fn close(&self) {
+        self.pool.close().await;
+        if let Some(owner) = self.owner.lock().await.take() {
+            // Closing the session releases its advisory lock.
+            let _ = owner.close().await;
+        }
     }
 }

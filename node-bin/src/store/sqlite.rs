@@ -7,8 +7,7 @@
 use super::group_commit::{GroupCommit, RowBackend, RowWrite};
 use super::{backend, OpenError};
 use async_trait::async_trait;
-use quorumlog_core::store::Update;
-use quorumlog_core::{Siblings, Store, StoreError};
+use quorumlog_core::StoreError;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -17,15 +16,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub struct SqliteStore {
-    rows: GroupCommit<SqliteRows>,
+/// The SQLite store: group commit over [`SqliteRows`].
+pub type SqliteStore = GroupCommit<SqliteRows>;
+
+/// The `siblings` table of one node's file, which it owns.
+pub struct SqliteRows {
+    pool: SqlitePool,
     /// `PATH.lock`, locked exclusively for as long as we are open.
     owner: std::fs::File,
-}
-
-/// The `siblings` table of one node's file.
-struct SqliteRows {
-    pool: SqlitePool,
 }
 
 /// Connections per node: the committer's and readers' (reads mostly hit
@@ -68,16 +66,8 @@ impl SqliteStore {
                 store: name,
                 source,
             })?;
-        Ok(Self {
-            rows: GroupCommit::new(Arc::new(SqliteRows { pool }), cache_bytes),
-            owner,
-        })
-    }
-
-    /// Close every connection and give up ownership of the file.
-    pub async fn close(&self) {
-        self.rows.backend().pool.close().await;
-        let _ = self.owner.unlock();
+        let rows = SqliteRows { pool, owner };
+        Ok(GroupCommit::new(Arc::new(rows), cache_bytes))
     }
 }
 
@@ -161,19 +151,9 @@ impl RowBackend for SqliteRows {
             .await
             .map_err(backend)
     }
-}
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn get(&self, key: &str) -> Result<Siblings, StoreError> {
-        self.rows.get(key).await
-    }
-
-    async fn update(&self, key: &str, update: Update<'_>) -> Result<Siblings, StoreError> {
-        self.rows.update(key, update).await
-    }
-
-    async fn keys(&self) -> Result<Vec<String>, StoreError> {
-        self.rows.keys().await
+    async fn close(&self) {
+        self.pool.close().await;
+        let _ = self.owner.unlock();
     }
 }
