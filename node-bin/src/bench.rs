@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use quorumlog_core::Consistency;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -143,12 +144,13 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<Vec<LevelReport>> {
         .build()?;
     let health = http.get(format!("{base}/api/logs/health")).send().await?;
     let health: Value = health.json().await?;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "gateway {base}: {} ({} of {} nodes up)",
         health["status"].as_str().unwrap_or("?"),
         health["up"],
         health["n"]
-    );
+    )?;
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
@@ -199,7 +201,10 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<Vec<LevelReport>> {
     }
     fill.finish_and_clear();
     if fill_failed > 0 {
-        println!("warning: {fill_failed} fill writes failed; reads of those keys answer 404");
+        writeln!(
+            std::io::stdout(),
+            "warning: {fill_failed} fill writes failed; reads of those keys answer 404"
+        )?;
     }
 
     let mut reports = Vec::new();
@@ -267,10 +272,10 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<Vec<LevelReport>> {
             writes,
             reads,
         };
-        print_level(&report);
+        print_level(&report)?;
         reports.push(report);
     }
-    print_summary(&config, &reports);
+    print_summary(&config, &reports)?;
     Ok(reports)
 }
 
@@ -278,7 +283,7 @@ fn humantime(d: Duration) -> String {
     format!("{}s", d.as_secs())
 }
 
-fn print_level(r: &LevelReport) {
+fn print_level(r: &LevelReport) -> std::io::Result<()> {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     for (op, stats) in [("write", &r.writes), ("read", &r.reads)] {
         let count = stats.histogram.len();
@@ -291,7 +296,8 @@ fn print_level(r: &LevelReport) {
         } else {
             format!("  errors {:?}", stats.errors)
         };
-        println!(
+        writeln!(
+std::io::stdout(),
             "{:<6} {:<5} {:>8} ok {:>9.1} op/s  p50 {:>7.2} ms  p90 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  mean {:>7.2} ms{errors}",
             r.level.to_string(),
             op,
@@ -302,8 +308,9 @@ fn print_level(r: &LevelReport) {
             stats.quantile_ms(0.99),
             stats.histogram.max() as f64 / 1000.0,
             stats.histogram.mean() / 1000.0,
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// The reference system's published write latencies, for comparison.
@@ -316,22 +323,34 @@ fn reference(level: Consistency) -> &'static str {
     }
 }
 
-fn print_summary(config: &BenchConfig, reports: &[LevelReport]) {
-    println!();
-    println!(
+fn print_summary(config: &BenchConfig, reports: &[LevelReport]) -> std::io::Result<()> {
+    writeln!(std::io::stdout())?;
+    writeln!(
+        std::io::stdout(),
         "{} clients, {}s per level, {}% writes; latency through the gateway (HTTP) in ms",
         config.concurrency,
         config.duration.as_secs(),
         config.write_percent
-    );
-    println!(
+    )?;
+    writeln!(
+        std::io::stdout(),
         "{:<7}| {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} | {:>10} | reference avg",
-        "level", "w p50", "w p90", "w p99", "w max", "w mean", "r p50", "r p99", "r max", "op/s"
-    );
+        "level",
+        "w p50",
+        "w p90",
+        "w p99",
+        "w max",
+        "w mean",
+        "r p50",
+        "r p99",
+        "r max",
+        "op/s"
+    )?;
     for r in reports {
         let ops = (r.writes.histogram.len() + r.reads.histogram.len()) as f64
             / r.elapsed.as_secs_f64().max(1e-9);
-        println!(
+        writeln!(
+std::io::stdout(),
             "{:<7}| {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} | {:>9.2} {:>9.2} {:>9.2} | {:>10.0} | {}",
             r.level.to_string(),
             r.writes.quantile_ms(0.5),
@@ -344,6 +363,7 @@ fn print_summary(config: &BenchConfig, reports: &[LevelReport]) {
             r.reads.histogram.max() as f64 / 1000.0,
             ops,
             reference(r.level),
-        );
+        )?;
     }
+    Ok(())
 }

@@ -4,6 +4,7 @@ use crate::gateway::{self, GatewayConfig};
 use crate::node::{self, NodeConfig, RunningNode};
 use crate::store::StoreSpec;
 use quorumlog_core::NodeId;
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
@@ -63,27 +64,34 @@ pub async fn run(
     }
     let gw = gateway::start(GatewayConfig::new(config.gateway, peers.clone())).await?;
     let base = format!("http://{}", gw.addr);
-    println!();
-    println!(
+    writeln!(std::io::stdout())?;
+    writeln!(
+        std::io::stdout(),
         "quorumlog cluster: {} nodes ({}), gateway {base}",
         nodes.len(),
         describe(&config)
-    );
+    )?;
     for (id, addr) in &peers {
-        println!("  node {id}: internal RPC on {addr}");
+        writeln!(std::io::stdout(), "  node {id}: internal RPC on {addr}")?;
     }
-    println!();
-    println!("Try it:");
-    println!("  curl -X POST \"{base}/api/logs?consistency=QUORUM\" -H \"Content-Type: application/json\" -d '{{\"key\":\"user-456\",\"value\":\"profile-update\"}}'");
-    println!("  curl \"{base}/api/logs/user-456?consistency=QUORUM\"");
-    println!("  curl -X POST \"{base}/api/logs?consistency=ALL\" -H \"Content-Type: application/json\" -d '{{\"key\":\"payment-789\",\"value\":\"transaction-data\"}}'");
-    println!("  curl \"{base}/api/logs/payment-789?consistency=ONE\"");
-    println!("  curl {base}/api/logs/health");
-    println!("  curl {base}/metrics");
-    println!();
-    println!("Press Ctrl-C to stop.");
+    writeln!(std::io::stdout())?;
+    writeln!(std::io::stdout(), "Try it:")?;
+    writeln!(std::io::stdout(), "  curl -X POST \"{base}/api/logs?consistency=QUORUM\" -H \"Content-Type: application/json\" -d '{{\"key\":\"user-456\",\"value\":\"profile-update\"}}'")?;
+    writeln!(
+        std::io::stdout(),
+        "  curl \"{base}/api/logs/user-456?consistency=QUORUM\""
+    )?;
+    writeln!(std::io::stdout(), "  curl -X POST \"{base}/api/logs?consistency=ALL\" -H \"Content-Type: application/json\" -d '{{\"key\":\"payment-789\",\"value\":\"transaction-data\"}}'")?;
+    writeln!(
+        std::io::stdout(),
+        "  curl \"{base}/api/logs/payment-789?consistency=ONE\""
+    )?;
+    writeln!(std::io::stdout(), "  curl {base}/api/logs/health")?;
+    writeln!(std::io::stdout(), "  curl {base}/metrics")?;
+    writeln!(std::io::stdout())?;
+    writeln!(std::io::stdout(), "Press Ctrl-C to stop.")?;
     tokio::signal::ctrl_c().await?;
-    println!("stopping…");
+    writeln!(std::io::stdout(), "stopping…")?;
     gw.stop();
     for node in &nodes {
         node.stop();

@@ -170,11 +170,22 @@ fn main() -> std::process::ExitCode {
         .and_then(|runtime| runtime.block_on(run(cli.command)));
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // `quorumd bench | head`: the reader left; stop quietly, as
+        // Unix tools do, instead of reporting our own output as an error.
+        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

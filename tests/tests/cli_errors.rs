@@ -68,3 +68,35 @@ fn bad_arguments_get_one_clear_line() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// `quorumd cluster | head -1` and the like: when the reader of stdout
+/// has gone, quorumd stops quietly (exit 0, as Unix tools do) instead of
+/// panicking in `println!`.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let base_port = quorumlog_tests::free_port();
+    let gateway = format!("127.0.0.1:{}", quorumlog_tests::free_port());
+    let mut child = Command::new(quorumd())
+        .args([
+            "cluster",
+            "--store",
+            "memory",
+            "--nodes",
+            "1",
+            "--base-port",
+            &base_port.to_string(),
+            "--gateway",
+            &gateway,
+        ])
+        .env("RUST_BACKTRACE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start quorumd cluster");
+    // Close the read end before quorumd prints where to curl.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for quorumd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
