@@ -4,7 +4,7 @@
 //! however many updates race on one key and however hard the cache churns;
 //! a PostgreSQL database has one owning node. The PostgreSQL half skips
 //! without a server, except under CI=true, where it fails.
-use quorumd::store::{OpenError, PostgresOptions, PostgresStore, SqliteStore};
+use quorumd::store::{OpenError, PostgresOptions, PostgresStore, SqliteStore, OWNER_LOCK};
 use quorumlog_core::{Dot, Siblings, Store, Version, VersionVector};
 use quorumlog_tests::tokio;
 use quorumlog_tests::{postgres, serial};
@@ -335,4 +335,134 @@ fn sqlite_a_second_node_on_the_same_file_is_refused_until_the_first_closes() {
         next.close().await;
     });
     backend.clean_up();
+}
+
+/// PostgreSQL restarted, or an administrator killed our sessions: the
+/// committer's connection is gone. The batch on it fails (its writers get
+/// the error, nothing is acknowledged falsely), and the next batch
+/// reconnects — the store does not stay broken, and every acknowledged
+/// write is still there.
+#[test]
+fn postgres_the_committer_reconnects_after_its_session_is_killed() {
+    use sqlx::Connection;
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let Backend::Postgres(url) = &backend else {
+        unreachable!()
+    };
+    let _turn = serial();
+    block_on(async {
+        let prefix = prefix("reconnect");
+        let opened = open(&backend, 1 << 20).await;
+        let store = opened.store();
+        let before = format!("{prefix}-before");
+        store
+            .update(&before, &mut |s| s.sync_one(concurrent(1)))
+            .await
+            .expect("update before the kill");
+
+        let mut admin = sqlx::PgConnection::connect(url)
+            .await
+            .expect("admin connection");
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .expect("terminate the store's sessions");
+        assert!(!killed.is_empty(), "the store had no session to kill");
+        admin.close().await.expect("close admin");
+
+        // The first batch may meet the dead session; within a few tries
+        // the committer is on a new one.
+        let after = format!("{prefix}-after");
+        let mut outcome = Err(String::new());
+        for _ in 0..5 {
+            outcome = store
+                .update(&after, &mut |s| s.sync_one(concurrent(2)))
+                .await
+                .map_err(|e| e.to_string());
+            if outcome.is_ok() {
+                break;
+            }
+        }
+        let written = outcome.expect("the store never recovered");
+        assert_eq!(written.len(), 1);
+        // The new session owns the database again.
+        let impatient = PostgresOptions {
+            owner_wait: Duration::from_millis(300),
+            ..PostgresOptions::default()
+        };
+        assert!(
+            matches!(
+                PostgresStore::open_with(url, impatient).await,
+                Err(OpenError::InUse { .. })
+            ),
+            "a second store opened the database after the reconnect"
+        );
+        drop(store);
+        opened.close().await;
+
+        // A fresh store (no cache) reads both writes from the database.
+        let cold = open(&backend, 0).await;
+        for (key, writer) in [(&before, 1), (&after, 2)] {
+            let set = cold.store().get(key).await.expect("get");
+            assert_eq!(set.len(), 1, "{key}: {set:?}");
+            assert_eq!(set.versions()[0].dot.node, writer, "{key}");
+        }
+        cold.close().await;
+    });
+}
+
+/// The sessions died and, before the committer reconnected, another
+/// process took the owner lock: the store refuses to write (an error that
+/// says why) rather than share the database.
+#[test]
+fn postgres_a_committer_that_lost_ownership_refuses_to_write() {
+    use sqlx::Connection;
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let Backend::Postgres(url) = &backend else {
+        unreachable!()
+    };
+    let _turn = serial();
+    block_on(async {
+        let prefix = prefix("usurped");
+        let opened = open(&backend, 1 << 20).await;
+        let store = opened.store();
+        let mut intruder = sqlx::PgConnection::connect(url).await.expect("connect");
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .execute(&mut intruder)
+        .await
+        .expect("terminate the store's sessions");
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(OWNER_LOCK)
+            .fetch_one(&mut intruder)
+            .await
+            .expect("take the owner lock");
+        assert!(taken, "the owner lock survived its session");
+
+        let key = format!("{prefix}-k");
+        let mut last = String::new();
+        for _ in 0..5 {
+            match store.update(&key, &mut |s| s.sync_one(concurrent(3))).await {
+                Ok(_) => panic!("wrote to a database another process owns"),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        assert!(last.contains("owner lock"), "{last}");
+        assert!(!last.contains(":quorumlog@"), "password shown: {last}");
+        intruder.close().await.expect("close intruder");
+        drop(store);
+        opened.close().await;
+        let cold = open(&backend, 0).await;
+        assert!(cold.store().get(&key).await.expect("get").is_empty());
+        cold.close().await;
+    });
 }

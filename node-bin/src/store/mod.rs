@@ -13,7 +13,7 @@ mod postgres;
 mod row_cache;
 mod sqlite;
 
-pub use postgres::{PostgresOptions, PostgresStore};
+pub use postgres::{PostgresOptions, PostgresStore, OWNER_LOCK};
 pub use sqlite::SqliteStore;
 
 /// Bytes a store's row cache may hold by default (keys and encoded rows,

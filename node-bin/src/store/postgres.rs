@@ -6,26 +6,30 @@
 //! acknowledged writes.
 //!
 //! Each node owns its database: no other process writes it — enforced by a
-//! session advisory lock the store holds while it is open (a second node
-//! configured with the same database fails to start). That is what makes
+//! session advisory lock held by the committer's own connection, the only
+//! one that writes (a second node configured with the same database fails
+//! to start; after PostgreSQL restarts, the committer reconnects and takes
+//! the lock again, or refuses to write if someone else has). That is what makes
 //! the row cache coherent (`row_cache.rs`), so reads and the read half of
 //! updates mostly skip PostgreSQL.
 use super::group_commit::{GroupCommit, RowBackend, RowWrite};
 use super::{backend, OpenError, DEFAULT_CACHE_BYTES};
 use async_trait::async_trait;
 use quorumlog_core::StoreError;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection;
 use std::collections::BTreeSet;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Connections per node. Five nodes stay well under PostgreSQL's default
-/// `max_connections = 100`.
-const POOL_SIZE: u32 = 8;
+/// Pooled connections per node, for reads the row cache misses and key
+/// listings; the committer has one more of its own.
+/// Five nodes stay well under PostgreSQL's default `max_connections = 100`.
+const POOL_SIZE: u32 = 4;
 
 /// Advisory lock key that marks a database as owned by one quorumd node.
-const OWNER_LOCK: i64 = 0x7175_6f72_756d_6c67; // "quorumlg"
+pub const OWNER_LOCK: i64 = 0x7175_6f72_756d_6c67; // "quorumlg"
 
 /// Tunables of a PostgreSQL store; `Default` is what `quorumd` uses.
 #[derive(Debug, Clone, Copy)]
@@ -52,8 +56,16 @@ pub type PostgresStore = GroupCommit<PgRows>;
 /// The `siblings` table of one node's database, which it owns.
 pub struct PgRows {
     pool: PgPool,
-    /// The connection holding the owner lock, for as long as we are open.
-    owner: tokio::sync::Mutex<Option<PgConnection>>,
+    /// Where to reconnect the committer's connection.
+    connect: PgConnectOptions,
+    /// For error messages (the URL without its password).
+    name: String,
+    /// The committer's own connection, which holds the owner lock: every
+    /// write is made by the session that owns the database. Outside the
+    /// pool because sqlx pings a pooled connection each time it goes back
+    /// — a second round trip per commit. None after an error: the next
+    /// batch reconnects and takes the lock again.
+    writer: tokio::sync::Mutex<Option<PgConnection>>,
 }
 
 impl PostgresStore {
@@ -63,7 +75,11 @@ impl PostgresStore {
 
     pub async fn open_with(url: &str, options: PostgresOptions) -> Result<Self, OpenError> {
         let name = super::redact(url);
-        let owner = take_ownership(url, &name, options.owner_wait).await?;
+        let connect = PgConnectOptions::from_str(url).map_err(|source| OpenError::Connect {
+            store: name.clone(),
+            source,
+        })?;
+        let owner = take_ownership(&connect, &name, options.owner_wait).await?;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .min_connections(2)
@@ -72,7 +88,7 @@ impl PostgresStore {
             // round trip per statement. A connection that broke fails its
             // statement instead, the update errors, and the pool replaces it.
             .test_before_acquire(false)
-            .connect(url)
+            .connect_with(connect.clone())
             .await
             .map_err(|source| OpenError::Connect {
                 store: name.clone(),
@@ -82,12 +98,14 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|source| OpenError::Migrate {
-                store: name,
+                store: name.clone(),
                 source,
             })?;
         let rows = PgRows {
             pool,
-            owner: tokio::sync::Mutex::new(Some(owner)),
+            connect,
+            name,
+            writer: tokio::sync::Mutex::new(Some(owner)),
         };
         Ok(GroupCommit::new(Arc::new(rows), options.cache_bytes))
     }
@@ -95,12 +113,18 @@ impl PostgresStore {
 
 /// Connect a session of our own and take the database's owner lock on it,
 /// waiting up to `wait` for a previous owner's session to end.
-async fn take_ownership(url: &str, name: &str, wait: Duration) -> Result<PgConnection, OpenError> {
+async fn take_ownership(
+    connect: &PgConnectOptions,
+    name: &str,
+    wait: Duration,
+) -> Result<PgConnection, OpenError> {
     let connect_error = |source| OpenError::Connect {
         store: name.to_string(),
         source,
     };
-    let mut conn = PgConnection::connect(url).await.map_err(connect_error)?;
+    let mut conn = PgConnection::connect_with(connect)
+        .await
+        .map_err(connect_error)?;
     let started = tokio::time::Instant::now();
     let mut warned = false;
     loop {
@@ -130,6 +154,34 @@ async fn take_ownership(url: &str, name: &str, wait: Duration) -> Result<PgConne
     }
 }
 
+impl PgRows {
+    /// A new session for the committer after the last one failed (say
+    /// PostgreSQL restarted), holding the owner lock again — or an error if
+    /// another process took the database meanwhile. (Rows it wrote may be
+    /// in our cache; writes stay safe because every row write checks the
+    /// row version, but this is a misconfiguration to fix, so refuse.)
+    async fn reconnect(&self) -> Result<PgConnection, StoreError> {
+        let mut conn = PgConnection::connect_with(&self.connect)
+            .await
+            .map_err(backend)?;
+        let owned: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(OWNER_LOCK)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(backend)?;
+        if owned {
+            Ok(conn)
+        } else {
+            let _ = conn.close().await;
+            Err(StoreError::Backend(format!(
+                "{}: another process took this database's owner lock while our session was down; \
+                 each node needs a database of its own",
+                self.name
+            )))
+        }
+    }
+}
+
 /// Marks a row to insert (the key had no row when it was read).
 const NEW_ROW: i64 = -1;
 
@@ -156,7 +208,12 @@ impl RowBackend for PgRows {
             .iter()
             .map(|row| row.expected.unwrap_or(NEW_ROW))
             .collect();
-        let written: Vec<String> = sqlx::query_scalar(
+        let mut writer = self.writer.lock().await;
+        let conn = match &mut *writer {
+            Some(conn) => conn,
+            empty => empty.insert(self.reconnect().await?),
+        };
+        let written: Result<Vec<String>, _> = sqlx::query_scalar(
             "WITH v AS (SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::bigint[]) AS v(key, data, version)), \
              up AS (UPDATE siblings AS s SET data = v.data, version = s.version + 1 \
                     FROM v WHERE v.version >= 0 AND s.key = v.key AND s.version = v.version \
@@ -169,10 +226,19 @@ impl RowBackend for PgRows {
         .bind(&keys)
         .bind(&data)
         .bind(&versions)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(written.into_iter().collect())
+        .fetch_all(&mut *conn)
+        .await;
+        match written {
+            Ok(keys) => Ok(keys.into_iter().collect()),
+            Err(e) => {
+                // Whatever state the session is in, start the next batch
+                // on a fresh one.
+                if let Some(conn) = writer.take() {
+                    let _ = conn.close().await;
+                }
+                Err(backend(e))
+            }
+        }
     }
 
     async fn keys(&self) -> Result<Vec<String>, StoreError> {
@@ -184,9 +250,9 @@ impl RowBackend for PgRows {
 
     async fn close(&self) {
         self.pool.close().await;
-        if let Some(owner) = self.owner.lock().await.take() {
+        if let Some(writer) = self.writer.lock().await.take() {
             // Closing the session releases its advisory lock.
-            let _ = owner.close().await;
+            let _ = writer.close().await;
         }
     }
 }
