@@ -380,6 +380,7 @@ fn postgres_the_committer_reconnects_after_its_session_is_killed() {
         let after = format!("{prefix}-after");
         let mut outcome = Err(String::new());
         for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
             outcome = store
                 .update(&after, &mut |s| s.sync_one(concurrent(2)))
                 .await
@@ -441,12 +442,21 @@ fn postgres_a_committer_that_lost_ownership_refuses_to_write() {
         .execute(&mut intruder)
         .await
         .expect("terminate the store's sessions");
-        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(OWNER_LOCK)
-            .fetch_one(&mut intruder)
-            .await
-            .expect("take the owner lock");
-        assert!(taken, "the owner lock survived its session");
+        // pg_terminate_backend only signals: the lock goes when the
+        // session has actually ended.
+        let mut taken = false;
+        for _ in 0..100 {
+            taken = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(OWNER_LOCK)
+                .fetch_one(&mut intruder)
+                .await
+                .expect("take the owner lock");
+            if taken {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(taken, "the owner lock outlived its session by 5 s");
 
         let key = format!("{prefix}-k");
         let mut last = String::new();
@@ -454,6 +464,9 @@ fn postgres_a_committer_that_lost_ownership_refuses_to_write() {
             match store.update(&key, &mut |s| s.sync_one(concurrent(3))).await {
                 Ok(_) => panic!("wrote to a database another process owns"),
                 Err(e) => last = e.to_string(),
+            }
+            if last.contains("owner lock") {
+                break;
             }
         }
         assert!(last.contains("owner lock"), "{last}");

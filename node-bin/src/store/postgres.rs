@@ -28,6 +28,11 @@ use std::time::Duration;
 /// Five nodes stay well under PostgreSQL's default `max_connections = 100`.
 const POOL_SIZE: u32 = 4;
 
+/// How long a reconnecting committer waits for the owner lock: a session
+/// PostgreSQL was told to end may hold it a moment longer. Writers queued
+/// behind the committer wait too, so keep it short.
+const RECONNECT_OWNER_WAIT: Duration = Duration::from_secs(2);
+
 /// Advisory lock key that marks a database as owned by one quorumd node.
 pub const OWNER_LOCK: i64 = 0x7175_6f72_756d_6c67; // "quorumlg"
 
@@ -161,24 +166,16 @@ impl PgRows {
     /// in our cache; writes stay safe because every row write checks the
     /// row version, but this is a misconfiguration to fix, so refuse.)
     async fn reconnect(&self) -> Result<PgConnection, StoreError> {
-        let mut conn = PgConnection::connect_with(&self.connect)
+        take_ownership(&self.connect, &self.name, RECONNECT_OWNER_WAIT)
             .await
-            .map_err(backend)?;
-        let owned: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(OWNER_LOCK)
-            .fetch_one(&mut conn)
-            .await
-            .map_err(backend)?;
-        if owned {
-            Ok(conn)
-        } else {
-            let _ = conn.close().await;
-            Err(StoreError::Backend(format!(
-                "{}: another process took this database's owner lock while our session was down; \
-                 each node needs a database of its own",
-                self.name
-            )))
-        }
+            .map_err(|e| match e {
+                OpenError::InUse { .. } => StoreError::Backend(format!(
+                    "{}: another process took this database's owner lock while our session \
+                     was down; each node needs a database of its own",
+                    self.name
+                )),
+                other => StoreError::Backend(other.to_string()),
+            })
     }
 }
 
