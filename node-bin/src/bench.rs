@@ -144,8 +144,9 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<Vec<LevelReport>> {
         .build()?;
     let health = http.get(format!("{base}/api/logs/health")).send().await?;
     let health: Value = health.json().await?;
+    let mut out = std::io::stdout();
     writeln!(
-        std::io::stdout(),
+        out,
         "gateway {base}: {} ({} of {} nodes up)",
         health["status"].as_str().unwrap_or("?"),
         health["up"],
@@ -202,7 +203,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<Vec<LevelReport>> {
     fill.finish_and_clear();
     if fill_failed > 0 {
         writeln!(
-            std::io::stdout(),
+            out,
             "warning: {fill_failed} fill writes failed; reads of those keys answer 404"
         )?;
     }
@@ -272,10 +273,10 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<Vec<LevelReport>> {
             writes,
             reads,
         };
-        print_level(&report)?;
+        print_level(&mut out, &report)?;
         reports.push(report);
     }
-    print_summary(&config, &reports)?;
+    print_summary(&mut out, &config, &reports)?;
     Ok(reports)
 }
 
@@ -283,7 +284,7 @@ fn humantime(d: Duration) -> String {
     format!("{}s", d.as_secs())
 }
 
-fn print_level(r: &LevelReport) -> std::io::Result<()> {
+fn print_level(out: &mut impl Write, r: &LevelReport) -> std::io::Result<()> {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     for (op, stats) in [("write", &r.writes), ("read", &r.reads)] {
         let count = stats.histogram.len();
@@ -296,9 +297,7 @@ fn print_level(r: &LevelReport) -> std::io::Result<()> {
         } else {
             format!("  errors {:?}", stats.errors)
         };
-        writeln!(
-std::io::stdout(),
-            "{:<6} {:<5} {:>8} ok {:>9.1} op/s  p50 {:>7.2} ms  p90 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  mean {:>7.2} ms{errors}",
+        writeln!(out, "{:<6} {:<5} {:>8} ok {:>9.1} op/s  p50 {:>7.2} ms  p90 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  mean {:>7.2} ms{errors}",
             r.level.to_string(),
             op,
             count,
@@ -323,35 +322,28 @@ fn reference(level: Consistency) -> &'static str {
     }
 }
 
-fn print_summary(config: &BenchConfig, reports: &[LevelReport]) -> std::io::Result<()> {
-    writeln!(std::io::stdout())?;
+fn print_summary(
+    out: &mut impl Write,
+    config: &BenchConfig,
+    reports: &[LevelReport],
+) -> std::io::Result<()> {
+    writeln!(out)?;
     writeln!(
-        std::io::stdout(),
+        out,
         "{} clients, {}s per level, {}% writes; latency through the gateway (HTTP) in ms",
         config.concurrency,
         config.duration.as_secs(),
         config.write_percent
     )?;
     writeln!(
-        std::io::stdout(),
+        out,
         "{:<7}| {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} | {:>10} | reference avg",
-        "level",
-        "w p50",
-        "w p90",
-        "w p99",
-        "w max",
-        "w mean",
-        "r p50",
-        "r p99",
-        "r max",
-        "op/s"
+        "level", "w p50", "w p90", "w p99", "w max", "w mean", "r p50", "r p99", "r max", "op/s"
     )?;
     for r in reports {
         let ops = (r.writes.histogram.len() + r.reads.histogram.len()) as f64
             / r.elapsed.as_secs_f64().max(1e-9);
-        writeln!(
-std::io::stdout(),
-            "{:<7}| {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} | {:>9.2} {:>9.2} {:>9.2} | {:>10.0} | {}",
+        writeln!(out, "{:<7}| {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} | {:>9.2} {:>9.2} {:>9.2} | {:>10.0} | {}",
             r.level.to_string(),
             r.writes.quantile_ms(0.5),
             r.writes.quantile_ms(0.9),

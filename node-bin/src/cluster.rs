@@ -64,34 +64,35 @@ pub async fn run(
     }
     let gw = gateway::start(GatewayConfig::new(config.gateway, peers.clone())).await?;
     let base = format!("http://{}", gw.addr);
-    writeln!(std::io::stdout())?;
+    let mut out = std::io::stdout();
+    writeln!(out)?;
     writeln!(
-        std::io::stdout(),
+        out,
         "quorumlog cluster: {} nodes ({}), gateway {base}",
         nodes.len(),
         describe(&config)
     )?;
     for (id, addr) in &peers {
-        writeln!(std::io::stdout(), "  node {id}: internal RPC on {addr}")?;
+        writeln!(out, "  node {id}: internal RPC on {addr}")?;
     }
-    writeln!(std::io::stdout())?;
-    writeln!(std::io::stdout(), "Try it:")?;
-    writeln!(std::io::stdout(), "  curl -X POST \"{base}/api/logs?consistency=QUORUM\" -H \"Content-Type: application/json\" -d '{{\"key\":\"user-456\",\"value\":\"profile-update\"}}'")?;
+    writeln!(out)?;
+    writeln!(out, "Try it:")?;
+    writeln!(out, "  curl -X POST \"{base}/api/logs?consistency=QUORUM\" -H \"Content-Type: application/json\" -d '{{\"key\":\"user-456\",\"value\":\"profile-update\"}}'")?;
     writeln!(
-        std::io::stdout(),
+        out,
         "  curl \"{base}/api/logs/user-456?consistency=QUORUM\""
     )?;
-    writeln!(std::io::stdout(), "  curl -X POST \"{base}/api/logs?consistency=ALL\" -H \"Content-Type: application/json\" -d '{{\"key\":\"payment-789\",\"value\":\"transaction-data\"}}'")?;
+    writeln!(out, "  curl -X POST \"{base}/api/logs?consistency=ALL\" -H \"Content-Type: application/json\" -d '{{\"key\":\"payment-789\",\"value\":\"transaction-data\"}}'")?;
     writeln!(
-        std::io::stdout(),
+        out,
         "  curl \"{base}/api/logs/payment-789?consistency=ONE\""
     )?;
-    writeln!(std::io::stdout(), "  curl {base}/api/logs/health")?;
-    writeln!(std::io::stdout(), "  curl {base}/metrics")?;
-    writeln!(std::io::stdout())?;
-    writeln!(std::io::stdout(), "Press Ctrl-C to stop.")?;
+    writeln!(out, "  curl {base}/api/logs/health")?;
+    writeln!(out, "  curl {base}/metrics")?;
+    writeln!(out)?;
+    writeln!(out, "Press Ctrl-C to stop.")?;
     tokio::signal::ctrl_c().await?;
-    writeln!(std::io::stdout(), "stopping…")?;
+    writeln!(out, "stopping…")?;
     gw.stop();
     for node in &nodes {
         node.stop();

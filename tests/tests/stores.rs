@@ -43,7 +43,16 @@ impl Backend {
     }
 
     fn postgres() -> Option<Self> {
-        postgres().map(|url| Backend::Postgres(format!("{url}/quorumlog_5")))
+        Self::postgres_with_url().map(|(backend, _)| backend)
+    }
+
+    /// The PostgreSQL backend and its database's URL, for checks that also
+    /// connect on their own.
+    fn postgres_with_url() -> Option<(Self, String)> {
+        postgres().map(|url| {
+            let url = format!("{url}/quorumlog_5");
+            (Backend::Postgres(url.clone()), url)
+        })
     }
 }
 
@@ -289,11 +298,7 @@ fn postgres_a_second_node_on_the_same_database_is_refused_until_the_first_closes
     let _turn = serial();
     block_on(async {
         let first = PostgresStore::open(&url).await.expect("open");
-        let impatient = PostgresOptions {
-            owner_wait: Duration::from_millis(300),
-            ..PostgresOptions::default()
-        };
-        match PostgresStore::open_with(&url, impatient).await {
+        match PostgresStore::open_with(&url, impatient()).await {
             Err(e @ OpenError::InUse { .. }) => {
                 let message = e.to_string();
                 assert!(message.contains("quorumlog_5"), "{message}");
@@ -337,6 +342,27 @@ fn sqlite_a_second_node_on_the_same_file_is_refused_until_the_first_closes() {
     backend.clean_up();
 }
 
+/// Options that give up on a held owner lock quickly.
+fn impatient() -> PostgresOptions {
+    PostgresOptions {
+        owner_wait: Duration::from_millis(300),
+        ..PostgresOptions::default()
+    }
+}
+
+/// Terminate every other session on `conn`'s database (a store's), as an
+/// administrator or a PostgreSQL restart would; the number signalled.
+async fn kill_other_sessions(conn: &mut sqlx::PgConnection) -> usize {
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(conn)
+    .await
+    .expect("terminate the store's sessions");
+    killed.len()
+}
+
 /// PostgreSQL restarted, or an administrator killed our sessions: the
 /// committer's connection is gone. The batch on it fails (its writers get
 /// the error, nothing is acknowledged falsely), and the next batch
@@ -345,12 +371,10 @@ fn sqlite_a_second_node_on_the_same_file_is_refused_until_the_first_closes() {
 #[test]
 fn postgres_the_committer_reconnects_after_its_session_is_killed() {
     use sqlx::Connection;
-    let Some(backend) = Backend::postgres() else {
+    let Some((backend, url)) = Backend::postgres_with_url() else {
         return;
     };
-    let Backend::Postgres(url) = &backend else {
-        unreachable!()
-    };
+    let url = &url;
     let _turn = serial();
     block_on(async {
         let prefix = prefix("reconnect");
@@ -365,14 +389,8 @@ fn postgres_the_committer_reconnects_after_its_session_is_killed() {
         let mut admin = sqlx::PgConnection::connect(url)
             .await
             .expect("admin connection");
-        let killed: Vec<bool> = sqlx::query_scalar(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        )
-        .fetch_all(&mut admin)
-        .await
-        .expect("terminate the store's sessions");
-        assert!(!killed.is_empty(), "the store had no session to kill");
+        let killed = kill_other_sessions(&mut admin).await;
+        assert!(killed > 0, "the store had no session to kill");
         admin.close().await.expect("close admin");
 
         // The first batch may meet the dead session; within a few tries
@@ -392,13 +410,9 @@ fn postgres_the_committer_reconnects_after_its_session_is_killed() {
         let written = outcome.expect("the store never recovered");
         assert_eq!(written.len(), 1);
         // The new session owns the database again.
-        let impatient = PostgresOptions {
-            owner_wait: Duration::from_millis(300),
-            ..PostgresOptions::default()
-        };
         assert!(
             matches!(
-                PostgresStore::open_with(url, impatient).await,
+                PostgresStore::open_with(url, impatient()).await,
                 Err(OpenError::InUse { .. })
             ),
             "a second store opened the database after the reconnect"
@@ -423,25 +437,17 @@ fn postgres_the_committer_reconnects_after_its_session_is_killed() {
 #[test]
 fn postgres_a_committer_that_lost_ownership_refuses_to_write() {
     use sqlx::Connection;
-    let Some(backend) = Backend::postgres() else {
+    let Some((backend, url)) = Backend::postgres_with_url() else {
         return;
     };
-    let Backend::Postgres(url) = &backend else {
-        unreachable!()
-    };
+    let url = &url;
     let _turn = serial();
     block_on(async {
         let prefix = prefix("usurped");
         let opened = open(&backend, 1 << 20).await;
         let store = opened.store();
         let mut intruder = sqlx::PgConnection::connect(url).await.expect("connect");
-        sqlx::query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        )
-        .execute(&mut intruder)
-        .await
-        .expect("terminate the store's sessions");
+        kill_other_sessions(&mut intruder).await;
         // pg_terminate_backend only signals: the lock goes when the
         // session has actually ended.
         let mut taken = false;

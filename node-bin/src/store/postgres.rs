@@ -229,10 +229,10 @@ impl RowBackend for PgRows {
             Ok(keys) => Ok(keys.into_iter().collect()),
             Err(e) => {
                 // Whatever state the session is in, start the next batch
-                // on a fresh one.
-                if let Some(conn) = writer.take() {
-                    let _ = conn.close().await;
-                }
+                // on a fresh one. Dropped, not closed: a graceful close
+                // could wait on a dead socket, and the server ends the
+                // session (and its lock) when the socket goes.
+                *writer = None;
                 Err(backend(e))
             }
         }
