@@ -59,6 +59,13 @@ impl Breaker {
         self.open_until = None;
     }
 
+    /// The replica is certainly down (it refused the connection): open at
+    /// once, whatever the threshold.
+    pub fn trip(&mut self, now: Instant) {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.open_until = Some(now + self.config.open_for);
+    }
+
     pub fn record_failure(&mut self, now: Instant) {
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         let half_open = self.open_until.is_some();
@@ -94,5 +101,20 @@ mod tests {
         b.record_success();
         assert_eq!(b.state(much_later), BreakerState::Closed);
         assert_eq!(b.consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn a_refused_connection_opens_at_once() {
+        let mut b = Breaker::new(BreakerConfig {
+            failure_threshold: 3,
+            open_for: Duration::from_secs(1),
+        });
+        let now = Instant::now();
+        b.trip(now);
+        assert_eq!(b.state(now), BreakerState::Open);
+        assert_eq!(
+            b.state(now + Duration::from_secs(1)),
+            BreakerState::HalfOpen
+        );
     }
 }

@@ -29,6 +29,9 @@ pub enum ClientError {
     NoCoordinator { tried: usize, last: String },
     #[error("coordinator n{coordinator} sent an unexpected answer: {answer}")]
     Protocol { coordinator: NodeId, answer: String },
+    /// The request does not fit an RPC frame; nothing was sent.
+    #[error("request not sent: {0}")]
+    TooLarge(RpcError),
 }
 
 impl ClientError {
@@ -88,6 +91,7 @@ impl Client {
                 }
                 Ok(response) => return Ok((*id, response)),
                 Err(error @ RpcError::Connect { .. }) => last = error.to_string(),
+                Err(error @ RpcError::TooLarge { .. }) => return Err(ClientError::TooLarge(error)),
                 Err(error) => {
                     return Err(ClientError::Indeterminate {
                         coordinator: *id,

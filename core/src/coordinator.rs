@@ -8,14 +8,15 @@
 //! the R have not answered after `hedge_after`; answer after R replies with
 //! the versions no other covers and their merged context.
 use crate::breaker::{Breaker, BreakerConfig};
+use crate::context::MAX_CONTEXT_ENTRIES;
 use crate::protocol::{
     HealthReport, OpError, ReadOk, ReadRequest, ReplicaHealth, Request, Response, WriteOk,
     WriteRequest,
 };
 use crate::quorum::Consistency;
-use crate::replica::{Replica, MAX_KEY_LEN, MAX_VALUE_LEN};
-use crate::rpc::RpcClient;
-use crate::version::{NodeId, Siblings};
+use crate::replica::{KeyLimits, Refusal, Replica, ReplicaError, MAX_KEY_LEN, MAX_VALUE_LEN};
+use crate::rpc::{RpcClient, RpcError};
+use crate::version::{NodeId, Siblings, VersionVector, MAX_COUNTER};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,8 @@ pub struct CoordinatorConfig {
     /// long, it asks every other live replica too. `None`: never hedge
     /// (only a failed replica brings in another).
     pub hedge_after: Option<Duration>,
+    /// Bounds on every key's sibling set.
+    pub key_limits: KeyLimits,
 }
 
 impl Default for CoordinatorConfig {
@@ -53,6 +56,7 @@ impl Default for CoordinatorConfig {
             breaker: BreakerConfig::default(),
             read_repair: ReadRepair::Background,
             hedge_after: Some(Duration::from_millis(50)),
+            key_limits: KeyLimits::default(),
         }
     }
 }
@@ -72,25 +76,56 @@ impl Peer {
         self.breaker().allows(now)
     }
 
-    /// One call, with its outcome fed to the breaker.
-    async fn call(&self, request: &Request, timeout: Duration) -> Option<Response> {
+    /// One call, with its outcome fed to the breaker. A peer that refuses
+    /// the connection is down: its breaker opens at once, so the next
+    /// request that needs it is refused before anything is sent.
+    async fn call(&self, request: &Request, timeout: Duration) -> Result<Response, CallFailure> {
         match self.client.call(request, timeout).await {
             Ok(Response::Error(e)) => {
                 tracing::debug!(peer = self.id, "replica error: {e}");
                 self.breaker().record_failure(Instant::now());
-                None
+                Err(CallFailure::Failed)
             }
             Ok(response) => {
                 self.breaker().record_success();
-                Some(response)
+                Ok(response)
+            }
+            Err(e @ RpcError::TooLarge { .. }) => {
+                // Nothing was sent, and the replica is not to blame.
+                tracing::warn!(peer = self.id, "{e}");
+                Err(CallFailure::Failed)
+            }
+            Err(e @ RpcError::Connect { .. }) => {
+                tracing::debug!(peer = self.id, "unreachable: {e}");
+                self.breaker().trip(Instant::now());
+                Err(CallFailure::Unreachable)
             }
             Err(e) => {
                 tracing::debug!(peer = self.id, "rpc failed: {e}");
                 self.breaker().record_failure(Instant::now());
-                None
+                Err(CallFailure::Failed)
             }
         }
     }
+}
+
+/// Why a call to a peer got no usable answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallFailure {
+    /// The connection could not be made: nothing reached the peer.
+    Unreachable,
+    /// Sent (or sending failed midway), and no answer came back in time.
+    Failed,
+}
+
+/// What [`Coordinator::gather`] heard.
+#[derive(Default)]
+struct Gathered {
+    accepted: Vec<(Arc<Peer>, Response)>,
+    /// Replicas that answered `Refused`.
+    refused: Vec<Refusal>,
+    /// Replicas that could not be reached at all.
+    unreachable: usize,
 }
 
 pub struct Coordinator {
@@ -102,7 +137,8 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// `peers` are the other replicas (not this node).
+    /// `peers` are the other replicas (not this node); the replica is
+    /// built with `config.key_limits`.
     pub fn new(
         replica: Replica,
         peers: Vec<(NodeId, SocketAddr)>,
@@ -184,6 +220,7 @@ impl Coordinator {
                 request.value.len()
             )));
         }
+        Self::check_context_bounds(&request.context)?;
         let n = self.n();
         let needed = self.needed(request.level, "W")?;
         let peers = self.live_peers();
@@ -191,11 +228,21 @@ impl Coordinator {
         if alive < needed {
             return Err(OpError::Unavailable { needed, alive, n });
         }
+        self.verify_context(&request.key, &request.context, &peers)
+            .await?;
         let (version, siblings) = self
             .replica
-            .write_local(&request.key, &request.context, request.value)
+            .write_local(
+                &request.key,
+                &request.context,
+                request.value,
+                request.overwrite,
+            )
             .await
-            .map_err(|e| OpError::Storage(e.to_string()))?;
+            .map_err(|e| match e {
+                ReplicaError::Refused(refusal) => OpError::Refused(refusal),
+                ReplicaError::Store(e) => OpError::Storage(e.to_string()),
+            })?;
         if siblings.len() > 1 {
             metrics::counter!("version_vector_conflicts").increment(1);
         }
@@ -203,12 +250,12 @@ impl Coordinator {
             key: request.key,
             siblings,
         });
-        let acked = 1 + self
+        let gathered = self
             .gather(&peers, apply, needed - 1, peers.len(), |r| {
                 matches!(r, Response::Applied)
             })
-            .await
-            .len();
+            .await;
+        let acked = 1 + gathered.accepted.len();
         if acked >= needed {
             Ok(WriteOk {
                 version,
@@ -217,10 +264,110 @@ impl Coordinator {
                 acked,
                 n,
             })
+        } else if let Some(reason) = gathered.refused.first() {
+            Err(OpError::RefusedByReplicas {
+                needed,
+                acked,
+                refused: gathered.refused.len(),
+                n,
+                reason: reason.clone(),
+            })
         } else {
             Err(OpError::Timeout {
                 needed,
                 answered: acked,
+                n,
+                unreachable: gathered.unreachable,
+            })
+        }
+    }
+
+    /// Bounds any context must keep, whoever sent it.
+    fn check_context_bounds(context: &VersionVector) -> Result<(), OpError> {
+        if context.len() > MAX_CONTEXT_ENTRIES {
+            return Err(OpError::Invalid(format!(
+                "context has {} entries; the limit is {MAX_CONTEXT_ENTRIES}",
+                context.len()
+            )));
+        }
+        if let Some((actor, counter)) = context.entries().find(|&(_, c)| c > MAX_COUNTER) {
+            return Err(OpError::Invalid(format!(
+                "context entry {actor}:{counter} is beyond any counter a node mints (at most {MAX_COUNTER}): it was not returned by a read"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A context may only cover dots this key has had: one that claims
+    /// more (forged, from another key, from the future) would make the
+    /// write supersede versions its writer never saw, and raise the
+    /// counters every later dot of that actor is minted above. Checked
+    /// against this replica's copy first; this replica holds every dot it
+    /// minted itself, so a claim on those is decided at once. A claim on
+    /// other actors' dots this replica has not seen yet is checked against
+    /// every live replica: refused (400) when all N answered and none has
+    /// them, `ContextUnverified` (503) when some did not answer.
+    async fn verify_context(
+        &self,
+        key: &str,
+        context: &VersionVector,
+        peers: &[Arc<Peer>],
+    ) -> Result<(), OpError> {
+        if context.is_empty() {
+            return Ok(());
+        }
+        let local = self
+            .replica
+            .fetch(key)
+            .await
+            .map_err(|e| OpError::Storage(e.to_string()))?;
+        let mut known = local.context();
+        let beyond = context.beyond(&known);
+        if beyond.is_empty() {
+            return Ok(());
+        }
+        let never_had = |dots: &[crate::version::Dot]| {
+            metrics::counter!("context_rejections_total").increment(1);
+            OpError::Invalid(format!(
+                "context covers {}, which key {key:?} never had: send the context that a read of this key returned",
+                show_dots(dots)
+            ))
+        };
+        let own = self.replica.actor();
+        let own_claims: Vec<_> = beyond
+            .iter()
+            .copied()
+            .filter(|d| d.actor() == own)
+            .collect();
+        if !own_claims.is_empty() {
+            return Err(never_had(&own_claims));
+        }
+        metrics::counter!("context_remote_checks_total").increment(1);
+        let fetch = Arc::new(Request::Fetch {
+            key: key.to_string(),
+        });
+        let gathered = self
+            .gather(peers, fetch, peers.len(), peers.len(), |r| {
+                matches!(r, Response::Siblings(_))
+            })
+            .await;
+        for (_, response) in &gathered.accepted {
+            if let Response::Siblings(set) = response {
+                known.join_in_place(&set.context());
+            }
+        }
+        let beyond = context.beyond(&known);
+        if beyond.is_empty() {
+            return Ok(());
+        }
+        let answered = 1 + gathered.accepted.len();
+        let n = self.n();
+        if answered == n {
+            Err(never_had(&beyond))
+        } else {
+            Err(OpError::ContextUnverified {
+                dots: show_dots(&beyond),
+                answered,
                 n,
             })
         }
@@ -258,26 +405,36 @@ impl Coordinator {
                 matches!(r, Response::Siblings(_))
             })
             .await;
-        let replied = 1 + remote.len();
+        let replied = 1 + remote.accepted.len();
         if replied < needed {
             return Err(OpError::Timeout {
                 needed,
                 answered: replied,
                 n,
+                unreachable: remote.unreachable,
             });
         }
         let mut merged = local.clone();
         let mut answers = vec![(None, local)];
-        for (peer, response) in remote {
+        let mut conflicted = false;
+        for (peer, response) in remote.accepted {
             if let Response::Siblings(set) = response {
-                merged.sync(&set);
+                if let Err(e) = merged.sync(&set) {
+                    // Two replicas hold one dot with different contents:
+                    // answer with what merges, never spread either copy.
+                    metrics::counter!("replica_refusals_total", "reason" => "version").increment(1);
+                    tracing::error!(key = request.key, peer = peer.id, "replicas disagree: {e}");
+                    conflicted = true;
+                }
                 answers.push((Some(peer), set));
             }
         }
         if merged.len() > 1 {
             metrics::counter!("version_vector_conflicts").increment(1);
         }
-        self.repair(&request.key, &merged, answers).await;
+        if !conflicted {
+            self.repair(&request.key, &merged, answers).await;
+        }
         Ok(ReadOk {
             context: merged.context(),
             siblings: merged.into_versions(),
@@ -319,7 +476,7 @@ impl Coordinator {
             tasks.push(tokio::spawn(async move {
                 match (peer, &*request) {
                     (Some(peer), request) => {
-                        peer.call(request, timeout).await;
+                        let _ = peer.call(request, timeout).await;
                     }
                     (None, Request::Apply { key, siblings }) => {
                         let _ = replica.apply(key, siblings).await;
@@ -349,8 +506,8 @@ impl Coordinator {
         wanted: usize,
         initial: usize,
         accept: fn(&Response) -> bool,
-    ) -> Vec<(Arc<Peer>, Response)> {
-        let mut accepted = Vec::new();
+    ) -> Gathered {
+        let mut gathered = Gathered::default();
         let (tx, mut rx) = mpsc::channel(peers.len().max(1));
         let timeout = self.config.replica_timeout;
         let mut next = 0;
@@ -372,7 +529,7 @@ impl Coordinator {
         };
         launch(initial, &mut next, &mut in_flight);
         if wanted == 0 {
-            return accepted;
+            return gathered;
         }
         let started = Instant::now();
         let deadline = started + timeout;
@@ -384,15 +541,20 @@ impl Coordinator {
             };
             let remaining = wake.saturating_duration_since(Instant::now());
             match tokio::time::timeout(remaining, rx.recv()).await {
-                Ok(Some((peer, Some(response)))) if accept(&response) => {
+                Ok(Some((peer, Ok(response)))) if accept(&response) => {
                     in_flight -= 1;
-                    accepted.push((peer, response));
-                    if accepted.len() >= wanted {
+                    gathered.accepted.push((peer, response));
+                    if gathered.accepted.len() >= wanted {
                         break;
                     }
                 }
-                Ok(Some(_)) => {
+                Ok(Some((_, outcome))) => {
                     in_flight -= 1;
+                    match outcome {
+                        Ok(Response::Refused(refusal)) => gathered.refused.push(refusal),
+                        Err(CallFailure::Unreachable) => gathered.unreachable += 1,
+                        _ => {}
+                    }
                     launch(1, &mut next, &mut in_flight);
                 }
                 Ok(None) => break,
@@ -405,7 +567,7 @@ impl Coordinator {
                 }
             }
         }
-        accepted
+        gathered
     }
 
     /// Peers in the order a read should ask them: rotated per request so
@@ -422,6 +584,7 @@ impl Coordinator {
         let now = Instant::now();
         HealthReport {
             node: self.id(),
+            incarnation: self.replica.actor().incarnation,
             n: self.n(),
             replicas: self
                 .peers
@@ -451,10 +614,28 @@ fn record_outcome<T>(
         Err(OpError::Timeout { .. }) => "timeout",
         Err(OpError::Invalid(_)) => "invalid",
         Err(OpError::Storage(_)) => "storage_error",
+        Err(OpError::Refused(_)) => "refused",
+        Err(OpError::RefusedByReplicas { .. }) => "refused_by_replicas",
+        Err(OpError::ContextUnverified { .. }) => "context_unverified",
     };
     let level = level.to_string();
     metrics::counter!("quorum_requests_total", "op" => op, "level" => level.clone(), "outcome" => outcome)
         .increment(1);
     metrics::histogram!("quorum_request_seconds", "op" => op, "level" => level, "outcome" => outcome)
         .record(started.elapsed().as_secs_f64());
+}
+
+/// `n2:7, n3.4:1` (at most a few).
+fn show_dots(dots: &[crate::version::Dot]) -> String {
+    const SHOWN: usize = 4;
+    let mut text = dots
+        .iter()
+        .take(SHOWN)
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if dots.len() > SHOWN {
+        text += &format!(" and {} more", dots.len() - SHOWN);
+    }
+    text
 }

@@ -19,5 +19,8 @@ pub use coordinator::{Coordinator, CoordinatorConfig, ReadRepair};
 pub use node::Node;
 pub use protocol::{OpError, ReadOk, ReadRequest, Request, Response, WriteOk, WriteRequest};
 pub use quorum::{Consistency, QuorumSpec};
+pub use replica::{KeyLimits, Refusal};
 pub use store::{MemoryStore, Store, StoreError};
-pub use version::{Causality, Dot, NodeId, Siblings, Version, VersionVector};
+pub use version::{
+    Actor, Causality, Dot, Incarnation, NodeId, Siblings, Version, VersionError, VersionVector,
+};

@@ -3,10 +3,10 @@
 //! simulated node run exactly this.
 use crate::coordinator::{Coordinator, CoordinatorConfig};
 use crate::protocol::{Request, Response};
-use crate::replica::Replica;
+use crate::replica::{Replica, ReplicaError};
 use crate::rpc::{self, CancellationToken, Handler};
-use crate::store::Store;
-use crate::version::NodeId;
+use crate::store::{Store, StoreError};
+use crate::version::{Actor, Incarnation, NodeId};
 use async_trait::async_trait;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,15 +17,41 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node minting dots as `actor` (its id and its store's incarnation;
+    /// [`Node::open`] finds the incarnation).
     pub fn new(
-        id: NodeId,
+        actor: Actor,
         store: Arc<dyn Store>,
         peers: Vec<(NodeId, SocketAddr)>,
         config: CoordinatorConfig,
     ) -> Self {
+        let replica = Replica::new(actor, store, config.key_limits);
         Self {
-            coordinator: Coordinator::new(Replica::new(id, store), peers, config),
+            coordinator: Coordinator::new(replica, peers, config),
         }
+    }
+
+    /// Node `id` on `store`, in the incarnation the store records; a store
+    /// that is new or was emptied (a lost disk) starts incarnation `fresh`,
+    /// which the caller draws so that it differs from every earlier one of
+    /// this node (at random in `quorumd`, from the seed in the simulator).
+    pub async fn open(
+        id: NodeId,
+        store: Arc<dyn Store>,
+        peers: Vec<(NodeId, SocketAddr)>,
+        config: CoordinatorConfig,
+        fresh: Incarnation,
+    ) -> Result<Self, StoreError> {
+        let incarnation = store.incarnation(fresh).await?;
+        if incarnation != 0 {
+            tracing::info!(
+                node = id,
+                incarnation,
+                "minting dots as {}",
+                Actor::new(id, incarnation)
+            );
+        }
+        Ok(Self::new(Actor::new(id, incarnation), store, peers, config))
     }
 
     pub fn coordinator(&self) -> &Coordinator {
@@ -54,7 +80,8 @@ impl Handler for Node {
         match request {
             Request::Apply { key, siblings } => match replica.apply(&key, &siblings).await {
                 Ok(_) => Response::Applied,
-                Err(e) => Response::Error(e.to_string()),
+                Err(ReplicaError::Refused(refusal)) => Response::Refused(refusal),
+                Err(ReplicaError::Store(e)) => Response::Error(e.to_string()),
             },
             Request::Fetch { key } => match replica.fetch(&key).await {
                 Ok(siblings) => Response::Siblings(siblings),

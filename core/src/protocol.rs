@@ -1,6 +1,7 @@
 //! Messages of quorumlog's internal protocol: coordinator ↔ replica, and
 //! client (gateway or simulated client) → coordinator.
 use crate::quorum::Consistency;
+use crate::replica::Refusal;
 use crate::version::{NodeId, Siblings, Version, VersionVector};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -28,6 +29,11 @@ pub struct WriteRequest {
     /// What the client has seen (from its last read); empty for a blind write.
     pub context: VersionVector,
     pub level: Consistency,
+    /// Supersede every sibling the coordinator holds, whatever the context
+    /// (last-writer-wins: a concurrent write the coordinator has not seen
+    /// yet survives as a sibling, one it has seen is dropped).
+    #[serde(default)]
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +52,10 @@ pub enum Response {
     Pong {
         node: NodeId,
     },
+    /// The replica would not store what it was sent (a key limit, or a dot
+    /// it holds with other contents); it stored nothing. Not a sign of an
+    /// unhealthy replica.
+    Refused(Refusal),
     /// The request could not be served at all (storage failure, bad message).
     Error(String),
 }
@@ -83,21 +93,59 @@ pub enum OpError {
         alive: usize,
         n: usize,
     },
-    #[error("timeout: needed {needed} replicas, {answered} of {n} answered in time; a write may still be applied")]
+    #[error("timeout: needed {needed} replicas, {answered} of {n} answered in time{}; a write may still be applied", unreachable_note(*.unreachable))]
     Timeout {
         needed: usize,
         answered: usize,
         n: usize,
+        /// Of those that did not answer, how many refused the connection
+        /// (down: nothing reached them).
+        #[serde(default)]
+        unreachable: usize,
     },
     #[error("invalid request: {0}")]
     Invalid(String),
     #[error("storage failed on the coordinator: {0}")]
     Storage(String),
+    /// The coordinator would not store the write (a key limit); nothing
+    /// was stored anywhere.
+    #[error("refused: {0}")]
+    Refused(Refusal),
+    /// Replicas refused the write after the coordinator stored it, so
+    /// fewer than needed hold it: it may be on some replicas.
+    #[error("needed {needed} replicas but only {acked} of {n} stored the write: {refused} refused it ({reason}); the write may be on some replicas")]
+    RefusedByReplicas {
+        needed: usize,
+        acked: usize,
+        refused: usize,
+        n: usize,
+        reason: Refusal,
+    },
+    /// The write's context covers dots no reachable replica of the key
+    /// holds, and not every replica answered, so whether the context is
+    /// genuine cannot be decided now. Nothing was written.
+    #[error("cannot check the write's context: it covers {dots}, which no reachable replica of this key holds ({answered} of {n} replicas answered); nothing was written")]
+    ContextUnverified {
+        dots: String,
+        answered: usize,
+        n: usize,
+    },
+}
+
+fn unreachable_note(unreachable: usize) -> String {
+    if unreachable == 0 {
+        String::new()
+    } else {
+        format!(" ({unreachable} refused the connection)")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthReport {
     pub node: NodeId,
+    /// The incarnation this node mints dots in.
+    #[serde(default)]
+    pub incarnation: crate::version::Incarnation,
     pub n: usize,
     pub replicas: Vec<ReplicaHealth>,
 }

@@ -1,28 +1,109 @@
 //! One replica's storage logic: apply versions sent by coordinators, serve
-//! its siblings for a key, and mint the version for a write it coordinates.
+//! its siblings for a key, and mint the version for a write it coordinates,
+//! keeping every key within its limits.
 use crate::store::{Store, StoreError};
-use crate::version::{NodeId, Siblings, Version, VersionVector};
+use crate::version::{Actor, Siblings, Version, VersionError, VersionVector};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
+use thiserror::Error;
 
 /// Largest accepted key, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
 /// Largest accepted value, in bytes.
 pub const MAX_VALUE_LEN: usize = 1024 * 1024;
 
+/// Bounds on one key's sibling set, checked on the merged set before
+/// anything is stored (by the coordinator for a write, by every replica for
+/// what it is sent), so no key grows past them through writes, replication
+/// or repair, and every key fits an RPC frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyLimits {
+    /// Siblings (concurrent versions) one key may hold.
+    pub max_siblings: usize,
+    /// Bytes one key may hold, counted by [`Siblings::footprint`].
+    pub max_bytes: usize,
+}
+
+impl KeyLimits {
+    pub const DEFAULT_MAX_SIBLINGS: usize = 64;
+    pub const DEFAULT_MAX_BYTES: usize = 4 * 1024 * 1024;
+}
+
+impl Default for KeyLimits {
+    fn default() -> Self {
+        KeyLimits {
+            max_siblings: Self::DEFAULT_MAX_SIBLINGS,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// Why a replica would not store something. Nothing was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum Refusal {
+    #[error("key {key:?} would hold {siblings} siblings (limit {limit}): read it and write with the context the read returned to resolve them, or write with overwrite=true")]
+    TooManySiblings {
+        key: String,
+        siblings: usize,
+        limit: usize,
+    },
+    #[error("key {key:?} would hold {bytes} bytes (limit {limit}): read it and write with the context the read returned to resolve its siblings, or write with overwrite=true")]
+    TooManyBytes {
+        key: String,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error("key {key:?}: {reason}")]
+    Version { key: String, reason: String },
+}
+
+impl Refusal {
+    /// A refusal because of a key limit (the client can resolve it), not
+    /// corruption.
+    pub fn is_key_limit(&self) -> bool {
+        matches!(
+            self,
+            Refusal::TooManySiblings { .. } | Refusal::TooManyBytes { .. }
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReplicaError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("refused: {0}")]
+    Refused(Refusal),
+}
+
 #[derive(Clone)]
 pub struct Replica {
-    id: NodeId,
+    actor: Actor,
     store: Arc<dyn Store>,
+    limits: KeyLimits,
 }
 
 impl Replica {
-    pub fn new(id: NodeId, store: Arc<dyn Store>) -> Self {
-        Self { id, store }
+    pub fn new(actor: Actor, store: Arc<dyn Store>, limits: KeyLimits) -> Self {
+        Self {
+            actor,
+            store,
+            limits,
+        }
     }
 
-    pub fn id(&self) -> NodeId {
-        self.id
+    pub fn id(&self) -> crate::version::NodeId {
+        self.actor.node
+    }
+
+    /// The actor this replica mints dots as (its node in this incarnation).
+    pub fn actor(&self) -> Actor {
+        self.actor
+    }
+
+    pub fn limits(&self) -> KeyLimits {
+        self.limits
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -37,19 +118,98 @@ impl Replica {
         out
     }
 
-    /// Merge versions sent by a coordinator (or by read repair).
-    pub async fn apply(&self, key: &str, incoming: &Siblings) -> Result<Siblings, StoreError> {
+    /// Whether `after` (the merge of `before` with something new) may be
+    /// stored. A change that does not grow the dimension over its limit is
+    /// always allowed, so a key over a limit (limits lowered) can still be
+    /// resolved.
+    fn check_limits(&self, key: &str, before: &Siblings, after: &Siblings) -> Result<(), Refusal> {
+        if after.len() > self.limits.max_siblings && after.len() > before.len() {
+            return Err(Refusal::TooManySiblings {
+                key: key.to_string(),
+                siblings: after.len(),
+                limit: self.limits.max_siblings,
+            });
+        }
+        let bytes = after.footprint();
+        if bytes > self.limits.max_bytes && bytes > before.footprint() {
+            return Err(Refusal::TooManyBytes {
+                key: key.to_string(),
+                bytes,
+                limit: self.limits.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Metrics of a key as stored: size of its sibling set and of its
+    /// context, and whether it is within a quarter of a limit.
+    fn observe(&self, stored: &Siblings) {
+        metrics::histogram!("key_siblings").record(stored.len() as f64);
+        metrics::histogram!("version_vector_entries").record(stored.context().len() as f64);
+        let near = |used: usize, limit: usize| used.saturating_mul(4) >= limit.saturating_mul(3);
+        if near(stored.len(), self.limits.max_siblings)
+            || near(stored.footprint(), self.limits.max_bytes)
+        {
+            metrics::counter!("key_near_limit_total").increment(1);
+        }
+    }
+
+    fn refused(&self, refusal: Refusal) -> ReplicaError {
+        match &refusal {
+            Refusal::Version { key, reason } => {
+                metrics::counter!("replica_refusals_total", "reason" => "version").increment(1);
+                tracing::error!(key, "refused a version: {reason}");
+            }
+            _ => {
+                metrics::counter!("replica_refusals_total", "reason" => "key_limit").increment(1);
+                tracing::debug!("{refusal}");
+            }
+        }
+        ReplicaError::Refused(refusal)
+    }
+
+    /// Merge versions sent by a coordinator (or by read repair): all of
+    /// them or, on a dot conflict or a key limit, none.
+    pub async fn apply(&self, key: &str, incoming: &Siblings) -> Result<Siblings, ReplicaError> {
         let started = Instant::now();
+        let mut refusal = None;
         let out = self
             .store
-            .update(key, &mut |local| local.sync(incoming))
-            .await;
+            .update(key, &mut |local| {
+                // The store may run this more than once (optimistic retry).
+                refusal = None;
+                let mut merged = local.clone();
+                match merged.sync(incoming) {
+                    Ok(false) => false,
+                    Ok(true) => match self.check_limits(key, local, &merged) {
+                        Ok(()) => {
+                            *local = merged;
+                            true
+                        }
+                        Err(r) => {
+                            refusal = Some(r);
+                            false
+                        }
+                    },
+                    Err(e) => {
+                        refusal = Some(version_refusal(key, e));
+                        false
+                    }
+                }
+            })
+            .await?;
         metrics::histogram!("store_seconds", "op" => "apply")
             .record(started.elapsed().as_secs_f64());
-        out
+        if let Some(refusal) = refusal {
+            return Err(self.refused(refusal));
+        }
+        self.observe(&out);
+        Ok(out)
     }
 
     /// Mint a new version for a write this node coordinates and store it.
+    /// `overwrite`: the write supersedes every sibling this replica holds
+    /// (its context is joined with theirs), last-writer-wins style.
     /// Returns the version and the sibling set after it, which is what the
     /// coordinator ships to the other replicas: shipping the whole set (not
     /// just the new version) means a replica that learns dot `(me, k)` also
@@ -60,22 +220,63 @@ impl Replica {
         key: &str,
         context: &VersionVector,
         value: String,
-    ) -> Result<(Version, Siblings), StoreError> {
+        overwrite: bool,
+    ) -> Result<(Version, Siblings), ReplicaError> {
         let started = Instant::now();
         let mut minted = None;
-        let id = self.id;
+        let mut refusal = None;
+        let actor = self.actor;
         let after = self
             .store
             .update(key, &mut |local| {
-                let version = local.mint(id, context, value.clone());
-                minted = Some(version.clone());
-                local.sync_one(version)
+                // The store may run this more than once (optimistic retry).
+                refusal = None;
+                minted = None;
+                let context = if overwrite {
+                    context.join(&local.context())
+                } else {
+                    context.clone()
+                };
+                let version = match local.mint(actor, &context, value.clone()) {
+                    Ok(version) => version,
+                    Err(e) => {
+                        refusal = Some(version_refusal(key, e));
+                        return false;
+                    }
+                };
+                let mut merged = local.clone();
+                match merged.sync_one(version.clone()) {
+                    Ok(_) => {}
+                    Err(e) => {
+                        refusal = Some(version_refusal(key, e));
+                        return false;
+                    }
+                }
+                if let Err(r) = self.check_limits(key, local, &merged) {
+                    refusal = Some(r);
+                    return false;
+                }
+                *local = merged;
+                minted = Some(version);
+                true
             })
             .await?;
         metrics::histogram!("store_seconds", "op" => "write")
             .record(started.elapsed().as_secs_f64());
-        let version =
-            minted.ok_or_else(|| StoreError::Backend("store did not run the update".into()))?;
+        if let Some(refusal) = refusal {
+            return Err(self.refused(refusal));
+        }
+        let version = minted.ok_or_else(|| {
+            ReplicaError::Store(StoreError::Backend("store did not run the update".into()))
+        })?;
+        self.observe(&after);
         Ok((version, after))
+    }
+}
+
+fn version_refusal(key: &str, e: VersionError) -> Refusal {
+    Refusal::Version {
+        key: key.to_string(),
+        reason: e.to_string(),
     }
 }

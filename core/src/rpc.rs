@@ -5,7 +5,8 @@
 //! A connection carries many requests at once, matched to responses by id,
 //! so a coordinator keeps one connection per peer and reuses it. A broken
 //! connection fails its pending calls and is replaced on the next call,
-//! which is how a restarted peer is reached again.
+//! which is how a restarted peer is reached again. A message larger than
+//! [`MAX_FRAME_BYTES`] fails only its own request, never the connection.
 use crate::protocol::{Request, Response};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,20 +14,32 @@ use futures::{SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 pub use tokio_util::sync::CancellationToken;
 
-/// Largest frame either side accepts. A value is at most 1 MiB; a sibling
-/// set of a hot key can hold several, so leave room.
-pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// Largest frame (one encoded request or response, without its 4-byte
+/// length prefix) either side sends or accepts; the codec on both sides is
+/// built from this constant and nothing else.
+///
+/// It bounds what one key can need: per-key data is limited to 4 MiB by
+/// default (the bound on a key's merged sibling set), and a read merges the
+/// sets of at most N ≤ 7 replicas, so the largest answer a read can build,
+/// 7 × 4 MiB = 28 MiB plus encoding overhead, fits. Should a message exceed
+/// it anyway, only that one request fails ([`RpcError::TooLarge`] for a
+/// request, a [`Response::Error`] naming the limit for a response); the
+/// connection stays up for the others.
+pub const MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
 /// Requests queued on one connection before callers wait.
 const OUTBOUND_QUEUE: usize = 1024;
+/// How much of a key an error message about its request quotes.
+const KEY_IN_MESSAGES: usize = 64;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope<T> {
@@ -44,6 +57,9 @@ pub enum RpcError {
     ConnectionLost { addr: SocketAddr },
     #[error("malformed frame: {0}")]
     Codec(String),
+    /// The request encodes to more than the frame limit; nothing was sent.
+    #[error("request is {bytes} bytes; the RPC frame limit is {limit}; nothing was sent")]
+    TooLarge { bytes: usize, limit: usize },
 }
 
 fn codec() -> LengthDelimitedCodec {
@@ -69,6 +85,49 @@ fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<Envelope<T>, RpcError> {
         .map_err(|e| RpcError::Codec(e.to_string()))
 }
 
+/// A short description of a request for error messages and logs: its kind
+/// and the start of its key, never its data.
+fn describe(request: &Request) -> String {
+    let (kind, key) = match request {
+        Request::Apply { key, .. } => ("Apply", key),
+        Request::Fetch { key } => ("Fetch", key),
+        Request::Write(write) => ("Write", &write.key),
+        Request::Read(read) => ("Read", &read.key),
+        Request::Health => return "Health".into(),
+        Request::Ping => return "Ping".into(),
+    };
+    let mut quoted: String = key.chars().take(KEY_IN_MESSAGES).collect();
+    if quoted.len() < key.len() {
+        quoted.push('…');
+    }
+    format!("{kind} {quoted:?}")
+}
+
+/// The frame that answers request `id`: the response itself, or, when it
+/// cannot be sent (larger than the frame limit, or not encodable), a small
+/// `Response::Error` saying why, so the caller hears about it at once and
+/// the connection stays usable.
+fn response_frame(id: u64, request: &str, response: &Response) -> Option<Bytes> {
+    let message = match encode(id, response) {
+        Ok(frame) if frame.len() <= MAX_FRAME_BYTES => return Some(frame),
+        Ok(frame) => {
+            let message = format!(
+                "response to request {id} ({request}) is {} bytes; the RPC frame limit is {MAX_FRAME_BYTES}",
+                frame.len()
+            );
+            tracing::warn!("{message}");
+            message
+        }
+        Err(e) => {
+            let message = format!("response to request {id} ({request}) could not be encoded: {e}");
+            tracing::warn!("{message}");
+            message
+        }
+    };
+    // A short string always encodes, far below the limit.
+    encode(id, &Response::Error(message)).ok()
+}
+
 /// What a server does with each request.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
@@ -89,6 +148,7 @@ pub async fn serve(
             accepted = listener.accept() => accepted?,
             _ = shutdown.cancelled() => return Ok(()),
         };
+        stream.set_nodelay(true).ok();
         let handler = handler.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -104,48 +164,121 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection(stream: TcpStream, handler: Arc<dyn Handler>) -> Result<(), RpcError> {
-    stream.set_nodelay(true).ok();
+/// A task that is aborted when this handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serve one connection until the peer closes it or it fails. When the
+/// writer fails, the reader stops too and the stream is dropped (the socket
+/// closes), so the peer's pending calls fail at once instead of a half-dead
+/// connection swallowing them. When this future is dropped (shutdown), the
+/// writer goes with it.
+async fn serve_connection<S>(stream: S, handler: Arc<dyn Handler>) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let (mut sink, mut frames) = Framed::new(stream, codec()).split();
     let (replies_tx, mut replies_rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
-    let writer = tokio::spawn(async move {
+    let mut writer = AbortOnDrop(tokio::spawn(async move {
         while let Some(frame) = replies_rx.recv().await {
-            if sink.send(frame).await.is_err() {
-                break;
-            }
+            sink.send(frame).await?;
         }
-    });
-    while let Some(frame) = frames.next().await {
-        let frame = frame.map_err(|e| RpcError::Codec(e.to_string()))?;
-        let envelope: Envelope<Request> = match decode(&frame) {
-            Ok(envelope) => envelope,
-            Err(e) => {
-                // A frame we cannot parse poisons the stream: we cannot even
-                // say which request it was. Close the connection.
-                writer.abort();
-                return Err(e);
+        Ok::<(), std::io::Error>(())
+    }));
+    let written = |outcome: Result<std::io::Result<()>, tokio::task::JoinError>| match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("writing a response failed: {e}")),
+        Err(e) => Err(format!("the writer failed: {e}")),
+    };
+    loop {
+        let frame = tokio::select! {
+            // Fixed order, so no random choice reaches the simulation.
+            biased;
+            // We hold `replies_tx`, so the channel is open and the writer
+            // can only have stopped on an error.
+            outcome = &mut writer.0 => {
+                written(outcome)?;
+                return Err("the writer stopped".into());
             }
+            frame = frames.next() => frame,
         };
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| format!("reading a request failed: {e}"))?;
+        // A frame we cannot parse poisons the stream: we cannot even say
+        // which request it was. Close the connection.
+        let envelope: Envelope<Request> =
+            decode(&frame).map_err(|e| format!("unreadable request: {e}"))?;
         let handler = handler.clone();
         let replies = replies_tx.clone();
         tokio::spawn(async move {
+            let request = describe(&envelope.body);
             let response = handler.handle(envelope.body).await;
-            if let Ok(frame) = encode(envelope.id, &response) {
+            if let Some(frame) = response_frame(envelope.id, &request, &response) {
                 let _ = replies.send(frame).await;
             }
         });
     }
+    // The peer is done sending: answer what is still being handled.
     drop(replies_tx);
-    let _ = writer.await;
-    Ok(())
+    written((&mut writer.0).await)
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+/// Callers waiting on one connection, and whether it has ended.
+#[derive(Default)]
+struct Pending {
+    waiters: HashMap<u64, oneshot::Sender<Response>>,
+    /// Set once, when the connection ends; no caller registers after that.
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Mark the connection ended and wake every waiting caller (dropping
+    /// its sender makes it see `ConnectionLost`).
+    fn close(&self) {
+        let waiters = {
+            let mut pending = self.lock();
+            pending.closed = true;
+            std::mem::take(&mut pending.waiters)
+        };
+        drop(waiters);
+    }
+}
+
+/// Removes a caller's entry when its call ends, however it ends (answer,
+/// timeout, or the caller dropping the call), so entries never pile up.
+struct Registration<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.shared.lock().waiters.remove(&self.id);
+    }
+}
 
 struct Connection {
+    addr: SocketAddr,
     outbound: mpsc::Sender<Bytes>,
-    pending: Pending,
-    broken: Arc<AtomicBool>,
+    shared: Arc<Shared>,
 }
 
 impl Connection {
@@ -166,48 +299,102 @@ impl Connection {
             }
         };
         stream.set_nodelay(true).ok();
+        Ok(Self::start(addr, stream))
+    }
+
+    /// Run the connection over `stream`: a writer task sending the queued
+    /// requests and a reader task handing each response to its caller.
+    /// When either stops (the peer closed, a frame was malformed, a write
+    /// failed, or this `Connection` was dropped), the other stops with it,
+    /// the stream is dropped (the socket closes), and every waiting caller
+    /// gets `ConnectionLost` at once.
+    fn start<S>(addr: SocketAddr, stream: S) -> Self
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
         let (mut sink, mut frames) = Framed::new(stream, codec()).split();
-        let pending: Pending = Arc::default();
-        let broken = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared::default());
+        let ended = CancellationToken::new();
         let (outbound, mut outbound_rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
 
-        let writer_broken = broken.clone();
+        let writer_shared = shared.clone();
+        let writer_ended = ended.clone();
         tokio::spawn(async move {
-            while let Some(frame) = outbound_rx.recv().await {
-                if sink.send(frame).await.is_err() {
-                    break;
+            let writing = async {
+                while let Some(frame) = outbound_rx.recv().await {
+                    if let Err(e) = sink.send(frame).await {
+                        return format!("writing a request failed: {e}");
+                    }
                 }
-            }
-            writer_broken.store(true, Ordering::SeqCst);
+                "the connection is no longer used".to_string()
+            };
+            let reason = tokio::select! {
+                biased;
+                _ = writer_ended.cancelled() => return,
+                reason = writing => reason,
+            };
+            tracing::debug!(%addr, "connection ended: {reason}");
+            writer_shared.close();
+            writer_ended.cancel();
         });
 
-        let reader_pending = pending.clone();
-        let reader_broken = broken.clone();
+        let reader_shared = shared.clone();
         tokio::spawn(async move {
-            while let Some(Ok(frame)) = frames.next().await {
-                let Ok(envelope) = decode::<Response>(&frame) else {
-                    break;
-                };
-                let waiter = reader_pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&envelope.id);
-                if let Some(waiter) = waiter {
-                    let _ = waiter.send(envelope.body);
+            let reading = async {
+                loop {
+                    let frame = match frames.next().await {
+                        None => return "the peer closed the connection".to_string(),
+                        Some(Err(e)) => return format!("reading a response failed: {e}"),
+                        Some(Ok(frame)) => frame,
+                    };
+                    let envelope = match decode::<Response>(&frame) {
+                        Ok(envelope) => envelope,
+                        Err(e) => return format!("unreadable response: {e}"),
+                    };
+                    let waiter = reader_shared.lock().waiters.remove(&envelope.id);
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(envelope.body);
+                    }
                 }
-            }
-            reader_broken.store(true, Ordering::SeqCst);
-            // Dropping the senders wakes every caller with ConnectionLost.
-            reader_pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clear();
+            };
+            let reason = tokio::select! {
+                biased;
+                _ = ended.cancelled() => return,
+                reason = reading => reason,
+            };
+            tracing::debug!(%addr, "connection ended: {reason}");
+            reader_shared.close();
+            ended.cancel();
         });
-        Ok(Connection {
+        Connection {
+            addr,
             outbound,
-            pending,
-            broken,
-        })
+            shared,
+        }
+    }
+
+    fn is_broken(&self) -> bool {
+        self.shared.is_closed()
+    }
+
+    /// Send one encoded request and wait for its response (no deadline:
+    /// the caller bounds it).
+    async fn request(&self, id: u64, frame: Bytes) -> Result<Response, RpcError> {
+        let lost = RpcError::ConnectionLost { addr: self.addr };
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self.shared.lock();
+            if pending.closed {
+                return Err(lost);
+            }
+            pending.waiters.insert(id, tx);
+        }
+        let _registration = Registration {
+            shared: &self.shared,
+            id,
+        };
+        self.outbound.send(frame).await.map_err(|_| lost.clone())?;
+        rx.await.map_err(|_| lost)
     }
 }
 
@@ -235,7 +422,7 @@ impl RpcClient {
     async fn connection(&self, timeout: Duration) -> Result<Arc<Connection>, RpcError> {
         let mut slot = self.connection.lock().await;
         if let Some(conn) = slot.as_ref() {
-            if !conn.broken.load(Ordering::SeqCst) {
+            if !conn.is_broken() {
                 return Ok(conn.clone());
             }
         }
@@ -246,38 +433,248 @@ impl RpcClient {
     }
 
     /// Send one request and wait for its response, all within `timeout`.
+    ///
+    /// A request that encodes to more than [`MAX_FRAME_BYTES`] fails with
+    /// [`RpcError::TooLarge`] before anything is sent (or any connection
+    /// opened).
     pub async fn call(&self, request: &Request, timeout: Duration) -> Result<Response, RpcError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let conn = self.connection(timeout).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode(id, request)?;
-        let (tx, rx) = oneshot::channel();
-        conn.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
+        if frame.len() > MAX_FRAME_BYTES {
+            return Err(RpcError::TooLarge {
+                bytes: frame.len(),
+                limit: MAX_FRAME_BYTES,
+            });
+        }
+        let conn = self.connection(timeout).await?;
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let result = tokio::time::timeout(remaining, async {
-            conn.outbound
-                .send(frame)
-                .await
-                .map_err(|_| RpcError::ConnectionLost { addr: self.addr })?;
-            rx.await
-                .map_err(|_| RpcError::ConnectionLost { addr: self.addr })
-        })
-        .await;
-        match result {
+        match tokio::time::timeout(remaining, conn.request(id, frame)).await {
             Ok(outcome) => outcome,
-            Err(_) => {
-                conn.pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
-                Err(RpcError::Timeout {
-                    addr: self.addr,
-                    timeout,
-                })
+            Err(_) => Err(RpcError::Timeout {
+                addr: self.addr,
+                timeout,
+            }),
+        }
+    }
+}
+
+/// Failures a loopback socket cannot produce on demand (a writer that fails
+/// while the reader still works), injected under a real stream.
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+    use std::io;
+    use std::pin::Pin;
+    use std::sync::atomic::AtomicBool;
+    use std::task::{Context, Poll};
+    use tokio::io::{AsyncReadExt, ReadBuf};
+    use tokio_util::codec::Encoder;
+
+    /// A stream whose writes fail once `fail` is set; reads are untouched.
+    struct FaultyWrites<S> {
+        inner: S,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl<S> FaultyWrites<S> {
+        fn failed(&self) -> io::Result<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                Err(io::Error::other("injected write failure"))
+            } else {
+                Ok(())
             }
         }
+    }
+
+    impl<S: AsyncRead + Unpin> AsyncRead for FaultyWrites<S> {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<S: AsyncWrite + Unpin> AsyncWrite for FaultyWrites<S> {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            this.failed()?;
+            Pin::new(&mut this.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            this.failed()?;
+            Pin::new(&mut this.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        }
+    }
+
+    /// Answers `Fetch "slow"` never, everything else at once.
+    struct SlowAndPing;
+
+    #[async_trait]
+    impl Handler for SlowAndPing {
+        async fn handle(&self, request: Request) -> Response {
+            match request {
+                Request::Fetch { key } if key == "slow" => {
+                    std::future::pending::<()>().await;
+                    unreachable!()
+                }
+                _ => Response::Pong { node: 1 },
+            }
+        }
+    }
+
+    const PATIENT: Duration = Duration::from_secs(10);
+    const PROMPTLY: Duration = Duration::from_secs(3);
+
+    #[test]
+    fn a_response_up_to_the_frame_limit_passes_and_one_byte_more_is_replaced() {
+        let overhead = encode(7, &Response::Error(String::new())).unwrap().len();
+        let fits = Response::Error("x".repeat(MAX_FRAME_BYTES - overhead));
+        let frame = response_frame(7, "Fetch \"k\"", &fits).unwrap();
+        assert_eq!(frame.len(), MAX_FRAME_BYTES);
+        // the codec on the wire agrees: a frame of exactly the limit is sent
+        let mut wire = bytes::BytesMut::new();
+        codec().encode(frame, &mut wire).unwrap();
+
+        let too_big = Response::Error("x".repeat(MAX_FRAME_BYTES - overhead + 1));
+        let raw = encode(7, &too_big).unwrap();
+        assert!(
+            codec().encode(raw, &mut bytes::BytesMut::new()).is_err(),
+            "the codec must refuse what the check lets through, or the check is wrong"
+        );
+        let frame = response_frame(7, "Fetch \"k\"", &too_big).unwrap();
+        let envelope: Envelope<Response> = decode(&frame).unwrap();
+        assert_eq!(envelope.id, 7);
+        assert_eq!(
+            envelope.body,
+            Response::Error(format!(
+                "response to request 7 (Fetch \"k\") is {} bytes; the RPC frame limit is {MAX_FRAME_BYTES}",
+                MAX_FRAME_BYTES + 1
+            ))
+        );
+    }
+
+    #[test]
+    fn requests_are_described_by_kind_and_the_start_of_the_key() {
+        assert_eq!(describe(&Request::Ping), "Ping");
+        assert_eq!(describe(&Request::Fetch { key: "k".into() }), "Fetch \"k\"");
+        let long = describe(&Request::Fetch {
+            key: "y".repeat(10_000),
+        });
+        assert!(long.len() < 2 * KEY_IN_MESSAGES, "{long}");
+    }
+
+    #[tokio::test]
+    async fn a_server_whose_writer_fails_closes_the_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fail = Arc::new(AtomicBool::new(false));
+        let server_fail = fail.clone();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let stream = FaultyWrites {
+                inner: stream,
+                fail: server_fail,
+            };
+            serve_connection(stream, Arc::new(SlowAndPing)).await
+        });
+        let rpc = Arc::new(RpcClient::new(addr));
+        assert_eq!(
+            rpc.call(&Request::Ping, PATIENT).await,
+            Ok(Response::Pong { node: 1 })
+        );
+        // a call left waiting on the server when its writer fails
+        let slow_rpc = rpc.clone();
+        let slow = tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let outcome = slow_rpc
+                .call(&Request::Fetch { key: "slow".into() }, PATIENT)
+                .await;
+            (outcome, started.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        fail.store(true, Ordering::SeqCst);
+        let started = tokio::time::Instant::now();
+        let ping = rpc.call(&Request::Ping, PATIENT).await;
+        assert_eq!(ping, Err(RpcError::ConnectionLost { addr }));
+        assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
+        let (slow, waited) = slow.await.unwrap();
+        assert_eq!(slow, Err(RpcError::ConnectionLost { addr }));
+        assert!(waited < PROMPTLY, "{waited:?}");
+        let ended = tokio::time::timeout(PROMPTLY, server).await;
+        let error = ended
+            .expect("the connection lingered")
+            .unwrap()
+            .unwrap_err();
+        assert!(error.contains("injected write failure"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_client_whose_writer_fails_wakes_every_caller_and_closes_the_socket() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // a peer that reads everything and never answers
+        let peer = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut sink = Vec::new();
+            stream.read_to_end(&mut sink).await.map(|_| sink.len())
+        });
+        let fail = Arc::new(AtomicBool::new(false));
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let conn = Arc::new(Connection::start(
+            addr,
+            FaultyWrites {
+                inner: stream,
+                fail: fail.clone(),
+            },
+        ));
+        let mut waiting = Vec::new();
+        for id in 1..=3 {
+            let conn = conn.clone();
+            let frame = encode(id, &Request::Ping).unwrap();
+            waiting.push(tokio::spawn(async move {
+                tokio::time::timeout(PATIENT, conn.request(id, frame)).await
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!conn.is_broken());
+        fail.store(true, Ordering::SeqCst);
+        let started = tokio::time::Instant::now();
+        let last =
+            tokio::time::timeout(PATIENT, conn.request(4, encode(4, &Request::Ping).unwrap()))
+                .await;
+        assert_eq!(last, Ok(Err(RpcError::ConnectionLost { addr })));
+        for caller in waiting {
+            assert_eq!(
+                caller.await.unwrap(),
+                Ok(Err(RpcError::ConnectionLost { addr }))
+            );
+        }
+        assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
+        assert!(conn.is_broken());
+        assert!(conn.shared.lock().waiters.is_empty());
+        // the socket is closed, not left half open: the peer sees its end
+        let read = tokio::time::timeout(PROMPTLY, peer).await;
+        assert!(
+            read.expect("the socket stayed open").unwrap().is_ok(),
+            "the peer's read failed instead of ending"
+        );
+        // a closed connection refuses new callers at once
+        assert_eq!(
+            conn.request(5, encode(5, &Request::Ping).unwrap()).await,
+            Err(RpcError::ConnectionLost { addr })
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Local storage of sibling sets, one per key, behind a small trait so the
 //! same replica logic runs on memory (simulation, tests), SQLite and
 //! PostgreSQL (deployment; implemented in `quorumd`).
-use crate::version::Siblings;
+use crate::version::{Incarnation, Siblings};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -34,13 +34,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every key with data, in order.
     async fn keys(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The incarnation of the node this store belongs to, recorded durably
+    /// the first time it is asked. A store with no record takes `fresh`
+    /// when it holds no data (a new or replaced disk: a new life of the
+    /// node, whose dots must not collide with the old life's), or 0 when it
+    /// already holds data (written before incarnations were recorded, all
+    /// under incarnation 0).
+    async fn incarnation(&self, fresh: Incarnation) -> Result<Incarnation, StoreError>;
 }
 
 /// In-memory store. In the simulator the harness owns one per node, so a
-/// killed node restarts with everything it acknowledged.
+/// killed node restarts with everything it acknowledged (and a lost disk
+/// is a fresh `MemoryStore`).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     data: Mutex<BTreeMap<String, Siblings>>,
+    incarnation: Mutex<Option<Incarnation>>,
 }
 
 impl MemoryStore {
@@ -54,6 +64,17 @@ impl MemoryStore {
         self.data
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Everything held, key by key (for the simulator's end-of-run checks).
+    pub fn snapshot(&self) -> BTreeMap<String, Siblings> {
+        self.lock().clone()
+    }
+
+    /// Look at everything held without copying it (for the simulator's
+    /// checks during a run).
+    pub fn inspect<R>(&self, look: impl FnOnce(&BTreeMap<String, Siblings>) -> R) -> R {
+        look(&self.lock())
     }
 }
 
@@ -74,5 +95,14 @@ impl Store for MemoryStore {
 
     async fn keys(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.lock().keys().cloned().collect())
+    }
+
+    async fn incarnation(&self, fresh: Incarnation) -> Result<Incarnation, StoreError> {
+        let has_data = !self.lock().is_empty();
+        let mut recorded = self
+            .incarnation
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(*recorded.get_or_insert(if has_data { 0 } else { fresh }))
     }
 }

@@ -10,62 +10,166 @@ use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
+use thiserror::Error;
 
 /// Identifier of a replica. In a deployment `--id 3` is node 3.
 pub type NodeId = u32;
 
-/// One event: the `counter`-th write that `node` coordinated for a key.
+/// Which life of a node's store minted a dot. A node whose store starts
+/// empty (first start, lost disk, new machine) takes a fresh incarnation,
+/// so it can never mint a dot its earlier life already used: the other
+/// replicas may still hold those dots with other values.
+pub type Incarnation = u32;
+
+/// Largest counter a dot may carry. Far above anything a key reaches (one
+/// per write it coordinated), far below `u64::MAX`, so that no context a
+/// client sends can bring a counter near overflow.
+pub const MAX_COUNTER: u64 = 1 << 53;
+
+/// Who minted a dot: a node in one incarnation of its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Actor {
+    pub node: NodeId,
+    pub incarnation: Incarnation,
+}
+
+impl Actor {
+    pub fn new(node: NodeId, incarnation: Incarnation) -> Self {
+        Actor { node, incarnation }
+    }
+}
+
+/// A bare node id is incarnation 0: what every dot was before
+/// incarnations existed, and a short form for tests.
+impl From<NodeId> for Actor {
+    fn from(node: NodeId) -> Self {
+        Actor {
+            node,
+            incarnation: 0,
+        }
+    }
+}
+
+/// `n3`, or `n3.7` for incarnation 7.
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.incarnation == 0 {
+            write!(f, "n{}", self.node)
+        } else {
+            write!(f, "n{}.{}", self.node, self.incarnation)
+        }
+    }
+}
+
+impl Actor {
+    /// The form used as a JSON object key: `3`, or `3.7`.
+    fn key_text(&self) -> String {
+        if self.incarnation == 0 {
+            self.node.to_string()
+        } else {
+            format!("{}.{}", self.node, self.incarnation)
+        }
+    }
+
+    fn parse_key_text(text: &str) -> Option<Actor> {
+        match text.split_once('.') {
+            None => text.parse::<NodeId>().ok().map(Actor::from),
+            Some((node, incarnation)) => Some(Actor {
+                node: node.parse().ok()?,
+                incarnation: incarnation.parse().ok()?,
+            }),
+        }
+    }
+}
+
+/// One event: the `counter`-th write that an actor coordinated for a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Dot {
     pub node: NodeId,
+    pub incarnation: Incarnation,
     pub counter: u64,
+}
+
+impl Dot {
+    pub fn new(actor: impl Into<Actor>, counter: u64) -> Self {
+        let actor = actor.into();
+        Dot {
+            node: actor.node,
+            incarnation: actor.incarnation,
+            counter,
+        }
+    }
+
+    pub fn actor(&self) -> Actor {
+        Actor {
+            node: self.node,
+            incarnation: self.incarnation,
+        }
+    }
 }
 
 impl fmt::Display for Dot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "n{}:{}", self.node, self.counter)
+        write!(f, "{}:{}", self.actor(), self.counter)
     }
 }
 
-/// A version vector: for each node, how many of its events are included.
-/// Kept as a `BTreeMap` so iteration (and therefore encoding) is ordered.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
-pub struct VersionVector(BTreeMap<NodeId, u64>);
+/// What can go wrong in the version algebra.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum VersionError {
+    /// The same dot arrived with other contents than the one held: two
+    /// different writes under one dot. Storing either would silently drop
+    /// the other, so the merge refuses.
+    #[error("dot {dot} is already held with another value or context: two different writes under one dot")]
+    DotConflict { dot: Dot },
+    #[error("counter of {actor} would pass {MAX_COUNTER}")]
+    CounterOverflow { actor: Actor },
+}
 
-/// Deserialised by hand so that node ids are accepted as numbers (bincode)
-/// or as strings (JSON object keys, including inside internally tagged
-/// enums, where serde hands map keys over as strings).
+/// A version vector: for each actor, how many of its events are included.
+/// Kept as a `BTreeMap` so iteration (and therefore encoding) is ordered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct VersionVector(BTreeMap<Actor, u64>);
+
+/// Compact formats (bincode) carry the map of actors as it is;
+/// human-readable ones (JSON) key it by `"3"` or `"3.7"` strings.
+impl Serialize for VersionVector {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        if !serializer.is_human_readable() {
+            return self.0.serialize(serializer);
+        }
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (actor, counter) in &self.0 {
+            map.serialize_entry(&actor.key_text(), counter)?;
+        }
+        map.end()
+    }
+}
+
 impl<'de> Deserialize<'de> for VersionVector {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Key {
-            Number(NodeId),
-            Text(String),
-        }
         if !deserializer.is_human_readable() {
-            // Compact formats (bincode) carry node ids as plain integers.
-            return BTreeMap::<NodeId, u64>::deserialize(deserializer).map(VersionVector);
+            return BTreeMap::<Actor, u64>::deserialize(deserializer).map(VersionVector);
         }
         struct Entries;
         impl<'de> serde::de::Visitor<'de> for Entries {
             type Value = VersionVector;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                write!(f, "a map from node id to counter")
+                write!(f, "a map from actor (\"3\" or \"3.7\") to counter")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
             ) -> Result<VersionVector, A::Error> {
                 let mut vv = VersionVector::new();
-                while let Some((key, counter)) = map.next_entry::<Key, u64>()? {
-                    let node = match key {
-                        Key::Number(n) => n,
-                        Key::Text(t) => t.parse().map_err(|_| {
-                            serde::de::Error::custom(format!("node id {t:?} is not a number"))
-                        })?,
-                    };
-                    vv.bump(node, counter);
+                while let Some((key, counter)) = map.next_entry::<String, u64>()? {
+                    let actor = Actor::parse_key_text(&key).ok_or_else(|| {
+                        serde::de::Error::custom(format!(
+                            "actor {key:?} is neither NODE nor NODE.INCARNATION"
+                        ))
+                    })?;
+                    vv.bump(actor, counter);
                 }
                 Ok(vv)
             }
@@ -88,34 +192,39 @@ impl VersionVector {
         Self::default()
     }
 
-    pub fn from_entries(entries: impl IntoIterator<Item = (NodeId, u64)>) -> Self {
+    pub fn from_entries<A: Into<Actor>>(entries: impl IntoIterator<Item = (A, u64)>) -> Self {
         let mut vv = Self::new();
-        for (node, counter) in entries {
-            vv.bump(node, counter);
+        for (actor, counter) in entries {
+            vv.bump(actor, counter);
         }
         vv
     }
 
-    /// The counter of `node` (0 when absent).
-    pub fn get(&self, node: NodeId) -> u64 {
-        self.0.get(&node).copied().unwrap_or(0)
+    /// The counter of `actor` (0 when absent).
+    pub fn get(&self, actor: impl Into<Actor>) -> u64 {
+        self.0.get(&actor.into()).copied().unwrap_or(0)
     }
 
-    /// Raise `node`'s entry to at least `counter`.
-    pub fn bump(&mut self, node: NodeId, counter: u64) {
+    /// Raise `actor`'s entry to at least `counter`.
+    pub fn bump(&mut self, actor: impl Into<Actor>, counter: u64) {
         if counter == 0 {
             return;
         }
-        let entry = self.0.entry(node).or_insert(0);
+        let entry = self.0.entry(actor.into()).or_insert(0);
         *entry = (*entry).max(counter);
     }
 
     pub fn covers(&self, dot: Dot) -> bool {
-        self.get(dot.node) >= dot.counter
+        self.get(dot.actor()) >= dot.counter
     }
 
-    pub fn entries(&self) -> impl Iterator<Item = (NodeId, u64)> + '_ {
-        self.0.iter().map(|(n, c)| (*n, *c))
+    pub fn entries(&self) -> impl Iterator<Item = (Actor, u64)> + '_ {
+        self.0.iter().map(|(a, c)| (*a, *c))
+    }
+
+    /// The largest counter of any entry (0 for an empty vector).
+    pub fn max_entry(&self) -> u64 {
+        self.0.values().copied().max().unwrap_or(0)
     }
 
     pub fn len(&self) -> usize {
@@ -134,14 +243,23 @@ impl VersionVector {
     }
 
     pub fn join_in_place(&mut self, other: &VersionVector) {
-        for (node, counter) in other.entries() {
-            self.bump(node, counter);
+        for (actor, counter) in other.entries() {
+            self.bump(actor, counter);
         }
     }
 
     /// `self <= other` pointwise.
     pub fn descends_from(&self, other: &VersionVector) -> bool {
-        other.entries().all(|(n, c)| self.get(n) >= c)
+        other.entries().all(|(a, c)| self.get(a) >= c)
+    }
+
+    /// The entries of `self` that `bound` does not include (with their
+    /// counters): what a context claims beyond what is known.
+    pub fn beyond(&self, bound: &VersionVector) -> Vec<Dot> {
+        self.entries()
+            .filter(|&(actor, counter)| bound.get(actor) < counter)
+            .map(|(actor, counter)| Dot::new(actor, counter))
+            .collect()
     }
 
     pub fn compare(&self, other: &VersionVector) -> Causality {
@@ -168,11 +286,11 @@ impl PartialOrd for VersionVector {
 impl fmt::Display for VersionVector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{{")?;
-        for (i, (n, c)) in self.entries().enumerate() {
+        for (i, (a, c)) in self.entries().enumerate() {
             if i > 0 {
                 write!(f, ", ")?;
             }
-            write!(f, "n{n}:{c}")?;
+            write!(f, "{a}:{c}")?;
         }
         write!(f, "}}")
     }
@@ -187,6 +305,12 @@ pub struct Version {
     pub value: String,
 }
 
+/// Bytes a version is counted as when a key's size is bounded: its value,
+/// its dot and length prefixes, and each context entry (about what it
+/// takes encoded).
+const VERSION_OVERHEAD_BYTES: usize = 40;
+const CONTEXT_ENTRY_BYTES: usize = 16;
+
 impl Version {
     /// Whether this version's causal past includes `dot` (or is that write).
     pub fn covers(&self, dot: Dot) -> bool {
@@ -196,8 +320,16 @@ impl Version {
     /// The full clock: context plus own dot.
     pub fn clock(&self) -> VersionVector {
         let mut clock = self.context.clone();
-        clock.bump(self.dot.node, self.dot.counter);
+        clock.bump(self.dot.actor(), self.dot.counter);
         clock
+    }
+
+    /// Bytes this version counts for against a key's size limit.
+    pub fn footprint(&self) -> usize {
+        self.value
+            .len()
+            .saturating_add(VERSION_OVERHEAD_BYTES)
+            .saturating_add(self.context.len().saturating_mul(CONTEXT_ENTRY_BYTES))
     }
 
     /// Causal order of two versions (by their dots, which are unique).
@@ -215,9 +347,24 @@ impl Version {
 }
 
 /// A key's sibling set: versions none of which covers another, ordered by
-/// dot so that equal sets compare and encode equally.
+/// dot so that equal sets compare and encode equally, and `seen`: the join
+/// of the contexts of every version this set has merged.
+///
+/// `seen` is what makes knowledge of a key monotone. A version's context is
+/// whatever its client sent; a context that covers a dot without covering
+/// what that dot's version had seen (taken from another key, or made up)
+/// would, once it supersedes that version, make a set that keeps only its
+/// siblings forget dots — and a coordinator that forgets its own dots
+/// mints them again. With `seen`, a dot once superseded here stays
+/// superseded (an incoming version `seen` covers is dropped) and counters
+/// are minted above everything ever known, whatever clients send (as
+/// Riak's DVVSet keeps one clock per key). No held sibling's dot is ever
+/// covered by `seen`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Siblings(Vec<Version>);
+pub struct Siblings {
+    versions: Vec<Version>,
+    seen: VersionVector,
+}
 
 impl Siblings {
     pub fn new() -> Self {
@@ -225,91 +372,138 @@ impl Siblings {
     }
 
     /// Build from any versions, keeping only those not covered by another.
-    pub fn from_versions(versions: impl IntoIterator<Item = Version>) -> Self {
+    pub fn from_versions(
+        versions: impl IntoIterator<Item = Version>,
+    ) -> Result<Self, VersionError> {
         let mut set = Self::new();
         for v in versions {
-            set.sync_one(v);
+            set.sync_one(v)?;
         }
-        set
+        Ok(set)
     }
 
     pub fn versions(&self) -> &[Version] {
-        &self.0
+        &self.versions
     }
 
     pub fn into_versions(self) -> Vec<Version> {
-        self.0
+        self.versions
+    }
+
+    /// The join of the contexts of every version merged here: every dot
+    /// superseded here.
+    pub fn seen(&self) -> &VersionVector {
+        &self.seen
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.versions.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.versions.is_empty()
     }
 
-    /// Whether some sibling is, or causally covers, `dot`.
+    /// Bytes the set counts for against a key's size limit.
+    pub fn footprint(&self) -> usize {
+        self.versions
+            .iter()
+            .fold(0usize, |sum, v| sum.saturating_add(v.footprint()))
+            .saturating_add(self.seen.len().saturating_mul(CONTEXT_ENTRY_BYTES))
+    }
+
+    /// Whether `dot` is known here: held, or superseded here.
     pub fn covers(&self, dot: Dot) -> bool {
-        self.0.iter().any(|v| v.covers(dot))
+        self.seen.covers(dot) || self.versions.iter().any(|v| v.dot == dot)
     }
 
     /// Merge one incoming version: it replaces the siblings its context
-    /// covers, and is dropped if a sibling already covers it. A sibling the
-    /// incoming context does not cover is never dropped.
+    /// covers, and is dropped if it was superseded here already. A sibling
+    /// the incoming context does not cover is never dropped. A version
+    /// whose dot is held with other contents is refused (`DotConflict`)
+    /// and nothing changes: a dot names exactly one write.
     /// Returns whether the set changed.
-    pub fn sync_one(&mut self, incoming: Version) -> bool {
-        if self.covers(incoming.dot) {
-            return false;
+    pub fn sync_one(&mut self, incoming: Version) -> Result<bool, VersionError> {
+        if let Some(held) = self.versions.iter().find(|s| s.dot == incoming.dot) {
+            if *held != incoming {
+                return Err(VersionError::DotConflict { dot: incoming.dot });
+            }
+            return Ok(false);
         }
-        self.0.retain(|s| !incoming.covers(s.dot));
-        let at = self.0.partition_point(|s| s.dot < incoming.dot);
-        self.0.insert(at, incoming);
-        true
+        if self.seen.covers(incoming.dot) {
+            return Ok(false);
+        }
+        self.seen.join_in_place(&incoming.context);
+        let seen = &self.seen;
+        self.versions.retain(|s| !seen.covers(s.dot));
+        let at = self.versions.partition_point(|s| s.dot < incoming.dot);
+        self.versions.insert(at, incoming);
+        Ok(true)
     }
 
-    /// Merge another sibling set into this one. Returns whether it changed.
-    pub fn sync(&mut self, incoming: &Siblings) -> bool {
-        let mut changed = false;
+    /// Merge another sibling set into this one, all or nothing: on a dot
+    /// conflict this set is left as it was. What the other set superseded
+    /// is superseded here too. Returns whether it changed.
+    pub fn sync(&mut self, incoming: &Siblings) -> Result<bool, VersionError> {
+        let mut merged = self.clone();
+        merged.seen.join_in_place(&incoming.seen);
+        let seen = &merged.seen;
+        merged.versions.retain(|v| !seen.covers(v.dot));
         for v in incoming.versions() {
-            changed |= self.sync_one(v.clone());
+            merged.sync_one(v.clone())?;
         }
-        changed
+        let changed = merged != *self;
+        if changed {
+            *self = merged;
+        }
+        Ok(changed)
     }
 
-    /// The join of every sibling's clock: the causal context handed to a
-    /// client so that its next write supersedes exactly what it has seen.
+    /// Everything this set knows: its siblings' clocks and every dot it
+    /// superseded. The causal context handed to a client, so that its next
+    /// write supersedes exactly what it has seen.
     pub fn context(&self) -> VersionVector {
-        let mut vv = VersionVector::new();
-        for v in &self.0 {
-            vv.join_in_place(&v.context);
-            vv.bump(v.dot.node, v.dot.counter);
+        let mut vv = self.seen.clone();
+        for v in &self.versions {
+            vv.bump(v.dot.actor(), v.dot.counter);
         }
         vv
     }
 
-    /// Highest counter of `node` known for this key (dots and contexts).
-    pub fn max_counter(&self, node: NodeId) -> u64 {
-        self.0
+    /// Highest counter of `actor` known for this key (held dots and every
+    /// context merged here).
+    pub fn max_counter(&self, actor: impl Into<Actor>) -> u64 {
+        let actor = actor.into();
+        self.versions
             .iter()
-            .map(|v| {
-                let own = if v.dot.node == node { v.dot.counter } else { 0 };
-                own.max(v.context.get(node))
-            })
-            .max()
-            .unwrap_or(0)
+            .filter(|v| v.dot.actor() == actor)
+            .map(|v| v.dot.counter)
+            .fold(self.seen.get(actor), u64::max)
     }
 
-    /// Mint a new version at `node` for a write that has seen `context`:
-    /// the dot's counter is above everything this node knows for the key,
-    /// so dots never repeat as long as the local store keeps what it acked.
-    pub fn mint(&self, node: NodeId, context: &VersionVector, value: String) -> Version {
-        let counter = self.max_counter(node).max(context.get(node)) + 1;
-        Version {
-            dot: Dot { node, counter },
+    /// Mint a new version at `actor` for a write that has seen `context`:
+    /// the dot's counter is above everything this replica knows of the
+    /// actor for the key, so dots never repeat as long as the local store
+    /// keeps what it acked (a store that lost it starts a new incarnation,
+    /// hence a new actor). Refuses to pass [`MAX_COUNTER`].
+    pub fn mint(
+        &self,
+        actor: impl Into<Actor>,
+        context: &VersionVector,
+        value: String,
+    ) -> Result<Version, VersionError> {
+        let actor = actor.into();
+        let counter = self
+            .max_counter(actor)
+            .max(context.get(actor))
+            .checked_add(1)
+            .filter(|&c| c <= MAX_COUNTER)
+            .ok_or(VersionError::CounterOverflow { actor })?;
+        Ok(Version {
+            dot: Dot::new(actor, counter),
             context: context.clone(),
             value,
-        }
+        })
     }
 }
 
@@ -318,36 +512,36 @@ mod tests {
     use super::*;
 
     fn dot(node: NodeId, counter: u64) -> Dot {
-        Dot { node, counter }
+        Dot::new(node, counter)
     }
 
     #[test]
     fn blind_writes_become_siblings_and_a_covering_write_resolves_them() {
         let mut set = Siblings::new();
-        let a = set.mint(1, &VersionVector::new(), "a".into());
-        set.sync_one(a.clone());
-        let b = set.mint(1, &VersionVector::new(), "b".into());
+        let a = set.mint(1, &VersionVector::new(), "a".into()).unwrap();
+        set.sync_one(a.clone()).unwrap();
+        let b = set.mint(1, &VersionVector::new(), "b".into()).unwrap();
         assert_eq!(b.dot, dot(1, 2));
-        set.sync_one(b.clone());
+        set.sync_one(b.clone()).unwrap();
         assert_eq!(
             set.len(),
             2,
             "a blind write must not discard an acked sibling"
         );
         let ctx = set.context();
-        let c = set.mint(2, &ctx, "c".into());
-        set.sync_one(c.clone());
+        let c = set.mint(2, &ctx, "c".into()).unwrap();
+        set.sync_one(c.clone()).unwrap();
         assert_eq!(set.versions(), &[c]);
     }
 
     #[test]
     fn stale_version_is_ignored() {
         let mut set = Siblings::new();
-        let a = set.mint(1, &VersionVector::new(), "a".into());
-        set.sync_one(a.clone());
-        let b = set.mint(2, &set.context(), "b".into());
-        set.sync_one(b.clone());
-        assert!(!set.sync_one(a));
+        let a = set.mint(1, &VersionVector::new(), "a".into()).unwrap();
+        set.sync_one(a.clone()).unwrap();
+        let b = set.mint(2, &set.context(), "b".into()).unwrap();
+        set.sync_one(b.clone()).unwrap();
+        assert!(!set.sync_one(a).unwrap());
         assert_eq!(set.versions(), &[b]);
     }
 
@@ -372,5 +566,103 @@ mod tests {
         assert_eq!(b.compare(&a), Causality::After);
         assert_eq!(a.compare(&c), Causality::Concurrent);
         assert_eq!(a.compare(&a), Causality::Equal);
+    }
+
+    #[test]
+    fn a_dot_held_with_other_contents_is_refused_and_nothing_changes() {
+        let mut set = Siblings::new();
+        let x = set.mint(3, &VersionVector::new(), "X".into()).unwrap();
+        set.sync_one(x.clone()).unwrap();
+        let mut y = x.clone();
+        y.value = "Y".into();
+        assert_eq!(
+            set.sync_one(y.clone()),
+            Err(VersionError::DotConflict { dot: x.dot })
+        );
+        let other = set.mint(4, &VersionVector::new(), "Z".into()).unwrap();
+        let incoming = Siblings::from_versions([other, y]).unwrap();
+        assert!(set.sync(&incoming).is_err());
+        assert_eq!(
+            set.versions(),
+            std::slice::from_ref(&x),
+            "a refused merge changes nothing"
+        );
+        // the very same version again is simply already held
+        assert_eq!(set.sync_one(x), Ok(false));
+    }
+
+    #[test]
+    fn a_new_incarnation_is_a_new_actor() {
+        let mut set = Siblings::new();
+        let old = set.mint(3, &VersionVector::new(), "X".into()).unwrap();
+        set.sync_one(old.clone()).unwrap();
+        // node 3 lost its store: its new incarnation knows nothing of n3:1
+        let fresh = Siblings::new()
+            .mint(Actor::new(3, 7), &VersionVector::new(), "Y".into())
+            .unwrap();
+        assert_eq!(fresh.dot.to_string(), "n3.7:1");
+        assert_ne!(fresh.dot, old.dot);
+        assert_eq!(set.sync_one(fresh), Ok(true));
+        assert_eq!(set.len(), 2, "both writes are kept");
+    }
+
+    #[test]
+    fn counters_never_overflow() {
+        let huge = VersionVector::from_entries([(1, u64::MAX)]);
+        assert_eq!(
+            Siblings::new().mint(1, &huge, "v".into()),
+            Err(VersionError::CounterOverflow { actor: 1.into() })
+        );
+        let edge = VersionVector::from_entries([(1, MAX_COUNTER)]);
+        assert!(Siblings::new().mint(1, &edge, "v".into()).is_err());
+        let below = VersionVector::from_entries([(1, MAX_COUNTER - 1)]);
+        assert_eq!(
+            Siblings::new()
+                .mint(1, &below, "v".into())
+                .unwrap()
+                .dot
+                .counter,
+            MAX_COUNTER
+        );
+    }
+
+    #[test]
+    fn json_keys_name_the_incarnation() {
+        let vv = VersionVector::from_entries([(Actor::new(2, 0), 1), (Actor::new(3, 7), 4)]);
+        let json = serde_json::to_string(&vv).unwrap();
+        assert_eq!(json, r#"{"2":1,"3.7":4}"#);
+        assert_eq!(serde_json::from_str::<VersionVector>(&json).unwrap(), vv);
+        let err = serde_json::from_str::<VersionVector>(r#"{"x.1":1}"#).unwrap_err();
+        assert!(err.to_string().contains("\"x.1\""), "{err}");
+    }
+
+    #[test]
+    fn a_context_from_elsewhere_cannot_make_a_set_forget_its_dots() {
+        // n5:1, superseded by n2:1 (whose client had seen it); then n3:1,
+        // whose client sent a context covering n2:1 but not n5:1 (taken
+        // from another key, say). The set must still know n5:1, or n5
+        // would mint n5:1 again.
+        let a = Siblings::new()
+            .mint(5, &VersionVector::new(), "a".into())
+            .unwrap();
+        let b = Version {
+            dot: dot(2, 1),
+            context: VersionVector::from_entries([(5, 1)]),
+            value: "b".into(),
+        };
+        let c = Version {
+            dot: dot(3, 1),
+            context: VersionVector::from_entries([(2, 1)]),
+            value: "c".into(),
+        };
+        let set = Siblings::from_versions([a.clone(), b, c.clone()]).unwrap();
+        assert_eq!(set.versions(), std::slice::from_ref(&c));
+        assert_eq!(set.max_counter(5), 1);
+        let next = set.mint(5, &VersionVector::new(), "d".into()).unwrap();
+        assert_eq!(next.dot, dot(5, 2), "a dot is never minted twice");
+        // and the superseded version does not come back
+        let mut again = set.clone();
+        assert_eq!(again.sync_one(a), Ok(false));
+        assert_eq!(again, set);
     }
 }

@@ -2,13 +2,15 @@
 //! (the same code the simulator drives under madsim).
 #![cfg(not(madsim))]
 
+use async_trait::async_trait;
 use quorumlog_core::protocol::{Request, Response};
-use quorumlog_core::rpc::{CancellationToken, RpcClient, RpcError, MAX_FRAME_BYTES};
+use quorumlog_core::rpc::{self, CancellationToken, Handler, RpcClient, RpcError, MAX_FRAME_BYTES};
 use quorumlog_core::{
     Client, ClientError, Consistency, CoordinatorConfig, MemoryStore, Node, OpError, ReadRequest,
     VersionVector, WriteRequest,
 };
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -53,7 +55,7 @@ impl TestCluster {
             ..Default::default()
         };
         let node = Arc::new(Node::new(
-            self.addrs[i].0,
+            self.addrs[i].0.into(),
             self.stores[i].clone(),
             self.addrs.clone(),
             config,
@@ -84,6 +86,7 @@ fn write(key: &str, value: &str, level: Consistency) -> WriteRequest {
         value: value.into(),
         context: VersionVector::new(),
         level,
+        overwrite: false,
     }
 }
 
@@ -303,4 +306,181 @@ async fn client_reconnects_after_the_peer_restarts() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(answered, "never reconnected to the restarted peer");
+}
+
+/// Answers `Fetch` with the length of the key it was sent, `Fetch "big:N"`
+/// with a response whose text is N bytes, and `Ping` with a pong; counts
+/// the `Fetch` requests that arrived.
+#[derive(Default)]
+struct SizedAnswers {
+    fetches: AtomicUsize,
+}
+
+#[async_trait]
+impl Handler for SizedAnswers {
+    async fn handle(&self, request: Request) -> Response {
+        match request {
+            Request::Fetch { key } => {
+                self.fetches.fetch_add(1, Ordering::SeqCst);
+                match key.strip_prefix("big:") {
+                    Some(len) => Response::Error("x".repeat(len.parse().unwrap())),
+                    None => Response::Error(format!("key of {} bytes", key.len())),
+                }
+            }
+            Request::Ping => Response::Pong { node: 9 },
+            other => Response::Error(format!("unexpected {other:?}")),
+        }
+    }
+}
+
+/// An RPC server on loopback, reached through a proxy that counts the
+/// connections clients open, so a test can tell a connection that lived on
+/// from one that was replaced.
+struct RpcServer {
+    addr: SocketAddr,
+    handler: Arc<SizedAnswers>,
+    connections: Arc<AtomicUsize>,
+    shutdown: CancellationToken,
+}
+
+impl RpcServer {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server_addr = listener.local_addr().unwrap();
+        let handler = Arc::new(SizedAnswers::default());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(rpc::serve(listener, handler.clone(), shutdown.clone()));
+
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = proxy.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = proxy.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut outbound = tokio::net::TcpStream::connect(server_addr).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+        });
+        RpcServer {
+            addr,
+            handler,
+            connections,
+            shutdown,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    fn fetches(&self) -> usize {
+        self.handler.fetches.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RpcServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Long enough for a frame near the limit in a debug build; a call that
+/// waits this long has been swallowed.
+const PATIENT: Duration = Duration::from_secs(10);
+
+async fn ping(rpc: &RpcClient) {
+    assert_eq!(
+        rpc.call(&Request::Ping, Duration::from_secs(2)).await,
+        Ok(Response::Pong { node: 9 })
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_response_fails_that_call_only_and_the_connection_lives_on() {
+    let server = RpcServer::start().await;
+    let rpc = RpcClient::new(server.addr);
+    ping(&rpc).await;
+    let big = Request::Fetch {
+        key: format!("big:{}", MAX_FRAME_BYTES + 1),
+    };
+    let answer = rpc.call(&big, PATIENT).await;
+    let Ok(Response::Error(message)) = answer else {
+        panic!("expected an error naming the limit, got {answer:.200?}");
+    };
+    assert!(message.len() < 1000, "{message:.200}");
+    assert!(
+        message.contains(&format!("the RPC frame limit is {MAX_FRAME_BYTES}")),
+        "{message}"
+    );
+    assert!(message.contains("Fetch \"big:"), "{message}");
+    // the same connection keeps answering, at once
+    ping(&rpc).await;
+    let small = rpc.call(&Request::Fetch { key: "k".into() }, PATIENT).await;
+    assert_eq!(small, Ok(Response::Error("key of 1 bytes".into())));
+    assert_eq!(server.connections(), 1, "the connection was replaced");
+}
+
+#[tokio::test]
+async fn an_oversized_request_is_refused_before_sending_and_the_next_call_succeeds() {
+    let server = RpcServer::start().await;
+    let rpc = RpcClient::new(server.addr);
+    ping(&rpc).await;
+    let big = Request::Fetch {
+        key: "x".repeat(MAX_FRAME_BYTES + 1),
+    };
+    let err = rpc.call(&big, PATIENT).await.unwrap_err();
+    let RpcError::TooLarge { bytes, limit } = err else {
+        panic!("expected TooLarge, got {err:?}");
+    };
+    assert!(bytes > MAX_FRAME_BYTES + 1, "{bytes}");
+    assert_eq!(limit, MAX_FRAME_BYTES);
+    assert!(err.to_string().contains("nothing was sent"), "{err}");
+    ping(&rpc).await;
+    assert_eq!(
+        server.fetches(),
+        0,
+        "the oversized request reached the server"
+    );
+    assert_eq!(server.connections(), 1, "the connection was replaced");
+
+    // refused before connecting: a peer that is down is never tried
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nobody = closed.local_addr().unwrap();
+    drop(closed);
+    let err = RpcClient::new(nobody).call(&big, PATIENT).await;
+    assert!(matches!(err, Err(RpcError::TooLarge { .. })), "{err:?}");
+}
+
+/// The largest answer the design expects: a read merging the sibling sets
+/// of N = 7 replicas, each at the default per-key limit of 4 MiB.
+const READ_OF_SEVEN_FULL_KEYS: usize = 7 * 4 * 1024 * 1024;
+
+#[tokio::test]
+async fn frames_up_to_the_limit_pass_both_ways() {
+    let server = RpcServer::start().await;
+    let rpc = RpcClient::new(server.addr);
+    // the second leaves room for the envelope and the text's length prefix
+    for len in [READ_OF_SEVEN_FULL_KEYS, MAX_FRAME_BYTES - 1024] {
+        let request = Request::Fetch {
+            key: "x".repeat(len),
+        };
+        assert_eq!(
+            rpc.call(&request, PATIENT).await,
+            Ok(Response::Error(format!("key of {len} bytes"))),
+            "a request of {len} bytes"
+        );
+        let big = Request::Fetch {
+            key: format!("big:{len}"),
+        };
+        let answer = rpc.call(&big, PATIENT).await;
+        let Ok(Response::Error(text)) = answer else {
+            panic!("a response of {len} bytes did not arrive: {answer:.200?}");
+        };
+        assert_eq!(text.len(), len);
+    }
+    ping(&rpc).await;
+    assert_eq!(server.connections(), 1);
 }

@@ -20,8 +20,11 @@ fn history() -> impl Strategy<Value = Vec<Version>> {
                 1 => set.context(),
                 _ => snapshots[pick % snapshots.len()].clone(),
             };
-            let v = set.mint(node, &context, format!("v{i}"));
-            set.sync_one(v.clone());
+            let v = set
+                .mint(node, &context, format!("v{i}"))
+                .expect("small counters");
+            set.sync_one(v.clone())
+                .expect("a freshly minted dot is new");
             snapshots.push(set.context());
             written.push(v);
         }
@@ -63,9 +66,9 @@ proptest! {
 
     #[test]
     fn sync_is_idempotent_and_order_insensitive(versions in history(), seed in any::<u64>()) {
-        let forward = Siblings::from_versions(versions.clone());
+        let forward = Siblings::from_versions(versions.clone()).unwrap();
         let mut again = forward.clone();
-        prop_assert!(!again.sync(&forward), "syncing a set into itself changed it");
+        prop_assert!(!again.sync(&forward).unwrap(), "syncing a set into itself changed it");
         prop_assert_eq!(&again, &forward);
         // any delivery order converges to the same set
         let mut shuffled = versions.clone();
@@ -74,7 +77,7 @@ proptest! {
             let j = (seed.rotate_left(i as u32) as usize) % len;
             shuffled.swap(i, j);
         }
-        prop_assert_eq!(Siblings::from_versions(shuffled), forward);
+        prop_assert_eq!(Siblings::from_versions(shuffled).unwrap(), forward);
     }
 
     #[test]
@@ -85,14 +88,15 @@ proptest! {
         // Two replicas that each received part of the same writes (dots are
         // unique cluster-wide, so both sides draw from one history).
         let side = |keep: u8| versions.iter().zip(&mask).filter(move |(_, m)| **m != keep).map(|(v, _)| v.clone());
-        let mut set = Siblings::from_versions(side(0));
+        let mut set = Siblings::from_versions(side(0)).unwrap();
         let before = set.clone();
-        let incoming = Siblings::from_versions(side(1));
-        set.sync(&incoming);
+        let incoming = Siblings::from_versions(side(1)).unwrap();
+        set.sync(&incoming).unwrap();
         for v in before.versions() {
             // every old sibling is still there, or some incoming version covers it
             let kept = set.versions().contains(v);
-            let superseded = incoming.versions().iter().any(|i| i.covers(v.dot));
+            let superseded = incoming.versions().iter().any(|i| i.covers(v.dot))
+                || incoming.seen().covers(v.dot);
             prop_assert!(kept || superseded, "{} dropped without a covering version", v.dot);
         }
         // and every member of the result is from one side, with no sibling covering another
@@ -112,8 +116,8 @@ proptest! {
 
     #[test]
     fn minted_dots_are_fresh(versions in history(), node in 1u32..4) {
-        let set = Siblings::from_versions(versions.clone());
-        let v = set.mint(node, &set.context(), "new".into());
+        let set = Siblings::from_versions(versions.clone()).unwrap();
+        let v = set.mint(node, &set.context(), "new".into()).unwrap();
         prop_assert!(versions.iter().all(|w| w.dot != v.dot));
         prop_assert!(!set.covers(v.dot));
     }
@@ -122,10 +126,25 @@ proptest! {
 #[test]
 fn context_token_round_trips_any_vector() {
     let vv = VersionVector::from_entries([(1, 7), (2, 1), (5, 1 << 40)]);
-    let token = quorumlog_core::context::encode(&vv);
-    assert_eq!(quorumlog_core::context::decode(&token), Ok(vv));
-    let _ = Dot {
-        node: 1,
-        counter: 1,
-    };
+    let token = quorumlog_core::context::encode("k", &vv);
+    assert_eq!(quorumlog_core::context::decode("k", &token), Ok(vv));
+}
+
+proptest! {
+    /// A dot names one write: merging a version whose dot is held with
+    /// other contents is refused and leaves the set as it was.
+    #[test]
+    fn a_conflicting_dot_is_never_merged(versions in history(), pick in any::<prop::sample::Index>()) {
+        let set = Siblings::from_versions(versions.clone()).unwrap();
+        let held = pick.get(set.versions()).clone();
+        let mut forged = held.clone();
+        forged.value.push_str("-other");
+        let mut target = set.clone();
+        prop_assert!(target.sync_one(forged.clone()).is_err());
+        prop_assert_eq!(&target, &set);
+        let incoming = Siblings::from_versions([forged]).unwrap();
+        prop_assert!(target.sync(&incoming).is_err());
+        prop_assert_eq!(&target, &set);
+        let _ = Dot::new(held.dot.actor(), held.dot.counter);
+    }
 }

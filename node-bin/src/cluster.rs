@@ -3,7 +3,7 @@
 use crate::gateway::{self, GatewayConfig};
 use crate::node::{self, NodeConfig, RunningNode};
 use crate::store::StoreSpec;
-use quorumlog_core::NodeId;
+use quorumlog_core::{KeyLimits, NodeId};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -18,6 +18,8 @@ pub struct ClusterConfig {
     /// template in which `{id}` becomes the node id.
     pub store: String,
     pub data_dir: PathBuf,
+    /// Per-key limits of every node.
+    pub key_limits: KeyLimits,
 }
 
 impl ClusterConfig {
@@ -60,6 +62,7 @@ pub async fn run(
     for &(id, addr) in &peers {
         let mut node_config = NodeConfig::new(id, addr, peers.clone(), config.store_for(id)?);
         node_config.replica_timeout = replica_timeout;
+        node_config.key_limits = config.key_limits;
         nodes.push(node::start(node_config).await?);
     }
     let gw = gateway::start(GatewayConfig::new(config.gateway, peers.clone())).await?;

@@ -3,6 +3,11 @@
 //! the last health poll reached, and fails over to the next only when
 //! nothing was sent (unreachable, or `Unavailable`). A request that was
 //! sent and not answered is reported as 504 and never retried.
+//!
+//! `/api/logs/health` counts a node as up only when it answered the health
+//! probe *and* no coordinator has its breaker open: a coordinator refuses
+//! (503) any level that needs a replica it believes down, so a level is
+//! shown available only when every coordinator could serve it.
 use crate::telemetry;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
@@ -13,13 +18,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use quorumlog_core::context;
-use quorumlog_core::protocol::BreakerState;
+use quorumlog_core::protocol::{BreakerState, HealthReport};
 use quorumlog_core::replica::{MAX_KEY_LEN, MAX_VALUE_LEN};
+use quorumlog_core::rpc::RpcError;
 use quorumlog_core::{
-    Client, ClientError, Consistency, NodeId, OpError, ReadRequest, WriteRequest,
+    Client, ClientError, Consistency, Dot, NodeId, OpError, ReadRequest, Refusal, WriteRequest,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -62,9 +69,16 @@ struct Coordinator {
 
 #[derive(Debug, Clone, Default)]
 struct NodeView {
+    /// It answered the last health probe (or, before the first poll, is
+    /// presumed to): what coordinator failover prefers.
     reachable: bool,
-    report: Option<quorumlog_core::protocol::HealthReport>,
+    report: Option<HealthReport>,
     error: Option<String>,
+    /// It can serve: reachable, and no coordinator's breaker for it is
+    /// open (see [`judge`]).
+    up: bool,
+    /// Coordinators that reported its breaker open.
+    open_at: Vec<NodeId>,
 }
 
 struct Inner {
@@ -112,7 +126,32 @@ impl ApiError {
         self.kind
     }
 
-    fn from_client(error: ClientError, op: &str) -> Self {
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The JSON body this error is answered with.
+    pub fn body(&self) -> Value {
+        let mut body =
+            json!({ "error": self.kind, "message": self.message, "status": self.status.as_u16() });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), self.extra.as_object()) {
+            for (k, v) in extra {
+                body.insert(k.clone(), v.clone());
+            }
+        }
+        body
+    }
+
+    /// How a failed coordinator call is answered.
+    pub fn from_client(error: ClientError, op: &str) -> Self {
         match error {
             ClientError::Op { coordinator, error } => match error {
                 OpError::Unavailable { needed, alive, n } => Self::new(
@@ -121,15 +160,21 @@ impl ApiError {
                     format!("{op} needs {needed} of {n} replicas but only {alive} are believed alive; nothing was sent"),
                 )
                 .with(json!({"needed": needed, "alive": alive, "n": n, "coordinator": coordinator})),
-                OpError::Timeout { needed, answered, n } => {
+                OpError::Timeout { needed, answered, n, unreachable } => {
                     let maybe = if op == "write" { "; the write may still be applied" } else { "" };
+                    let refused = if unreachable > 0 {
+                        format!(" ({unreachable} refused the connection)")
+                    } else {
+                        String::new()
+                    };
                     Self::new(
                         StatusCode::GATEWAY_TIMEOUT,
                         "timeout",
-                        format!("{op} needed {needed} of {n} replicas but only {answered} answered in time{maybe}"),
+                        format!("{op} needed {needed} of {n} replicas but only {answered} answered in time{refused}{maybe}"),
                     )
                     .with(json!({
                         "needed": needed, "acked": answered, "answered": answered, "n": n,
+                        "unreachable": unreachable,
                         "coordinator": coordinator, "indeterminate": op == "write",
                     }))
                 }
@@ -139,6 +184,56 @@ impl ApiError {
                     "storage_error",
                     format!("storage failed on coordinator n{coordinator}: {reason}"),
                 ),
+                // The coordinator refused before storing anything.
+                OpError::Refused(refusal) => {
+                    let extra = refusal_details(&refusal, coordinator, false);
+                    if refusal.is_key_limit() {
+                        Self::new(StatusCode::CONFLICT, "key_limit", refusal.to_string())
+                            .with(extra)
+                    } else {
+                        Self::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "replica_refused",
+                            format!("coordinator n{coordinator} refused the {op}: {refusal}; nothing was stored"),
+                        )
+                        .with(extra)
+                    }
+                }
+                // Stored by the coordinator (and maybe others), refused by
+                // enough replicas that the level was not met.
+                OpError::RefusedByReplicas { needed, acked, refused, n, reason } => {
+                    let mut extra = refusal_details(&reason, coordinator, true);
+                    if let Some(fields) = extra.as_object_mut() {
+                        for (k, v) in [("needed", needed), ("acked", acked), ("refused", refused), ("n", n)] {
+                            fields.insert(k.into(), json!(v));
+                        }
+                    }
+                    let counts = format!(
+                        "{acked} of {n} replicas stored the {op} ({needed} needed) and {refused} refused it; it may be on some replicas"
+                    );
+                    if reason.is_key_limit() {
+                        Self::new(StatusCode::CONFLICT, "key_limit", format!("{reason} ({counts})"))
+                            .with(extra)
+                    } else {
+                        // A replica holds one of these dots with other
+                        // contents: corruption, not something the client can fix.
+                        Self::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "replica_refused",
+                            format!("replicas refused the {op}: {reason} ({counts})"),
+                        )
+                        .with(extra)
+                    }
+                }
+                OpError::ContextUnverified { dots, answered, n } => Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "context_unverified",
+                    format!(
+                        "cannot check the {op}'s context: it covers {dots}, which no reachable replica of this key holds, \
+                         and only {answered} of {n} replicas answered; nothing was written: retry when the replicas are back"
+                    ),
+                )
+                .with(json!({"dots": dots, "answered": answered, "n": n, "coordinator": coordinator})),
             },
             ClientError::Indeterminate { coordinator, error } => Self::new(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -152,6 +247,20 @@ impl ApiError {
                 format!("no coordinator reachable ({tried} tried; last error: {last}); nothing was sent"),
             )
             .with(json!({"alive": 0, "tried": tried})),
+            // Cannot happen for a body within MAX_BODY_BYTES (a frame is far
+            // larger), but answered as what it is: too large, nothing sent.
+            ClientError::TooLarge(error) => {
+                let limit = match &error {
+                    RpcError::TooLarge { limit, .. } => json!(limit),
+                    _ => Value::Null,
+                };
+                Self::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "bad_request",
+                    format!("the {op} is too large to send to a coordinator: {error}"),
+                )
+                .with(json!({"limit": limit}))
+            }
             ClientError::Protocol { coordinator, answer } => Self::new(
                 StatusCode::BAD_GATEWAY,
                 "protocol_error",
@@ -161,16 +270,32 @@ impl ApiError {
     }
 }
 
+/// The machine-readable part of a refusal: which limit, and whether the
+/// write may be stored somewhere (`indeterminate`).
+fn refusal_details(refusal: &Refusal, coordinator: NodeId, stored: bool) -> Value {
+    let mut details = match refusal {
+        Refusal::TooManySiblings {
+            key,
+            siblings,
+            limit,
+        } => {
+            json!({"reason": "too_many_siblings", "key": key, "siblings": siblings, "limit": limit})
+        }
+        Refusal::TooManyBytes { key, bytes, limit } => {
+            json!({"reason": "too_many_bytes", "key": key, "bytes": bytes, "limit": limit})
+        }
+        Refusal::Version { key, .. } => json!({"reason": "version", "key": key}),
+    };
+    if let Some(fields) = details.as_object_mut() {
+        fields.insert("coordinator".into(), json!(coordinator));
+        fields.insert("indeterminate".into(), json!(stored));
+    }
+    details
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body =
-            json!({ "error": self.kind, "message": self.message, "status": self.status.as_u16() });
-        if let (Some(body), Some(extra)) = (body.as_object_mut(), self.extra.as_object()) {
-            for (k, v) in extra {
-                body.insert(k.clone(), v.clone());
-            }
-        }
-        (self.status, Json(body)).into_response()
+        (self.status, Json(self.body())).into_response()
     }
 }
 
@@ -180,12 +305,61 @@ pub struct LevelQuery {
 }
 
 #[derive(Debug, Deserialize)]
+pub struct WriteQuery {
+    consistency: Option<String>,
+    /// Taken as text so that anything but `true`/`false` gets a 400 that
+    /// names it, not a generic query error.
+    overwrite: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WriteBody {
     key: String,
     value: String,
     #[serde(default)]
     context: Option<String>,
+    /// Taken as any JSON so that a non-boolean gets a 400 that names it.
+    #[serde(default)]
+    overwrite: Option<Value>,
+}
+
+/// Whether a write overwrites (supersedes every sibling the coordinator
+/// holds), from `?overwrite=` and the body's `"overwrite"`: each may be
+/// absent, `true` or `false`; both given must agree.
+fn overwrite_of(query: Option<&str>, body: Option<&Value>) -> Result<bool, ApiError> {
+    let from_query = match query {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "overwrite={other:?} is not a boolean: use overwrite=true or overwrite=false"
+            ))
+            .with(json!({"overwrite": other})))
+        }
+    };
+    let from_body = match body {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "\"overwrite\": {other} is not a boolean: use true or false"
+            ))
+            .with(json!({"overwrite": other})))
+        }
+    };
+    match (from_query, from_body) {
+        (Some(q), Some(b)) if q != b => Err(ApiError::bad_request(format!(
+            "overwrite={q} in the query string but \"overwrite\": {b} in the body: give one"
+        ))),
+        (q, b) => Ok(q.or(b).unwrap_or(false)),
+    }
+}
+
+/// A version as the API shows it: the dot minted for the write.
+fn version_json(dot: &Dot) -> Value {
+    json!({"node": dot.node, "incarnation": dot.incarnation, "counter": dot.counter})
 }
 
 impl Gateway {
@@ -206,6 +380,7 @@ impl Gateway {
         let views = vec![
             NodeView {
                 reachable: true,
+                up: true,
                 ..NodeView::default()
             };
             coordinators.len()
@@ -231,13 +406,8 @@ impl Gateway {
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
     }
 
-    fn parse_level(
-        &self,
-        query: Result<Query<LevelQuery>, QueryRejection>,
-    ) -> Result<Consistency, ApiError> {
-        let Query(query) =
-            query.map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
-        match query.consistency {
+    fn parse_level(&self, consistency: Option<String>) -> Result<Consistency, ApiError> {
+        match consistency {
             None => Ok(self.0.default_level),
             Some(text) => {
                 let level: Consistency =
@@ -349,23 +519,27 @@ impl Gateway {
                     NodeView {
                         reachable: true,
                         report: Some(report),
-                        error: None,
+                        ..NodeView::default()
                     }
                 }
                 Err(e) => NodeView {
                     reachable: false,
-                    report: None,
                     error: Some(e.to_string()),
+                    ..NodeView::default()
                 },
             };
-            metrics::gauge!("replica_up", "node" => node).set(if view.reachable {
+            views.push(view);
+        }
+        let ids: Vec<NodeId> = self.0.coordinators.iter().map(|c| c.id).collect();
+        judge(&ids, &mut views);
+        for (id, view) in ids.iter().zip(&views) {
+            metrics::gauge!("replica_up", "node" => id.to_string()).set(if view.up {
                 1.0
             } else {
                 0.0
             });
-            views.push(view);
         }
-        let up = views.iter().filter(|v| v.reachable).count();
+        let up = views.iter().filter(|v| v.up).count();
         metrics::gauge!("replicas_healthy").set(up as f64);
         metrics::gauge!("replicas_total").set(views.len() as f64);
         *self.0.views.write().unwrap_or_else(|p| p.into_inner()) = views.clone();
@@ -446,22 +620,30 @@ fn finish(
     }
 }
 
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::bad_request(format!("bad query string: {e}"))
+}
+
 async fn write(
     State(gw): State<Gateway>,
-    query: Result<Query<LevelQuery>, QueryRejection>,
+    query: Result<Query<WriteQuery>, QueryRejection>,
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let level = gw.parse_level(query);
+    let (level, overwrite) = match query {
+        Ok(Query(query)) => (gw.parse_level(query.consistency), query.overwrite),
+        Err(e) => (Err(bad_query(e)), None),
+    };
     let label = level_label(&level);
     let result = async {
         let level = level?;
         let body = read_body(body).await?;
         let body: WriteBody = serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request(format!(
-                "body must be JSON {{\"key\": string, \"value\": string, \"context\"?: string}}: {e}"
+                "body must be JSON {{\"key\": string, \"value\": string, \"context\"?: string, \"overwrite\"?: boolean}}: {e}"
             ))
         })?;
+        let overwrite = overwrite_of(overwrite.as_deref(), body.overwrite.as_ref())?;
         check_key(&body.key)?;
         if body.value.is_empty() {
             return Err(ApiError::bad_request("value is empty"));
@@ -475,9 +657,16 @@ async fn write(
         }
         let context_vv = match body.context.as_deref() {
             None | Some("") => quorumlog_core::VersionVector::new(),
-            Some(token) => context::decode(token).map_err(|e| ApiError::bad_request(e.to_string()))?,
+            Some(token) => context::decode(&body.key, token)
+                .map_err(|e| ApiError::bad_request(e.to_string()).with(json!({"key": body.key})))?,
         };
-        let request = WriteRequest { key: body.key.clone(), value: body.value.clone(), context: context_vv, level };
+        let request = WriteRequest {
+            key: body.key.clone(),
+            value: body.value.clone(),
+            context: context_vv,
+            level,
+            overwrite,
+        };
         let outcome = gw
             .failover(|client| {
                 let request = request.clone();
@@ -489,9 +678,10 @@ async fn write(
         Ok(json!({
             "key": body.key,
             "value": body.value,
-            "version": {"node": ok.version.dot.node, "counter": ok.version.dot.counter},
-            "context": context::encode(&ok.version.clock()),
+            "version": version_json(&ok.version.dot),
+            "context": context::encode(&body.key, &ok.version.clock()),
             "consistency": level.to_string(),
+            "overwrite": overwrite,
             "needed": ok.needed,
             "acked": ok.acked,
             "n": ok.n,
@@ -538,12 +728,18 @@ async fn read(
     query: Result<Query<LevelQuery>, QueryRejection>,
 ) -> Response {
     let started = Instant::now();
-    let level = gw.parse_level(query);
+    let level = match query {
+        Ok(Query(query)) => gw.parse_level(query.consistency),
+        Err(e) => Err(bad_query(e)),
+    };
     let label = level_label(&level);
     let result = async {
         let level = level?;
         check_key(&key)?;
-        let request = ReadRequest { key: key.clone(), level };
+        let request = ReadRequest {
+            key: key.clone(),
+            level,
+        };
         let ok = gw
             .failover(|client| {
                 let request = request.clone();
@@ -555,7 +751,10 @@ async fn read(
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                format!("no value for key {key:?} on the {} replicas that answered", ok.replied),
+                format!(
+                    "no value for key {key:?} on the {} replicas that answered",
+                    ok.replied
+                ),
             )
             .with(json!({"key": key, "needed": ok.needed, "replied": ok.replied, "n": ok.n})));
         }
@@ -563,7 +762,7 @@ async fn read(
         let siblings: Vec<Value> = ok
             .siblings
             .iter()
-            .map(|v| json!({"value": v.value, "version": {"node": v.dot.node, "counter": v.dot.counter}}))
+            .map(|v| json!({"value": v.value, "version": version_json(&v.dot)}))
             .collect();
         let values: Vec<&str> = ok.siblings.iter().map(|v| v.value.as_str()).collect();
         Ok(json!({
@@ -572,7 +771,7 @@ async fn read(
             "values": values,
             "siblings": siblings,
             "conflict": conflict,
-            "context": context::encode(&ok.context),
+            "context": context::encode(&key, &ok.context),
             "consistency": level.to_string(),
             "needed": ok.needed,
             "replied": ok.replied,
@@ -587,7 +786,7 @@ async fn read(
 async fn health(State(gw): State<Gateway>) -> Response {
     let views = gw.poll_health().await;
     let n = views.len();
-    let reachable = views.iter().filter(|v| v.reachable).count();
+    let up = views.iter().filter(|v| v.up).count();
     let nodes: Vec<Value> = gw
         .0
         .coordinators
@@ -604,33 +803,69 @@ async fn health(State(gw): State<Gateway>) -> Response {
                         .collect()
                 })
                 .unwrap_or_default();
-            json!({"id": c.id, "addr": c.addr.to_string(), "up": v.reachable, "error": v.error, "peers": peers})
+            let error = v.error.clone().or_else(|| {
+                (!v.open_at.is_empty()).then(|| {
+                    let observers: Vec<String> = v.open_at.iter().map(|o| format!("n{o}")).collect();
+                    format!(
+                        "marked down by {} (breaker open): requests needing it are refused there",
+                        observers.join(", ")
+                    )
+                })
+            });
+            json!({
+                "id": c.id,
+                "addr": c.addr.to_string(),
+                "up": v.up,
+                "answered": v.reachable,
+                "breaker_open_at": v.open_at,
+                "incarnation": v.report.as_ref().map(|r| r.incarnation),
+                "error": error,
+                "peers": peers,
+            })
         })
         .collect();
     let levels: serde_json::Map<String, Value> =
         [Consistency::One, Consistency::Quorum, Consistency::All]
             .iter()
-            .map(|l| (l.to_string(), json!(reachable >= l.replicas(n))))
+            .map(|l| (l.to_string(), json!(up >= l.replicas(n))))
             .collect();
-    let status = if reachable == n {
+    let status = if up == n {
         "UP"
-    } else if reachable > 0 {
+    } else if up > 0 {
         "DEGRADED"
     } else {
         "DOWN"
     };
-    let code = if reachable > 0 {
+    let code = if up > 0 {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         code,
-        Json(
-            json!({"status": status, "n": n, "up": reachable, "available": levels, "nodes": nodes}),
-        ),
+        Json(json!({"status": status, "n": n, "up": up, "available": levels, "nodes": nodes})),
     )
         .into_response()
+}
+
+/// Decide which nodes can serve. A node is up when it answered the health
+/// probe *and* no coordinator that answered has its breaker open: that
+/// coordinator refuses (503) any level needing it, so counting it as up
+/// would show ALL available while ALL requests fail.
+fn judge(ids: &[NodeId], views: &mut [NodeView]) {
+    let mut open_at: BTreeMap<NodeId, Vec<NodeId>> = BTreeMap::new();
+    for (observer, view) in ids.iter().zip(views.iter()) {
+        let Some(report) = &view.report else { continue };
+        for replica in &report.replicas {
+            if replica.breaker == BreakerState::Open {
+                open_at.entry(replica.node).or_default().push(*observer);
+            }
+        }
+    }
+    for (id, view) in ids.iter().zip(views.iter_mut()) {
+        view.open_at = open_at.remove(id).unwrap_or_default();
+        view.up = view.reachable && view.open_at.is_empty();
+    }
 }
 
 /// A running gateway; dropping it stops it.
@@ -678,4 +913,392 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
     });
     tracing::info!(%addr, nodes = config.nodes.len(), "gateway serving");
     Ok(RunningGateway { addr, serve, poll })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quorumlog_core::protocol::ReplicaHealth;
+
+    fn op(error: OpError) -> ApiError {
+        ApiError::from_client(
+            ClientError::Op {
+                coordinator: 2,
+                error,
+            },
+            "write",
+        )
+    }
+
+    fn too_many_siblings() -> Refusal {
+        Refusal::TooManySiblings {
+            key: "k".into(),
+            siblings: 65,
+            limit: 64,
+        }
+    }
+
+    fn dot_conflict() -> Refusal {
+        Refusal::Version {
+            key: "k".into(),
+            reason: "dot n1:1 is already held with another value or context".into(),
+        }
+    }
+
+    #[test]
+    fn a_key_limit_is_a_409_that_says_how_to_resolve_it() {
+        let e = op(OpError::Refused(too_many_siblings()));
+        assert_eq!(e.status(), StatusCode::CONFLICT);
+        assert_eq!(e.kind(), "key_limit");
+        assert!(e.message().contains("overwrite=true"), "{}", e.message());
+        assert!(e.message().contains("context"), "{}", e.message());
+        let body = e.body();
+        assert_eq!(body["reason"], json!("too_many_siblings"));
+        assert_eq!(body["limit"], json!(64));
+        assert_eq!(body["indeterminate"], json!(false), "nothing was stored");
+
+        let e = op(OpError::RefusedByReplicas {
+            needed: 3,
+            acked: 1,
+            refused: 4,
+            n: 5,
+            reason: Refusal::TooManyBytes {
+                key: "k".into(),
+                bytes: 5_000_000,
+                limit: 4_194_304,
+            },
+        });
+        assert_eq!(e.status(), StatusCode::CONFLICT);
+        assert_eq!(e.kind(), "key_limit");
+        assert!(e.message().contains("overwrite=true"), "{}", e.message());
+        let body = e.body();
+        assert_eq!(body["reason"], json!("too_many_bytes"));
+        assert_eq!(
+            (
+                &body["needed"],
+                &body["acked"],
+                &body["refused"],
+                &body["n"]
+            ),
+            (&json!(3), &json!(1), &json!(4), &json!(5))
+        );
+        assert_eq!(
+            body["indeterminate"],
+            json!(true),
+            "the coordinator stored it"
+        );
+    }
+
+    #[test]
+    fn a_refused_version_is_a_500() {
+        for error in [
+            OpError::Refused(dot_conflict()),
+            OpError::RefusedByReplicas {
+                needed: 3,
+                acked: 1,
+                refused: 2,
+                n: 5,
+                reason: dot_conflict(),
+            },
+        ] {
+            let e = op(error);
+            assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(e.kind(), "replica_refused");
+            assert!(e.message().contains("dot n1:1"), "{}", e.message());
+        }
+    }
+
+    #[test]
+    fn an_unverifiable_context_is_a_503_that_wrote_nothing() {
+        let e = op(OpError::ContextUnverified {
+            dots: "n4.9:3".into(),
+            answered: 3,
+            n: 5,
+        });
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.kind(), "context_unverified");
+        assert!(
+            e.message().contains("nothing was written"),
+            "{}",
+            e.message()
+        );
+        let body = e.body();
+        assert_eq!(body["dots"], json!("n4.9:3"));
+        assert_eq!((&body["answered"], &body["n"]), (&json!(3), &json!(5)));
+    }
+
+    #[test]
+    fn a_timeout_says_how_many_refused_the_connection() {
+        let e = op(OpError::Timeout {
+            needed: 5,
+            answered: 3,
+            n: 5,
+            unreachable: 1,
+        });
+        assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
+        let body = e.body();
+        assert_eq!(body["unreachable"], json!(1));
+        assert_eq!(body["answered"], json!(3));
+        assert_eq!(body["indeterminate"], json!(true));
+        assert!(
+            e.message().contains("1 refused the connection"),
+            "{}",
+            e.message()
+        );
+    }
+
+    #[test]
+    fn overwrite_is_a_boolean_from_the_query_or_the_body() {
+        assert!(!overwrite_of(None, None).unwrap_or(true));
+        assert!(overwrite_of(Some("true"), None).unwrap_or(false));
+        assert!(!overwrite_of(Some("false"), None).unwrap_or(true));
+        assert!(overwrite_of(None, Some(&json!(true))).unwrap_or(false));
+        assert!(!overwrite_of(None, Some(&Value::Null)).unwrap_or(true));
+        assert!(overwrite_of(Some("true"), Some(&json!(true))).unwrap_or(false));
+        for (query, body) in [
+            (Some("yes"), None),
+            (Some("1"), None),
+            (Some("TRUE"), None),
+            (None, Some(json!("true"))),
+            (None, Some(json!(1))),
+            (Some("true"), Some(json!(false))),
+        ] {
+            match overwrite_of(query, body.as_ref()) {
+                Err(e) => {
+                    assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+                    assert!(e.message().contains("overwrite"), "{}", e.message());
+                }
+                Ok(v) => panic!("{query:?} / {body:?} accepted as {v}"),
+            }
+        }
+    }
+
+    #[test]
+    fn versions_show_their_incarnation() {
+        let dot = Dot::new(quorumlog_core::Actor::new(3, 7), 1);
+        assert_eq!(
+            version_json(&dot),
+            json!({"node": 3, "incarnation": 7, "counter": 1})
+        );
+    }
+
+    fn answered(observer: NodeId, open: &[NodeId]) -> NodeView {
+        NodeView {
+            reachable: true,
+            report: Some(HealthReport {
+                node: observer,
+                incarnation: 0,
+                n: 3,
+                replicas: [1, 2, 3]
+                    .into_iter()
+                    .filter(|&p| p != observer)
+                    .map(|p| ReplicaHealth {
+                        node: p,
+                        breaker: if open.contains(&p) {
+                            BreakerState::Open
+                        } else {
+                            BreakerState::Closed
+                        },
+                        consecutive_failures: 0,
+                    })
+                    .collect(),
+            }),
+            ..NodeView::default()
+        }
+    }
+
+    #[test]
+    fn a_node_is_up_only_if_it_answered_and_no_breaker_is_open_for_it() {
+        let ids = [1, 2, 3];
+        let mut views = vec![answered(1, &[]), answered(2, &[]), answered(3, &[])];
+        judge(&ids, &mut views);
+        assert!(views.iter().all(|v| v.up));
+
+        // Node 3 answers the probe, but node 1 has its breaker open.
+        let mut views = vec![answered(1, &[3]), answered(2, &[]), answered(3, &[])];
+        judge(&ids, &mut views);
+        assert_eq!(
+            views.iter().map(|v| v.up).collect::<Vec<_>>(),
+            [true, true, false]
+        );
+        assert_eq!(views[2].open_at, vec![1]);
+
+        // Node 2 did not answer, though nobody's breaker is open yet.
+        let mut views = vec![
+            answered(1, &[]),
+            NodeView {
+                reachable: false,
+                error: Some("connection refused".into()),
+                ..NodeView::default()
+            },
+            answered(3, &[]),
+        ];
+        judge(&ids, &mut views);
+        assert_eq!(
+            views.iter().map(|v| v.up).collect::<Vec<_>>(),
+            [true, false, true]
+        );
+    }
+}
+
+/// The gateway over one in-process node: the HTTP surface end to end.
+#[cfg(test)]
+mod http_tests {
+    use super::*;
+    use crate::node::{self, NodeConfig};
+    use crate::store::StoreSpec;
+
+    struct One {
+        base: String,
+        http: reqwest::Client,
+        incarnation: quorumlog_core::Incarnation,
+        _node: node::RunningNode,
+        _gateway: RunningGateway,
+    }
+
+    impl One {
+        async fn start(max_siblings: usize) -> One {
+            let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+            // Node 7: the metrics recorder is per process, and other tests
+            // start a node 1.
+            let mut config = NodeConfig::new(7, loopback, Vec::new(), StoreSpec::Memory);
+            config.key_limits.max_siblings = max_siblings;
+            let node = node::start(config).await.expect("start the node");
+            let gateway = start(GatewayConfig::new(loopback, vec![(7, node.addr)]))
+                .await
+                .expect("start the gateway");
+            One {
+                base: format!("http://{}", gateway.addr),
+                http: reqwest::Client::new(),
+                incarnation: node.incarnation,
+                _node: node,
+                _gateway: gateway,
+            }
+        }
+
+        async fn post(&self, query: &str, body: Value) -> (u16, Value) {
+            let answer = self
+                .http
+                .post(format!("{}/api/logs?consistency=ONE{query}", self.base))
+                .json(&body)
+                .send()
+                .await
+                .expect("POST");
+            let status = answer.status().as_u16();
+            (status, answer.json().await.expect("JSON answer"))
+        }
+
+        async fn get(&self, path: &str) -> (u16, Value) {
+            let answer = self
+                .http
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .expect("GET");
+            let status = answer.status().as_u16();
+            (status, answer.json().await.expect("JSON answer"))
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_overwrite_limits_and_health() {
+        let one = One::start(2).await;
+
+        let (status, a) = one.post("", json!({"key": "a", "value": "x"})).await;
+        assert_eq!(status, 200, "{a}");
+        assert_eq!(a["version"]["incarnation"], json!(one.incarnation), "{a}");
+        assert_eq!(a["version"]["node"], json!(7), "{a}");
+        assert_eq!(a["version"]["counter"], json!(1), "{a}");
+
+        // A token read from key a does not go with a write to key b.
+        let (status, e) = one
+            .post(
+                "",
+                json!({"key": "b", "value": "y", "context": a["context"]}),
+            )
+            .await;
+        assert_eq!(status, 400, "{e}");
+        assert!(
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("another key")),
+            "{e}"
+        );
+
+        let (status, e) = one
+            .post("&overwrite=maybe", json!({"key": "b", "value": "y"}))
+            .await;
+        assert_eq!(status, 400, "{e}");
+        let (status, e) = one
+            .post("", json!({"key": "b", "value": "y", "overwrite": "yes"}))
+            .await;
+        assert_eq!(status, 400, "{e}");
+
+        // Two blind writes are siblings; a third would pass the limit of 2.
+        for value in ["c1", "c2"] {
+            let (status, w) = one.post("", json!({"key": "c", "value": value})).await;
+            assert_eq!(status, 200, "{w}");
+        }
+        let (status, e) = one.post("", json!({"key": "c", "value": "c3"})).await;
+        assert_eq!(status, 409, "{e}");
+        assert_eq!(e["error"], json!("key_limit"), "{e}");
+        assert!(
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("overwrite=true")),
+            "{e}"
+        );
+        // overwrite=true supersedes both.
+        let (status, w) = one
+            .post("&overwrite=true", json!({"key": "c", "value": "c3"}))
+            .await;
+        assert_eq!(status, 200, "{w}");
+        assert_eq!(w["overwrite"], json!(true), "{w}");
+        let (status, r) = one.get("/api/logs/c?consistency=ONE").await;
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(r["values"], json!(["c3"]), "{r}");
+        assert_eq!(
+            r["siblings"][0]["version"]["incarnation"],
+            json!(one.incarnation)
+        );
+        // The read's token goes with a write to the same key.
+        let (status, w) = one
+            .post(
+                "",
+                json!({"key": "c", "value": "c4", "context": r["context"]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{w}");
+
+        let (status, health) = one.get("/api/logs/health").await;
+        assert_eq!(status, 200, "{health}");
+        assert_eq!(health["status"], json!("UP"), "{health}");
+        assert_eq!(health["available"]["ALL"], json!(true), "{health}");
+        assert_eq!(
+            health["nodes"][0]["incarnation"],
+            json!(one.incarnation),
+            "{health}"
+        );
+        assert_eq!(health["nodes"][0]["up"], json!(true), "{health}");
+
+        let metrics = one
+            .http
+            .get(format!("{}/metrics", one.base))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let gauge = format!("node_incarnation{{node=\"7\"}} {}", one.incarnation);
+        assert!(metrics.contains(&gauge), "no {gauge} in\n{metrics}");
+        assert!(
+            metrics.contains("key_siblings_bucket{le=\"64\"}"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("replica_refusals_total{reason=\"key_limit\"}"),
+            "{metrics}"
+        );
+    }
 }

@@ -5,7 +5,7 @@ use quorumd::gateway::GatewayConfig;
 use quorumd::node::NodeConfig;
 use quorumd::store::StoreSpec;
 use quorumd::{bench, cluster, gateway, node, peers, telemetry};
-use quorumlog_core::{Consistency, NodeId, ReadRepair};
+use quorumlog_core::{Consistency, KeyLimits, NodeId, ReadRepair};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -69,6 +69,36 @@ struct NodeArgs {
     /// Read repair: off, background or blocking.
     #[arg(long, default_value = "background", value_parser = parse_repair)]
     read_repair: ReadRepair,
+    #[command(flatten)]
+    key_limits: KeyLimitArgs,
+    /// Start a new incarnation even though the store has one recorded:
+    /// required after restoring a backup, whose recorded incarnation may
+    /// already have minted dots the backup does not hold. (A new or wiped
+    /// store starts a new incarnation by itself.)
+    #[arg(long)]
+    new_incarnation: bool,
+}
+
+/// Per-key limits, shared by `node` and `cluster`.
+#[derive(clap::Args)]
+struct KeyLimitArgs {
+    /// Siblings one key may hold; a write that would add more is refused
+    /// with 409 (resolve them with a context, or write with overwrite=true).
+    #[arg(long, value_name = "N", default_value_t = KeyLimits::DEFAULT_MAX_SIBLINGS, value_parser = parse_key_max_siblings)]
+    key_max_siblings: usize,
+    /// Bytes one key may hold (all its siblings): at least the value limit
+    /// (1 MiB), at most the RPC frame limit / 8.
+    #[arg(long, value_name = "BYTES", default_value_t = KeyLimits::DEFAULT_MAX_BYTES, value_parser = parse_key_max_bytes)]
+    key_max_bytes: usize,
+}
+
+impl KeyLimitArgs {
+    fn limits(&self) -> KeyLimits {
+        KeyLimits {
+            max_siblings: self.key_max_siblings,
+            max_bytes: self.key_max_bytes,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -113,6 +143,8 @@ struct ClusterArgs {
     /// How long coordinators wait for replicas, in milliseconds.
     #[arg(long, default_value_t = 500)]
     replica_timeout_ms: u64,
+    #[command(flatten)]
+    key_limits: KeyLimitArgs,
 }
 
 #[derive(clap::Args)]
@@ -145,6 +177,20 @@ struct BenchArgs {
 
 /// How long `node` and `gateway` wait for peer host names to resolve.
 const RESOLVE_WAIT: Duration = Duration::from_secs(60);
+
+fn parse_key_max_siblings(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a count: {e}"))?;
+    node::check_key_max_siblings(n).map_err(|e| e.to_string())
+}
+
+fn parse_key_max_bytes(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a byte count: {e}"))?;
+    node::check_key_max_bytes(n).map_err(|e| e.to_string())
+}
 
 fn parse_repair(s: &str) -> Result<ReadRepair, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -198,6 +244,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config.breaker_threshold = args.breaker_threshold;
             config.breaker_open_for = Duration::from_millis(args.breaker_open_ms);
             config.read_repair = args.read_repair;
+            config.key_limits = args.key_limits.limits();
+            config.new_incarnation = args.new_incarnation;
             let id = config.id;
             let running = node::start(config)
                 .await
@@ -228,6 +276,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 gateway: args.gateway,
                 store: args.store,
                 data_dir: args.data_dir,
+                key_limits: args.key_limits.limits(),
             };
             cluster::run(config, Duration::from_millis(args.replica_timeout_ms)).await
         }

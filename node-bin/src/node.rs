@@ -2,12 +2,65 @@
 use crate::store::{self, StoreSpec};
 use crate::telemetry;
 use quorumlog_core::breaker::BreakerConfig;
-use quorumlog_core::{CoordinatorConfig, Node, NodeId, ReadRepair};
+use quorumlog_core::replica::MAX_VALUE_LEN;
+use quorumlog_core::rpc::MAX_FRAME_BYTES;
+use quorumlog_core::{CoordinatorConfig, Incarnation, KeyLimits, Node, NodeId, ReadRepair};
+use rand::Rng;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+/// Largest `--key-max-bytes`: a read merges the copies of up to 7 other
+/// replicas (plus its own) and a whole sibling set travels in one RPC
+/// frame, so eight keys at the limit must fit one frame.
+pub const MAX_KEY_BYTES: usize = MAX_FRAME_BYTES / 8;
+
+/// A per-key limit that cannot work.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum KeyLimitError {
+    #[error("--key-max-siblings must be at least 1: a key with a value holds one version")]
+    NoSiblings,
+    #[error(
+        "--key-max-bytes {0} is below the value limit of {MAX_VALUE_LEN} bytes: \
+         a key must be able to hold one value of the largest accepted size"
+    )]
+    BelowValueLimit(usize),
+    #[error(
+        "--key-max-bytes {0} is above {MAX_KEY_BYTES}: the RPC frame limit ({MAX_FRAME_BYTES} bytes) \
+         divided by 8, so a read merging its own copy of a key with up to 7 replicas' still fits one frame"
+    )]
+    AboveFrameLimit(usize),
+}
+
+/// `--key-max-siblings`, checked.
+pub fn check_key_max_siblings(siblings: usize) -> Result<usize, KeyLimitError> {
+    if siblings == 0 {
+        return Err(KeyLimitError::NoSiblings);
+    }
+    Ok(siblings)
+}
+
+/// `--key-max-bytes`, checked: between the value limit and what fits a frame.
+pub fn check_key_max_bytes(bytes: usize) -> Result<usize, KeyLimitError> {
+    if bytes < MAX_VALUE_LEN {
+        return Err(KeyLimitError::BelowValueLimit(bytes));
+    }
+    if bytes > MAX_KEY_BYTES {
+        return Err(KeyLimitError::AboveFrameLimit(bytes));
+    }
+    Ok(bytes)
+}
+
+/// Both per-key limits, checked.
+pub fn key_limits(max_siblings: usize, max_bytes: usize) -> Result<KeyLimits, KeyLimitError> {
+    Ok(KeyLimits {
+        max_siblings: check_key_max_siblings(max_siblings)?,
+        max_bytes: check_key_max_bytes(max_bytes)?,
+    })
+}
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -21,6 +74,12 @@ pub struct NodeConfig {
     pub breaker_threshold: u32,
     pub breaker_open_for: Duration,
     pub read_repair: ReadRepair,
+    /// Bounds on every key's sibling set (see [`key_limits`]).
+    pub key_limits: KeyLimits,
+    /// Start a new incarnation even though the store records one: after
+    /// restoring a backup, whose recorded incarnation may already have
+    /// minted dots the backup does not hold.
+    pub new_incarnation: bool,
 }
 
 impl NodeConfig {
@@ -41,6 +100,8 @@ impl NodeConfig {
             breaker_threshold: defaults.breaker.failure_threshold,
             breaker_open_for: defaults.breaker.open_for,
             read_repair: defaults.read_repair,
+            key_limits: defaults.key_limits,
+            new_incarnation: false,
         }
     }
 
@@ -52,6 +113,7 @@ impl NodeConfig {
                 open_for: self.breaker_open_for,
             },
             read_repair: self.read_repair,
+            key_limits: self.key_limits,
             ..CoordinatorConfig::default()
         }
     }
@@ -61,6 +123,8 @@ impl NodeConfig {
 pub struct RunningNode {
     pub id: NodeId,
     pub addr: SocketAddr,
+    /// The incarnation this node mints dots in.
+    pub incarnation: Incarnation,
     serve: JoinHandle<()>,
     metrics: Option<JoinHandle<()>>,
 }
@@ -80,10 +144,21 @@ impl Drop for RunningNode {
     }
 }
 
-/// Open the store (running migrations), bind, and serve in the background.
+/// An incarnation for a store that starts a new life: random, so that it
+/// differs from every earlier one of this node without anything having to
+/// remember them (a lost disk took the record with it); never 0, which
+/// stands for data from before incarnations.
+fn fresh_incarnation() -> Incarnation {
+    rand::thread_rng().gen_range(1..=Incarnation::MAX)
+}
+
+/// Open the store (running migrations), resolve the node's incarnation,
+/// bind, and serve in the background.
 pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let handle = telemetry::metrics()?;
-    let store = store::open(&config.store).await?;
+    let fresh = fresh_incarnation();
+    let store =
+        store::open_renewing(&config.store, config.new_incarnation.then_some(fresh)).await?;
     let listener = TcpListener::bind(config.listen).await.map_err(|e| {
         anyhow::anyhow!(
             "node {}: cannot listen on {}: {e}",
@@ -99,8 +174,14 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         .filter(|(id, _)| *id != config.id)
         .collect();
     let n = peers.len() + 1;
-    let node = Arc::new(Node::new(config.id, store, peers, config.coordinator()));
     let id = config.id;
+    let node = Node::open(id, store, peers, config.coordinator(), fresh)
+        .await
+        .map_err(|e| anyhow::anyhow!("node {id}: cannot read or record its incarnation: {e}"))?;
+    let incarnation = node.coordinator().replica().actor().incarnation;
+    // f64 holds every u32 exactly.
+    metrics::gauge!("node_incarnation", "node" => id.to_string()).set(f64::from(incarnation));
+    let node = Arc::new(node);
     let serve = tokio::spawn(async move {
         if let Err(e) = node.serve(listener).await {
             tracing::error!(node = id, "internal RPC server stopped: {e}");
@@ -110,11 +191,76 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         Some(listen) => Some(telemetry::serve_metrics(listen, handle).await?),
         None => None,
     };
-    tracing::info!(node = id, %addr, n, store = %config.store, "node serving");
+    if incarnation == 0 {
+        tracing::info!(
+            node = id,
+            "the store holds data from before incarnations were recorded: minting dots in incarnation 0, as that data was"
+        );
+    }
+    tracing::info!(
+        node = id,
+        %addr,
+        n,
+        incarnation,
+        fresh = incarnation == fresh,
+        store = %config.store,
+        "node serving"
+    );
     Ok(RunningNode {
         id,
         addr,
+        incarnation,
         serve,
         metrics,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_limits_must_fit_a_value_and_a_frame() {
+        assert_eq!(
+            key_limits(64, 4 * 1024 * 1024),
+            Ok(KeyLimits::default()),
+            "the defaults are valid"
+        );
+        assert_eq!(
+            KeyLimits::default().max_bytes,
+            MAX_KEY_BYTES,
+            "the default key size is the largest a frame allows"
+        );
+        assert_eq!(key_limits(0, MAX_VALUE_LEN), Err(KeyLimitError::NoSiblings));
+        assert_eq!(check_key_max_bytes(MAX_VALUE_LEN), Ok(MAX_VALUE_LEN));
+        assert_eq!(
+            check_key_max_bytes(MAX_VALUE_LEN - 1),
+            Err(KeyLimitError::BelowValueLimit(MAX_VALUE_LEN - 1))
+        );
+        assert_eq!(
+            check_key_max_bytes(MAX_KEY_BYTES + 1),
+            Err(KeyLimitError::AboveFrameLimit(MAX_KEY_BYTES + 1))
+        );
+        let message = KeyLimitError::AboveFrameLimit(MAX_KEY_BYTES + 1).to_string();
+        assert!(message.contains("--key-max-bytes"), "{message}");
+        assert!(message.contains(&MAX_KEY_BYTES.to_string()), "{message}");
+    }
+
+    #[test]
+    fn fresh_incarnations_are_never_zero() {
+        for _ in 0..1000 {
+            assert_ne!(fresh_incarnation(), 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_reports_its_incarnation_and_limits() {
+        let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut config = NodeConfig::new(1, listen, Vec::new(), StoreSpec::Memory);
+        config.key_limits = key_limits(3, MAX_VALUE_LEN).expect("valid limits");
+        assert_eq!(config.coordinator().key_limits, config.key_limits);
+        let running = start(config).await.expect("start a node");
+        assert_ne!(running.incarnation, 0, "a memory store is always new");
+        running.stop();
+    }
 }

@@ -16,6 +16,12 @@ pub const BUCKETS: &[f64] = &[
 /// Buckets (rows) for how many rows one store commit carried.
 pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
+/// Buckets (counts) for the size of a key as stored: its siblings (limit
+/// 64 by default) and its version vector's entries (one per actor that
+/// wrote it; a client context may carry 256). The seconds buckets would put
+/// every key in the top three.
+pub const KEY_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 pub fn init_tracing() {
@@ -37,6 +43,11 @@ pub fn metrics() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(
             Matcher::Full("store_commit_batch_rows".into()),
             BATCH_BUCKETS,
+        )?
+        .set_buckets_for_metric(Matcher::Full("key_siblings".into()), KEY_SIZE_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full("version_vector_entries".into()),
+            KEY_SIZE_BUCKETS,
         )?
         .install_recorder()?;
     let handle = HANDLE.get_or_init(|| handle).clone();

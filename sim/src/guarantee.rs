@@ -17,14 +17,17 @@ pub enum Guarantee {
     WellFormedReads,
     /// The history is linearizable (multi-value register model).
     Linearizable,
+    /// No replica holds a key past the configured sibling and byte limits.
+    BoundedKeys,
 }
 
 impl Guarantee {
-    pub const EVERY: [Guarantee; 4] = [
+    pub const EVERY: [Guarantee; 5] = [
         Guarantee::NoStaleReads,
         Guarantee::NoLostUpdates,
         Guarantee::WellFormedReads,
         Guarantee::Linearizable,
+        Guarantee::BoundedKeys,
     ];
 
     pub fn name(self) -> &'static str {
@@ -33,16 +36,21 @@ impl Guarantee {
             Guarantee::NoLostUpdates => "lost updates",
             Guarantee::WellFormedReads => "malformed reads",
             Guarantee::Linearizable => "not linearizable",
+            Guarantee::BoundedKeys => "keys over their limits",
         }
     }
 
-    /// Whether a configuration promises this. W+R>N promises fresh reads;
-    /// every configuration promises durability and well-formed reads; no
-    /// configuration of a leaderless quorum store promises linearizability.
+    /// Whether a configuration promises this. W+R>N promises fresh reads
+    /// (W+R>N+1 when a disk may be lost); durability is promised unless
+    /// writes overwrite or a write acknowledged by one replica may lose its
+    /// disk; every configuration promises well-formed reads and bounded
+    /// keys; no configuration of a leaderless quorum store promises
+    /// linearizability.
     pub fn promised_by(self, scenario: &Scenario) -> bool {
         match self {
-            Guarantee::NoStaleReads => scenario.overlapping(),
-            Guarantee::NoLostUpdates | Guarantee::WellFormedReads => true,
+            Guarantee::NoStaleReads => scenario.promises_fresh_reads(),
+            Guarantee::NoLostUpdates => scenario.promises_durability(),
+            Guarantee::WellFormedReads | Guarantee::BoundedKeys => true,
             Guarantee::Linearizable => false,
         }
     }

@@ -3,23 +3,304 @@
 //! simulator and one recorded against a real cluster go through the same
 //! checkers.
 //!
-//! Format 1, one JSON object per line (see `docs/history-format.md`):
+//! Format 2, one JSON object per line (see `docs/history-format.md`):
 //!
 //! ```text
-//! {"type":"header","format":1,"scenario":"partitions","seed":7,"n":5}
+//! {"type":"header","format":2,"scenario":"partitions","seed":7,"n":5}
 //! {"type":"invoke","id":0,"client":1,"time_us":1200,"key":"k1","op":"write","value":"c1-0","context":{},"level":"W=3"}
-//! {"type":"complete","id":0,"client":1,"time_us":4810,"outcome":"ok","version":{"value":"c1-0","dot":{"node":2,"counter":1},"context":{}}}
+//! {"type":"complete","id":0,"client":1,"time_us":4810,"outcome":"ok","version":{"value":"c1-0","dot":{"node":2,"incarnation":1,"counter":1},"context":{}}}
 //! {"type":"invoke","id":1,"client":2,"time_us":5000,"key":"k1","op":"read","level":"R=3"}
-//! {"type":"complete","id":1,"client":2,"time_us":9000,"outcome":"ok","values":[{"value":"c1-0","dot":{"node":2,"counter":1},"context":{}}],"context":{"2":1}}
+//! {"type":"complete","id":1,"client":2,"time_us":9000,"outcome":"ok","values":[{"value":"c1-0","dot":{"node":2,"incarnation":1,"counter":1},"context":{}}],"context":{"2.1":1}}
 //! ```
-use quorumlog_core::{Dot, VersionVector};
+//!
+//! Dots and clocks are this module's own types ([`Dot`], [`Clock`]), not
+//! the core's: the checkers must not share the version algebra they judge.
+//! Format 1 is format 2 with every incarnation 0, and is still read.
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::io::{BufRead, Write};
+use std::str::FromStr;
 use thiserror::Error;
 
-/// The history format this build reads and writes.
-pub const HISTORY_FORMAT: u32 = 1;
+/// The history format this build writes.
+pub const HISTORY_FORMAT: u32 = 2;
+
+/// The formats this build reads: 1 is 2 without incarnations (all 0).
+pub const READABLE_FORMATS: [u32; 2] = [1, 2];
+
+/// Who minted a dot: a node, in one incarnation of its store. A node that
+/// restarts with an empty store (lost disk) writes under a new incarnation,
+/// so its new dots cannot collide with the ones its earlier life minted.
+///
+/// The checkers keep their own copy of this algebra (not the core's) so
+/// that a bug in the system's version logic cannot blind its judge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Actor {
+    pub node: u32,
+    pub incarnation: u32,
+}
+
+impl Actor {
+    pub fn new(node: u32, incarnation: u32) -> Self {
+        Actor { node, incarnation }
+    }
+
+    /// Incarnation 0: every actor of a format 1 history.
+    pub fn node(node: u32) -> Self {
+        Actor {
+            node,
+            incarnation: 0,
+        }
+    }
+
+    /// The clock-key form: `3`, or `3.7` for incarnation 7.
+    pub fn key(&self) -> String {
+        if self.incarnation == 0 {
+            self.node.to_string()
+        } else {
+            format!("{}.{}", self.node, self.incarnation)
+        }
+    }
+}
+
+/// `n3`, or `n3.7` for incarnation 7.
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.incarnation == 0 {
+            write!(f, "n{}", self.node)
+        } else {
+            write!(f, "n{}.{}", self.node, self.incarnation)
+        }
+    }
+}
+
+/// A clock key that is neither `NODE` nor `NODE.INCARNATION`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("clock key {0:?} is not a node id (\"3\") or node.incarnation (\"3.7\")")]
+pub struct BadClockKey(pub String);
+
+/// Parses the clock-key form, `3` or `3.7` (decimal, no sign or spaces).
+impl FromStr for Actor {
+    type Err = BadClockKey;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadClockKey(s.to_string());
+        // u32::from_str accepts a leading '+': clock keys are plain digits.
+        let number = |t: &str| -> Result<u32, BadClockKey> {
+            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            t.parse().map_err(|_| bad())
+        };
+        match s.split_once('.') {
+            None => Ok(Actor::node(number(s)?)),
+            Some((node, incarnation)) => Ok(Actor::new(number(node)?, number(incarnation)?)),
+        }
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One write's identity: the `counter`-th write `node` (in `incarnation`)
+/// coordinated for a key. JSON: `{"node":3,"counter":1}`, with
+/// `"incarnation":7` only when it is not 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Dot {
+    pub node: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incarnation: u32,
+    pub counter: u64,
+}
+
+impl Dot {
+    pub fn new(actor: Actor, counter: u64) -> Self {
+        Dot {
+            node: actor.node,
+            incarnation: actor.incarnation,
+            counter,
+        }
+    }
+
+    pub fn actor(&self) -> Actor {
+        Actor::new(self.node, self.incarnation)
+    }
+}
+
+/// `n3:1`, or `n3.7:1` for incarnation 7.
+impl fmt::Display for Dot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.actor(), self.counter)
+    }
+}
+
+/// A version vector: for each actor, how many of its writes are included.
+/// Ordered (a `BTreeMap`), so output is deterministic; zero entries are
+/// never stored (they include nothing). JSON: an object from clock key
+/// (`"3"`, or `"3.7"` for incarnation 7) to counter, e.g. `{"2":1,"3.7":4}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Clock(BTreeMap<Actor, u64>);
+
+impl Clock {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn from_entries(entries: impl IntoIterator<Item = (Actor, u64)>) -> Self {
+        let mut clock = Clock::new();
+        for (actor, counter) in entries {
+            clock.bump(actor, counter);
+        }
+        clock
+    }
+
+    /// The counter of `actor` (0 when absent).
+    pub fn get(&self, actor: Actor) -> u64 {
+        self.0.get(&actor).copied().unwrap_or(0)
+    }
+
+    /// Raise `actor`'s entry to at least `counter`.
+    pub fn bump(&mut self, actor: Actor, counter: u64) {
+        if counter == 0 {
+            return;
+        }
+        let entry = self.0.entry(actor).or_insert(0);
+        *entry = (*entry).max(counter);
+    }
+
+    /// Whether the clock includes `dot`: its actor's counter reaches it.
+    pub fn covers(&self, dot: Dot) -> bool {
+        self.get(dot.actor()) >= dot.counter
+    }
+
+    /// The entries, in actor order.
+    pub fn entries(&self) -> impl Iterator<Item = (Actor, u64)> + '_ {
+        self.0.iter().map(|(a, c)| (*a, *c))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Pointwise maximum.
+    pub fn join(&self, other: &Clock) -> Clock {
+        let mut out = self.clone();
+        out.join_in_place(other);
+        out
+    }
+
+    pub fn join_in_place(&mut self, other: &Clock) {
+        for (actor, counter) in other.entries() {
+            self.bump(actor, counter);
+        }
+    }
+
+    /// Include `dot` (raise its actor's entry to its counter).
+    pub fn add(&mut self, dot: Dot) {
+        self.bump(dot.actor(), dot.counter);
+    }
+
+    /// `self` includes everything `other` does.
+    pub fn descends_from(&self, other: &Clock) -> bool {
+        other.entries().all(|(a, c)| self.get(a) >= c)
+    }
+}
+
+impl FromIterator<(Actor, u64)> for Clock {
+    fn from_iter<I: IntoIterator<Item = (Actor, u64)>>(iter: I) -> Self {
+        Clock::from_entries(iter)
+    }
+}
+
+/// `{n2:1, n3.7:4}`.
+impl fmt::Display for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, (actor, counter)) in self.entries().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{actor}:{counter}")?;
+        }
+        f.write_str("}")
+    }
+}
+
+impl Serialize for Clock {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (actor, counter) in &self.0 {
+            map.serialize_entry(&actor.key(), counter)?;
+        }
+        map.end()
+    }
+}
+
+/// A clock key as it arrives: a string (JSON object keys) or, from other
+/// encoders, a number.
+struct ClockKey(Result<Actor, BadClockKey>);
+
+impl<'de> Deserialize<'de> for ClockKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = ClockKey;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a clock key: \"node\" or \"node.incarnation\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ClockKey, E> {
+                Ok(ClockKey(v.parse()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ClockKey, E> {
+                Ok(ClockKey(
+                    u32::try_from(v)
+                        .map(Actor::node)
+                        .map_err(|_| BadClockKey(v.to_string())),
+                ))
+            }
+        }
+        deserializer.deserialize_any(KeyVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Clock {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Clock;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a clock: an object from \"node\" or \"node.incarnation\" to counter")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Clock, A::Error> {
+                let mut clock = Clock::new();
+                let mut seen: BTreeSet<Actor> = BTreeSet::new();
+                while let Some((key, counter)) = map.next_entry::<ClockKey, u64>()? {
+                    let actor = key.0.map_err(serde::de::Error::custom)?;
+                    // "3" and "3.0" name the same actor: which counter is
+                    // meant is unclear, so refuse rather than pick one.
+                    if !seen.insert(actor) {
+                        return Err(serde::de::Error::custom(format!(
+                            "clock names {actor} twice"
+                        )));
+                    }
+                    clock.bump(actor, counter);
+                }
+                Ok(clock)
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -84,7 +365,7 @@ pub struct ObservedVersion {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dot: Option<Dot>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<VersionVector>,
+    pub context: Option<Clock>,
 }
 
 impl ObservedVersion {
@@ -124,7 +405,7 @@ pub enum Event {
         value: Option<String>,
         /// The causal context a write carries (empty: blind write).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        context: Option<VersionVector>,
+        context: Option<Clock>,
         /// "R=3", "W=1", "QUORUM", … free text for reports.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         level: Option<String>,
@@ -145,7 +426,7 @@ pub enum Event {
         version: Option<ObservedVersion>,
         /// The merged context a read returned.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        context: Option<VersionVector>,
+        context: Option<Clock>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
@@ -159,7 +440,7 @@ pub struct Operation {
     pub key: String,
     pub kind: OpKind,
     pub value: Option<String>,
-    pub context: Option<VersionVector>,
+    pub context: Option<Clock>,
     pub level: Option<String>,
     pub is_final: bool,
     pub invoke_us: u64,
@@ -169,7 +450,7 @@ pub struct Operation {
     pub outcome: Option<Outcome>,
     pub values: Vec<ObservedVersion>,
     pub version: Option<ObservedVersion>,
-    pub read_context: Option<VersionVector>,
+    pub read_context: Option<Clock>,
     pub error: Option<String>,
 }
 
@@ -214,7 +495,7 @@ pub struct OperationRef<'a> {
     pub kind: OpKind,
     pub value: Option<&'a str>,
     /// The context the write carried (None or empty: blind write).
-    pub context: Option<&'a VersionVector>,
+    pub context: Option<&'a Clock>,
     pub level: Option<&'a str>,
     pub is_final: bool,
     pub invoke_us: u64,
@@ -222,7 +503,7 @@ pub struct OperationRef<'a> {
     pub outcome: Option<Outcome>,
     pub values: &'a [ObservedVersion],
     pub version: Option<&'a ObservedVersion>,
-    pub read_context: Option<&'a VersionVector>,
+    pub read_context: Option<&'a Clock>,
     pub error: Option<&'a str>,
 }
 
@@ -329,10 +610,10 @@ impl History {
                 serde_json::from_str(&line).map_err(|e| line_error(number, e.to_string()))?;
             match &event {
                 Event::Header { format, .. } => {
-                    if *format != HISTORY_FORMAT {
+                    if !READABLE_FORMATS.contains(format) {
                         return Err(line_error(
                             number,
-                            format!("history format {format} is not supported (this build reads format {HISTORY_FORMAT})"),
+                            format!("history format {format} is not supported (this build reads formats 1 and {HISTORY_FORMAT})"),
                         ));
                     }
                 }
@@ -553,5 +834,75 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("format 9"));
+    }
+
+    #[test]
+    fn dots_and_clocks_carry_incarnations() {
+        let text = r#"{"type":"header","format":2}
+{"type":"invoke","id":0,"client":1,"time_us":1,"key":"k","op":"write","value":"b","context":{"2":1,"3.7":4}}
+{"type":"complete","id":0,"client":1,"time_us":5,"outcome":"ok","version":{"value":"b","dot":{"node":3,"incarnation":7,"counter":5},"context":{"2":1,"3.7":4}}}
+"#;
+        let history = History::read_jsonl(text.as_bytes()).unwrap();
+        assert_eq!(history.to_jsonl(), text);
+        let ops = history.operation_refs();
+        let dot = ops[0].written_dot().unwrap();
+        assert_eq!(dot.to_string(), "n3.7:5");
+        assert_eq!(Dot::new(Actor::node(3), 1).to_string(), "n3:1");
+        let context = ops[0].context.unwrap();
+        assert_eq!(context.to_string(), "{n2:1, n3.7:4}");
+        // Incarnations are separate actors: 3.7 covers nothing of 3.0.
+        assert!(context.covers(Dot::new(Actor::new(3, 7), 4)));
+        assert!(!context.covers(Dot::new(Actor::new(3, 7), 5)));
+        assert!(!context.covers(Dot::new(Actor::node(3), 1)));
+        assert!(context.covers(Dot::new(Actor::node(2), 1)));
+        // Incarnation 0 is left out of a dot, and "3.0" reads as "3".
+        let zero: Dot = serde_json::from_str(r#"{"node":3,"incarnation":0,"counter":1}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&zero).unwrap(),
+            r#"{"node":3,"counter":1}"#
+        );
+        let clock: Clock = serde_json::from_str(r#"{"3.0":2,"4":0}"#).unwrap();
+        assert_eq!(serde_json::to_string(&clock).unwrap(), r#"{"3":2}"#);
+        let joined = clock.join(&Clock::from_entries([
+            (Actor::node(3), 1),
+            (Actor::new(3, 1), 1),
+        ]));
+        assert_eq!(joined.to_string(), "{n3:2, n3.1:1}");
+    }
+
+    #[test]
+    fn bad_clock_keys_are_named() {
+        for key in ["x", "3.", ".7", "3.7.1", "-3", "+3", "3 ", "99999999999"] {
+            let line = format!(
+                "{{\"type\":\"invoke\",\"id\":0,\"client\":1,\"time_us\":1,\"key\":\"k\",\"op\":\"write\",\"value\":\"a\",\"context\":{{\"{key}\":1}}}}\n"
+            );
+            let err = History::read_jsonl(line.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("line 1:") && err.contains(&format!("clock key {key:?}")),
+                "{key}: {err}"
+            );
+        }
+        let twice = r#"{"3":1,"3.0":2}"#;
+        let err = serde_json::from_str::<Clock>(twice)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("names n3 twice"), "{err}");
+    }
+
+    #[test]
+    fn format_one_and_two_are_read_others_refused() {
+        for format in [1, 2] {
+            let text = format!("{{\"type\":\"header\",\"format\":{format}}}\n");
+            assert!(History::read_jsonl(text.as_bytes()).is_ok(), "{format}");
+        }
+        let err = History::read_jsonl("{\"type\":\"header\",\"format\":3}\n".as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("format 3") && err.contains("formats 1 and 2"),
+            "{err}"
+        );
     }
 }

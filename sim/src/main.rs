@@ -77,7 +77,8 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct ScenarioArgs {
-    /// Fault schedule: none, partitions, crashes, pauses, crashes-pauses, all.
+    /// Fault schedule: none, partitions, crashes, pauses, crashes-pauses,
+    /// disk-loss, all.
     #[arg(long, default_value = "partitions")]
     faults: FaultSchedule,
     /// Consistency: ONE, QUORUM, ALL, or R=r,W=w.
@@ -94,6 +95,9 @@ struct ScenarioArgs {
     /// Operations per seed, across all clients.
     #[arg(long, default_value_t = 500)]
     ops: usize,
+    /// Blind writes overwrite (last-writer-wins) instead of adding a sibling.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 impl ScenarioArgs {
@@ -105,6 +109,7 @@ impl ScenarioArgs {
         scenario.clients = self.clients;
         scenario.operations = self.ops;
         scenario.client_levels = self.client_levels.clone();
+        scenario.overwrite = self.overwrite;
         scenario.validate()?;
         Ok(scenario)
     }
@@ -241,6 +246,7 @@ mod simulator {
         );
         let stale: usize = outcomes.iter().map(|o| o.summary.stale_reads).sum();
         let lost: usize = outcomes.iter().map(|o| o.summary.lost_updates).sum();
+        let missing: usize = outcomes.iter().map(|o| o.stores.missing_writes).sum();
         let nonlin = outcomes
             .iter()
             .filter(|o| {
@@ -249,7 +255,7 @@ mod simulator {
             })
             .count();
         println!(
-            "checks     {stale} stale reads, {lost} lost updates, {nonlin} seeds not linearizable"
+            "checks     {stale} stale reads, {lost} lost updates, {missing} acknowledged writes on no store, {nonlin} seeds not linearizable"
         );
         let failing: Vec<_> = outcomes
             .iter()
@@ -340,11 +346,13 @@ mod simulator {
             }
         );
         println!(
-            "operations {}: {}",
+            "operations {}: {} ({}\u{2030} of writes adversarial)",
             outcome.stats.operations,
-            fmt_counts(&outcome.stats.outcomes)
+            fmt_counts(&outcome.stats.outcomes),
+            outcome.stats.adversarial_permille
         );
         println!("\n{}", outcome.summary);
+        println!("{}", outcome.stores);
         if let Some(path) = history {
             std::fs::write(&path, outcome.history.to_jsonl())
                 .with_context(|| format!("writing {}", path.display()))?;

@@ -19,19 +19,23 @@ pub enum FaultSchedule {
     Crashes,
     /// Paused (slow) nodes, clogged links and message delay.
     Pauses,
-    /// Crashes with pauses: the "crashes with pauses" schedule.
+    /// Crashes with pauses.
     CrashesPauses,
-    /// Everything together.
+    /// Crashes, one of which (per run) loses the node's disk: it restarts
+    /// with an empty store, under a new incarnation.
+    DiskLoss,
+    /// Everything together (one lost disk per run at most).
     All,
 }
 
 impl FaultSchedule {
-    pub const EVERY: [FaultSchedule; 6] = [
+    pub const EVERY: [FaultSchedule; 7] = [
         FaultSchedule::None,
         FaultSchedule::Partitions,
         FaultSchedule::Crashes,
         FaultSchedule::Pauses,
         FaultSchedule::CrashesPauses,
+        FaultSchedule::DiskLoss,
         FaultSchedule::All,
     ];
 
@@ -42,6 +46,7 @@ impl FaultSchedule {
             FaultSchedule::Crashes => "crashes",
             FaultSchedule::Pauses => "pauses",
             FaultSchedule::CrashesPauses => "crashes-pauses",
+            FaultSchedule::DiskLoss => "disk-loss",
             FaultSchedule::All => "all",
         }
     }
@@ -53,8 +58,16 @@ impl FaultSchedule {
     pub fn crashes(self) -> bool {
         matches!(
             self,
-            FaultSchedule::Crashes | FaultSchedule::CrashesPauses | FaultSchedule::All
+            FaultSchedule::Crashes
+                | FaultSchedule::CrashesPauses
+                | FaultSchedule::DiskLoss
+                | FaultSchedule::All
         )
+    }
+
+    /// Whether a crash may lose the node's disk (once per run).
+    pub fn disk_loss(self) -> bool {
+        matches!(self, FaultSchedule::DiskLoss | FaultSchedule::All)
     }
 
     pub fn pauses(self) -> bool {
@@ -73,7 +86,7 @@ impl fmt::Display for FaultSchedule {
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ScenarioError {
-    #[error("unknown fault schedule {0:?}: use one of none, partitions, crashes, pauses, crashes-pauses, all")]
+    #[error("unknown fault schedule {0:?}: use one of none, partitions, crashes, pauses, crashes-pauses, disk-loss, all")]
     UnknownFaults(String),
     #[error("bad consistency {what}: {reason}")]
     BadLevel { what: &'static str, reason: String },
@@ -200,6 +213,10 @@ pub struct Scenario {
     /// Keys most operations go to (where conflicts and staleness show).
     pub hot_keys: usize,
     pub cold_keys: usize,
+    /// Blind writes overwrite (`overwrite=true`: last-writer-wins) instead
+    /// of adding a sibling.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overwrite: bool,
 }
 
 impl Scenario {
@@ -214,6 +231,7 @@ impl Scenario {
             operations: 500,
             hot_keys: 3,
             cold_keys: 12,
+            overwrite: false,
         }
     }
 
@@ -263,9 +281,40 @@ impl Scenario {
         smallest(|l| l.read) + smallest(|l| l.write) > self.nodes
     }
 
-    /// "QUORUM", or "ONE+QUORUM" for mixed clients.
+    /// Whether reads are promised fresh: every read quorum meets every
+    /// write quorum — and, when a disk may be lost, meets it in a replica
+    /// that still holds the write (a replica that lost its disk is refilled
+    /// only by read repair), which takes W+R > N+1.
+    pub fn promises_fresh_reads(&self) -> bool {
+        if !self.faults.disk_loss() {
+            return self.overlapping();
+        }
+        let smallest_read = (0..self.clients)
+            .map(|c| self.levels_of(c).read.replicas(self.nodes))
+            .min()
+            .unwrap_or(0);
+        smallest_read + self.min_write_replicas() > self.nodes + 1
+    }
+
+    /// The fewest replicas any client's write is acknowledged by.
+    pub fn min_write_replicas(&self) -> usize {
+        (0..self.clients)
+            .map(|c| self.levels_of(c).write.replicas(self.nodes))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Whether every acknowledged write must survive: a write acknowledged
+    /// by one replica is lost with that replica's disk, and an overwrite
+    /// drops the siblings its coordinator holds by design.
+    pub fn promises_durability(&self) -> bool {
+        !self.overwrite && (!self.faults.disk_loss() || self.min_write_replicas() >= 2)
+    }
+
+    /// "QUORUM", or "ONE+QUORUM" for mixed clients; " overwrite" when
+    /// blind writes overwrite.
     pub fn levels_label(&self) -> String {
-        if self.client_levels.is_empty() {
+        let levels = if self.client_levels.is_empty() {
             self.levels.label()
         } else {
             self.client_levels
@@ -273,6 +322,11 @@ impl Scenario {
                 .map(Levels::label)
                 .collect::<Vec<_>>()
                 .join("+")
+        };
+        if self.overwrite {
+            format!("{levels} overwrite")
+        } else {
+            levels
         }
     }
 
@@ -300,6 +354,9 @@ impl Scenario {
         }
         if self.operations != standard.operations {
             cmd += &format!(" --ops {}", self.operations);
+        }
+        if self.overwrite {
+            cmd += " --overwrite";
         }
         cmd
     }

@@ -43,6 +43,8 @@ struct RawSeedFile {
     clients: Option<usize>,
     #[serde(default)]
     ops: Option<usize>,
+    #[serde(default)]
+    overwrite: bool,
     broken: Vec<String>,
     #[serde(default)]
     #[allow(dead_code)]
@@ -84,6 +86,7 @@ impl SeedFile {
         scenario.nodes = raw.nodes.unwrap_or(scenario.nodes);
         scenario.clients = raw.clients.unwrap_or(scenario.clients);
         scenario.operations = raw.ops.unwrap_or(scenario.operations);
+        scenario.overwrite = raw.overwrite;
         for level in &raw.client_levels {
             scenario
                 .client_levels
@@ -94,7 +97,7 @@ impl SeedFile {
         for name in &raw.broken {
             let g = guarantee(name).ok_or_else(|| {
                 parse_err(format!(
-                    "unknown guarantee {name:?} in \"broken\" (expected no-stale-reads, no-lost-updates, well-formed-reads or linearizable)"
+                    "unknown guarantee {name:?} in \"broken\" (expected no-stale-reads, no-lost-updates, well-formed-reads, linearizable or bounded-keys)"
                 ))
             })?;
             broken.insert(g);
@@ -129,6 +132,9 @@ impl SeedFile {
             if ours != default {
                 value[name] = ours.into();
             }
+        }
+        if scenario.overwrite {
+            value["overwrite"] = true.into();
         }
         if !scenario.client_levels.is_empty() {
             value["client_levels"] = scenario

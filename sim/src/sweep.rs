@@ -1,6 +1,6 @@
 //! Run a scenario over a range of seeds (on every core), check each
 //! history, and judge it against what the scenario's levels promise.
-use crate::check::{check_history, CheckSummary};
+use crate::check::{check_history, check_stores, CheckSummary, StoreReport};
 pub use crate::guarantee::{broken, Guarantee};
 use crate::harness::{run_seed, RunStats};
 use crate::history::History;
@@ -14,6 +14,9 @@ pub struct SeedOutcome {
     pub seed: u64,
     pub stats: RunStats,
     pub summary: CheckSummary,
+    /// Every acknowledged write still on some replica's store (or
+    /// superseded by a client): judged on the stores the harness owns.
+    pub stores: StoreReport,
     pub broken: Vec<Guarantee>,
     /// Latencies (simulated µs) of successful non-final operations.
     pub latencies_us: Vec<u64>,
@@ -42,6 +45,15 @@ pub struct SeedPanic {
 pub fn run_and_check(scenario: &Scenario, seed: u64) -> SeedOutcome {
     let run = run_seed(scenario, seed);
     let summary = check_history(&run.history);
+    let stores = check_stores(&run.history, &run.stores);
+    let mut broken = broken(&summary);
+    if !stores.is_ok() && !broken.contains(&Guarantee::NoLostUpdates) {
+        broken.push(Guarantee::NoLostUpdates);
+    }
+    if run.stats.keys_over_limits > 0 {
+        broken.push(Guarantee::BoundedKeys);
+    }
+    broken.sort();
     let latencies_us = run
         .history
         .operations()
@@ -51,7 +63,8 @@ pub fn run_and_check(scenario: &Scenario, seed: u64) -> SeedOutcome {
         .collect();
     SeedOutcome {
         seed,
-        broken: broken(&summary),
+        stores,
+        broken,
         fault_log: run.fault_log(),
         stats: run.stats,
         summary,

@@ -1,29 +1,36 @@
 //! The checkers judged: valid histories pass, broken ones are caught.
 #![allow(clippy::too_many_arguments)] // the hand-written-history builder
 use proptest::prelude::*;
-use quorumlog_core::{Dot, VersionVector};
 use quorumlog_sim::check::generate::{generate, GenConfig};
 use quorumlog_sim::check::{
     check_durability, check_history, check_linearizability, check_staleness, check_with_model,
     Budget, CasRegister, Interner, KeyValue, LinVerdict, Model, ModelKind, MultiValueRegister,
     PhantomKind, Register,
 };
-use quorumlog_sim::history::{cas_value, Event, History, ObservedVersion, OpKind, Outcome};
+use quorumlog_sim::history::{
+    cas_value, Actor, Clock, Dot, Event, History, ObservedVersion, OpKind, Outcome,
+};
 
 // ---------------------------------------------------------------- builder
 
-fn vv(entries: &[(u32, u64)]) -> VersionVector {
-    VersionVector::from_entries(entries.iter().copied())
+/// A clock over incarnation-0 actors: `[(node, counter)]`.
+fn vv(entries: &[(u32, u64)]) -> Clock {
+    entries.iter().map(|&(n, c)| (Actor::node(n), c)).collect()
+}
+
+/// A clock over any actors: `[(node, incarnation, counter)]`.
+fn clock(entries: &[(u32, u32, u64)]) -> Clock {
+    entries
+        .iter()
+        .map(|&(n, i, c)| (Actor::new(n, i), c))
+        .collect()
 }
 
 /// A version `value@node:counter` with context `ctx`.
 fn ver(value: &str, dot: (u32, u64), ctx: &[(u32, u64)]) -> ObservedVersion {
     ObservedVersion {
         value: value.to_string(),
-        dot: Some(Dot {
-            node: dot.0,
-            counter: dot.1,
-        }),
+        dot: Some(Dot::new(Actor::node(dot.0), dot.1)),
         context: Some(vv(ctx)),
     }
 }
@@ -42,7 +49,7 @@ impl Builder {
         key: &str,
         op: OpKind,
         value: Option<String>,
-        ctx: Option<VersionVector>,
+        ctx: Option<Clock>,
         at: u64,
         fin: bool,
     ) -> u64 {
@@ -109,6 +116,34 @@ impl Builder {
             let version = (outcome == Outcome::Ok).then(|| ver(v, dot, ctx));
             self.complete(id, client, end, outcome, Vec::new(), version);
         }
+        self
+    }
+
+    /// A write whose client sent `sent` and whose acknowledgement (when
+    /// `outcome` is ok) reported `version`: for systems that report
+    /// something other than what the client did.
+    fn write_reporting(
+        &mut self,
+        client: u32,
+        key: &str,
+        v: &str,
+        sent: Clock,
+        version: ObservedVersion,
+        start: u64,
+        end: u64,
+        outcome: Outcome,
+    ) -> &mut Self {
+        let id = self.invoke(
+            client,
+            key,
+            OpKind::Write,
+            Some(v.to_string()),
+            Some(sent),
+            start,
+            false,
+        );
+        let version = (outcome == Outcome::Ok).then_some(version);
+        self.complete(id, client, end, outcome, Vec::new(), version);
         self
     }
 
@@ -609,6 +644,429 @@ fn format_one_files_still_parse_and_cas_values_are_checked() {
     assert!(err.starts_with("line 1:") && err.contains("cas 0"), "{err}");
 }
 
+// ------------------------------------------ rules on what clients did
+
+#[test]
+fn reused_dots_are_reported() {
+    // Two different acknowledged writes under one dot (a coordinator that
+    // restarted empty and counted from 1 again). Both values survive, so
+    // only the reuse itself is wrong.
+    let reused = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(2, "k", "b", &[], (1, 1), 20, Some(30), Outcome::Ok)
+        .final_read(
+            "k",
+            1_000,
+            vec![ver("a", (1, 1), &[]), ver("b", (1, 1), &[])],
+        )
+        .build();
+    let report = check_durability(&reused);
+    assert_eq!(
+        (report.reused_dots, report.lost_updates),
+        (1, 0),
+        "{report}"
+    );
+    assert!(!report.is_ok());
+    assert_eq!(report.reused_examples[0].first.id, 0);
+    assert_eq!(report.reused_examples[0].again.id, 1);
+    let text = report.to_string();
+    assert!(
+        text.contains("1 acknowledged writes reuse the dot of another"),
+        "{text}"
+    );
+    assert!(
+        text.contains("reused dot 1: n1:1 acknowledged for two different writes"),
+        "{text}"
+    );
+    let summary = check_history(&reused);
+    assert_eq!(summary.reused_dots, 1);
+    assert!(!summary.is_ok());
+    assert!(summary.to_string().contains("1 reused dots"), "{summary}");
+    // The same dot on two keys is two dots; another incarnation is another
+    // actor; judged without a final read too.
+    let distinct = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(2, "j", "b", &[], (1, 1), 20, Some(30), Outcome::Ok)
+        .write_reporting(
+            2,
+            "k",
+            "c",
+            Clock::new(),
+            ObservedVersion {
+                value: "c".into(),
+                dot: Some(Dot::new(Actor::new(1, 1), 1)),
+                context: Some(Clock::new()),
+            },
+            40,
+            50,
+            Outcome::Ok,
+        )
+        .build();
+    let report = check_durability(&distinct);
+    assert!(report.is_ok(), "{report}");
+    let unjudged = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(2, "k", "b", &[], (1, 1), 20, Some(30), Outcome::Ok)
+        .build();
+    assert_eq!(check_durability(&unjudged).reused_dots, 1);
+}
+
+#[test]
+fn durability_is_judged_by_the_context_the_client_sent() {
+    // a acknowledged; b is a blind write (its client sent {}), but the
+    // system reports b's version with context {n1:1} and drops a. The
+    // final read's own contexts "cover" a: only the client's context tells
+    // that nobody superseded it.
+    let claimed = |sent: Clock, outcome: Outcome| {
+        Builder::default()
+            .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+            .write_reporting(
+                2,
+                "k",
+                "b",
+                sent,
+                ver("b", (1, 2), &[(1, 1)]),
+                20,
+                30,
+                outcome,
+            )
+            .final_read("k", 1_000, vec![ver("b", (1, 2), &[(1, 1)])])
+            .build()
+    };
+    let lost = check_durability(&claimed(Clock::new(), Outcome::Ok));
+    assert_eq!(lost.lost_updates, 1, "{lost}");
+    assert_eq!(lost.lost[0].write.value.as_deref(), Some("a"));
+    assert!(lost.to_string().contains("lost write 1: op 0"), "{lost}");
+    assert!(!check_history(&claimed(Clock::new(), Outcome::Ok)).is_ok());
+    // A context of another incarnation of node 1 does not vouch for n1:1.
+    let other_life = check_durability(&claimed(clock(&[(1, 1, 1)]), Outcome::Ok));
+    assert_eq!(other_life.lost_updates, 1, "{other_life}");
+    // The client did send {n1:1}: a was superseded, not lost.
+    let superseded = check_durability(&claimed(vv(&[(1, 1)]), Outcome::Ok));
+    assert!(superseded.is_ok(), "{superseded}");
+    // A superseder that timed out (or never completed) may have applied:
+    // it vouches; one that certainly failed does not.
+    for outcome in [Outcome::Timeout, Outcome::Ok] {
+        let history = Builder::default()
+            .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+            .write(2, "k", "b", &[(1, 1)], (2, 1), 20, Some(30), outcome)
+            .write(3, "k", "c", &[], (3, 1), 40, Some(50), Outcome::Ok)
+            .final_read("k", 1_000, vec![ver("c", (3, 1), &[])])
+            .build();
+        let report = check_durability(&history);
+        assert_eq!(
+            report.lost_updates,
+            usize::from(outcome == Outcome::Ok),
+            "{outcome:?}: {report}"
+        );
+    }
+    let never_completed = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(2, "k", "b", &[(1, 1)], (2, 1), 20, None, Outcome::Timeout)
+        .final_read("k", 1_000, vec![])
+        .build();
+    assert!(check_durability(&never_completed).is_ok());
+    for outcome in [Outcome::Unavailable, Outcome::Fail] {
+        let history = Builder::default()
+            .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+            .write(2, "k", "b", &[(1, 1)], (2, 1), 20, Some(30), outcome)
+            .final_read("k", 1_000, vec![])
+            .build();
+        let report = check_durability(&history);
+        assert_eq!(report.lost_updates, 1, "{outcome:?}: {report}");
+    }
+    // The dot judged is the one a's acknowledgement reported (n1:1), not
+    // one a final read claims for it.
+    let history = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(2, "k", "b", &[(1, 7)], (2, 1), 20, Some(30), Outcome::Ok)
+        .final_read("k", 1_000, vec![ver("b", (2, 1), &[(1, 7)])])
+        .build();
+    assert!(check_durability(&history).is_ok());
+}
+
+#[test]
+fn a_superseded_version_must_not_come_back() {
+    // a acknowledged; client 2 read it and wrote b with context {n1:1}; a
+    // coordinator that ignored the context stored b with {} (the system
+    // reports a and b as concurrent siblings) and keeps returning a.
+    let ignored = |read_start: u64| {
+        Builder::default()
+            .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+            .write_reporting(
+                2,
+                "k",
+                "b",
+                vv(&[(1, 1)]),
+                ver("b", (2, 1), &[]),
+                20,
+                30,
+                Outcome::Ok,
+            )
+            .read(
+                3,
+                "k",
+                read_start,
+                read_start + 10,
+                vec![ver("a", (1, 1), &[]), ver("b", (2, 1), &[])],
+            )
+            .build()
+    };
+    let report = check_staleness(&ignored(40));
+    assert_eq!(
+        (report.stale_reads, report.superseded_returned),
+        (1, 1),
+        "{report}"
+    );
+    assert_eq!(report.sibling_violations, 0, "{report}");
+    assert!(!report.is_ok());
+    let example = &report.superseded_examples[0];
+    assert_eq!((example.read.id, example.superseded_by.id), (2, 1));
+    assert_eq!(example.version, "a@n1:1");
+    let text = report.to_string();
+    assert!(
+        text.contains("1 stale reads (1 superseded versions returned)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("read op 2 returned a@n1:1, superseded by op 1 (its client sent context {n1:1} covering n1:1) acknowledged at 30 us, before the read began at 40 us"),
+        "{text}"
+    );
+    let summary = check_history(&ignored(40));
+    assert_eq!((summary.stale_reads, summary.superseded_returned), (1, 1));
+    assert!(!summary.is_ok());
+    assert!(
+        summary
+            .to_string()
+            .contains("(1 superseded versions returned)"),
+        "{summary}"
+    );
+    // A read that began before b was acknowledged may still see a.
+    assert!(check_staleness(&ignored(25)).is_ok());
+    // A correct coordinator: b replaced a.
+    let correct = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(2, "k", "b", &[(1, 1)], (2, 1), 20, Some(30), Outcome::Ok)
+        .read(3, "k", 40, 50, vec![ver("b", (2, 1), &[(1, 1)])])
+        .build();
+    assert!(
+        check_staleness(&correct).is_ok(),
+        "{}",
+        check_staleness(&correct)
+    );
+    // Writes of v's own value never supersede it, however high their
+    // contexts; a lower one of another value still does.
+    let repeated = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(2, "k", "a", &[(1, 9)], (2, 1), 12, Some(14), Outcome::Ok)
+        .write(2, "k", "a", &[(1, 8)], (2, 2), 15, Some(18), Outcome::Ok)
+        .write_reporting(
+            3,
+            "k",
+            "b",
+            vv(&[(1, 1)]),
+            ver("b", (3, 1), &[]),
+            20,
+            30,
+            Outcome::Ok,
+        )
+        .read(
+            4,
+            "k",
+            40,
+            50,
+            vec![ver("a", (1, 1), &[]), ver("b", (3, 1), &[])],
+        )
+        .build();
+    let report = check_staleness(&repeated);
+    assert_eq!(report.superseded_returned, 1, "{report}");
+    assert_eq!(
+        report.superseded_examples[0].superseded_by.id, 3,
+        "{report}"
+    );
+    // An unacknowledged superseder is not required.
+    let timed_out = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(
+            2,
+            "k",
+            "b",
+            &[(1, 1)],
+            (2, 1),
+            20,
+            Some(30),
+            Outcome::Timeout,
+        )
+        .read(3, "k", 40, 50, vec![ver("a", (1, 1), &[])])
+        .build();
+    assert!(check_staleness(&timed_out).is_ok());
+}
+
+#[test]
+fn supersession_chains_follow_the_contexts_clients_sent() {
+    // b's client read a and superseded it; c's client sent a context
+    // naming b's dot (without having read b's clock: an adversarial
+    // client). The store rightly keeps only c, whose own context does not
+    // mention a: the read covers a through b.
+    let chain = |b_sent: Clock| {
+        Builder::default()
+            .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+            .write_reporting(
+                2,
+                "k",
+                "b",
+                b_sent,
+                ver("b", (2, 1), &[(1, 1)]),
+                20,
+                30,
+                Outcome::Ok,
+            )
+            .write(3, "k", "c", &[(2, 1)], (3, 1), 40, Some(50), Outcome::Ok)
+            .read(4, "k", 60, 70, vec![ver("c", (3, 1), &[(2, 1)])])
+            .final_read("k", 1_000, vec![ver("c", (3, 1), &[(2, 1)])])
+            .build()
+    };
+    let summary = check_history(&chain(vv(&[(1, 1)])));
+    assert!(summary.is_strictly_ok(), "{summary}");
+    // Had b's client sent nothing (the system invented b's {n1:1}), a
+    // was dropped without any client superseding it: both reads are stale
+    // and a is lost.
+    let summary = check_history(&chain(Clock::new()));
+    assert_eq!(
+        (summary.stale_reads, summary.lost_updates),
+        (2, 1),
+        "{summary}"
+    );
+    assert_eq!(
+        summary.staleness.stale_examples[0].missed[0]
+            .value
+            .as_deref(),
+        Some("a")
+    );
+}
+
+#[test]
+fn a_read_stale_twice_over_counts_once() {
+    // The read misses b and c and returns a, which b superseded. The read
+    // reports a under another dot: for supersession, the one a's
+    // acknowledgement reported (n1:1) is the one judged.
+    let history = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(2, "k", "b", &[(1, 1)], (2, 1), 20, Some(30), Outcome::Ok)
+        .write(3, "k", "c", &[], (3, 1), 20, Some(35), Outcome::Ok)
+        .read(4, "k", 40, 50, vec![ver("a", (1, 7), &[])])
+        .build();
+    let report = check_staleness(&history);
+    assert_eq!(
+        (report.stale_reads, report.superseded_returned),
+        (1, 1),
+        "{report}"
+    );
+    let stale = &report.stale_examples[0];
+    // a's value under another dot does not cover n1:1 either: missed too.
+    assert_eq!((stale.k, stale.t_visibility_us), (3, 30), "{report}");
+    assert_eq!(stale.superseded, ["a@n1:7"]);
+    assert!(
+        report
+            .to_string()
+            .contains("is behind 3 acknowledged write(s) (missed 3, returned superseded a@n1:7)"),
+        "{report}"
+    );
+    assert_eq!(report.superseded_examples[0].dot, "n1:1");
+}
+
+#[test]
+fn stores_are_checked_without_final_reads() {
+    use quorumlog_sim::check::{check_stores, StoreContents};
+    // a superseded by b (its client sent {n1:1}); c a blind write; d a
+    // blind write whose only superseder was refused.
+    let history = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(2, "k", "b", &[(1, 1)], (2, 1), 20, Some(30), Outcome::Ok)
+        .write(3, "k", "c", &[], (3, 1), 40, Some(50), Outcome::Ok)
+        .write(1, "j", "d", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(
+            2,
+            "j",
+            "e",
+            &[(1, 1)],
+            (2, 1),
+            20,
+            Some(30),
+            Outcome::Unavailable,
+        )
+        .write(3, "j", "f", &[(1, 1)], (3, 1), 40, None, Outcome::Timeout)
+        .build();
+    let store = |node: u32, k: Vec<ObservedVersion>, j: Vec<ObservedVersion>| {
+        let mut s = StoreContents::new(node);
+        s.insert("k", k).insert("j", j);
+        s
+    };
+    let b = || ver("b", (2, 1), &[(1, 1)]);
+    let c = || ver("c", (3, 1), &[]);
+    // Every replica lost c; d is superseded by the timed-out f (which may
+    // have applied), though the stores hold neither.
+    let lost = [store(1, vec![b()], vec![]), store(2, vec![b()], vec![])];
+    let report = check_stores(&history, &lost);
+    assert_eq!(
+        (
+            report.acknowledged_writes,
+            report.held,
+            report.superseded,
+            report.missing_writes
+        ),
+        (4, 1, 2, 1),
+        "{report}"
+    );
+    assert!(!report.is_ok());
+    assert_eq!(report.missing[0].write.value.as_deref(), Some("c"));
+    assert_eq!(report.missing[0].replicas_with_key, [1, 2]);
+    let text = report.to_string();
+    assert!(text.contains("1 missing from every store"), "{text}");
+    assert!(
+        text.contains("missing write 1: op 2 client 3 key \"k\" write \"c\" as n3:1"),
+        "{text}"
+    );
+    assert!(text.contains("replicas n1, n2 hold [b@n2:1]"), "{text}");
+    // One replica holding c is enough.
+    let held = [
+        store(1, vec![b()], vec![]),
+        store(2, vec![b(), c()], vec![]),
+    ];
+    let report = check_stores(&history, &held);
+    assert!(report.is_ok(), "{report}");
+    assert_eq!((report.held, report.superseded), (2, 2));
+    // Without f, nothing vouches for d.
+    let mut without_f = history.clone();
+    without_f
+        .events
+        .retain(|e| !matches!(e, Event::Invoke { id: 5, .. }));
+    let report = check_stores(&without_f, &held);
+    assert_eq!(report.missing_writes, 1, "{report}");
+    assert_eq!(report.missing[0].write.value.as_deref(), Some("d"));
+    assert!(
+        report.to_string().contains("no replica holds the key"),
+        "{report}"
+    );
+}
+
+#[test]
+fn generated_histories_with_incarnations_pass() {
+    for seed in 0..5 {
+        let history = generate(&GenConfig {
+            incarnations: 3,
+            timeout_ratio: 0.05,
+            ..GenConfig::new(seed, 400, 3, 4)
+        });
+        let text = history.to_jsonl();
+        assert!(text.contains("\"incarnation\":2"), "seed {seed}");
+        let parsed = History::read_jsonl(text.as_bytes()).expect("parses");
+        assert_eq!(parsed, history);
+        let summary = check_history(&history);
+        assert!(summary.is_strictly_ok(), "seed {seed}:\n{summary}");
+    }
+}
+
 // ------------------------------------------------------------- proptests
 
 /// Events of operation `id`: (invoke index, complete index).
@@ -684,25 +1142,39 @@ proptest! {
     fn an_injected_lost_write_is_rejected(seed in any::<u64>(), clients in 1u32..6, pick in any::<prop::sample::Index>(), rollback in any::<bool>()) {
         let mut history = generate(&config(seed, 200, 3, clients, 0.05));
         let ops = history.operations();
-        let finals: Vec<_> = ops.iter().filter(|f| {
-            f.is_final && ops.iter().any(|w| w.key == f.key && w.kind == OpKind::Write && w.is_ok())
-        }).collect();
+        // Acknowledged writes no other write (that did not certainly fail)
+        // superseded by the context its client sent: nothing may vouch for
+        // them, so removing them from the final read loses them.
+        let unsuperseded = |key: &str| -> Vec<u64> {
+            ops.iter().filter(|w| w.key == key && w.kind == OpKind::Write && w.is_ok()).filter(|w| {
+                let dot = w.version.as_ref().and_then(|v| v.dot).expect("acknowledged writes have dots");
+                !ops.iter().any(|x| x.id != w.id && x.key == key && x.kind == OpKind::Write && !x.is_failed()
+                    && x.context.as_ref().is_some_and(|c| c.covers(dot)))
+            }).map(|w| w.id).collect()
+        };
+        let finals: Vec<_> = ops.iter().filter(|f| f.is_final && !unsuperseded(&f.key).is_empty()).collect();
         prop_assume!(!finals.is_empty());
         let fin = finals[pick.index(finals.len())];
+        let frontier = unsuperseded(&fin.key);
         // Lose everything, or roll back to the first acknowledged version
-        // when a later acknowledged write superseded it.
+        // when another unsuperseded write exists.
         let acked: Vec<_> = ops.iter().filter(|w| w.key == fin.key && w.kind == OpKind::Write && w.is_ok()).collect();
-        let first = acked[0].version.clone().expect("acknowledged writes have versions");
-        let replacement = if rollback && acked[1..].iter().any(|w| w.context.as_ref().is_some_and(|c| first.dot.is_some_and(|d| c.covers(d)))) {
-            vec![first]
+        let first = acked[0];
+        let keep_first = rollback && frontier.iter().any(|&id| id != first.id);
+        let replacement = if keep_first {
+            vec![first.version.clone().expect("acknowledged writes have versions")]
         } else {
             Vec::new()
         };
+        let expected: Vec<u64> = frontier.iter().copied().filter(|&id| !keep_first || id != first.id).collect();
         let (fin_id, fin_key) = (fin.id, fin.key.clone());
         set_values(&mut history, fin_id, replacement);
         let summary = check_history(&history);
-        prop_assert!(summary.lost_updates >= 1, "{}", summary);
+        prop_assert!(summary.lost_updates >= expected.len(), "{}", summary);
         prop_assert!(summary.durability.lost.iter().all(|l| l.write.key == fin_key));
+        for id in expected {
+            prop_assert!(summary.durability.lost.iter().any(|l| l.write.id == id), "op {} not lost:\n{}", id, summary);
+        }
         prop_assert!(!summary.is_ok());
     }
 

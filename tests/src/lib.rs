@@ -5,6 +5,7 @@
 //!
 //! Every child process is killed when its owner is dropped, every wait is
 //! bounded in time, and only 127.0.0.1 is used.
+pub mod durability;
 pub mod scenarios;
 
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -14,6 +15,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use real_tokio as tokio;
+
+use quorumlog_core::Client;
 
 /// Default PostgreSQL server (databases `quorumlog_1..5` from
 /// `scripts/setup-postgres.sh`); override with `QUORUMLOG_PG_URL`.
@@ -110,7 +113,7 @@ pub fn postgres() -> Option<String> {
     None
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
     /// SQLite files in the cluster's temporary directory.
     Sqlite,
@@ -134,6 +137,9 @@ pub struct Cluster {
     nodes: Vec<NodeProc>,
     gateway: Option<Child>,
     bin: PathBuf,
+    backend: Backend,
+    /// Extra flags for every `quorumd node` (e.g. key limits).
+    node_args: Vec<String>,
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -149,6 +155,11 @@ impl Cluster {
     pub const N: u32 = 5;
 
     pub fn start(backend: Backend, tag: &str) -> Cluster {
+        Self::start_with(backend, tag, &[])
+    }
+
+    /// Like [`Cluster::start`], passing `node_args` to every node.
+    pub fn start_with(backend: Backend, tag: &str, node_args: &[&str]) -> Cluster {
         let bin = quorumd();
         let dir = temp_dir(tag);
         let nodes: Vec<NodeProc> = (1..=Self::N)
@@ -173,6 +184,8 @@ impl Cluster {
             nodes,
             gateway: None,
             bin,
+            backend,
+            node_args: node_args.iter().map(|a| a.to_string()).collect(),
         };
         for id in 1..=Self::N {
             cluster.start_node(id);
@@ -231,6 +244,7 @@ impl Cluster {
             .args(["--peers", &peers, "--store", &node.store])
             .args(["--metrics-listen", &node.metrics.to_string()])
             .args(["--replica-timeout-ms", "500", "--breaker-open-ms", "3000"])
+            .args(&self.node_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -245,6 +259,50 @@ impl Cluster {
         if let Some(mut child) = node.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// The internal RPC address of node `id`.
+    pub fn node_addr(&self, id: u32) -> SocketAddr {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("node id")
+            .addr
+    }
+
+    /// A coordinator client that talks to node `id` only (no failover):
+    /// how a test makes one particular node coordinate a request.
+    pub fn client(&self, id: u32) -> Client {
+        Client::new(vec![(id, self.node_addr(id))], Duration::from_secs(5))
+    }
+
+    /// Destroy node `id`'s data, as a lost disk would: the SQLite file and
+    /// its companions are deleted; the PostgreSQL database is dropped and
+    /// created again, empty. The node must be stopped.
+    pub async fn wipe_store(&mut self, id: u32) {
+        let node = self.nodes.iter().find(|n| n.id == id).expect("node id");
+        assert!(
+            node.child.is_none(),
+            "stop node {id} before wiping its store"
+        );
+        match &self.backend {
+            Backend::Sqlite => {
+                let path = self.dir.join(format!("node-{id}.db"));
+                for suffix in ["", "-wal", "-shm", "-journal", ".lock"] {
+                    let mut file = path.clone().into_os_string();
+                    file.push(suffix);
+                    match std::fs::remove_file(&file) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => panic!("delete {}: {e}", Path::new(&file).display()),
+                    }
+                }
+                assert!(!path.exists(), "{} survived the wipe", path.display());
+            }
+            Backend::Postgres(base) => {
+                recreate_database(base, &format!("quorumlog_{id}")).await;
+            }
         }
     }
 
@@ -317,6 +375,44 @@ impl Cluster {
         }
         out
     }
+}
+
+/// Drop PostgreSQL database `name` (whatever sessions it still has) and
+/// create it again, empty, owned by the connecting role: a lost disk.
+/// `base` is the server URL without a database (as [`postgres`] returns).
+pub async fn recreate_database(base: &str, name: &str) {
+    admin(
+        base,
+        &[
+            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+            format!("CREATE DATABASE \"{name}\""),
+        ],
+    )
+    .await;
+}
+
+/// Drop PostgreSQL database `name` if it exists.
+pub async fn drop_database(base: &str, name: &str) {
+    admin(
+        base,
+        &[format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")],
+    )
+    .await;
+}
+
+/// Run `statements` on the server's `postgres` database.
+async fn admin(base: &str, statements: &[String]) {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .unwrap_or_else(|e| panic!("connect to the postgres database: {e}"));
+    for statement in statements {
+        sqlx::query(statement)
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e} (the role needs CREATEDB)"));
+    }
+    let _ = admin.close().await;
 }
 
 impl Drop for Cluster {

@@ -2,13 +2,25 @@
 //! cluster. Keys carry a per-run prefix so runs against a persistent
 //! PostgreSQL never see each other's data.
 use crate::{Backend, Cluster};
+use quorumlog_core::{
+    ClientError, Consistency, ReadOk, ReadRequest, VersionVector, WriteOk, WriteRequest,
+};
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// Start a cluster on `backend`, wait for it, run `scenario`, tear down.
 pub fn run<F, Fut>(backend: Backend, tag: &str, scenario: F)
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = Ctx>,
+{
+    run_with(backend, tag, &[], scenario)
+}
+
+/// As [`run`], with `node_args` passed to every `quorumd node`.
+pub fn run_with<F, Fut>(backend: Backend, tag: &str, node_args: &[&str], scenario: F)
 where
     F: FnOnce(Ctx) -> Fut,
     Fut: Future<Output = Ctx>,
@@ -24,7 +36,7 @@ where
             .timeout(Duration::from_secs(10))
             .build()
             .expect("http client");
-        let mut cluster = Cluster::start(backend, tag);
+        let mut cluster = Cluster::start_with(backend, tag, node_args);
         cluster
             .wait_up(&http, u64::from(Cluster::N), Duration::from_secs(60))
             .await;
@@ -85,8 +97,20 @@ impl Ctx {
         self.post_raw(level, body.to_string()).await
     }
 
+    /// A write with `?overwrite=true`: it supersedes every sibling its
+    /// coordinator holds.
+    pub async fn overwrite(&self, level: &str, key: &str, value: &str) -> Answer {
+        let body = json!({"key": key, "value": value}).to_string();
+        self.post_query(&format!("consistency={level}&overwrite=true"), body)
+            .await
+    }
+
     pub async fn post_raw(&self, level: &str, body: String) -> Answer {
-        let url = format!("{}/api/logs?consistency={level}", self.cluster.url);
+        self.post_query(&format!("consistency={level}"), body).await
+    }
+
+    async fn post_query(&self, query: &str, body: String) -> Answer {
+        let url = format!("{}/api/logs?{query}", self.cluster.url);
         let request = self
             .http
             .post(url)
@@ -126,9 +150,75 @@ impl Ctx {
     pub fn logs(&self) -> String {
         self.cluster.logs()
     }
+
+    /// Write through node `id` as coordinator: no gateway, no failover.
+    pub async fn write_via(
+        &self,
+        id: u32,
+        level: Consistency,
+        key: &str,
+        value: &str,
+        context: VersionVector,
+    ) -> Result<WriteOk, ClientError> {
+        let request = WriteRequest {
+            key: key.to_string(),
+            value: value.to_string(),
+            context,
+            level,
+            overwrite: false,
+        };
+        self.cluster.client(id).write(request, 0).await
+    }
+
+    /// Read through node `id` as coordinator: no gateway, no failover.
+    pub async fn read_via(
+        &self,
+        id: u32,
+        level: Consistency,
+        key: &str,
+    ) -> Result<ReadOk, ClientError> {
+        let request = ReadRequest {
+            key: key.to_string(),
+            level,
+        };
+        self.cluster.client(id).read(request, 0).await
+    }
+
+    /// Every node's incarnation, from a write it coordinates (one probe
+    /// key per node).
+    pub async fn incarnations(&self) -> BTreeMap<u32, u32> {
+        let mut out = BTreeMap::new();
+        for id in 1..=Cluster::N {
+            let key = self.key(&format!("incarnation-of-{id}"));
+            let ok = self
+                .write_via(id, Consistency::One, &key, "probe", VersionVector::new())
+                .await
+                .unwrap_or_else(|e| panic!("probe write through node {id}: {e}\n{}", self.logs()));
+            assert_eq!(
+                ok.version.dot.node, id,
+                "node {id} minted {:?}",
+                ok.version.dot
+            );
+            out.insert(id, ok.version.dot.incarnation);
+        }
+        out
+    }
+
+    /// Read until the answer is neither 503 nor 504 (breakers closing
+    /// after a restart), and return it.
+    pub async fn read_served(&self, level: &str, key: &str) -> Answer {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let answer = self.read(level, key).await;
+            if !matches!(answer.status, 503 | 504) || Instant::now() > deadline {
+                return answer;
+            }
+            real_tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
-fn values(answer: &Answer) -> BTreeSet<String> {
+pub(crate) fn values(answer: &Answer) -> BTreeSet<String> {
     answer.body["values"]
         .as_array()
         .map(|vs| {
@@ -139,7 +229,7 @@ fn values(answer: &Answer) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-fn context(answer: &Answer) -> String {
+pub(crate) fn context(answer: &Answer) -> String {
     answer.body["context"]
         .as_str()
         .unwrap_or_else(|| panic!("no context in {answer:?}"))

@@ -1,5 +1,6 @@
 //! The embedded default: real `quorumd` processes on SQLite files.
-use quorumlog_tests::scenarios::{self, run};
+use quorumlog_tests::durability;
+use quorumlog_tests::scenarios::{self, run, run_with};
 use quorumlog_tests::Backend;
 
 #[test]
@@ -20,4 +21,43 @@ fn sqlite_bad_input_changes_nothing() {
 #[test]
 fn sqlite_two_nodes_down_and_back() {
     run(Backend::Sqlite, "sqlite-fail", scenarios::failures);
+}
+
+#[test]
+fn sqlite_a_lost_disk_never_re_mints_a_dot() {
+    run(Backend::Sqlite, "sqlite-lost-disk", durability::lost_disk);
+}
+
+#[test]
+fn sqlite_huge_counters_are_refused_and_the_key_stays_writable() {
+    run(Backend::Sqlite, "sqlite-huge", durability::huge_counters);
+}
+
+#[test]
+fn sqlite_contexts_are_bound_to_their_key_and_checked() {
+    run(
+        Backend::Sqlite,
+        "sqlite-bound",
+        durability::contexts_are_bound,
+    );
+}
+
+#[test]
+fn sqlite_a_conflicting_dot_is_refused_not_acked() {
+    run(Backend::Sqlite, "sqlite-dot", durability::conflicting_dot);
+}
+
+#[test]
+fn sqlite_keys_are_bounded_and_a_full_key_disturbs_nothing() {
+    run_with(
+        Backend::Sqlite,
+        "sqlite-bounded",
+        durability::BOUNDED_KEY_ARGS,
+        durability::bounded_keys,
+    );
+}
+
+#[test]
+fn sqlite_all_with_a_dead_node_answers_503() {
+    run(Backend::Sqlite, "sqlite-dead", durability::dead_node_all);
 }

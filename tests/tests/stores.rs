@@ -2,12 +2,14 @@
 //! PostgreSQL on a real server: optimistic read-merge-write, group commit
 //! and the row cache must never lose or hide an acknowledged update,
 //! however many updates race on one key and however hard the cache churns;
-//! a PostgreSQL database has one owning node. The PostgreSQL half skips
-//! without a server, except under CI=true, where it fails.
+//! a PostgreSQL database has one owning node; a store records its node's
+//! incarnation once, keeps it, and a wiped store takes a new one. The
+//! PostgreSQL half skips without a server, except under CI=true, where it
+//! fails.
 use quorumd::store::{OpenError, PostgresOptions, PostgresStore, SqliteStore, OWNER_LOCK};
 use quorumlog_core::{Dot, Siblings, Store, Version, VersionVector};
 use quorumlog_tests::tokio;
-use quorumlog_tests::{postgres, serial};
+use quorumlog_tests::{drop_database, postgres, recreate_database, serial};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,13 +122,17 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 fn concurrent(writer: u32) -> Version {
     // Distinct nodes, empty contexts: every such version is a sibling.
     Version {
-        dot: Dot {
-            node: writer,
-            counter: 1,
-        },
+        dot: Dot::new(writer, 1),
         context: VersionVector::new(),
         value: format!("w{writer}"),
     }
+}
+
+/// Merge one version into a key's set (as a replica's apply does); these
+/// checks never send a dot twice with other contents.
+fn sync(set: &mut Siblings, version: &Version) -> bool {
+    set.sync_one(version.clone())
+        .unwrap_or_else(|e| panic!("merging {}: {e}", version.dot))
 }
 
 /// Every key's sibling count.
@@ -154,7 +160,7 @@ async fn concurrent_blind_writes_all_survive(backend: Backend) {
                 let v = concurrent(writer);
                 let dot = v.dot;
                 store
-                    .update(&key, &mut |s| s.sync_one(v.clone()))
+                    .update(&key, &mut |s| sync(s, &v))
                     .await
                     .expect("update");
                 // Acknowledged: every later read must show it.
@@ -192,8 +198,8 @@ async fn racing_read_modify_writes_lose_no_update(backend: Backend) {
                 // already used, and the count would fall short.
                 store
                     .update(&key, &mut |s: &mut Siblings| {
-                        let next = s.mint(1, &s.context(), String::new());
-                        s.sync_one(next)
+                        let next = s.mint(1, &s.context(), String::new()).expect("mint");
+                        sync(s, &next)
                     })
                     .await
                     .expect("update");
@@ -206,10 +212,7 @@ async fn racing_read_modify_writes_lose_no_update(backend: Backend) {
     drop(store);
     opened.close().await;
     let cold = open(&backend, 0).await;
-    let last = Dot {
-        node: 1,
-        counter: UPDATES,
-    };
+    let last = Dot::new(1, UPDATES);
     for key in &keys {
         let set = cold.store().get(key).await.expect("get");
         assert_eq!(set.len(), 1, "{key}: {set:?}");
@@ -226,12 +229,12 @@ async fn an_unchanged_update_writes_nothing(backend: Backend) {
     let key = format!("{prefix}-k");
     let v = concurrent(9);
     let first = store
-        .update(&key, &mut |s| s.sync_one(v.clone()))
+        .update(&key, &mut |s| sync(s, &v))
         .await
         .expect("update");
     // Applying the same version again changes nothing.
     let again = store
-        .update(&key, &mut |s| s.sync_one(v.clone()))
+        .update(&key, &mut |s| sync(s, &v))
         .await
         .expect("update");
     assert_eq!(first, again);
@@ -382,7 +385,7 @@ fn postgres_the_committer_reconnects_after_its_session_is_killed() {
         let store = opened.store();
         let before = format!("{prefix}-before");
         store
-            .update(&before, &mut |s| s.sync_one(concurrent(1)))
+            .update(&before, &mut |s| sync(s, &concurrent(1)))
             .await
             .expect("update before the kill");
 
@@ -400,7 +403,7 @@ fn postgres_the_committer_reconnects_after_its_session_is_killed() {
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_millis(20)).await;
             outcome = store
-                .update(&after, &mut |s| s.sync_one(concurrent(2)))
+                .update(&after, &mut |s| sync(s, &concurrent(2)))
                 .await
                 .map_err(|e| e.to_string());
             if outcome.is_ok() {
@@ -467,7 +470,7 @@ fn postgres_a_committer_that_lost_ownership_refuses_to_write() {
         let key = format!("{prefix}-k");
         let mut last = String::new();
         for _ in 0..5 {
-            match store.update(&key, &mut |s| s.sync_one(concurrent(3))).await {
+            match store.update(&key, &mut |s| sync(s, &concurrent(3))).await {
                 Ok(_) => panic!("wrote to a database another process owns"),
                 Err(e) => last = e.to_string(),
             }
@@ -484,4 +487,161 @@ fn postgres_a_committer_that_lost_ownership_refuses_to_write() {
         assert!(cold.store().get(&key).await.expect("get").is_empty());
         cold.close().await;
     });
+}
+
+/// A new store takes the incarnation it is offered, records it, and keeps
+/// it however often it is asked, whatever is written, across a reopen.
+async fn a_new_store_takes_the_offered_incarnation_and_keeps_it(backend: Backend) {
+    let opened = open(&backend, 1 << 20).await;
+    let store = opened.store();
+    assert_eq!(store.incarnation(7).await, Ok(7), "a new store");
+    assert_eq!(store.incarnation(9).await, Ok(7), "asked again");
+    let key = format!("{}-k", prefix("incarnation"));
+    store
+        .update(&key, &mut |s| sync(s, &concurrent(1)))
+        .await
+        .expect("update");
+    assert_eq!(store.incarnation(10).await, Ok(7), "after a write");
+    drop(store);
+    opened.close().await;
+    let reopened = open(&backend, 0).await;
+    assert_eq!(
+        reopened.store().incarnation(99).await,
+        Ok(7),
+        "after a reopen"
+    );
+    reopened.close().await;
+    backend.clean_up();
+}
+
+/// A store that holds rows but records no incarnation was written before
+/// incarnations existed, under incarnation 0: it answers 0, for good.
+async fn rows_without_a_record_are_incarnation_zero(backend: Backend) {
+    let opened = open(&backend, 1 << 20).await;
+    let store = opened.store();
+    let key = format!("{}-k", prefix("legacy"));
+    store
+        .update(&key, &mut |s| sync(s, &concurrent(1)))
+        .await
+        .expect("update");
+    assert_eq!(store.incarnation(5).await, Ok(0));
+    assert_eq!(store.incarnation(6).await, Ok(0), "asked again");
+    drop(store);
+    opened.close().await;
+    let reopened = open(&backend, 0).await;
+    assert_eq!(
+        reopened.store().incarnation(8).await,
+        Ok(0),
+        "after a reopen"
+    );
+    reopened.close().await;
+    backend.clean_up();
+}
+
+/// A store whose data is gone (a lost disk: the SQLite files deleted, the
+/// PostgreSQL tables emptied) is a new life of its node: it takes the new
+/// incarnation offered, not the one it had.
+async fn a_wiped_store_takes_a_new_incarnation(backend: Backend) {
+    let key = format!("{}-k", prefix("wiped"));
+    let opened = open(&backend, 1 << 20).await;
+    let store = opened.store();
+    assert_eq!(store.incarnation(7).await, Ok(7));
+    store
+        .update(&key, &mut |s| sync(s, &concurrent(1)))
+        .await
+        .expect("update");
+    drop(store);
+    opened.close().await;
+
+    wipe(&backend).await;
+
+    let reopened = open(&backend, 1 << 20).await;
+    let store = reopened.store();
+    assert!(store.get(&key).await.expect("get").is_empty(), "not wiped");
+    assert_eq!(store.incarnation(8).await, Ok(8), "a wiped store");
+    assert_eq!(store.incarnation(9).await, Ok(8), "asked again");
+    drop(store);
+    reopened.close().await;
+    backend.clean_up();
+}
+
+/// Lose a closed store's data: delete the SQLite files, or empty every
+/// table of the PostgreSQL database.
+async fn wipe(backend: &Backend) {
+    match backend {
+        Backend::Sqlite(path) => {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut file = path.clone().into_os_string();
+                file.push(suffix);
+                let _ = std::fs::remove_file(file);
+            }
+            assert!(!path.exists(), "{} survived the wipe", path.display());
+        }
+        Backend::Postgres(url) => {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+            sqlx::query("TRUNCATE siblings, node_meta")
+                .execute(&mut conn)
+                .await
+                .expect("empty the store's tables");
+            conn.close().await.expect("close");
+        }
+    }
+}
+
+/// Run `check` on a PostgreSQL database of its own, created for it and
+/// dropped afterwards (the shared ones record an incarnation already).
+fn on_scratch_postgres<F, Fut>(test: &str, check: F)
+where
+    F: FnOnce(Backend) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some(base) = postgres() else {
+        return;
+    };
+    let _turn = serial();
+    let name = format!("quorumlog_stores_{test}_{}", std::process::id());
+    block_on(async {
+        recreate_database(&base, &name).await;
+        check(Backend::Postgres(format!("{base}/{name}"))).await;
+        drop_database(&base, &name).await;
+    });
+}
+
+#[test]
+fn sqlite_a_new_store_takes_the_offered_incarnation_and_keeps_it() {
+    let backend = Backend::sqlite("incarnation-new");
+    block_on(a_new_store_takes_the_offered_incarnation_and_keeps_it(
+        backend,
+    ));
+}
+
+#[test]
+fn sqlite_rows_without_a_record_are_incarnation_zero() {
+    let backend = Backend::sqlite("incarnation-legacy");
+    block_on(rows_without_a_record_are_incarnation_zero(backend));
+}
+
+#[test]
+fn sqlite_a_wiped_store_takes_a_new_incarnation() {
+    let backend = Backend::sqlite("incarnation-wiped");
+    block_on(a_wiped_store_takes_a_new_incarnation(backend));
+}
+
+#[test]
+fn postgres_a_new_store_takes_the_offered_incarnation_and_keeps_it() {
+    on_scratch_postgres(
+        "new",
+        a_new_store_takes_the_offered_incarnation_and_keeps_it,
+    );
+}
+
+#[test]
+fn postgres_rows_without_a_record_are_incarnation_zero() {
+    on_scratch_postgres("legacy", rows_without_a_record_are_incarnation_zero);
+}
+
+#[test]
+fn postgres_a_wiped_store_takes_a_new_incarnation() {
+    on_scratch_postgres("wiped", a_wiped_store_takes_a_new_incarnation);
 }

@@ -18,7 +18,7 @@ use super::row_cache::RowCache;
 use super::{decode, encode};
 use async_trait::async_trait;
 use quorumlog_core::store::Update;
-use quorumlog_core::{Siblings, Store, StoreError};
+use quorumlog_core::{Incarnation, Siblings, Store, StoreError};
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -41,6 +41,20 @@ pub struct RowWrite {
     pub expected: Option<i64>,
 }
 
+/// How to record a node's incarnation (see [`Store::incarnation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordIncarnation {
+    /// Only if none is recorded: `fresh` when the database holds no rows,
+    /// 0 when it does (rows written before incarnations, all under 0).
+    IfAbsent { fresh: Incarnation },
+    /// Whatever is recorded (a restored backup, whose recorded incarnation
+    /// may have minted dots the backup does not hold).
+    Replace(Incarnation),
+}
+
+/// Name of the incarnation's row in `node_meta`.
+pub const INCARNATION: &str = "incarnation";
+
 /// Where the rows live.
 #[async_trait]
 pub trait RowBackend: Send + Sync + 'static {
@@ -53,6 +67,12 @@ pub trait RowBackend: Send + Sync + 'static {
     async fn write_rows(&self, rows: &[RowWrite]) -> Result<BTreeSet<String>, StoreError>;
     /// Every key with a row, in order.
     async fn keys(&self) -> Result<Vec<String>, StoreError>;
+    /// The incarnation recorded in `node_meta`, if any (as stored).
+    async fn read_incarnation(&self) -> Result<Option<i64>, StoreError>;
+    /// Record an incarnation as `record` says, in one transaction (for
+    /// `IfAbsent`, whether the database holds rows is decided inside it),
+    /// and return what is recorded afterwards (as stored).
+    async fn record_incarnation(&self, record: RecordIncarnation) -> Result<i64, StoreError>;
     /// Close every connection and give up ownership of the database.
     async fn close(&self);
 }
@@ -90,6 +110,44 @@ impl<B: RowBackend> GroupCommit<B> {
     /// Close every connection and give up ownership of the database.
     pub async fn close(&self) {
         self.backend.close().await;
+    }
+
+    /// The incarnation the database records, if any.
+    pub async fn recorded_incarnation(&self) -> Result<Option<Incarnation>, StoreError> {
+        match self.backend.read_incarnation().await? {
+            Some(stored) => Ok(Some(self.incarnation_from(stored)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Record `fresh` as this node's incarnation whatever was recorded
+    /// before: after restoring a backup, whose recorded incarnation may
+    /// already have minted dots the backup does not hold. Returns the
+    /// incarnation recorded before.
+    pub async fn renew_incarnation(
+        &self,
+        fresh: Incarnation,
+    ) -> Result<Option<Incarnation>, StoreError> {
+        let before = self.recorded_incarnation().await?;
+        let stored = self
+            .backend
+            .record_incarnation(RecordIncarnation::Replace(fresh))
+            .await?;
+        self.incarnation_from(stored)?;
+        Ok(before)
+    }
+
+    /// An incarnation as stored (a BIGINT) back in range, or an error
+    /// naming the database: a value out of range was not written by us.
+    fn incarnation_from(&self, stored: i64) -> Result<Incarnation, StoreError> {
+        Incarnation::try_from(stored).map_err(|_| {
+            StoreError::Backend(format!(
+                "{} records incarnation {stored}, which is not one quorumd writes (0..={}): \
+                 the node_meta table was changed by hand",
+                self.backend.name(),
+                Incarnation::MAX
+            ))
+        })
     }
 
     /// The key's committed siblings and row version (None: no row), from
@@ -228,5 +286,13 @@ impl<B: RowBackend> Store for GroupCommit<B> {
 
     async fn keys(&self) -> Result<Vec<String>, StoreError> {
         self.backend.keys().await
+    }
+
+    async fn incarnation(&self, fresh: Incarnation) -> Result<Incarnation, StoreError> {
+        let stored = self
+            .backend
+            .record_incarnation(RecordIncarnation::IfAbsent { fresh })
+            .await?;
+        self.incarnation_from(stored)
     }
 }

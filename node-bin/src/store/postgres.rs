@@ -12,7 +12,7 @@
 //! the lock again, or refuses to write if someone else has). That is what makes
 //! the row cache coherent (`row_cache.rs`), so reads and the read half of
 //! updates mostly skip PostgreSQL.
-use super::group_commit::{GroupCommit, RowBackend, RowWrite};
+use super::group_commit::{GroupCommit, RecordIncarnation, RowBackend, RowWrite, INCARNATION};
 use super::{backend, OpenError, DEFAULT_CACHE_BYTES};
 use async_trait::async_trait;
 use quorumlog_core::StoreError;
@@ -243,6 +243,58 @@ impl RowBackend for PgRows {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)
+    }
+
+    async fn read_incarnation(&self) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar("SELECT value FROM node_meta WHERE name = $1")
+            .bind(INCARNATION)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)
+    }
+
+    /// One transaction on the committer's session (the one that owns the
+    /// database: every write is made by it); the conditional insert reads
+    /// `siblings` and writes `node_meta` in one statement, so "holds rows"
+    /// and the record agree.
+    async fn record_incarnation(&self, record: RecordIncarnation) -> Result<i64, StoreError> {
+        let mut writer = self.writer.lock().await;
+        let conn = match &mut *writer {
+            Some(conn) => conn,
+            empty => empty.insert(self.reconnect().await?),
+        };
+        let recorded: Result<i64, sqlx::Error> = async {
+            let mut tx = conn.begin().await?;
+            match record {
+                RecordIncarnation::IfAbsent { fresh } => sqlx::query(
+                    "INSERT INTO node_meta (name, value) \
+                     SELECT $1, CASE WHEN EXISTS (SELECT 1 FROM siblings) THEN 0 ELSE $2::bigint END \
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(INCARNATION)
+                .bind(i64::from(fresh)),
+                RecordIncarnation::Replace(incarnation) => sqlx::query(
+                    "INSERT INTO node_meta (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                )
+                .bind(INCARNATION)
+                .bind(i64::from(incarnation)),
+            }
+            .execute(&mut *tx)
+            .await?;
+            let recorded = sqlx::query_scalar("SELECT value FROM node_meta WHERE name = $1")
+                .bind(INCARNATION)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(recorded)
+        }
+        .await;
+        recorded.map_err(|e| {
+            // As after a failed batch: the next write starts on a fresh session.
+            *writer = None;
+            backend(e)
+        })
     }
 
     async fn close(&self) {

@@ -155,13 +155,11 @@ mod tests {
 
     fn row(value: &str, version: i64) -> CachedRow {
         let set = Siblings::from_versions([Version {
-            dot: Dot {
-                node: 1,
-                counter: version as u64 + 1,
-            },
+            dot: Dot::new(1, version as u64 + 1),
             context: VersionVector::new(),
             value: value.into(),
-        }]);
+        }])
+        .expect("one version is a sibling set");
         (set, version)
     }
 

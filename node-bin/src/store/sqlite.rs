@@ -4,7 +4,7 @@
 //! acknowledged writes. The store holds an exclusive lock on `PATH.lock`
 //! while it is open, so this process is the file's only writer (a second
 //! node given the same file fails to start) and the row cache is coherent.
-use super::group_commit::{GroupCommit, RowBackend, RowWrite};
+use super::group_commit::{GroupCommit, RecordIncarnation, RowBackend, RowWrite, INCARNATION};
 use super::{backend, OpenError};
 use async_trait::async_trait;
 use quorumlog_core::StoreError;
@@ -150,6 +150,46 @@ impl RowBackend for SqliteRows {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)
+    }
+
+    async fn read_incarnation(&self) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar("SELECT value FROM node_meta WHERE name = ?1")
+            .bind(INCARNATION)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)
+    }
+
+    /// One transaction; the conditional insert reads `siblings` and writes
+    /// `node_meta` in one statement, so "holds rows" and the record agree.
+    async fn record_incarnation(&self, record: RecordIncarnation) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        match record {
+            // `WHERE true`: SQLite needs it to parse an upsert on a SELECT.
+            RecordIncarnation::IfAbsent { fresh } => sqlx::query(
+                "INSERT INTO node_meta (name, value) \
+                 SELECT ?1, CASE WHEN EXISTS (SELECT 1 FROM siblings) THEN 0 ELSE ?2 END WHERE true \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(INCARNATION)
+            .bind(i64::from(fresh)),
+            RecordIncarnation::Replace(incarnation) => sqlx::query(
+                "INSERT INTO node_meta (name, value) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(INCARNATION)
+            .bind(i64::from(incarnation)),
+        }
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let recorded = sqlx::query_scalar("SELECT value FROM node_meta WHERE name = ?1")
+            .bind(INCARNATION)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(recorded)
     }
 
     async fn close(&self) {

@@ -1,7 +1,7 @@
 //! Pieces the checkers share: readable operation summaries, distributions,
-//! per-key grouping and the "does this read cover that dot" test.
-use crate::history::{ObservedVersion, OpKind, OperationRef, Outcome};
-use quorumlog_core::{Dot, NodeId};
+//! per-key grouping, the "does this read cover that dot" test and the
+//! "which write's client-sent context covers that dot" index.
+use crate::history::{Actor, Clock, Dot, ObservedVersion, OpKind, OperationRef, Outcome};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;
@@ -186,20 +186,14 @@ pub(crate) fn group_by_key<'a>(ops: &[OperationRef<'a>]) -> Vec<(&'a str, Vec<us
 
 /// What a read's versions cover: the join of their contexts plus their
 /// own dots. Some returned version covers dot `d` iff `d` is one of the
-/// dots or the joined context covers it (coverage is per node).
+/// dots or the joined context covers it (coverage is per actor).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Coverage {
-    context: Vec<(NodeId, u64)>,
+    context: Vec<(Actor, u64)>,
     dots: Vec<Dot>,
 }
 
 impl Coverage {
-    pub(crate) fn of(values: &[ObservedVersion]) -> Self {
-        let mut cov = Coverage::default();
-        cov.fill(values);
-        cov
-    }
-
     /// Reuse this coverage's buffers for `values`.
     pub(crate) fn fill(&mut self, values: &[ObservedVersion]) {
         self.context.clear();
@@ -209,30 +203,84 @@ impl Coverage {
                 self.dots.push(dot);
             }
             if let Some(ctx) = &v.context {
-                for (node, counter) in ctx.entries() {
-                    match self.context.iter_mut().find(|(n, _)| *n == node) {
+                for (actor, counter) in ctx.entries() {
+                    match self.context.iter_mut().find(|(a, _)| *a == actor) {
                         Some(entry) => entry.1 = entry.1.max(counter),
-                        None => self.context.push((node, counter)),
+                        None => self.context.push((actor, counter)),
                     }
                 }
             }
         }
     }
 
-    /// The joined context's entry for `node`.
-    pub(crate) fn context_of(&self, node: NodeId) -> u64 {
+    /// The joined context's entry for `actor`.
+    pub(crate) fn context_of(&self, actor: Actor) -> u64 {
         self.context
             .iter()
-            .find(|(n, _)| *n == node)
+            .find(|(a, _)| *a == actor)
             .map_or(0, |e| e.1)
     }
 
     pub(crate) fn has_dot(&self, dot: Dot) -> bool {
         self.dots.contains(&dot)
     }
+}
 
-    pub(crate) fn covers(&self, dot: Dot) -> bool {
-        self.context_of(dot.node) >= dot.counter || self.has_dot(dot)
+/// For one key, the writes whose *client-sent* contexts (the `context` of
+/// their invoke) cover a dot. Contexts are version vectors, so a context
+/// covers `(actor, n)` iff its entry for `actor` is at least `n`: per actor,
+/// the two writes that sent the highest counters answer "does a write
+/// other than `w` cover this dot" exactly, in O(actors).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ContextCover {
+    /// Per actor (few: nodes times incarnations), the two highest
+    /// (counter, write) from different writes, highest first.
+    actors: Vec<(Actor, TopTwo)>,
+}
+
+/// The two highest (counter, write) of one actor, highest first.
+type TopTwo = [Option<(u64, usize)>; 2];
+
+impl ContextCover {
+    /// Add write `op`, whose client sent `context`.
+    pub(crate) fn add(&mut self, op: usize, context: &Clock) {
+        for (actor, counter) in context.entries() {
+            let at = match self.actors.iter().position(|(a, _)| *a == actor) {
+                Some(at) => at,
+                None => {
+                    self.actors.push((actor, [None, None]));
+                    self.actors.len() - 1
+                }
+            };
+            let top = &mut self.actors[at].1;
+            // A clock has one entry per actor, so `op` appears at most once
+            // per actor and the two entries are always different writes.
+            if top[0].is_none_or(|(c, _)| counter > c) {
+                top[1] = top[0];
+                top[0] = Some((counter, op));
+            } else if top[1].is_none_or(|(c, _)| counter > c) {
+                top[1] = Some((counter, op));
+            }
+        }
+    }
+
+    /// Up to two writes whose context covers `dot`, highest counter first.
+    /// When both are given, more writes may cover it too.
+    pub(crate) fn covering(&self, dot: Dot) -> [Option<usize>; 2] {
+        let actor = dot.actor();
+        let Some((_, top)) = self.actors.iter().find(|(a, _)| *a == actor) else {
+            return [None, None];
+        };
+        let covers = |e: Option<(u64, usize)>| e.filter(|&(c, _)| c >= dot.counter).map(|e| e.1);
+        [covers(top[0]), covers(top[1])]
+    }
+
+    /// Whether a write other than `except` covers `dot`.
+    pub(crate) fn covered_by_other(&self, dot: Dot, except: usize) -> bool {
+        self.covering(dot)
+            .into_iter()
+            .flatten()
+            .any(|op| op != except)
     }
 }
 

@@ -1,29 +1,48 @@
-//! The durability checker: no acknowledged write is lost.
+//! The durability checker: no acknowledged write is lost, and no two
+//! acknowledged writes share a dot.
 //!
-//! **Rule.** For each key, take its last successful final read (`final:
-//! true`, issued after every fault healed). An acknowledged write `w` of
-//! that key is *lost* unless some version the final read returned covers
-//! it: the version is `w` itself (same dot) or its causal context covers
-//! `w`'s dot.
+//! The checker judges what clients did (the values they wrote, the contexts
+//! they *sent*, the outcomes they got), not what the system says about its
+//! own versions: a system whose version logic is wrong must not be able to
+//! explain its own losses away.
 //!
-//! "Superseded by a write whose context covered it" needs no separate
-//! case: whatever superseded `w` carried `w`'s dot in its context, and so
-//! does everything that later superseded *that* (contexts only grow along
-//! read-then-write chains, since a read hands out the join of its siblings'
-//! clocks). A superseding write that is itself missing from the final read
-//! (even an acknowledged one, or one that timed out and silently applied)
-//! therefore cannot vouch for `w`: either the final read covers `w` or the
-//! supersession chain was lost too. So the rule is simply: *acknowledged
-//! implies covered by the final read*.
+//! **Lost writes.** For each key, take its last successful final read
+//! (`final: true`, issued after every fault healed). An acknowledged write
+//! `w` of that key is *lost* when
+//!
+//! - its value is absent from that final read (written values are unique
+//!   per key, so absence is meaningful), and
+//! - no other write `x` of the key that did not certainly fail (outcome ok,
+//!   timeout, or never completed) sent, in its invoke's `context`, a clock
+//!   covering the dot `w`'s acknowledgement reported.
+//!
+//! Such an `x` is a client saying "I have seen `w`, replace it": that is
+//! the only way `w` may legitimately disappear. Timed-out and unfinished
+//! superseders count because they may have applied: a timed-out write
+//! that landed and replaced `w` is correct behaviour, and a checker that
+//! ignored it would report a loss the system did not commit (unsound).
+//! The price is that a superseder which in fact never applied still
+//! vouches for `w`; that is the usual indeterminacy, resolved in the
+//! system's favour.
+//!
+//! This deliberately does not ask whether the final read's versions (their
+//! echoed contexts) cover `w`: a system that reuses dots, or that drops a
+//! version because a newer one *claims* its dot, would vouch for itself.
 //!
 //! Writes recorded without dots fall back to register order: the final
 //! read must return `w`'s value or a value whose write was invoked after
 //! `w` was acknowledged.
 //!
+//! **Reused dots.** Two acknowledged writes of the same key (different
+//! operations) whose acknowledgements report the same dot: one of them is
+//! unreachable by dot, and whichever a replica holds silently stands for
+//! both. Judged on every key, with or without a final read.
+//!
 //! Keys with acknowledged writes but no successful final read cannot be
-//! judged; they are counted (`unverified_*`) but are not violations.
-use super::common::{group_by_key, Coverage, FxHashMap, OpSummary, MAX_EXAMPLES, MAX_PRINTED};
-use crate::history::{History, OpKind, OperationRef};
+//! judged for loss; they are counted (`unverified_*`) but are not
+//! violations.
+use super::common::{group_by_key, ContextCover, FxHashMap, OpSummary, MAX_EXAMPLES, MAX_PRINTED};
+use crate::history::{Dot, History, OpKind, OperationRef};
 use serde::Serialize;
 use std::fmt;
 
@@ -32,6 +51,16 @@ use std::fmt;
 pub struct LostWrite {
     pub write: OpSummary,
     pub final_read: OpSummary,
+}
+
+/// Two acknowledged writes of one key reported with the same dot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReusedDot {
+    pub dot: String,
+    /// The first write acknowledged with that dot.
+    pub first: OpSummary,
+    /// A later one.
+    pub again: OpSummary,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -43,6 +72,11 @@ pub struct DurabilityReport {
     pub lost_updates: usize,
     /// The first lost writes, in acknowledgement order.
     pub lost: Vec<LostWrite>,
+    /// Acknowledged writes whose dot an earlier acknowledged write of the
+    /// same key already reported (each such write counts once).
+    pub reused_dots: usize,
+    /// The first of them, in acknowledgement order.
+    pub reused_examples: Vec<ReusedDot>,
     /// Keys with acknowledged writes but no successful final read.
     pub unverified_keys: usize,
     /// Acknowledged writes of those keys.
@@ -53,7 +87,7 @@ pub struct DurabilityReport {
 
 impl DurabilityReport {
     pub fn is_ok(&self) -> bool {
-        self.lost_updates == 0
+        self.lost_updates == 0 && self.reused_dots == 0
     }
 }
 
@@ -64,10 +98,17 @@ impl fmt::Display for DurabilityReport {
             "durability: {} acknowledged writes over {} keys against their final read: ",
             self.acknowledged_writes, self.keys_checked
         )?;
-        if self.is_ok() {
+        if self.lost_updates == 0 {
             write!(f, "none lost")?;
         } else {
             write!(f, "{} lost", self.lost_updates)?;
+        }
+        if self.reused_dots > 0 {
+            write!(
+                f,
+                "; {} acknowledged writes reuse the dot of another",
+                self.reused_dots
+            )?;
         }
         if self.unverified_keys > 0 {
             write!(
@@ -90,6 +131,23 @@ impl fmt::Display for DurabilityReport {
                 self.lost_updates - MAX_PRINTED
             )?;
         }
+        for (i, reused) in self.reused_examples.iter().take(MAX_PRINTED).enumerate() {
+            writeln!(
+                f,
+                "  reused dot {}: {} acknowledged for two different writes",
+                i + 1,
+                reused.dot
+            )?;
+            writeln!(f, "      first: {}", reused.first)?;
+            writeln!(f, "      again: {}", reused.again)?;
+        }
+        if self.reused_dots > MAX_PRINTED {
+            writeln!(
+                f,
+                "  ... and {} more reused dots",
+                self.reused_dots - MAX_PRINTED
+            )?;
+        }
         Ok(())
     }
 }
@@ -98,16 +156,67 @@ pub fn check_durability(history: &History) -> DurabilityReport {
     check_durability_ops(&history.operation_refs())
 }
 
+/// The writes of a key that may vouch for a dot: every mutation that did
+/// not certainly fail, by the context its client sent.
+pub(crate) fn vouching_index(ops: &[OperationRef<'_>], group: &[usize]) -> ContextCover {
+    let mut cover = ContextCover::default();
+    for &i in group {
+        let op = &ops[i];
+        if let Some(context) = op
+            .context
+            .filter(|_| op.kind.is_mutation() && !op.is_failed())
+        {
+            cover.add(i, context);
+        }
+    }
+    cover
+}
+
+/// For undotted writes (register order): value -> latest invocation of a
+/// write of it that did not certainly fail.
+pub(crate) fn latest_invocations<'a>(
+    ops: &[OperationRef<'a>],
+    group: &[usize],
+) -> FxHashMap<&'a str, u64> {
+    let mut by_value: FxHashMap<&'a str, u64> = FxHashMap::default();
+    for &i in group {
+        if ops[i].kind == OpKind::Write && !ops[i].is_failed() {
+            if let Some(v) = ops[i].value {
+                let e = by_value.entry(v).or_insert(0);
+                *e = (*e).max(ops[i].invoke_us);
+            }
+        }
+    }
+    by_value
+}
+
 pub(crate) fn check_durability_ops(ops: &[OperationRef<'_>]) -> DurabilityReport {
     let mut report = DurabilityReport::default();
     let mut lost: Vec<(usize, usize)> = Vec::new();
+    let mut reused: Vec<(Dot, usize, usize)> = Vec::new();
     let done = |i: usize| ops[i].complete_us.unwrap_or(u64::MAX);
     for (key, group) in group_by_key(ops) {
-        let acked: Vec<usize> = group
+        let mut acked: Vec<usize> = group
             .iter()
             .copied()
             .filter(|&i| ops[i].kind == OpKind::Write && ops[i].is_ok())
             .collect();
+        acked.sort_by_key(|&w| (done(w), ops[w].id));
+        // Reused dots: every key, final read or not.
+        let mut first_with: FxHashMap<Dot, usize> = FxHashMap::default();
+        for &w in &acked {
+            if let Some(dot) = ops[w].written_dot() {
+                match first_with.get(&dot) {
+                    Some(&first) => {
+                        report.reused_dots += 1;
+                        reused.push((dot, first, w));
+                    }
+                    None => {
+                        first_with.insert(dot, w);
+                    }
+                }
+            }
+        }
         let last_final = group
             .iter()
             .copied()
@@ -126,35 +235,31 @@ pub(crate) fn check_durability_ops(ops: &[OperationRef<'_>]) -> DurabilityReport
         report.keys_checked += 1;
         report.acknowledged_writes += acked.len();
         let returned = ops[fin].values;
-        let cov = Coverage::of(returned);
+        let present = |w: usize| {
+            let value = ops[w].value.unwrap_or_default();
+            returned.iter().any(|v| v.value == value)
+        };
+        let missing: Vec<usize> = acked.iter().copied().filter(|&w| !present(w)).collect();
+        if missing.is_empty() {
+            continue;
+        }
+        let vouchers = vouching_index(ops, &group);
         // For undotted writes: the latest invocation among the writes of
         // the returned values.
         let mut latest_writer_invoke: Option<u64> = None;
-        if acked.iter().any(|&w| ops[w].written_dot().is_none()) {
-            let mut by_value: FxHashMap<&str, u64> = FxHashMap::default();
-            for &i in &group {
-                if ops[i].kind == OpKind::Write && !ops[i].is_failed() {
-                    if let Some(v) = ops[i].value {
-                        let e = by_value.entry(v).or_insert(0);
-                        *e = (*e).max(ops[i].invoke_us);
-                    }
-                }
-            }
+        if missing.iter().any(|&w| ops[w].written_dot().is_none()) {
+            let by_value = latest_invocations(ops, &group);
             latest_writer_invoke = returned
                 .iter()
                 .filter_map(|v| by_value.get(v.value.as_str()).copied())
                 .max();
         }
-        for &w in &acked {
-            let covered = match ops[w].written_dot() {
-                Some(dot) => cov.covers(dot),
-                None => {
-                    let value = ops[w].value.unwrap_or_default();
-                    returned.iter().any(|v| v.value == value)
-                        || latest_writer_invoke.is_some_and(|latest| latest > done(w))
-                }
+        for w in missing {
+            let vouched = match ops[w].written_dot() {
+                Some(dot) => vouchers.covered_by_other(dot, w),
+                None => latest_writer_invoke.is_some_and(|latest| latest > done(w)),
             };
-            if !covered {
+            if !vouched {
                 report.lost_updates += 1;
                 lost.push((w, fin));
             }
@@ -167,6 +272,16 @@ pub(crate) fn check_durability_ops(ops: &[OperationRef<'_>]) -> DurabilityReport
         .map(|(w, r)| LostWrite {
             write: OpSummary::of(&ops[w]),
             final_read: OpSummary::of(&ops[r]),
+        })
+        .collect();
+    reused.sort_by_key(|&(_, _, w)| (done(w), ops[w].id));
+    report.reused_examples = reused
+        .into_iter()
+        .take(MAX_EXAMPLES)
+        .map(|(dot, first, again)| ReusedDot {
+            dot: dot.to_string(),
+            first: OpSummary::of(&ops[first]),
+            again: OpSummary::of(&ops[again]),
         })
         .collect();
     report

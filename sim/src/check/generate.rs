@@ -7,11 +7,17 @@
 //! multi-value-register model, has no stale reads and loses nothing.
 //!
 //! The same seed always gives the same history.
-use crate::history::{Event, History, ObservedVersion, OpKind, Outcome, HISTORY_FORMAT};
-use quorumlog_core::{Siblings, Version, VersionVector};
+//!
+//! The store is a few lines of dotted-version-vector logic written here on
+//! the history's own types, not the core's: the checkers' test histories
+//! must not inherit a bug of the system they judge.
+use crate::history::{
+    Actor, Clock, Dot, Event, History, ObservedVersion, OpKind, Outcome, HISTORY_FORMAT,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
+use std::collections::BTreeMap;
 use std::collections::BinaryHeap;
 
 /// What to generate.
@@ -24,6 +30,9 @@ pub struct GenConfig {
     pub clients: u32,
     /// Replicas minting dots (`n1..=nodes`).
     pub nodes: u32,
+    /// Incarnations each replica mints under (`0..incarnations`): 1 gives
+    /// the dots of a cluster that never lost a disk.
+    pub incarnations: u32,
     /// Fraction of operations that are reads.
     pub read_ratio: f64,
     /// Fraction of writes that are blind (empty context); the others are
@@ -48,6 +57,7 @@ impl Default for GenConfig {
             keys: 10,
             clients: 4,
             nodes: 5,
+            incarnations: 1,
             read_ratio: 0.5,
             blind_write_ratio: 0.1,
             timeout_ratio: 0.01,
@@ -81,17 +91,65 @@ enum Step {
     Complete { client: u32 },
 }
 
+/// A stored version: its value, dot and the context its writer sent.
+#[derive(Debug, Clone)]
+struct Version {
+    value: String,
+    dot: Dot,
+    context: Clock,
+}
+
+/// One key's sibling set, as an atomic dotted-version-vector store keeps
+/// it.
+#[derive(Debug, Clone, Default)]
+struct Siblings {
+    versions: Vec<Version>,
+    /// The highest counter ever minted per actor for this key, so no dot is
+    /// ever minted twice.
+    minted: BTreeMap<Actor, u64>,
+}
+
+impl Siblings {
+    /// The merged context a read hands out: every version's context and
+    /// dot.
+    fn context(&self) -> Clock {
+        let mut clock = Clock::new();
+        for v in &self.versions {
+            clock.join_in_place(&v.context);
+            clock.add(v.dot);
+        }
+        clock
+    }
+
+    /// Write `value` with `context`: a fresh dot of `actor`; the versions
+    /// the context covers are replaced, the others stay as siblings.
+    fn write(&mut self, actor: Actor, context: &Clock, value: String) -> Version {
+        let minted = self.minted.entry(actor).or_insert(0);
+        let counter = (*minted).max(context.get(actor)) + 1;
+        *minted = counter;
+        let version = Version {
+            value,
+            dot: Dot::new(actor, counter),
+            context: context.clone(),
+        };
+        self.versions.retain(|v| !context.covers(v.dot));
+        let at = self.versions.partition_point(|v| v.dot < version.dot);
+        self.versions.insert(at, version.clone());
+        version
+    }
+}
+
 struct Pending {
     id: u64,
     key: usize,
     kind: OpKind,
     value: Option<String>,
-    context: VersionVector,
+    context: Clock,
     outcome: Outcome,
     applies: bool,
     /// A read whose context the client's next operation writes with.
     then_write: bool,
-    read: Option<(Vec<Version>, VersionVector)>,
+    read: Option<(Vec<Version>, Clock)>,
     written: Option<Version>,
 }
 
@@ -110,8 +168,9 @@ pub fn generate(config: &GenConfig) -> History {
     let clients = config.clients.max(1);
     let nodes = config.nodes.max(1);
     let key_names: Vec<String> = (0..keys).map(|k| format!("k{k}")).collect();
-    let mut store: Vec<Siblings> = vec![Siblings::new(); keys];
-    let mut follow_ups: Vec<Option<(usize, VersionVector)>> = vec![None; clients as usize];
+    let incarnations = config.incarnations.max(1);
+    let mut store: Vec<Siblings> = vec![Siblings::default(); keys];
+    let mut follow_ups: Vec<Option<(usize, Clock)>> = vec![None; clients as usize];
     let mut pending: Vec<Option<Pending>> = (0..clients).map(|_| None).collect();
     let mut written = vec![0u64; clients as usize];
     let mut history = History::new();
@@ -162,7 +221,7 @@ pub fn generate(config: &GenConfig) -> History {
                 client: 0,
                 time_us: t + 10,
                 outcome: Outcome::Ok,
-                values: set.versions().iter().map(observed).collect(),
+                values: set.versions.iter().map(observed).collect(),
                 version: None,
                 context: Some(set.context()),
                 error: None,
@@ -201,7 +260,7 @@ pub fn generate(config: &GenConfig) -> History {
                     None => {
                         let key = rng.gen_range(0..keys);
                         if rng.gen_bool(config.read_ratio.clamp(0.0, 1.0)) {
-                            (key, OpKind::Read, None, VersionVector::new(), false)
+                            (key, OpKind::Read, None, Clock::new(), false)
                         } else if rng.gen_bool(config.blind_write_ratio.clamp(0.0, 1.0)) {
                             let n = written[client as usize];
                             written[client as usize] += 1;
@@ -209,11 +268,11 @@ pub fn generate(config: &GenConfig) -> History {
                                 key,
                                 OpKind::Write,
                                 Some(format!("c{client}-{n}")),
-                                VersionVector::new(),
+                                Clock::new(),
                                 false,
                             )
                         } else {
-                            (key, OpKind::Read, None, VersionVector::new(), true)
+                            (key, OpKind::Read, None, Clock::new(), true)
                         }
                     }
                 };
@@ -271,12 +330,17 @@ pub fn generate(config: &GenConfig) -> History {
                 };
                 let set = &mut store[p.key];
                 if p.kind == OpKind::Read {
-                    p.read = Some((set.versions().to_vec(), set.context()));
+                    p.read = Some((set.versions.clone(), set.context()));
                 } else if p.applies {
                     let node = rng.gen_range(1..=nodes);
-                    let version = set.mint(node, &p.context, p.value.clone().unwrap_or_default());
-                    set.sync_one(version.clone());
-                    p.written = Some(version);
+                    let incarnation = if incarnations > 1 {
+                        rng.gen_range(0..incarnations)
+                    } else {
+                        0
+                    };
+                    let actor = Actor::new(node, incarnation);
+                    let value = p.value.clone().unwrap_or_default();
+                    p.written = Some(set.write(actor, &p.context, value));
                 }
                 let delay = if p.outcome == Outcome::Timeout {
                     5 * half

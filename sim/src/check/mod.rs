@@ -3,15 +3,23 @@
 //! Three independent judges, all working per key on the same history:
 //!
 //! - [`check_staleness`]: the regular-register property that W+R>N
-//!   promises (no stale reads, no phantom values, siblings concurrent);
+//!   promises (no stale reads, no superseded version returned, no phantom
+//!   values, siblings concurrent);
 //! - [`check_durability`]: no acknowledged write is missing from the final
-//!   quiescent read (no lost updates);
+//!   quiescent read unless a client superseded it (no lost updates), and no
+//!   two acknowledged writes share a dot;
 //! - [`check_linearizability`]: Wing & Gong search with Lowe's memoisation,
 //!   generic over a sequential [`Model`].
 //!
 //! [`check_history`] runs all three (linearizability against the
 //! [`MultiValueRegister`], the model that fits quorumlog's siblings) and
-//! returns a [`CheckSummary`].
+//! returns a [`CheckSummary`]. [`check_stores`] judges durability on the
+//! replicas' stores read out after a run, without final reads.
+//!
+//! The checkers use the history's own version types
+//! ([`crate::history::Dot`], [`crate::history::Clock`]) and judge what
+//! clients did (values written, contexts sent, outcomes), so a bug in the
+//! system's version algebra cannot blind them.
 use crate::history::{History, OperationRef};
 use serde::Serialize;
 use std::fmt;
@@ -24,9 +32,10 @@ pub mod generate;
 mod linearizability;
 mod models;
 mod staleness;
+mod stores;
 
 pub use common::{Bucket, Distribution, OpSummary};
-pub use durability::{check_durability, DurabilityReport, LostWrite};
+pub use durability::{check_durability, DurabilityReport, LostWrite, ReusedDot};
 pub use linearizability::{
     check_linearizability, check_linearizability_ops, Budget, LinReport, LinVerdict, LinViolation,
     StuckOp, UnknownKey,
@@ -34,17 +43,25 @@ pub use linearizability::{
 pub use models::{CasRegister, Interner, KeyValue, Model, MultiValueRegister, Register};
 pub use staleness::{
     check_staleness, PhantomKind, PhantomRead, SiblingViolation, StaleRead, StalenessReport,
+    SupersededReturn,
 };
+pub use stores::{check_stores, MissingWrite, StoreContents, StoreReport};
 
 /// Everything the checkers found in one history.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckSummary {
     /// Operations in the history (final reads included).
     pub operations: usize,
-    /// Reads that missed a write acknowledged before they began.
+    /// Reads that missed a write acknowledged before they began, or
+    /// returned a version such a write had superseded.
     pub stale_reads: usize,
+    /// Versions returned after an acknowledged write had superseded them
+    /// (their reads are among `stale_reads`).
+    pub superseded_returned: usize,
     /// Acknowledged writes missing from the final read.
     pub lost_updates: usize,
+    /// Acknowledged writes reported with another acknowledged write's dot.
+    pub reused_dots: usize,
     pub linearizable: LinVerdict,
     pub staleness: StalenessReport,
     pub durability: DurabilityReport,
@@ -52,11 +69,17 @@ pub struct CheckSummary {
 }
 
 impl CheckSummary {
-    /// No stale read, phantom, lost update, and not shown non-linearizable.
+    /// No stale read (superseded versions included), phantom, sibling
+    /// violation, lost update or reused dot, and not shown
+    /// non-linearizable.
     /// (`Unknown` linearizability does not fail the summary; see
     /// [`CheckSummary::is_strictly_ok`].)
     pub fn is_ok(&self) -> bool {
-        self.staleness.is_ok()
+        self.stale_reads == 0
+            && self.superseded_returned == 0
+            && self.lost_updates == 0
+            && self.reused_dots == 0
+            && self.staleness.is_ok()
             && self.durability.is_ok()
             && self.linearizable != LinVerdict::NotLinearizable
     }
@@ -69,11 +92,23 @@ impl CheckSummary {
 
 impl fmt::Display for CheckSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
+        write!(
             f,
-            "{} operations: {} stale reads, {} lost updates, {}",
-            self.operations, self.stale_reads, self.lost_updates, self.linearizable
+            "{} operations: {} stale reads",
+            self.operations, self.stale_reads
         )?;
+        if self.superseded_returned > 0 {
+            write!(
+                f,
+                " ({} superseded versions returned)",
+                self.superseded_returned
+            )?;
+        }
+        write!(f, ", {} lost updates", self.lost_updates)?;
+        if self.reused_dots > 0 {
+            write!(f, ", {} reused dots", self.reused_dots)?;
+        }
+        writeln!(f, ", {}", self.linearizable)?;
         writeln!(f)?;
         writeln!(f, "{}", self.staleness)?;
         writeln!(f, "{}", self.durability)?;
@@ -184,7 +219,9 @@ fn summarize(ops: &[OperationRef<'_>], model: ModelKind, budget: Budget) -> Chec
     CheckSummary {
         operations: ops.len(),
         stale_reads: staleness.stale_reads,
+        superseded_returned: staleness.superseded_returned,
         lost_updates: durability.lost_updates,
+        reused_dots: durability.reused_dots,
         linearizable: linearizability.verdict,
         staleness,
         durability,

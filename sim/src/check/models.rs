@@ -12,8 +12,7 @@
 //! kept, and the search may place it anywhere after its invocation or at the
 //! very end (which is the same as never).
 use super::common::{FxHashMap, FxHashSet};
-use crate::history::{parse_cas_value, OpKind, OperationRef};
-use quorumlog_core::Dot;
+use crate::history::{parse_cas_value, Actor, Dot, OpKind, OperationRef};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::Hash;
@@ -390,7 +389,7 @@ pub enum MvOp {
     /// revealed, so versions of unknown dot may or may not be removed.
     Write {
         id: u32,
-        context: Arc<[(u32, u64)]>,
+        context: Arc<[(Actor, u64)]>,
         unexplained: bool,
         table: Arc<MvTable>,
     },
@@ -421,10 +420,9 @@ pub enum MvOp {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MultiValueRegister;
 
-fn context_covers(context: &[(u32, u64)], dot: Dot) -> bool {
-    context
-        .iter()
-        .any(|&(n, c)| n == dot.node && c >= dot.counter)
+fn context_covers(context: &[(Actor, u64)], dot: Dot) -> bool {
+    let actor = dot.actor();
+    context.iter().any(|&(a, c)| a == actor && c >= dot.counter)
 }
 
 impl Model for MultiValueRegister {
@@ -473,10 +471,10 @@ impl Model for MultiValueRegister {
                 }
             }
         }
-        // Known counters per node, to tell whether a context is explained.
-        let mut known: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        // Known counters per actor, to tell whether a context is explained.
+        let mut known: BTreeMap<Actor, Vec<u64>> = BTreeMap::new();
         for dot in dots.iter().flatten() {
-            known.entry(dot.node).or_default().push(dot.counter);
+            known.entry(dot.actor()).or_default().push(dot.counter);
         }
         for counters in known.values_mut() {
             counters.sort_unstable();
@@ -496,13 +494,13 @@ impl Model for MultiValueRegister {
             }
             if op.kind == OpKind::Write {
                 let id = names.get(op.value.unwrap_or_default()).unwrap_or_default();
-                let context: Vec<(u32, u64)> = op
+                let context: Vec<(Actor, u64)> = op
                     .context
                     .map(|c| c.entries().collect())
                     .unwrap_or_default();
-                let unexplained = context.iter().any(|&(node, counter)| {
+                let unexplained = context.iter().any(|&(actor, counter)| {
                     let have = known
-                        .get(&node)
+                        .get(&actor)
                         .map_or(0, |cs| cs.partition_point(|&c| c <= counter));
                     (have as u64) < counter
                 });

@@ -5,44 +5,84 @@
 //!
 //! 1. **No stale read.** Every write to `k` acknowledged before `r` began
 //!    (`complete_us < r.invoke_us`) is covered by some version `r` returned:
-//!    the version is that write (same dot) or its context covers the
-//!    write's dot. A write that timed out or never completed is
+//!    the version is that write (same dot), or its context covers the
+//!    write's dot, or it covers (so) a write whose client *sent* a context
+//!    covering the write's dot, and so on along such chains (a client may
+//!    name a dot it never read; the write it supersedes takes what that
+//!    write superseded with it). A write that timed out or never completed is
 //!    indeterminate and never required. Writes recorded without a dot fall
 //!    back to register order: `r` must return that value or a value whose
 //!    write was invoked after it was acknowledged.
 //! 2. **No phantom.** Every returned version was really written to `k`, by
 //!    a write that did not fail and was invoked before `r` returned.
 //! 3. **Siblings are concurrent.** No returned version covers another.
+//! 4. **No superseded version comes back.** For every returned version `v`,
+//!    with dot `d` (the dot the acknowledgement of `v`'s write reported,
+//!    when that write is known and acknowledged; else the dot the read
+//!    reported): no acknowledged write `x` of `k`, other than the writer of
+//!    `v`, completed before `r` began while its client had *sent* a context
+//!    covering `d`. Such an `x` replaced `v` as far as its client was
+//!    concerned, so returning `v` is a stale read, whatever the system says
+//!    about `x`'s version. This is judged on the contexts clients sent, not
+//!    on the versions reads report: a coordinator that stores a write with
+//!    an empty context makes the system itself report `x` and `v` as
+//!    concurrent siblings, which rules 1 and 3 (on reported versions)
+//!    cannot see.
 //!
+//! A read breaking rule 1 or 4 (or both) counts once in `stale_reads`;
+//! every returned superseded version also counts in `superseded_returned`.
 //! A stale read is measured by **k-staleness** (how many acknowledged
-//! versions it missed) and **t-visibility** (how long, in µs, the oldest
-//! missed write had been acknowledged when the read began).
+//! writes it missed or returned a version they superseded) and
+//! **t-visibility** (how long, in µs, the oldest of those had been
+//! acknowledged when the read began).
 //!
 //! Only `write` operations are judged (histories with `cas`/`append` on a
 //! key are left to the linearizability checker; such keys are counted in
 //! `keys_skipped`).
 use super::common::{
-    group_by_key, Coverage, Distribution, FxHashMap, OpSummary, MAX_EXAMPLES, MAX_PRINTED,
+    group_by_key, ContextCover, Coverage, Distribution, FxHashMap, OpSummary, MAX_EXAMPLES,
+    MAX_PRINTED,
 };
-use crate::history::{History, ObservedVersion, OpKind, OperationRef};
-use quorumlog_core::{Dot, NodeId};
+use crate::history::{Actor, Clock, Dot, History, ObservedVersion, OpKind, OperationRef};
 use serde::Serialize;
 use std::fmt;
 
 /// How many missed writes a stale-read example lists.
 const MAX_MISSED_SHOWN: usize = 5;
 
-/// A read that missed acknowledged writes.
+/// A read that missed acknowledged writes, or returned a version one of
+/// them had superseded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StaleRead {
     pub read: OpSummary,
-    /// Acknowledged writes the read missed.
+    /// Acknowledged writes the read missed or returned a version they
+    /// superseded (each write once).
     pub k: usize,
-    /// How long (µs) the oldest missed write had been acknowledged when the
-    /// read began.
+    /// How long (µs) the oldest of those writes had been acknowledged when
+    /// the read began.
     pub t_visibility_us: u64,
     /// The missed writes, oldest acknowledgement first (at most five).
     pub missed: Vec<OpSummary>,
+    /// Returned versions an earlier acknowledged write had superseded,
+    /// `value@dot` (at most five).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<String>,
+}
+
+/// A read that returned a version an acknowledged write had superseded
+/// (by the context its client sent) before the read began.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SupersededReturn {
+    pub read: OpSummary,
+    /// The returned version, `value@dot`.
+    pub version: String,
+    /// The dot judged (the one its write's acknowledgement reported, if
+    /// known).
+    pub dot: String,
+    /// The earliest acknowledged write whose client-sent context covers it.
+    pub superseded_by: OpSummary,
+    /// That context, as the client sent it.
+    pub context: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -97,7 +137,13 @@ pub struct StalenessReport {
     pub acknowledged_writes: usize,
     /// Keys with cas/append operations, not judged here.
     pub keys_skipped: usize,
+    /// Reads that missed an acknowledged write or returned a superseded
+    /// version (each read once).
     pub stale_reads: usize,
+    /// Returned versions (one per read and version) that an acknowledged
+    /// write, completed before the read began, had superseded by its
+    /// client-sent context. Their reads are among `stale_reads`.
+    pub superseded_returned: usize,
     pub phantom_reads: usize,
     pub sibling_violations: usize,
     /// k-staleness of the stale reads.
@@ -106,13 +152,18 @@ pub struct StalenessReport {
     pub t_visibility_us: Distribution,
     /// The first stale reads, in time order.
     pub stale_examples: Vec<StaleRead>,
+    /// The first superseded versions returned, in read order.
+    pub superseded_examples: Vec<SupersededReturn>,
     pub phantom_examples: Vec<PhantomRead>,
     pub sibling_examples: Vec<SiblingViolation>,
 }
 
 impl StalenessReport {
     pub fn is_ok(&self) -> bool {
-        self.stale_reads == 0 && self.phantom_reads == 0 && self.sibling_violations == 0
+        self.stale_reads == 0
+            && self.superseded_returned == 0
+            && self.phantom_reads == 0
+            && self.sibling_violations == 0
     }
 }
 
@@ -129,10 +180,18 @@ impl fmt::Display for StalenessReport {
                 "no stale reads, every value really written, siblings concurrent"
             )?;
         } else {
+            write!(f, "{} stale reads", self.stale_reads)?;
+            if self.superseded_returned > 0 {
+                write!(
+                    f,
+                    " ({} superseded versions returned)",
+                    self.superseded_returned
+                )?;
+            }
             write!(
                 f,
-                "{} stale reads, {} phantom values, {} sibling violations",
-                self.stale_reads, self.phantom_reads, self.sibling_violations
+                ", {} phantom values, {} sibling violations",
+                self.phantom_reads, self.sibling_violations
             )?;
         }
         if self.keys_skipped > 0 {
@@ -151,14 +210,27 @@ impl fmt::Display for StalenessReport {
                 self.t_visibility_us
             )?;
             for (i, s) in self.stale_examples.iter().take(MAX_PRINTED).enumerate() {
-                writeln!(
-                    f,
-                    "  stale read {}: {} missed {} acknowledged write(s), oldest acknowledged {} us before it began",
-                    i + 1,
-                    s.read,
-                    s.k,
-                    s.t_visibility_us
-                )?;
+                if s.superseded.is_empty() {
+                    writeln!(
+                        f,
+                        "  stale read {}: {} missed {} acknowledged write(s), oldest acknowledged {} us before it began",
+                        i + 1,
+                        s.read,
+                        s.k,
+                        s.t_visibility_us
+                    )?;
+                } else {
+                    writeln!(
+                        f,
+                        "  stale read {}: {} is behind {} acknowledged write(s) (missed {}, returned superseded {}), oldest acknowledged {} us before it began",
+                        i + 1,
+                        s.read,
+                        s.k,
+                        s.missed.len(),
+                        s.superseded.join(", "),
+                        s.t_visibility_us
+                    )?;
+                }
                 for w in &s.missed {
                     writeln!(f, "      missed: {w}")?;
                 }
@@ -170,6 +242,23 @@ impl fmt::Display for StalenessReport {
                     self.stale_reads - MAX_PRINTED
                 )?;
             }
+        }
+        for s in self.superseded_examples.iter().take(MAX_PRINTED) {
+            let acked = s.superseded_by.complete_us.unwrap_or_default();
+            writeln!(
+                f,
+                "  superseded version returned: read op {} returned {}, superseded by op {} (its client sent context {} covering {}) acknowledged at {} us, before the read began at {} us",
+                s.read.id, s.version, s.superseded_by.id, s.context, s.dot, acked, s.read.invoke_us
+            )?;
+            writeln!(f, "      read: {}", s.read)?;
+            writeln!(f, "      superseded by: {}", s.superseded_by)?;
+        }
+        if self.superseded_returned > MAX_PRINTED {
+            writeln!(
+                f,
+                "  ... and {} more superseded versions returned",
+                self.superseded_returned - MAX_PRINTED
+            )?;
         }
         for p in self.phantom_examples.iter().take(MAX_PRINTED) {
             writeln!(
@@ -244,9 +333,21 @@ fn check_key(ops: &[OperationRef<'_>], group: &[usize], part: &mut Partial) {
     acked.sort_by_key(|&i| (done(i), ops[i].id));
     reads.sort_by_key(|&i| (ops[i].invoke_us, ops[i].id));
 
-    // Acknowledged so far: dotted writes per node by counter; the rest
+    // Rule 4: the contexts the clients of the writes acknowledged so far
+    // sent. Built from nothing when no acknowledged write sent a context.
+    let any_context = acked
+        .iter()
+        .any(|&w| ops[w].context.is_some_and(|c| !c.is_empty()));
+    let mut cover = ContextCover::default();
+    // Built on first need (a read that missed a dotted write).
+    let mut chains: Option<Chains> = None;
+    // Built on first need (a returned version whose dot is not its
+    // acknowledged writer's): value -> first acknowledged write of it.
+    let mut acked_by_value: Option<FxHashMap<&str, usize>> = None;
+
+    // Acknowledged so far: dotted writes per actor by counter; the rest
     // in acknowledgement order.
-    let mut dotted: Vec<(NodeId, Vec<(u64, usize)>)> = Vec::new();
+    let mut dotted: Vec<(Actor, Vec<(u64, usize)>)> = Vec::new();
     let mut undotted: Vec<usize> = Vec::new();
     let mut next = 0;
     let mut cov = Coverage::default();
@@ -254,12 +355,16 @@ fn check_key(ops: &[OperationRef<'_>], group: &[usize], part: &mut Partial) {
         let read = &ops[r];
         while next < acked.len() && done(acked[next]) < read.invoke_us {
             let w = acked[next];
+            if let Some(context) = ops[w].context.filter(|_| any_context) {
+                cover.add(w, context);
+            }
             match ops[w].written_dot() {
                 Some(dot) => {
-                    let at = match dotted.iter().position(|(n, _)| *n == dot.node) {
+                    let actor = dot.actor();
+                    let at = match dotted.iter().position(|(a, _)| *a == actor) {
                         Some(at) => at,
                         None => {
-                            dotted.push((dot.node, Vec::new()));
+                            dotted.push((actor, Vec::new()));
                             dotted.len() - 1
                         }
                     };
@@ -336,15 +441,22 @@ fn check_key(ops: &[OperationRef<'_>], group: &[usize], part: &mut Partial) {
         // Stale: acknowledged writes no returned version covers.
         cov.fill(read.values);
         let mut missed: Vec<usize> = Vec::new();
-        for (node, counters) in &dotted {
-            let node = *node;
-            let seen = cov.context_of(node);
+        for (actor, counters) in &dotted {
+            let actor = *actor;
+            let seen = cov.context_of(actor);
             let from = counters.partition_point(|&(c, _)| c <= seen);
             for &(counter, w) in &counters[from..] {
-                if !cov.has_dot(Dot { node, counter }) {
+                if !cov.has_dot(Dot::new(actor, counter)) {
                     missed.push(w);
                 }
             }
+        }
+        if !missed.is_empty() && any_context {
+            // Excused: superseded along a chain of client-sent contexts
+            // that starts at what the read returned (see `Chains`).
+            let chains = chains.get_or_insert_with(|| Chains::build(ops, &writes, &reads));
+            let reach = chains.reach(ops, read.values, &by_dot, &writes);
+            missed.retain(|&w| ops[w].written_dot().is_none_or(|d| !reach.covers(d)));
         }
         if !undotted.is_empty() {
             // Register order: covered by the same value or by a value
@@ -357,26 +469,199 @@ fn check_key(ops: &[OperationRef<'_>], group: &[usize], part: &mut Partial) {
                 }
             }
         }
-        if !missed.is_empty() {
-            missed.sort_by_key(|&w| (done(w), ops[w].id));
-            let t = read.invoke_us.saturating_sub(done(missed[0]));
+        // Superseded: a returned version an earlier acknowledged write's
+        // client-sent context covers.
+        let mut superseded: Vec<(&ObservedVersion, Dot, usize)> = Vec::new();
+        for v in read.values.iter().filter(|_| any_context) {
+            // The dot v's write's acknowledgement reported, if that write is
+            // known and acknowledged; else the one the read reported.
+            let writer = match v.dot.and_then(|d| by_dot.get(&d)) {
+                Some(&w) if ops[w].value == Some(v.value.as_str()) && ops[w].is_ok() => Some(w),
+                _ => acked_by_value
+                    .get_or_insert_with(|| {
+                        let mut map: FxHashMap<&str, usize> = FxHashMap::default();
+                        for &w in &acked {
+                            if let Some(value) = ops[w].value {
+                                map.entry(value).or_insert(w);
+                            }
+                        }
+                        map
+                    })
+                    .get(v.value.as_str())
+                    .copied(),
+            };
+            let Some(dot) = writer.and_then(|w| ops[w].written_dot()).or(v.dot) else {
+                continue;
+            };
+            // Other than v's writer(s): a write of another value.
+            let other = |x: usize| ops[x].value != Some(v.value.as_str());
+            let candidates = cover.covering(dot);
+            let maybe = match candidates {
+                [Some(a), _] if other(a) => true,
+                [_, Some(b)] if other(b) => true,
+                // Both top writers wrote v's value (values repeated): others
+                // may cover it too.
+                [Some(_), Some(_)] => true,
+                _ => false,
+            };
+            if !maybe {
+                continue;
+            }
+            // Rare (a violation): find the earliest acknowledged superseder.
+            let earliest = acked[..next]
+                .iter()
+                .copied()
+                .find(|&x| other(x) && ops[x].context.is_some_and(|c| c.covers(dot)));
+            if let Some(x) = earliest {
+                superseded.push((v, dot, x));
+            }
+        }
+        if !missed.is_empty() || !superseded.is_empty() {
+            // Each write behind the read once, whether missed or superseding.
+            let mut behind: Vec<usize> = missed.clone();
+            behind.extend(superseded.iter().map(|s| s.2));
+            behind.sort_by_key(|&w| (done(w), ops[w].id));
+            behind.dedup();
+            let t = read.invoke_us.saturating_sub(done(behind[0]));
             part.report.stale_reads += 1;
-            part.ks.push(missed.len() as u64);
+            part.ks.push(behind.len() as u64);
             part.ts.push(t);
-            let k = missed.len();
+            missed.sort_by_key(|&w| (done(w), ops[w].id));
             missed.truncate(MAX_MISSED_SHOWN);
             part.stale.push(StaleFound {
                 read: r,
-                k,
+                k: behind.len(),
                 t,
                 missed,
+                superseded: superseded
+                    .iter()
+                    .take(MAX_MISSED_SHOWN)
+                    .map(|s| show(s.0))
+                    .collect(),
             });
+            part.report.superseded_returned += superseded.len();
+            for (v, dot, x) in superseded {
+                part.superseded.push((r, show(v), dot, x));
+            }
         }
     }
     let order = |i: usize| (ops[i].invoke_us, ops[i].id);
     keep_earliest(&mut part.stale, |s| order(s.read));
     keep_earliest(&mut part.phantoms, |p| order(p.0));
+    keep_earliest(&mut part.superseded, |s| order(s.0));
     keep_earliest(&mut part.siblings, |s| order(s.0));
+}
+
+/// The writes of one key that may have applied (not certainly failed)
+/// whose dot is known (from their acknowledgement, or from a read that
+/// returned their value) and whose client sent a context: per actor, by
+/// counter.
+///
+/// A read need not return a write that was superseded: if `x`'s client
+/// sent a context covering `w`, and a returned version's clock (or its
+/// writer's client-sent context) covers `x`, the read covers `w` through
+/// `x`, even when the returned version's own context does not mention
+/// `w`. Contexts normally grow along such chains (a client that read `x`
+/// got `x`'s whole clock), but a client may send a context naming a dot it
+/// never read (an adversarial or buggy client); the system then rightly
+/// replaces `x` and, with it, what `x` replaced. Past the returned
+/// versions' own clocks (which rule 1 has always taken as reported), a
+/// chain only follows contexts that clients sent, so a system that invents
+/// coverage for the versions it stores gains nothing from it.
+struct Chains {
+    actors: Vec<(Actor, Vec<(u64, usize)>)>,
+}
+
+impl Chains {
+    fn build(ops: &[OperationRef<'_>], writes: &[usize], reads: &[usize]) -> Self {
+        // Dots of writes whose acknowledgement did not report one, as reads
+        // revealed them (by value).
+        let mut unknown: FxHashMap<&str, usize> = FxHashMap::default();
+        for &w in writes {
+            let op = &ops[w];
+            if !op.is_failed() && op.written_dot().is_none() {
+                if let Some(value) = op.value {
+                    unknown.insert(value, w);
+                }
+            }
+        }
+        let mut revealed: FxHashMap<usize, Dot> = FxHashMap::default();
+        if !unknown.is_empty() {
+            for &r in reads {
+                for v in ops[r].values {
+                    if let (Some(dot), Some(&w)) = (v.dot, unknown.get(v.value.as_str())) {
+                        revealed.entry(w).or_insert(dot);
+                    }
+                }
+            }
+        }
+        let mut actors: Vec<(Actor, Vec<(u64, usize)>)> = Vec::new();
+        for &w in writes {
+            let op = &ops[w];
+            if op.is_failed() || op.context.is_none_or(|c| c.is_empty()) {
+                continue;
+            }
+            let Some(dot) = op.written_dot().or_else(|| revealed.get(&w).copied()) else {
+                continue;
+            };
+            let actor = dot.actor();
+            match actors.iter_mut().find(|(a, _)| *a == actor) {
+                Some((_, list)) => list.push((dot.counter, w)),
+                None => actors.push((actor, vec![(dot.counter, w)])),
+            }
+        }
+        for (_, list) in &mut actors {
+            list.sort_unstable();
+        }
+        Chains { actors }
+    }
+
+    /// Everything `values` cover through chains of client-sent contexts:
+    /// their clocks and their writers' contexts, then the contexts of every
+    /// write those cover, to a fixpoint.
+    fn reach(
+        &self,
+        ops: &[OperationRef<'_>],
+        values: &[ObservedVersion],
+        by_dot: &FxHashMap<Dot, usize>,
+        writes: &[usize],
+    ) -> Clock {
+        let mut reach = Clock::new();
+        for v in values {
+            if let Some(context) = &v.context {
+                reach.join_in_place(context);
+            }
+            // The writer's own context (by dot, else by value).
+            let writer = match v.dot.and_then(|d| by_dot.get(&d)) {
+                Some(&w) if ops[w].value == Some(v.value.as_str()) => Some(w),
+                _ => writes
+                    .iter()
+                    .copied()
+                    .find(|&w| !ops[w].is_failed() && ops[w].value == Some(v.value.as_str())),
+            };
+            if let Some(context) = writer.and_then(|w| ops[w].context) {
+                reach.join_in_place(context);
+            }
+        }
+        // Each write is absorbed once: per actor, the covered prefix only
+        // grows.
+        let mut absorbed = vec![0usize; self.actors.len()];
+        loop {
+            let mut progress = false;
+            for (i, (actor, list)) in self.actors.iter().enumerate() {
+                while absorbed[i] < list.len() && list[absorbed[i]].0 <= reach.get(*actor) {
+                    if let Some(context) = ops[list[absorbed[i]].1].context {
+                        reach.join_in_place(context);
+                    }
+                    absorbed[i] += 1;
+                    progress = true;
+                }
+            }
+            if !progress {
+                return reach;
+            }
+        }
+    }
 }
 
 pub fn check_staleness(history: &History) -> StalenessReport {
@@ -395,6 +680,7 @@ struct StaleFound {
     k: usize,
     t: u64,
     missed: Vec<usize>,
+    superseded: Vec<String>,
 }
 
 /// What one thread found over a run of keys. Examples are trimmed to the
@@ -404,6 +690,8 @@ struct StaleFound {
 struct Partial {
     report: StalenessReport,
     stale: Vec<StaleFound>,
+    /// (read, returned version, its dot, superseding write)
+    superseded: Vec<(usize, String, Dot, usize)>,
     phantoms: Vec<(usize, String, PhantomKind, Vec<usize>)>,
     siblings: Vec<(usize, String, String)>,
     ks: Vec<u64>,
@@ -463,6 +751,7 @@ fn check_staleness_threads(ops: &[OperationRef<'_>], threads: usize) -> Stalenes
     };
     let mut report = StalenessReport::default();
     let mut stale: Vec<StaleFound> = Vec::new();
+    let mut superseded: Vec<(usize, String, Dot, usize)> = Vec::new();
     let mut phantoms: Vec<(usize, String, PhantomKind, Vec<usize>)> = Vec::new();
     let mut siblings: Vec<(usize, String, String)> = Vec::new();
     let mut ks: Vec<u64> = Vec::new();
@@ -472,9 +761,11 @@ fn check_staleness_threads(ops: &[OperationRef<'_>], threads: usize) -> Stalenes
         report.acknowledged_writes += part.report.acknowledged_writes;
         report.keys_skipped += part.report.keys_skipped;
         report.stale_reads += part.report.stale_reads;
+        report.superseded_returned += part.report.superseded_returned;
         report.phantom_reads += part.report.phantom_reads;
         report.sibling_violations += part.report.sibling_violations;
         stale.extend(part.stale);
+        superseded.extend(part.superseded);
         phantoms.extend(part.phantoms);
         siblings.extend(part.siblings);
         ks.extend(part.ks);
@@ -493,6 +784,22 @@ fn check_staleness_threads(ops: &[OperationRef<'_>], threads: usize) -> Stalenes
             k: s.k,
             t_visibility_us: s.t,
             missed: s.missed.iter().map(|&w| OpSummary::of(&ops[w])).collect(),
+            superseded: s.superseded,
+        })
+        .collect();
+    // Stable: a read's versions stay in the order it returned them.
+    superseded.sort_by_key(|s| order(s.0));
+    report.superseded_examples = superseded
+        .into_iter()
+        .take(MAX_EXAMPLES)
+        .map(|(r, version, dot, x)| SupersededReturn {
+            read: OpSummary::of(&ops[r]),
+            version,
+            dot: dot.to_string(),
+            superseded_by: OpSummary::of(&ops[x]),
+            context: ops[x]
+                .context
+                .map_or_else(|| "{}".to_string(), |c| c.to_string()),
         })
         .collect();
     phantoms.sort_by_key(|p| order(p.0));
@@ -527,26 +834,46 @@ fn check_staleness_threads(ops: &[OperationRef<'_>], threads: usize) -> Stalenes
 mod tests {
     use super::*;
     use crate::check::generate::{generate, GenConfig};
-    use crate::history::Event;
+    use crate::history::{Clock, Event};
 
     #[test]
     fn the_report_does_not_depend_on_threads() {
         let mut history = generate(&GenConfig::new(9, 3_000, 7, 6));
-        // Empty every third successful read: plenty of stale reads.
-        let mut n = 0;
+        // Empty every third successful read: plenty of stale reads. Every
+        // 25th write claims (by the context its client sent) to supersede
+        // everything: plenty of superseded versions returned.
+        let everything = Clock::from_entries((1..=5).map(|n| (Actor::node(n), 1 << 40)));
+        let (mut reads, mut writes) = (0, 0);
         for event in &mut history.events {
-            if let Event::Complete { values, .. } = event {
-                if !values.is_empty() {
-                    n += 1;
-                    if n % 3 == 0 {
+            match event {
+                Event::Complete { values, .. } if !values.is_empty() => {
+                    reads += 1;
+                    if reads % 3 == 0 {
                         values.clear();
                     }
                 }
+                Event::Invoke {
+                    op: OpKind::Write,
+                    context,
+                    ..
+                } => {
+                    writes += 1;
+                    if writes % 25 == 0 {
+                        *context = Some(everything.clone());
+                    }
+                }
+                _ => {}
             }
         }
         let ops = history.operation_refs();
         let one = check_staleness_threads(&ops, 1);
         assert!(one.stale_reads > 2 * MAX_EXAMPLES, "{}", one.stale_reads);
+        assert!(
+            one.superseded_returned > 2 * MAX_EXAMPLES,
+            "{}",
+            one.superseded_returned
+        );
+        assert_eq!(one.superseded_examples.len(), MAX_EXAMPLES);
         for threads in [2, 3, 5] {
             assert_eq!(check_staleness_threads(&ops, threads), one);
         }

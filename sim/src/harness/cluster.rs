@@ -1,12 +1,14 @@
 //! The simulated cluster: N node hosts running the real `quorumlog_core::Node`
 //! (same coordinator, replica and RPC code as `quorumd`), each with its own
 //! address and a store owned by the harness, so a crashed node restarts with
-//! everything it durably stored.
+//! everything it durably stored — or, after a lost disk, with an empty
+//! store, which makes it start a new incarnation.
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
-use quorumlog_core::{CoordinatorConfig, MemoryStore, Node, NodeId, Store};
+use quorumlog_core::{CoordinatorConfig, Incarnation, MemoryStore, Node, NodeId, Siblings, Store};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Port every simulated node listens on.
@@ -16,7 +18,42 @@ pub struct SimNode {
     pub id: NodeId,
     pub addr: SocketAddr,
     pub host: NodeHandle,
-    pub store: Arc<MemoryStore>,
+    /// The node's disk: what the node finds when it (re)starts.
+    disk: Arc<Mutex<Disk>>,
+}
+
+/// A node's disk as the harness owns it: the store, and the incarnation a
+/// store found empty takes. The harness knows every earlier incarnation of
+/// the node, so it hands out 0, 1, 2, … (quorumd draws at random).
+struct Disk {
+    store: Arc<MemoryStore>,
+    fresh: Incarnation,
+}
+
+impl SimNode {
+    fn disk(&self) -> std::sync::MutexGuard<'_, Disk> {
+        self.disk.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Everything the node's store holds, key by key.
+    pub fn stored(&self) -> BTreeMap<String, Siblings> {
+        self.disk().store.snapshot()
+    }
+
+    /// Keys whose stored set has more than `max_siblings` siblings or more
+    /// than `max_value_bytes` bytes of values. Counted from what the store
+    /// holds, not with the core's own accounting.
+    pub fn keys_over(&self, max_siblings: usize, max_value_bytes: usize) -> usize {
+        let store = self.disk().store.clone();
+        store.inspect(|data| {
+            data.values()
+                .filter(|set| {
+                    let bytes: usize = set.versions().iter().map(|v| v.value.len()).sum();
+                    set.len() > max_siblings || bytes > max_value_bytes
+                })
+                .count()
+        })
+    }
 }
 
 pub struct SimCluster {
@@ -42,22 +79,32 @@ impl SimCluster {
         let nodes = members
             .iter()
             .map(|&(id, addr)| {
-                let store = Arc::new(MemoryStore::new());
-                let durable: Arc<dyn Store> = store.clone();
+                let disk = Arc::new(Mutex::new(Disk {
+                    store: Arc::new(MemoryStore::new()),
+                    fresh: 0,
+                }));
                 let peers = members.clone();
+                let node_disk = disk.clone();
                 let host = handle
                     .create_node()
                     .name(format!("n{id}"))
                     .ip(addr.ip())
                     .init(move || {
-                        let store = durable.clone();
+                        let (store, fresh) = {
+                            let disk = node_disk.lock().unwrap_or_else(|p| p.into_inner());
+                            let store: Arc<dyn Store> = disk.store.clone();
+                            (store, disk.fresh)
+                        };
                         let peers = peers.clone();
                         async move {
+                            let node = match Node::open(id, store, peers, config, fresh).await {
+                                Ok(node) => Arc::new(node),
+                                Err(e) => panic!("node n{id} cannot open its store: {e}"),
+                            };
                             let listener = match tokio::net::TcpListener::bind(addr).await {
                                 Ok(listener) => listener,
                                 Err(e) => panic!("node n{id} cannot bind {addr}: {e}"),
                             };
-                            let node = Arc::new(Node::new(id, store, peers, config));
                             if let Err(e) = node.serve(listener).await {
                                 tracing::warn!("node n{id} stopped serving: {e}");
                             }
@@ -68,7 +115,7 @@ impl SimCluster {
                     id,
                     addr,
                     host,
-                    store,
+                    disk,
                 }
             })
             .collect();
@@ -109,6 +156,14 @@ impl SimCluster {
 
     pub fn restart(&self, index: usize) {
         self.handle.restart(self.host(index));
+    }
+
+    /// Replace the node's disk with an empty one (call while it is down):
+    /// its next start finds no data and takes the next incarnation.
+    pub fn wipe_disk(&self, index: usize) {
+        let mut disk = self.nodes[index].disk();
+        disk.store = Arc::new(MemoryStore::new());
+        disk.fresh += 1;
     }
 
     /// Stop scheduling the node's tasks: a replica that is alive but silent.

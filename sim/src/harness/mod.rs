@@ -1,4 +1,5 @@
 //! The deterministic simulation harness (built only with `--cfg madsim`).
+pub mod adversary;
 pub mod cluster;
 pub mod nemesis;
 pub mod run;

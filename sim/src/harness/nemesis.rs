@@ -27,6 +27,8 @@ pub enum Fault {
     /// A single link clogged both ways.
     Clog(u32, u32),
     Crash(u32),
+    /// A crash that loses the node's disk: it restarts with an empty store.
+    DiskLoss(u32),
     Pause(u32),
     /// Every message takes `min_ms..max_ms`.
     Delay {
@@ -42,6 +44,7 @@ impl Fault {
             Fault::OneWay { .. } => "one-way",
             Fault::Clog(..) => "clog",
             Fault::Crash(_) => "crash",
+            Fault::DiskLoss(_) => "disk-loss",
             Fault::Pause(_) => "pause",
             Fault::Delay { .. } => "delay",
         }
@@ -64,6 +67,7 @@ impl fmt::Display for Fault {
             Fault::OneWay { from, to } => write!(f, "one-way n{from} -/-> [{}]", ids(to)),
             Fault::Clog(a, b) => write!(f, "clog n{a} <-/-> n{b}"),
             Fault::Crash(n) => write!(f, "crash n{n}"),
+            Fault::DiskLoss(n) => write!(f, "crash n{n} and lose its disk"),
             Fault::Pause(n) => write!(f, "pause n{n}"),
             Fault::Delay { min_ms, max_ms } => write!(f, "delay {min_ms}..{max_ms} ms"),
         }
@@ -98,7 +102,14 @@ pub struct Nemesis<'a> {
     log: Vec<FaultEvent>,
     crashed: BTreeSet<usize>,
     paused: BTreeSet<usize>,
+    /// Disks lost so far this run. Without anti-entropy a replaced node is
+    /// refilled only by read repair, so a second loss could take the last
+    /// copy of a write acknowledged by two replicas: one per run.
+    disks_lost: usize,
 }
+
+/// Disks a run may lose.
+const MAX_DISKS_LOST: usize = 1;
 
 impl<'a> Nemesis<'a> {
     pub fn new(
@@ -115,6 +126,7 @@ impl<'a> Nemesis<'a> {
             log: Vec::new(),
             crashed: BTreeSet::new(),
             paused: BTreeSet::new(),
+            disks_lost: 0,
         }
     }
 
@@ -129,6 +141,9 @@ impl<'a> Nemesis<'a> {
         }
         if self.schedule.crashes() {
             kinds.extend(["crash", "crash"]);
+        }
+        if self.schedule.disk_loss() && self.disks_lost < MAX_DISKS_LOST {
+            kinds.push("disk-loss");
         }
         if self.schedule.pauses() {
             kinds.extend(["pause", "pause", "clog", "delay"]);
@@ -167,6 +182,10 @@ impl<'a> Nemesis<'a> {
             }
             "clog" if n >= 2 => Fault::Clog(self.id(order[0]), self.id(order[1])),
             "crash" => Fault::Crash(self.id(order[0])),
+            "disk-loss" => {
+                self.disks_lost += 1;
+                Fault::DiskLoss(self.id(order[0]))
+            }
             "pause" => Fault::Pause(self.id(order[0])),
             "delay" => {
                 let min_ms = self.rng.gen_range(5..30);
@@ -227,6 +246,16 @@ impl<'a> Nemesis<'a> {
                 if start {
                     self.crashed.insert(i);
                     c.kill(i);
+                } else if self.crashed.remove(&i) {
+                    c.restart(i);
+                }
+            }
+            Fault::DiskLoss(id) => {
+                let i = self.index(*id);
+                if start {
+                    self.crashed.insert(i);
+                    c.kill(i);
+                    c.wipe_disk(i);
                 } else if self.crashed.remove(&i) {
                     c.restart(i);
                 }

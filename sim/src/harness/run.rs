@@ -1,11 +1,14 @@
 //! One simulated run: build the cluster, start the clients and the nemesis,
 //! heal, read every key once more in quiet, and hand back the history.
+use super::adversary::Adversary;
 use super::cluster::SimCluster;
 use super::nemesis::{FaultEvent, Nemesis};
-use super::workload::{Recorder, SimClient};
+use super::workload::{observed, Recorder, SimClient};
+use crate::check::StoreContents;
 use crate::history::{Event, History, OpKind, Outcome, HISTORY_FORMAT};
 use crate::scenario::Scenario;
-use quorumlog_core::{Client, Consistency, CoordinatorConfig};
+use quorumlog_core::{Client, Consistency, CoordinatorConfig, KeyLimits};
+use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -25,6 +28,26 @@ const QUIESCENCE: Duration = Duration::from_secs(5);
 const FINAL_READ_ATTEMPTS: usize = 10;
 /// Simulated time after which a run is declared hung.
 const TIME_LIMIT: Duration = Duration::from_secs(3600);
+/// Key limits of the simulated cluster: the deployed defaults scaled down
+/// so that a 500-operation run reaches them (a burst of blind writes to a
+/// hot key, a few big values), and the refusals and their handling are
+/// exercised, not just configured.
+const SIM_KEY_LIMITS: KeyLimits = KeyLimits {
+    max_siblings: 16,
+    max_bytes: 256 * 1024,
+};
+/// Sizes of the adversary's big values: a sizeable share of the key limit.
+const BIG_VALUE_BYTES: std::ops::Range<usize> = 16 * 1024..96 * 1024;
+/// Shares of a client's writes that misbehave, one drawn per seed.
+const ADVERSARIAL_SHARES: [f64; 3] = [0.0, 0.05, 0.15];
+
+/// The coordinator configuration every simulated node runs.
+pub fn sim_config() -> CoordinatorConfig {
+    CoordinatorConfig {
+        key_limits: SIM_KEY_LIMITS,
+        ..CoordinatorConfig::default()
+    }
+}
 
 /// Counts for the summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -37,6 +60,13 @@ pub struct RunStats {
     /// Faults injected, per kind.
     pub faults: BTreeMap<String, usize>,
     pub simulated_ms: u64,
+    /// Share of the clients' writes drawn to misbehave, per mille.
+    pub adversarial_permille: u32,
+    /// The most (replica, key) pairs whose stored set exceeded the key
+    /// limits at once, checked every 100 ms and at the end: more siblings
+    /// than allowed, or more value bytes than the byte limit (a lower bound
+    /// of what the limit counts, so this never blames a key within it).
+    pub keys_over_limits: usize,
 }
 
 pub struct RunResult {
@@ -45,6 +75,8 @@ pub struct RunResult {
     pub history: History,
     pub faults: Vec<FaultEvent>,
     pub stats: RunStats,
+    /// What every replica's store held at the end.
+    pub stores: Vec<StoreContents>,
 }
 
 impl RunResult {
@@ -73,7 +105,8 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> RunResult {
 /// The body of a run; call inside a madsim runtime.
 pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
     let started = Instant::now();
-    let cluster = SimCluster::start(scenario.nodes, CoordinatorConfig::default());
+    let cluster = SimCluster::start(scenario.nodes, sim_config());
+    let share = *ADVERSARIAL_SHARES.choose(&mut rng(seed, 3)).unwrap_or(&0.0);
     let recorder = Recorder::new(started);
     let keys: Vec<String> = (0..scenario.hot_keys + scenario.cold_keys)
         .map(|k| format!("k{k}"))
@@ -91,6 +124,8 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
             levels: scenario.levels_of(c),
             rng: rng(seed, 100 + c as u64),
             coordinators: cluster.n(),
+            adversary: Adversary::new(share, BIG_VALUE_BYTES, cluster.n() as u32),
+            overwrite: scenario.overwrite,
         };
         // Spread the operations: the first clients take the remainder.
         let share = scenario.operations / scenario.clients
@@ -111,7 +146,8 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
             done.store(true, Ordering::SeqCst);
         }
     };
-    tokio::join!(workload, nemesis.run(done));
+    let watch = watch_key_limits(&cluster, done.clone());
+    let (_, _, over_limits) = tokio::join!(workload, nemesis.run(done), watch);
     nemesis.heal_all();
     tokio::time::sleep(QUIESCENCE).await;
 
@@ -124,6 +160,8 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
         levels: scenario.levels,
         rng: rng(seed, 2),
         coordinators: cluster.n(),
+        adversary: Adversary::new(0.0, BIG_VALUE_BYTES, cluster.n() as u32),
+        overwrite: false,
     };
     let final_keys = keys.clone();
     final_host
@@ -151,14 +189,50 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
         history.push(event);
     }
     let faults = nemesis.into_log();
-    let stats = stats(&history, &faults, started);
+    let mut stats = stats(&history, &faults, started);
+    stats.adversarial_permille = (share * 1000.0).round() as u32;
+    stats.keys_over_limits = over_limits.max(keys_over_limits(&cluster));
+    let mut stores = Vec::new();
+    for node in cluster.nodes() {
+        let mut contents = StoreContents::new(node.id);
+        for (key, siblings) in node.stored() {
+            contents.insert(key, siblings.versions().iter().map(observed).collect());
+        }
+        stores.push(contents);
+    }
     RunResult {
         scenario,
         seed,
         history,
         faults,
         stats,
+        stores,
     }
+}
+
+/// (replica, key) pairs over the key limits right now.
+fn keys_over_limits(cluster: &SimCluster) -> usize {
+    cluster
+        .nodes()
+        .iter()
+        .map(|node| node.keys_over(SIM_KEY_LIMITS.max_siblings, SIM_KEY_LIMITS.max_bytes))
+        .sum()
+}
+
+/// How often the stores are checked against the key limits while the
+/// workload runs: a key may grow past a limit and shrink back before the
+/// end of the run.
+const LIMIT_WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The most (replica, key) pairs seen over the key limits at once while
+/// the workload ran.
+async fn watch_key_limits(cluster: &SimCluster, done: Arc<AtomicBool>) -> usize {
+    let mut worst = 0;
+    while !done.load(Ordering::SeqCst) {
+        tokio::time::sleep(LIMIT_WATCH_INTERVAL).await;
+        worst = worst.max(keys_over_limits(cluster));
+    }
+    worst
 }
 
 fn stats(history: &History, faults: &[FaultEvent], started: Instant) -> RunStats {

@@ -2,7 +2,8 @@
 //! pairs (the write carries the context its read returned) with unique
 //! values, mostly on a few hot keys, recording every operation in the
 //! shared history.
-use crate::history::{Event, ObservedVersion, OpKind, Outcome};
+use super::adversary::Adversary;
+use crate::history::{self, Event, ObservedVersion, OpKind, Outcome};
 use crate::scenario::Levels;
 use quorumlog_core::{
     Client, ClientError, Consistency, OpError, ReadRequest, Version, VersionVector, WriteRequest,
@@ -13,6 +14,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+
+// The history has its own dots and clocks (the checkers must not share the
+// core's version algebra): core versions are converted here, at the edge,
+// and nowhere else.
+
+/// A core dot as the history records it.
+fn history_dot(dot: quorumlog_core::Dot) -> history::Dot {
+    history::Dot {
+        node: dot.node,
+        incarnation: dot.incarnation,
+        counter: dot.counter,
+    }
+}
+
+/// A core version vector (context) as the history records it.
+fn history_clock(clock: &VersionVector) -> history::Clock {
+    clock
+        .entries()
+        .map(|(actor, counter)| (history::Actor::new(actor.node, actor.incarnation), counter))
+        .collect()
+}
 
 /// The history under construction, shared by every client of a run.
 #[derive(Clone)]
@@ -47,31 +69,37 @@ impl Recorder {
     }
 }
 
-fn observed(v: &Version) -> ObservedVersion {
+/// A core version as the history records it.
+pub(crate) fn observed(v: &Version) -> ObservedVersion {
     ObservedVersion {
         value: v.value.clone(),
-        dot: Some(v.dot),
-        context: Some(v.context.clone()),
+        dot: Some(history_dot(v.dot)),
+        context: Some(history_clock(&v.context)),
     }
 }
 
 fn failure_outcome(error: &ClientError) -> Outcome {
     match error {
+        // Refused before anything was written anywhere.
         ClientError::Op {
-            error: OpError::Unavailable { .. },
+            error: OpError::Unavailable { .. } | OpError::ContextUnverified { .. },
             ..
         }
         | ClientError::NoCoordinator { .. } => Outcome::Unavailable,
+        // Written somewhere, maybe: indeterminate. Replicas that refused a
+        // write the coordinator had already stored leave it on the
+        // coordinator.
         ClientError::Op {
-            error: OpError::Timeout { .. },
+            error: OpError::Timeout { .. } | OpError::RefusedByReplicas { .. },
             ..
         }
         | ClientError::Indeterminate { .. }
         | ClientError::Protocol { .. } => Outcome::Timeout,
         ClientError::Op {
-            error: OpError::Invalid(_) | OpError::Storage(_),
+            error: OpError::Invalid(_) | OpError::Storage(_) | OpError::Refused(_),
             ..
-        } => Outcome::Fail,
+        }
+        | ClientError::TooLarge(_) => Outcome::Fail,
     }
 }
 
@@ -83,6 +111,10 @@ pub struct SimClient {
     pub levels: Levels,
     pub rng: ChaCha8Rng,
     pub coordinators: usize,
+    /// What the client does on its seed-drawn share of misbehaving writes.
+    pub adversary: Adversary,
+    /// Blind writes overwrite (last-writer-wins).
+    pub overwrite: bool,
 }
 
 impl SimClient {
@@ -126,7 +158,7 @@ impl SimClient {
                     outcome: Outcome::Ok,
                     values: ok.siblings.iter().map(observed).collect(),
                     version: None,
-                    context: Some(ok.context.clone()),
+                    context: Some(history_clock(&ok.context)),
                     error: None,
                 },
                 Some(ok.context),
@@ -146,10 +178,19 @@ impl SimClient {
             ),
         };
         self.recorder.push(event);
+        if let Some(context) = &context {
+            self.adversary.saw(key, context);
+        }
         context
     }
 
-    pub async fn write(&mut self, key: &str, value: String, context: VersionVector) {
+    pub async fn write(
+        &mut self,
+        key: &str,
+        value: String,
+        context: VersionVector,
+        overwrite: bool,
+    ) {
         let id = self.recorder.next_id.fetch_add(1, Ordering::SeqCst);
         let level = self.levels.write;
         self.recorder.push(Event::Invoke {
@@ -159,7 +200,7 @@ impl SimClient {
             key: key.to_string(),
             op: OpKind::Write,
             value: Some(value.clone()),
-            context: Some(context.clone()),
+            context: Some(history_clock(&context)),
             level: Some(format!("W={level}")),
             r#final: false,
         });
@@ -169,6 +210,7 @@ impl SimClient {
             value,
             context,
             level,
+            overwrite,
         };
         let result = self.client.write(request, first).await;
         let time_us = self.recorder.now_us();
@@ -210,6 +252,23 @@ impl SimClient {
             } else {
                 keys[self.rng.gen_range(hot..keys.len())].clone()
             };
+            let mischief = self.adversary.next(&mut self.rng, &key, &keys[..hot]);
+            if !mischief.is_empty() {
+                for bad in mischief {
+                    if done >= operations {
+                        break;
+                    }
+                    let mut value = format!("c{}-{written}", self.id);
+                    if bad.padding > 0 {
+                        value.push('-');
+                        value.extend(std::iter::repeat_n('x', bad.padding));
+                    }
+                    written += 1;
+                    self.write(&bad.key, value, bad.context, false).await;
+                    done += 1;
+                }
+                continue;
+            }
             let roll: f64 = self.rng.gen();
             let read_level = self.levels.read;
             if roll < 0.45 {
@@ -218,7 +277,9 @@ impl SimClient {
             } else if roll < 0.7 {
                 let value = format!("c{}-{written}", self.id);
                 written += 1;
-                self.write(&key, value, VersionVector::new()).await;
+                let overwrite = self.overwrite;
+                self.write(&key, value, VersionVector::new(), overwrite)
+                    .await;
                 done += 1;
             } else {
                 let context = self.read(&key, read_level, false).await;
@@ -227,7 +288,7 @@ impl SimClient {
                     if done < operations {
                         let value = format!("c{}-{written}", self.id);
                         written += 1;
-                        self.write(&key, value, context).await;
+                        self.write(&key, value, context, false).await;
                         done += 1;
                     }
                 }

@@ -1,0 +1,150 @@
+//! Adversarial clients: on a seed-drawn share of its writes, a simulated
+//! client misbehaves the way careless or hostile clients of a real cluster
+//! do — contexts from other keys, stale and forged contexts, counters at
+//! the overflow boundary, values near the key's byte limit, bursts of blind
+//! writes to one hot key. Whatever the system does with them, the checkers
+//! judge the history as usual: a refused write had no effect, an accepted
+//! one must keep every promise.
+use quorumlog_core::version::MAX_COUNTER;
+use quorumlog_core::{Actor, VersionVector};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+
+/// How many contexts a client remembers per key (for stale contexts).
+const REMEMBERED: usize = 4;
+
+/// One kind of misbehaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mischief {
+    /// A context this client read from another key.
+    OtherKeyContext,
+    /// An older context of this key (legitimate, makes siblings).
+    StaleContext,
+    /// Made-up actors and counters.
+    ForgedContext,
+    /// Entries at or past the largest counter a node mints.
+    HugeCounter,
+    /// A value of a sizeable share of the key's byte limit.
+    BigValue,
+    /// A run of blind writes to one hot key.
+    BlindBurst,
+}
+
+const EVERY: [Mischief; 6] = [
+    Mischief::OtherKeyContext,
+    Mischief::StaleContext,
+    Mischief::ForgedContext,
+    Mischief::HugeCounter,
+    Mischief::BigValue,
+    Mischief::BlindBurst,
+];
+
+/// What a client remembers to misbehave with, and how often it does.
+pub struct Adversary {
+    /// Share of write decisions that misbehave (0: a polite client).
+    pub share: f64,
+    /// Bytes a big value takes.
+    pub big_value: std::ops::Range<usize>,
+    /// Nodes of the cluster (for forged actors).
+    pub nodes: u32,
+    contexts: BTreeMap<String, Vec<VersionVector>>,
+}
+
+/// One write the adversary wants made.
+pub struct BadWrite {
+    pub key: String,
+    /// Appended to the unique value (padding for big values).
+    pub padding: usize,
+    pub context: VersionVector,
+}
+
+impl Adversary {
+    pub fn new(share: f64, big_value: std::ops::Range<usize>, nodes: u32) -> Self {
+        Adversary {
+            share,
+            big_value,
+            nodes,
+            contexts: BTreeMap::new(),
+        }
+    }
+
+    /// Remember a context a read of `key` returned.
+    pub fn saw(&mut self, key: &str, context: &VersionVector) {
+        let seen = self.contexts.entry(key.to_string()).or_default();
+        seen.push(context.clone());
+        if seen.len() > REMEMBERED {
+            seen.remove(0);
+        }
+    }
+
+    /// Whether the next write misbehaves, and how: `None` for a polite one.
+    /// Draws nothing from `rng` when the share is 0, so polite runs keep
+    /// their random sequence.
+    pub fn next(&mut self, rng: &mut ChaCha8Rng, key: &str, hot: &[String]) -> Vec<BadWrite> {
+        if self.share <= 0.0 || !rng.gen_bool(self.share) {
+            return Vec::new();
+        }
+        let mischief = *EVERY.choose(rng).unwrap_or(&Mischief::ForgedContext);
+        let write = |key: &str, padding: usize, context: VersionVector| BadWrite {
+            key: key.to_string(),
+            padding,
+            context,
+        };
+        match mischief {
+            Mischief::OtherKeyContext => {
+                let others: Vec<&VersionVector> = self
+                    .contexts
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != key)
+                    .flat_map(|(_, v)| v.iter())
+                    .collect();
+                let context = others.choose(rng).map(|c| (*c).clone()).unwrap_or_default();
+                vec![write(key, 0, context)]
+            }
+            Mischief::StaleContext => {
+                let context = self
+                    .contexts
+                    .get(key)
+                    .and_then(|seen| seen.first())
+                    .cloned()
+                    .unwrap_or_default();
+                vec![write(key, 0, context)]
+            }
+            Mischief::ForgedContext => {
+                let entries = rng.gen_range(1..=3);
+                let context = VersionVector::from_entries((0..entries).map(|_| {
+                    let actor = Actor::new(rng.gen_range(1..=self.nodes), rng.gen_range(0..3));
+                    (actor, rng.gen_range(1..1000u64))
+                }));
+                vec![write(key, 0, context)]
+            }
+            Mischief::HugeCounter => {
+                let counter = *[u64::MAX, MAX_COUNTER, MAX_COUNTER - 1, u64::MAX / 2]
+                    .choose(rng)
+                    .unwrap_or(&u64::MAX);
+                let actor = Actor::new(rng.gen_range(1..=self.nodes), 0);
+                let mut context = self
+                    .contexts
+                    .get(key)
+                    .and_then(|seen| seen.last())
+                    .cloned()
+                    .unwrap_or_default();
+                context.bump(actor, counter);
+                vec![write(key, 0, context)]
+            }
+            Mischief::BigValue => {
+                let padding = rng.gen_range(self.big_value.clone());
+                vec![write(key, padding, VersionVector::new())]
+            }
+            Mischief::BlindBurst => {
+                let target = hot.choose(rng).map(String::as_str).unwrap_or(key);
+                let count = rng.gen_range(5..25);
+                (0..count)
+                    .map(|_| write(target, 0, VersionVector::new()))
+                    .collect()
+            }
+        }
+    }
+}
