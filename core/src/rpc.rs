@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -231,7 +231,10 @@ where
 /// Callers waiting on one connection, and whether it has ended.
 #[derive(Default)]
 struct Pending {
-    waiters: HashMap<u64, oneshot::Sender<Response>>,
+    // Ordered, so that a lost connection wakes its callers in one order
+    // on every run (a HashMap's order can differ between runs in one
+    // process, which breaks seed replay).
+    waiters: BTreeMap<u64, oneshot::Sender<Response>>,
     /// Set once, when the connection ends; no caller registers after that.
     closed: bool,
 }

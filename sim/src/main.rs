@@ -62,7 +62,7 @@ enum Command {
     },
     /// Run every configuration under every fault schedule and print the table.
     Verdicts {
-        #[arg(long, default_value = "0..20", value_parser = parse_seeds)]
+        #[arg(long, default_value = "0..40", value_parser = parse_seeds)]
         seeds: Range<u64>,
         #[arg(long)]
         jobs: Option<usize>,

@@ -1335,3 +1335,38 @@ fn a_long_single_key_history_is_decided() {
         );
     }
 }
+
+#[test]
+fn a_context_cannot_vouch_for_writes_made_after_it() {
+    // x's client sent {n1:500} (forged, or from another key) before n1 had
+    // minted anything for this key; the system let x supersede n1:1 and
+    // n1:2, written after x. No client saw them: they are lost. (The
+    // staleness checker takes returned versions' clocks as reported, so
+    // the read is judged by durability, not there.)
+    let forged = |sent: &[(u32, u64)]| {
+        Builder::default()
+            .write(1, "k", "x", sent, (2, 1), 0, Some(10), Outcome::Ok)
+            .write(2, "k", "a", &[], (1, 1), 20, Some(30), Outcome::Ok)
+            .write(3, "k", "b", &[], (1, 2), 40, Some(50), Outcome::Ok)
+            .read(4, "k", 60, 70, vec![ver("x", (2, 1), &[(1, 500)])])
+            .final_read("k", 1_000, vec![ver("x", (2, 1), &[(1, 500)])])
+            .build()
+    };
+    let history = forged(&[(1, 500)]);
+    let durability = check_durability(&history);
+    assert_eq!(durability.lost_updates, 2, "{durability}");
+    use quorumlog_sim::check::{check_stores, StoreContents};
+    let mut store = StoreContents::new(1);
+    store.insert("k", vec![ver("x", (2, 1), &[(1, 500)])]);
+    let stores = check_stores(&history, &[store]);
+    assert_eq!(stores.missing_writes, 2, "{stores}");
+    // Had x come after them, its client could have read them: superseded.
+    let later = Builder::default()
+        .write(2, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(3, "k", "b", &[], (1, 2), 20, Some(30), Outcome::Ok)
+        .write(1, "k", "x", &[(1, 2)], (2, 1), 40, Some(50), Outcome::Ok)
+        .read(4, "k", 60, 70, vec![ver("x", (2, 1), &[(1, 2)])])
+        .final_read("k", 1_000, vec![ver("x", (2, 1), &[(1, 2)])])
+        .build();
+    assert!(check_history(&later).is_ok(), "{}", check_history(&later));
+}

@@ -348,3 +348,92 @@ pub(crate) fn splitmix64(mut x: u64) -> u64 {
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
 }
+
+/// The contexts the clients of one key's mutations sent, kept to what those
+/// clients could have seen. A client cannot have read a write that was not
+/// yet invoked when it invoked its own, so an entry of write `x`'s context
+/// may cover only dots of writes of this key invoked before `x` was. A
+/// context that names later dots (forged, or taken from another key) is cut
+/// back, per actor, to the highest dot of that actor whose write was
+/// invoked before `x`: such a write cannot vouch for writes made after it,
+/// however the system treated it. Dots are known from the writes'
+/// acknowledgements and from what reads returned (by value).
+pub(crate) struct SentContexts<'a> {
+    /// Only the contexts that had to be cut; the rest are used as sent.
+    cut: FxHashMap<usize, Clock>,
+    ops: &'a [OperationRef<'a>],
+}
+
+impl<'a> SentContexts<'a> {
+    pub(crate) fn new(ops: &'a [OperationRef<'a>], group: &[usize]) -> Self {
+        let mut cut = FxHashMap::default();
+        let sent: Vec<usize> = group
+            .iter()
+            .copied()
+            .filter(|&i| ops[i].kind.is_mutation() && ops[i].context.is_some_and(|c| !c.is_empty()))
+            .collect();
+        if sent.is_empty() {
+            return SentContexts { cut, ops };
+        }
+        // Every known dot of the key with its write's invocation time.
+        let mut by_value: FxHashMap<&str, u64> = FxHashMap::default();
+        let mut known: Vec<(Actor, u64, u64)> = Vec::new();
+        for &i in group {
+            let op = &ops[i];
+            if op.kind.is_mutation() && !op.is_failed() {
+                if let Some(value) = op.value {
+                    let at = by_value.entry(value).or_insert(op.invoke_us);
+                    *at = (*at).min(op.invoke_us);
+                }
+                if let Some(dot) = op.written_dot() {
+                    known.push((dot.actor(), op.invoke_us, dot.counter));
+                }
+            }
+        }
+        for &i in group {
+            for v in ops[i].values {
+                if let (Some(dot), Some(&invoked)) = (v.dot, by_value.get(v.value.as_str())) {
+                    known.push((dot.actor(), invoked, dot.counter));
+                }
+            }
+        }
+        // Per actor, by invocation: the highest counter invoked so far.
+        known.sort_unstable();
+        let mut highest: Vec<(Actor, Vec<(u64, u64)>)> = Vec::new();
+        for (actor, invoked, counter) in known {
+            if highest.last().is_none_or(|(a, _)| *a != actor) {
+                highest.push((actor, Vec::new()));
+            }
+            if let Some((_, list)) = highest.last_mut() {
+                let top = list.last().map_or(counter, |&(_, c)| c.max(counter));
+                list.push((invoked, top));
+            }
+        }
+        for x in sent {
+            let Some(context) = ops[x].context else {
+                continue;
+            };
+            let invoked = ops[x].invoke_us;
+            let cap = |actor: Actor| -> u64 {
+                highest
+                    .iter()
+                    .find(|(a, _)| *a == actor)
+                    .and_then(|(_, list)| {
+                        let before = list.partition_point(|&(at, _)| at < invoked);
+                        before.checked_sub(1).map(|i| list[i].1)
+                    })
+                    .unwrap_or(0)
+            };
+            if context.entries().any(|(a, c)| c > cap(a)) {
+                let kept = context.entries().map(|(a, c)| (a, c.min(cap(a))));
+                cut.insert(x, kept.collect());
+            }
+        }
+        SentContexts { cut, ops }
+    }
+
+    /// The context mutation `op` may vouch with (None: it sent none).
+    pub(crate) fn of(&self, op: usize) -> Option<&Clock> {
+        self.cut.get(&op).or(self.ops[op].context)
+    }
+}

@@ -41,7 +41,9 @@
 //! Keys with acknowledged writes but no successful final read cannot be
 //! judged for loss; they are counted (`unverified_*`) but are not
 //! violations.
-use super::common::{group_by_key, ContextCover, FxHashMap, OpSummary, MAX_EXAMPLES, MAX_PRINTED};
+use super::common::{
+    group_by_key, ContextCover, FxHashMap, OpSummary, SentContexts, MAX_EXAMPLES, MAX_PRINTED,
+};
 use crate::history::{Dot, History, OpKind, OperationRef};
 use serde::Serialize;
 use std::fmt;
@@ -157,15 +159,17 @@ pub fn check_durability(history: &History) -> DurabilityReport {
 }
 
 /// The writes of a key that may vouch for a dot: every mutation that did
-/// not certainly fail, by the context its client sent.
+/// not certainly fail, by the context its client sent, cut back to what
+/// that client could have seen ([`SentContexts`]).
 pub(crate) fn vouching_index(ops: &[OperationRef<'_>], group: &[usize]) -> ContextCover {
+    let sent = SentContexts::new(ops, group);
     let mut cover = ContextCover::default();
     for &i in group {
         let op = &ops[i];
-        if let Some(context) = op
-            .context
-            .filter(|_| op.kind.is_mutation() && !op.is_failed())
-        {
+        if !op.kind.is_mutation() || op.is_failed() {
+            continue;
+        }
+        if let Some(context) = sent.of(i) {
             cover.add(i, context);
         }
     }
