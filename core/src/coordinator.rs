@@ -24,6 +24,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+/// How long a coordinator waits to reconnect to a peer whose connection
+/// was lost before counting it alive anyway (a refusal comes at once; only
+/// a silent peer takes this long, and then the request decides).
+const RECONNECT_PROBE: Duration = Duration::from_millis(50);
+
 /// What to do when a read finds replicas that answered with less than the
 /// merged result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -95,7 +100,7 @@ impl Peer {
                 tracing::warn!(peer = self.id, "{e}");
                 Err(CallFailure::Failed)
             }
-            Err(e @ RpcError::Connect { .. }) => {
+            Err(e @ RpcError::Connect { refused: true, .. }) => {
                 tracing::debug!(peer = self.id, "unreachable: {e}");
                 self.breaker().trip(Instant::now());
                 Err(CallFailure::Unreachable)
@@ -177,13 +182,39 @@ impl Coordinator {
         self.peers.len() + 1
     }
 
-    fn live_peers(&self) -> Vec<Arc<Peer>> {
-        let now = Instant::now();
-        self.peers
+    /// The peers believed alive. A peer whose connection was lost since
+    /// it last answered (its process died, say) is reconnected to first:
+    /// if it refuses, it is down at once (its breaker opens), so a level
+    /// that needs it is refused before anything is sent rather than timing
+    /// out. A peer that does not answer the reconnect in time is left to
+    /// the request itself.
+    async fn live_peers(&self) -> Vec<Arc<Peer>> {
+        let allowed = |now: Instant| -> Vec<Arc<Peer>> {
+            self.peers
+                .iter()
+                .filter(|p| p.allows(now))
+                .cloned()
+                .collect()
+        };
+        let peers = allowed(Instant::now());
+        let lost: Vec<&Arc<Peer>> = peers
             .iter()
-            .filter(|p| p.allows(now))
-            .cloned()
-            .collect()
+            .filter(|p| p.client.lost_connection())
+            .collect();
+        if lost.is_empty() {
+            return peers;
+        }
+        let probe = self.config.replica_timeout.min(RECONNECT_PROBE);
+        let probes = lost.iter().map(|peer| async move {
+            if let Err(e @ RpcError::Connect { refused: true, .. }) =
+                peer.client.connect(probe).await
+            {
+                tracing::debug!(peer = peer.id, "down: {e}");
+                peer.breaker().trip(Instant::now());
+            }
+        });
+        futures::future::join_all(probes).await;
+        allowed(Instant::now())
     }
 
     fn needed(&self, level: Consistency, what: &'static str) -> Result<usize, OpError> {
@@ -223,7 +254,7 @@ impl Coordinator {
         Self::check_context_bounds(&request.context)?;
         let n = self.n();
         let needed = self.needed(request.level, "W")?;
-        let peers = self.live_peers();
+        let peers = self.live_peers().await;
         let alive = peers.len() + 1;
         if alive < needed {
             return Err(OpError::Unavailable { needed, alive, n });
@@ -384,7 +415,7 @@ impl Coordinator {
         Self::check_key(&request.key)?;
         let n = self.n();
         let needed = self.needed(request.level, "R")?;
-        let peers = self.live_peers();
+        let peers = self.live_peers().await;
         let alive = peers.len() + 1;
         if alive < needed {
             return Err(OpError::Unavailable { needed, alive, n });

@@ -50,7 +50,13 @@ struct Envelope<T> {
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum RpcError {
     #[error("could not connect to {addr}: {reason}")]
-    Connect { addr: SocketAddr, reason: String },
+    Connect {
+        addr: SocketAddr,
+        reason: String,
+        /// The peer refused (or the network rejected) the connection, as
+        /// opposed to not answering in time: it is down.
+        refused: bool,
+    },
     #[error("no answer from {addr} within {timeout:?}")]
     Timeout { addr: SocketAddr, timeout: Duration },
     #[error("connection to {addr} was lost before it answered")]
@@ -292,12 +298,14 @@ impl Connection {
                 return Err(RpcError::Connect {
                     addr,
                     reason: e.to_string(),
+                    refused: true,
                 })
             }
             Err(_) => {
                 return Err(RpcError::Connect {
                     addr,
                     reason: format!("no answer within {timeout:?}"),
+                    refused: false,
                 })
             }
         };
@@ -420,6 +428,21 @@ impl RpcClient {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Whether the connection to the peer was lost (closed, reset, failed)
+    /// and no other has been made since: the peer may be down.
+    pub fn lost_connection(&self) -> bool {
+        match self.connection.try_lock() {
+            Ok(slot) => slot.as_ref().is_some_and(|conn| conn.is_broken()),
+            // Someone is connecting right now: that call will tell.
+            Err(_) => false,
+        }
+    }
+
+    /// Make a connection now unless one is open (nothing is sent).
+    pub async fn connect(&self, timeout: Duration) -> Result<(), RpcError> {
+        self.connection(timeout).await.map(|_| ())
     }
 
     async fn connection(&self, timeout: Duration) -> Result<Arc<Connection>, RpcError> {
