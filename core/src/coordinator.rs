@@ -355,7 +355,7 @@ impl Coordinator {
         let mut known = local.context();
         let beyond = context.beyond(&known);
         if beyond.is_empty() {
-            return Ok(());
+            return check_closed(key, context, &local);
         }
         let never_had = |dots: &[crate::version::Dot]| {
             metrics::counter!("context_rejections_total").increment(1);
@@ -382,9 +382,11 @@ impl Coordinator {
                 matches!(r, Response::Siblings(_))
             })
             .await;
+        check_closed(key, context, &local)?;
         for (_, response) in &gathered.accepted {
             if let Response::Siblings(set) = response {
                 known.join_in_place(&set.context());
+                check_closed(key, context, set)?;
             }
         }
         let beyond = context.beyond(&known);
@@ -654,6 +656,27 @@ fn record_outcome<T>(
         .increment(1);
     metrics::histogram!("quorum_request_seconds", "op" => op, "level" => level, "outcome" => outcome)
         .record(started.elapsed().as_secs_f64());
+}
+
+/// A context a read returned is causally closed: if it covers a version's
+/// dot it covers what that version had seen (a read hands out the join of
+/// the clocks it merged). One that covers a version's dot without its past
+/// was not returned by a read of this key (taken from another key, or made
+/// up to name dots that exist): writing with it would supersede a version
+/// its writer never saw. Checked against every version `held` holds.
+fn check_closed(key: &str, context: &VersionVector, held: &Siblings) -> Result<(), OpError> {
+    for v in held.versions() {
+        if context.covers(v.dot) && !context.descends_from(&v.context) {
+            metrics::counter!("context_rejections_total").increment(1);
+            let missing = v.context.beyond(context);
+            return Err(OpError::Invalid(format!(
+                "context covers {} of key {key:?} but not what that version had seen ({}): it was not returned by a read of this key",
+                v.dot,
+                show_dots(&missing)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `n2:7, n3.4:1` (at most a few).

@@ -218,6 +218,90 @@ async fn two_nodes_down_quorum_serves_all_is_refused_then_recovers() {
 }
 
 #[tokio::test]
+async fn a_node_that_died_is_refused_before_anything_is_sent() {
+    // Every coordinator holds a connection to node 3 when it stops (its
+    // connections close, its port refuses). The very first ALL write is
+    // refused as Unavailable: each coordinator reconnects to a peer whose
+    // connection was lost before counting it alive.
+    let mut cluster = TestCluster::start(3).await;
+    let client = cluster.client();
+    for first in 0..3 {
+        client
+            .write(
+                write(&format!("warm-{first}"), "1", Consistency::All),
+                first,
+            )
+            .await
+            .unwrap();
+    }
+    cluster.stop_node(2);
+    // Let the coordinators' readers see the connections close.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    match client.write(write("dead", "x", Consistency::All), 0).await {
+        Err(ClientError::Op {
+            error: OpError::Unavailable { needed, alive, n },
+            ..
+        }) => assert_eq!((needed, alive, n), (3, 2, 3)),
+        other => panic!("the first ALL write after a node died must be refused, got {other:?}"),
+    }
+    // and nothing was written anywhere
+    let read = client
+        .read(
+            ReadRequest {
+                key: "dead".into(),
+                level: Consistency::Quorum,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    assert!(read.siblings.is_empty(), "{:?}", read.siblings);
+}
+
+#[tokio::test]
+async fn a_context_that_names_a_version_without_its_past_is_refused() {
+    // b superseded a (its client read a); a context naming b's dot but not
+    // a's was not returned by any read of this key: refused, nothing stored.
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client();
+    let a = client
+        .write(write("k", "a", Consistency::All), 0)
+        .await
+        .unwrap();
+    let mut after_a = write("k", "b", Consistency::All);
+    after_a.context = a.version.clock();
+    let b = client.write(after_a, 1).await.unwrap();
+    let mut forged = write("k", "c", Consistency::All);
+    forged.context = VersionVector::from_entries([(b.version.dot.actor(), b.version.dot.counter)]);
+    match client.write(forged, 2).await {
+        Err(ClientError::Op {
+            error: OpError::Invalid(reason),
+            ..
+        }) => assert!(
+            reason.contains("not what that version had seen"),
+            "{reason}"
+        ),
+        other => panic!("a context without b's past must be refused, got {other:?}"),
+    }
+    // b's own clock is a context a read could have returned: accepted.
+    let mut honest = write("k", "d", Consistency::All);
+    honest.context = b.version.clock();
+    client.write(honest, 2).await.unwrap();
+    let read = client
+        .read(
+            ReadRequest {
+                key: "k".into(),
+                level: Consistency::All,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let values: Vec<&str> = read.siblings.iter().map(|v| v.value.as_str()).collect();
+    assert_eq!(values, ["d"]);
+}
+
+#[tokio::test]
 async fn bad_requests_are_refused_with_reasons() {
     let cluster = TestCluster::start(3).await;
     let client = cluster.client();

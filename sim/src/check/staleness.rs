@@ -344,6 +344,10 @@ fn check_key(ops: &[OperationRef<'_>], group: &[usize], part: &mut Partial) {
     let mut cover = ContextCover::default();
     // Built on first need (a read that missed a dotted write).
     let mut chains: Option<Chains> = None;
+    // Built on first need: indeterminate writes no read revealed, and the
+    // counters of every dot the history knows, per actor.
+    let mut hidden: Option<Vec<usize>> = None;
+    let mut known_dots: Option<Vec<(Actor, Vec<u64>)>> = None;
     // Built on first need (a returned version whose dot is not its
     // acknowledged writer's): value -> first acknowledged write of it.
     let mut acked_by_value: Option<FxHashMap<&str, usize>> = None;
@@ -460,6 +464,37 @@ fn check_key(ops: &[OperationRef<'_>], group: &[usize], part: &mut Partial) {
             let chains = chains.get_or_insert_with(|| Chains::build(ops, &writes, &reads));
             let reach = chains.reach(ops, &sent, read.values, &by_dot, &writes);
             missed.retain(|&w| ops[w].written_dot().is_none_or(|d| !reach.covers(d)));
+            // Excused too: superseded by a write whose outcome is unknown
+            // and whose version no read ever returned. The chain cannot
+            // follow it (its dot is unknown), so whether the read covers it
+            // cannot be told; the benefit of the doubt keeps the rule free
+            // of false alarms.
+            // Only when the read covers some dot no write of the history is
+            // known to have (a hidden write may have it): a read that
+            // returned nothing, or only known versions, excuses nothing.
+            let mut covers_unknown = || {
+                let known = known_dots.get_or_insert_with(|| known_counters(ops, &writes, &reads));
+                reach.entries().any(|(actor, counter)| {
+                    let seen = known
+                        .iter()
+                        .find(|(a, _)| *a == actor)
+                        .map_or(0, |(_, list)| list.partition_point(|&c| c <= counter));
+                    (seen as u64) < counter
+                })
+            };
+            if !missed.is_empty() && covers_unknown() {
+                let hidden = hidden.get_or_insert_with(|| hidden_writes(ops, &writes, &reads));
+                missed.retain(|&w| {
+                    let Some(dot) = ops[w].written_dot() else {
+                        return true;
+                    };
+                    !hidden.iter().any(|&x| {
+                        x != w
+                            && ops[x].invoke_us <= read_done
+                            && sent.of(x).is_some_and(|c| c.covers(dot))
+                    })
+                });
+            }
         }
         if !undotted.is_empty() {
             // Register order: covered by the same value or by a value
@@ -560,6 +595,53 @@ fn check_key(ops: &[OperationRef<'_>], group: &[usize], part: &mut Partial) {
 /// returned their value) and whose client sent a context: per actor, by
 /// counter.
 ///
+/// Per actor, the distinct counters of every dot the history knows: the
+/// writes' acknowledgements and what reads returned (sorted).
+fn known_counters(
+    ops: &[OperationRef<'_>],
+    writes: &[usize],
+    reads: &[usize],
+) -> Vec<(Actor, Vec<u64>)> {
+    let mut dots: Vec<Dot> = writes
+        .iter()
+        .filter_map(|&w| ops[w].written_dot())
+        .chain(
+            reads
+                .iter()
+                .flat_map(|&r| ops[r].values.iter().filter_map(|v| v.dot)),
+        )
+        .collect();
+    dots.sort_unstable();
+    dots.dedup();
+    let mut known: Vec<(Actor, Vec<u64>)> = Vec::new();
+    for dot in dots {
+        match known.last_mut() {
+            Some((actor, list)) if *actor == dot.actor() => list.push(dot.counter),
+            _ => known.push((dot.actor(), vec![dot.counter])),
+        }
+    }
+    known
+}
+
+/// Writes that may have applied (timed out, never completed) whose version
+/// no read returned: their dots are unknown to the history.
+fn hidden_writes(ops: &[OperationRef<'_>], writes: &[usize], reads: &[usize]) -> Vec<usize> {
+    let returned: std::collections::HashSet<&str> = reads
+        .iter()
+        .flat_map(|&r| ops[r].values.iter().map(|v| v.value.as_str()))
+        .collect();
+    writes
+        .iter()
+        .copied()
+        .filter(|&w| {
+            let op = &ops[w];
+            op.is_indeterminate()
+                && op.written_dot().is_none()
+                && op.value.is_none_or(|v| !returned.contains(v))
+        })
+        .collect()
+}
+
 /// A read need not return a write that was superseded: if `x`'s client
 /// sent a context covering `w`, and a returned version's clock (or its
 /// writer's client-sent context) covers `x`, the read covers `w` through
