@@ -1,28 +1,89 @@
 //! The causal context a client carries from a read to its next write, as an
-//! opaque token: `base64url( format-byte || bincode((key-hash, VersionVector)) )`.
+//! opaque token:
+//! `base64url( 3 || bincode((key-hash, VersionVector)) || tag )`, where
+//! `tag` is the first 16 bytes of HMAC-SHA256 over everything before it,
+//! keyed with the gateways' context secret.
 //!
 //! The leading format byte lets the encoding change later without breaking
 //! tokens clients already hold; the size bound keeps a hostile token from
 //! costing memory. The token is bound to the key it was read from (a
 //! 64-bit FNV-1a hash of the key), so a token sent with a write to another
 //! key is refused instead of superseding versions its writer never saw.
-//! The binding catches mistakes, not forgery: a forged context is caught by
-//! the coordinator, which refuses any context covering dots the key never
-//! had.
+//! The tag makes tokens unforgeable: only a context that a read returned
+//! can make a write supersede anything, so no client can name a version it
+//! never read. The checks run in an order that names the most useful
+//! problem: format, shape, counters, key, then the tag.
 use crate::version::{VersionVector, MAX_COUNTER};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::fmt;
 use thiserror::Error;
 
-/// Format byte of the first encoding (no key binding, node ids without
-/// incarnations): refused with a request to read again.
+/// Format bytes of earlier encodings (1: no key binding, node ids without
+/// incarnations; 2: not signed): refused with a request to read again.
 const FORMAT_V1: u8 = 1;
-/// Format byte of the current token encoding.
 const FORMAT_V2: u8 = 2;
+/// Format byte of the current token encoding.
+const FORMAT_V3: u8 = 3;
+/// Bytes of the HMAC-SHA256 tag a token carries (truncated: 128 bits).
+const TAG_BYTES: usize = 16;
 /// Largest accepted token, in characters (about 190 vector entries).
 pub const MAX_TOKEN_LEN: usize = 4096;
 /// Largest accepted number of entries in a context.
 pub const MAX_CONTEXT_ENTRIES: usize = 256;
+
+/// The secret context tokens are signed with. Every gateway of a cluster
+/// must hold the same one for a token read through one gateway to be
+/// accepted by another.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ContextSecret([u8; 32]);
+
+impl ContextSecret {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        ContextSecret(bytes)
+    }
+
+    /// 64 hexadecimal digits.
+    pub fn from_hex(text: &str) -> Result<Self, ContextSecretError> {
+        let text = text.trim();
+        if text.len() != 64 {
+            return Err(ContextSecretError(format!(
+                "{} characters; expected 64 hexadecimal digits",
+                text.len()
+            )));
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| {
+                ContextSecretError(format!(
+                    "{:?} is not a hexadecimal byte",
+                    &text[2 * i..2 * i + 2]
+                ))
+            })?;
+        }
+        Ok(ContextSecret(bytes))
+    }
+
+    fn tag(&self, signed: &[u8]) -> Hmac<Sha256> {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        mac.update(signed);
+        mac
+    }
+}
+
+/// Never print the secret.
+impl fmt::Debug for ContextSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ContextSecret(***)")
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("context secret: {0}")]
+pub struct ContextSecretError(String);
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ContextError {
@@ -32,10 +93,10 @@ pub enum ContextError {
     NotBase64(String),
     #[error("causal context is empty")]
     Empty,
-    #[error("causal context has unknown format {0} (this server understands format {FORMAT_V2})")]
+    #[error("causal context has unknown format {0} (this server understands format {FORMAT_V3})")]
     UnknownFormat(u8),
-    #[error("causal context is from an older version of quorumlog (format {FORMAT_V1}): read the key again and send the new context")]
-    Outdated,
+    #[error("causal context is from an older version of quorumlog (format {0}): read the key again and send the new context")]
+    Outdated(u8),
     #[error("causal context was returned by a read of another key: send the context a read of this key returned")]
     OtherKey,
     #[error(
@@ -46,6 +107,8 @@ pub enum ContextError {
     Corrupt(String),
     #[error("causal context has {0} entries; the limit is {MAX_CONTEXT_ENTRIES}")]
     TooManyEntries(usize),
+    #[error("causal context was not issued by this cluster (forged, altered, or signed by a gateway with another context secret): read the key again and send the context the read returned")]
+    NotAuthentic,
 }
 
 /// The 64-bit FNV-1a hash of a key: stable across builds and platforms
@@ -59,30 +122,44 @@ fn key_hash(key: &str) -> u64 {
     })
 }
 
-/// Encode a context read from `key` as a client token.
-pub fn encode(key: &str, context: &VersionVector) -> String {
-    let mut bytes = vec![FORMAT_V2];
+/// Encode a context read from `key` as a client token signed with `secret`.
+pub fn encode(secret: &ContextSecret, key: &str, context: &VersionVector) -> String {
+    let mut bytes = vec![FORMAT_V3];
     bytes.extend(
         bincode::serialize(&(key_hash(key), context)).expect("a version vector always serialises"),
     );
+    let tag = secret.tag(&bytes).finalize().into_bytes();
+    bytes.extend_from_slice(&tag[..TAG_BYTES]);
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Decode a client token sent with a write to `key`, rejecting anything
-/// malformed, oversized, out of range, or read from another key.
-pub fn decode(key: &str, token: &str) -> Result<VersionVector, ContextError> {
+/// malformed, oversized, out of range, read from another key, or not
+/// signed with `secret`.
+pub fn decode(
+    secret: &ContextSecret,
+    key: &str,
+    token: &str,
+) -> Result<VersionVector, ContextError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(ContextError::TooLong { len: token.len() });
     }
     let bytes = URL_SAFE_NO_PAD
         .decode(token.trim())
         .map_err(|e| ContextError::NotBase64(e.to_string()))?;
-    let (&format, body) = bytes.split_first().ok_or(ContextError::Empty)?;
+    let format = *bytes.first().ok_or(ContextError::Empty)?;
     match format {
-        FORMAT_V2 => {}
-        FORMAT_V1 => return Err(ContextError::Outdated),
+        FORMAT_V3 => {}
+        FORMAT_V1 | FORMAT_V2 => return Err(ContextError::Outdated(format)),
         other => return Err(ContextError::UnknownFormat(other)),
     }
+    let signed_len = bytes
+        .len()
+        .checked_sub(TAG_BYTES)
+        .filter(|&n| n > 1)
+        .ok_or_else(|| ContextError::Corrupt("too short to carry a signature".into()))?;
+    let (signed, tag) = bytes.split_at(signed_len);
+    let body = &signed[1..];
     use bincode::Options;
     // fixint, like `bincode::serialize`; bounded by the token we hold, so a
     // length prefix inside cannot make us allocate more.
@@ -108,6 +185,10 @@ pub fn decode(key: &str, token: &str) -> Result<VersionVector, ContextError> {
     if hash != key_hash(key) {
         return Err(ContextError::OtherKey);
     }
+    secret
+        .tag(signed)
+        .verify_truncated_left(tag)
+        .map_err(|_| ContextError::NotAuthentic)?;
     Ok(vv)
 }
 
@@ -116,12 +197,24 @@ mod tests {
     use super::*;
     use crate::version::Actor;
 
+    fn secret() -> ContextSecret {
+        ContextSecret::from_bytes([7; 32])
+    }
+
+    fn enc(key: &str, vv: &VersionVector) -> String {
+        encode(&secret(), key, vv)
+    }
+
+    fn dec(key: &str, token: &str) -> Result<VersionVector, ContextError> {
+        decode(&secret(), key, token)
+    }
+
     #[test]
     fn round_trip() {
         let vv = VersionVector::from_entries([(Actor::new(1, 0), 3), (Actor::new(4, 9), 9)]);
-        assert_eq!(decode("k", &encode("k", &vv)), Ok(vv));
+        assert_eq!(dec("k", &enc("k", &vv)), Ok(vv));
         assert_eq!(
-            decode("k", &encode("k", &VersionVector::new())),
+            dec("k", &enc("k", &VersionVector::new())),
             Ok(VersionVector::new())
         );
     }
@@ -129,68 +222,90 @@ mod tests {
     #[test]
     fn a_token_is_bound_to_its_key() {
         let vv = VersionVector::from_entries([(1, 3)]);
-        assert_eq!(decode("b", &encode("a", &vv)), Err(ContextError::OtherKey));
-        assert_eq!(decode("a", &encode("a", &vv)), Ok(vv));
+        assert_eq!(dec("b", &enc("a", &vv)), Err(ContextError::OtherKey));
+        assert_eq!(dec("a", &enc("a", &vv)), Ok(vv));
     }
 
     #[test]
-    fn overflowing_counters_are_refused() {
+    fn a_token_not_signed_with_the_secret_is_refused() {
+        let vv = VersionVector::from_entries([(1, 3)]);
+        let other = ContextSecret::from_bytes([8; 32]);
+        assert_eq!(
+            dec("k", &encode(&other, "k", &vv)),
+            Err(ContextError::NotAuthentic)
+        );
+        // flip one bit of the vector: the tag no longer matches
+        let mut bytes = URL_SAFE_NO_PAD.decode(enc("k", &vv)).unwrap();
+        let last_counter = bytes.len() - TAG_BYTES - 8; // its lowest byte
+        bytes[last_counter] ^= 1;
+        assert_eq!(
+            dec("k", &URL_SAFE_NO_PAD.encode(bytes)),
+            Err(ContextError::NotAuthentic)
+        );
+    }
+
+    #[test]
+    fn overflowing_counters_are_refused_and_named() {
         let vv = VersionVector::from_entries([(1, u64::MAX)]);
-        assert!(matches!(
-            decode("k", &encode("k", &vv)),
-            Err(ContextError::CounterTooLarge { .. })
-        ));
+        let refused = dec("k", &enc("k", &vv)).unwrap_err();
+        assert!(matches!(refused, ContextError::CounterTooLarge { .. }));
+        assert!(
+            refused.to_string().contains("n1:18446744073709551615"),
+            "{refused}"
+        );
         let edge = VersionVector::from_entries([(1, MAX_COUNTER)]);
-        assert_eq!(decode("k", &encode("k", &edge)), Ok(edge));
+        assert_eq!(dec("k", &enc("k", &edge)), Ok(edge));
+    }
+
+    #[test]
+    fn secrets_parse_from_hex_and_never_print() {
+        let hex = "00".repeat(31) + "ff";
+        let secret = ContextSecret::from_hex(&hex).unwrap();
+        let mut bytes = [0u8; 32];
+        bytes[31] = 0xff;
+        assert_eq!(secret, ContextSecret::from_bytes(bytes));
+        assert!(ContextSecret::from_hex("abc").is_err());
+        assert!(ContextSecret::from_hex(&"zz".repeat(32)).is_err());
+        assert_eq!(format!("{secret:?}"), "ContextSecret(***)");
     }
 
     #[test]
     fn garbage_is_rejected_with_a_reason() {
-        assert!(matches!(
-            decode("k", "!!!"),
-            Err(ContextError::NotBase64(_))
-        ));
-        assert_eq!(decode("k", ""), Err(ContextError::Empty));
+        assert!(matches!(dec("k", "!!!"), Err(ContextError::NotBase64(_))));
+        assert_eq!(dec("k", ""), Err(ContextError::Empty));
         assert_eq!(
-            decode("k", &URL_SAFE_NO_PAD.encode([9u8, 0, 0])),
+            dec("k", &URL_SAFE_NO_PAD.encode([9u8, 0, 0])),
             Err(ContextError::UnknownFormat(9))
         );
-        assert_eq!(
-            decode(
-                "k",
-                &URL_SAFE_NO_PAD.encode([FORMAT_V1, 0, 0, 0, 0, 0, 0, 0, 0])
-            ),
-            Err(ContextError::Outdated)
-        );
+        for old in [FORMAT_V1, FORMAT_V2] {
+            assert_eq!(
+                dec("k", &URL_SAFE_NO_PAD.encode([old, 0, 0, 0, 0, 0, 0, 0, 0])),
+                Err(ContextError::Outdated(old))
+            );
+        }
         assert!(matches!(
-            decode("k", &URL_SAFE_NO_PAD.encode([FORMAT_V2, 5])),
+            dec("k", &URL_SAFE_NO_PAD.encode([FORMAT_V3, 5])),
             Err(ContextError::Corrupt(_))
         ));
         let long = "A".repeat(MAX_TOKEN_LEN + 1);
         assert_eq!(
-            decode("k", &long),
+            dec("k", &long),
             Err(ContextError::TooLong {
                 len: MAX_TOKEN_LEN + 1
             })
         );
-        let mut with_tail = URL_SAFE_NO_PAD
-            .decode(encode("k", &VersionVector::from_entries([(1, 1)])))
-            .unwrap();
-        with_tail.push(0);
-        assert!(matches!(
-            decode("k", &URL_SAFE_NO_PAD.encode(with_tail)),
-            Err(ContextError::Corrupt(_))
-        ));
     }
 
     #[test]
     fn a_huge_length_prefix_does_not_allocate() {
-        // format byte, key hash, then a map length of u64::MAX with no entries behind it.
-        let mut bytes = vec![FORMAT_V2];
+        // format byte, key hash, a map length of u64::MAX with no entries
+        // behind it, and a tag.
+        let mut bytes = vec![FORMAT_V3];
         bytes.extend(key_hash("k").to_le_bytes());
         bytes.extend(u64::MAX.to_le_bytes());
+        bytes.extend([0u8; TAG_BYTES]);
         assert!(matches!(
-            decode("k", &URL_SAFE_NO_PAD.encode(bytes)),
+            dec("k", &URL_SAFE_NO_PAD.encode(bytes)),
             Err(ContextError::Corrupt(_))
         ));
     }

@@ -126,8 +126,12 @@ proptest! {
 #[test]
 fn context_token_round_trips_any_vector() {
     let vv = VersionVector::from_entries([(1, 7), (2, 1), (5, 1 << 40)]);
-    let token = quorumlog_core::context::encode("k", &vv);
-    assert_eq!(quorumlog_core::context::decode("k", &token), Ok(vv));
+    let secret = quorumlog_core::context::ContextSecret::from_bytes([1; 32]);
+    let token = quorumlog_core::context::encode(&secret, "k", &vv);
+    assert_eq!(
+        quorumlog_core::context::decode(&secret, "k", &token),
+        Ok(vv)
+    );
 }
 
 proptest! {

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use quorumlog_core::context;
+use quorumlog_core::context::{self, ContextSecret};
 use quorumlog_core::protocol::{BreakerState, HealthReport};
 use quorumlog_core::replica::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use quorumlog_core::rpc::RpcError;
@@ -45,6 +45,10 @@ pub struct GatewayConfig {
     pub health_interval: Duration,
     /// Level used when a request names none.
     pub default_level: Consistency,
+    /// What context tokens are signed with. Every gateway of a cluster
+    /// needs the same one; a fresh random one (the default) makes tokens
+    /// issued before a restart unusable (clients read again).
+    pub context_secret: ContextSecret,
 }
 
 impl GatewayConfig {
@@ -55,8 +59,14 @@ impl GatewayConfig {
             timeout: Duration::from_secs(2),
             health_interval: Duration::from_millis(500),
             default_level: Consistency::Quorum,
+            context_secret: random_context_secret(),
         }
     }
+}
+
+/// A context secret from the operating system's random source.
+pub fn random_context_secret() -> ContextSecret {
+    ContextSecret::from_bytes(rand::random())
 }
 
 struct Coordinator {
@@ -86,6 +96,7 @@ struct Inner {
     next: AtomicUsize,
     views: RwLock<Vec<NodeView>>,
     default_level: Consistency,
+    context_secret: ContextSecret,
     writes_ok: AtomicU64,
     writes_failed: AtomicU64,
 }
@@ -390,6 +401,7 @@ impl Gateway {
             next: AtomicUsize::new(0),
             views: RwLock::new(views),
             default_level: config.default_level,
+            context_secret: config.context_secret.clone(),
             writes_ok: AtomicU64::new(0),
             writes_failed: AtomicU64::new(0),
         }))
@@ -657,7 +669,7 @@ async fn write(
         }
         let context_vv = match body.context.as_deref() {
             None | Some("") => quorumlog_core::VersionVector::new(),
-            Some(token) => context::decode(&body.key, token)
+            Some(token) => context::decode(&gw.0.context_secret, &body.key, token)
                 .map_err(|e| ApiError::bad_request(e.to_string()).with(json!({"key": body.key})))?,
         };
         let request = WriteRequest {
@@ -679,7 +691,7 @@ async fn write(
             "key": body.key,
             "value": body.value,
             "version": version_json(&ok.version.dot),
-            "context": context::encode(&body.key, &ok.version.clock()),
+            "context": context::encode(&gw.0.context_secret, &body.key, &ok.version.clock()),
             "consistency": level.to_string(),
             "overwrite": overwrite,
             "needed": ok.needed,
@@ -771,7 +783,7 @@ async fn read(
             "values": values,
             "siblings": siblings,
             "conflict": conflict,
-            "context": context::encode(&key, &ok.context),
+            "context": context::encode(&gw.0.context_secret, &key, &ok.context),
             "consistency": level.to_string(),
             "needed": ok.needed,
             "replied": ok.replied,

@@ -5,6 +5,7 @@ use quorumd::gateway::GatewayConfig;
 use quorumd::node::NodeConfig;
 use quorumd::store::StoreSpec;
 use quorumd::{bench, cluster, gateway, node, peers, telemetry};
+use quorumlog_core::context::ContextSecret;
 use quorumlog_core::{Consistency, KeyLimits, NodeId, ReadRepair};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -121,6 +122,16 @@ struct GatewayArgs {
     /// Level used when a request names none.
     #[arg(long, default_value = "QUORUM")]
     default_consistency: Consistency,
+    /// Secret context tokens are signed with (64 hex digits). Every gateway
+    /// of a cluster needs the same one; without it a random one is drawn
+    /// at start, and tokens issued before a restart are refused (read
+    /// again).
+    #[arg(long, value_name = "HEX", env = "QUORUMD_CONTEXT_SECRET", hide_env_values = true, value_parser = parse_context_secret)]
+    context_secret: Option<ContextSecret>,
+}
+
+fn parse_context_secret(text: &str) -> Result<ContextSecret, String> {
+    ContextSecret::from_hex(text).map_err(|e| e.to_string())
 }
 
 #[derive(clap::Args)]
@@ -261,6 +272,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config.timeout = Duration::from_millis(args.timeout_ms);
             config.health_interval = Duration::from_millis(args.health_interval_ms.max(50));
             config.default_level = args.default_consistency;
+            match args.context_secret {
+                Some(secret) => config.context_secret = secret,
+                None => tracing::info!(
+                    "context tokens are signed with a secret drawn at start: set --context-secret \
+                     (the same on every gateway) so tokens survive restarts and work on any gateway"
+                ),
+            }
             let running = gateway::start(config)
                 .await
                 .context("starting the gateway")?;

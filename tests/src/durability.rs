@@ -9,7 +9,13 @@
 //! and fails if the behaviour it checks were reverted.
 use crate::scenarios::{context, values, Answer, Ctx};
 use crate::Cluster;
-use quorumlog_core::context::encode;
+use quorumlog_core::context::{self, ContextSecret};
+
+/// A token as a forger makes it: the right format, the right key, any
+/// context, signed with a secret that is not the gateway's.
+fn encode(key: &str, context: &quorumlog_core::VersionVector) -> String {
+    context::encode(&ContextSecret::from_bytes([0x42; 32]), key, context)
+}
 use quorumlog_core::protocol::{Request, Response};
 use quorumlog_core::rpc::RpcClient;
 use quorumlog_core::version::MAX_COUNTER;
@@ -197,8 +203,8 @@ pub async fn huge_counters(ctx: Ctx) -> Ctx {
             }
         }
     }
-    // At the bound itself the token decodes, but the key never had those
-    // dots: refused too, by whichever coordinator takes it.
+    // At the bound itself the token decodes, but it was not signed by this
+    // cluster (and the key never had those dots): refused.
     let at_bound = ctx
         .write(
             "QUORUM",
@@ -259,6 +265,32 @@ pub async fn contexts_are_bound(mut ctx: Ctx) -> Ctx {
         assert_eq!(answer.status, 200, "{answer:?}");
     }
     let token_a = context(&ctx.read("ALL", &a).await);
+    // A forged token for the right key, naming b0's existing dot (a blind
+    // write, with no causal past to betray it): only a signature tells it
+    // from a genuine one. Refused; b0 stays.
+    let b0 = ctx.read("ALL", &b).await;
+    let version = &b0.body["siblings"][0]["version"];
+    let dot_of_b0 = VersionVector::from_entries([(
+        Actor::new(
+            version["node"].as_u64().expect("node") as u32,
+            version["incarnation"].as_u64().unwrap_or(0) as u32,
+        ),
+        version["counter"].as_u64().expect("counter"),
+    )]);
+    let forged = ctx
+        .write(
+            "QUORUM",
+            &b,
+            "forged-over-b0",
+            Some(&encode(&b, &dot_of_b0)),
+        )
+        .await;
+    assert_eq!(forged.status, 400, "{forged:?}");
+    assert!(
+        message(&forged).contains("not issued by this cluster"),
+        "{forged:?}"
+    );
+    assert_eq!(values(&ctx.read("ALL", &b).await), set(&["b0"]));
     for target in [&b, &fresh] {
         let answer = ctx.write("QUORUM", target, "crossed", Some(&token_a)).await;
         assert_eq!(
