@@ -102,10 +102,6 @@ impl Replica {
         self.actor
     }
 
-    pub fn limits(&self) -> KeyLimits {
-        self.limits
-    }
-
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }

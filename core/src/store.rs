@@ -66,13 +66,8 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Everything held, key by key (for the simulator's end-of-run checks).
-    pub fn snapshot(&self) -> BTreeMap<String, Siblings> {
-        self.lock().clone()
-    }
-
-    /// Look at everything held without copying it (for the simulator's
-    /// checks during a run).
+    /// Look at everything held, key by key, without copying it (for the
+    /// simulator's checks during and after a run).
     pub fn inspect<R>(&self, look: impl FnOnce(&BTreeMap<String, Siblings>) -> R) -> R {
         look(&self.lock())
     }

@@ -37,7 +37,7 @@ impl SimNode {
 
     /// Everything the node's store holds, key by key.
     pub fn stored(&self) -> BTreeMap<String, Siblings> {
-        self.disk().store.snapshot()
+        self.disk().store.inspect(|data| data.clone())
     }
 
     /// Keys whose stored set has more than `max_siblings` siblings or more
