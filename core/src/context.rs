@@ -2,7 +2,10 @@
 //! opaque token:
 //! `base64url( 3 || bincode((key-hash, VersionVector)) || tag )`, where
 //! `tag` is the first 16 bytes of HMAC-SHA256 over everything before it,
-//! keyed with the gateways' context secret.
+//! keyed with the cluster's context secret. Coordinators sign the contexts
+//! their reads and writes return and check the tokens writes bring back,
+//! so every path into the cluster (the REST gateway, the internal RPC)
+//! takes only contexts the cluster issued.
 //!
 //! The leading format byte lets the encoding change later without breaking
 //! tokens clients already hold; the size bound keeps a hostile token from
@@ -34,14 +37,14 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 /// Largest accepted number of entries in a context.
 pub const MAX_CONTEXT_ENTRIES: usize = 256;
 
-/// The secret context tokens are signed with. Every gateway of a cluster
-/// must hold the same one for a token read through one gateway to be
+/// The secret context tokens are signed with. Every node of a cluster must
+/// hold the same one for a token read through one coordinator to be
 /// accepted by another.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct ContextSecret([u8; 32]);
 
 impl ContextSecret {
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         ContextSecret(bytes)
     }
 
@@ -107,7 +110,7 @@ pub enum ContextError {
     Corrupt(String),
     #[error("causal context has {0} entries; the limit is {MAX_CONTEXT_ENTRIES}")]
     TooManyEntries(usize),
-    #[error("causal context was not issued by this cluster (forged, altered, or signed by a gateway with another context secret): read the key again and send the context the read returned")]
+    #[error("causal context was not issued by this cluster (forged, altered, or signed by a cluster with another context secret): read the key again and send the context the read returned")]
     NotAuthentic,
 }
 

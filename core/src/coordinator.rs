@@ -8,7 +8,7 @@
 //! the R have not answered after `hedge_after`; answer after R replies with
 //! the versions no other covers and their merged context.
 use crate::breaker::{Breaker, BreakerConfig};
-use crate::context::MAX_CONTEXT_ENTRIES;
+use crate::context::{self, ContextSecret};
 use crate::protocol::{
     HealthReport, OpError, ReadOk, ReadRequest, ReplicaHealth, Request, Response, WriteOk,
     WriteRequest,
@@ -16,7 +16,7 @@ use crate::protocol::{
 use crate::quorum::Consistency;
 use crate::replica::{KeyLimits, Refusal, Replica, ReplicaError, MAX_KEY_LEN, MAX_VALUE_LEN};
 use crate::rpc::{RpcClient, RpcError};
-use crate::version::{NodeId, Siblings, VersionVector, MAX_COUNTER};
+use crate::version::{NodeId, Siblings, VersionVector};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,6 +52,10 @@ pub struct CoordinatorConfig {
     pub hedge_after: Option<Duration>,
     /// Bounds on every key's sibling set.
     pub key_limits: KeyLimits,
+    /// What context tokens are signed and checked with; every node of a
+    /// cluster holds the same one. The default (all zero) is for tests;
+    /// `quorumd` always sets one and the simulator draws one per seed.
+    pub context_secret: ContextSecret,
 }
 
 impl Default for CoordinatorConfig {
@@ -62,6 +66,7 @@ impl Default for CoordinatorConfig {
             read_repair: ReadRepair::Background,
             hedge_after: Some(Duration::from_millis(50)),
             key_limits: KeyLimits::default(),
+            context_secret: ContextSecret::from_bytes([0; 32]),
         }
     }
 }
@@ -251,7 +256,7 @@ impl Coordinator {
                 request.value.len()
             )));
         }
-        Self::check_context_bounds(&request.context)?;
+        let context = self.open_context(&request.key, request.context.as_deref())?;
         let n = self.n();
         let needed = self.needed(request.level, "W")?;
         let peers = self.live_peers().await;
@@ -259,24 +264,19 @@ impl Coordinator {
         if alive < needed {
             return Err(OpError::Unavailable { needed, alive, n });
         }
-        self.verify_context(&request.key, &request.context, &peers)
-            .await?;
         let (version, siblings) = self
             .replica
-            .write_local(
-                &request.key,
-                &request.context,
-                request.value,
-                request.overwrite,
-            )
+            .write_local(&request.key, &context, request.value, request.overwrite)
             .await
             .map_err(|e| match e {
                 ReplicaError::Refused(refusal) => OpError::Refused(refusal),
                 ReplicaError::Store(e) => OpError::Storage(e.to_string()),
+                ReplicaError::BadContext(reason) => OpError::Invalid(reason),
             })?;
         if siblings.len() > 1 {
             metrics::counter!("version_vector_conflicts").increment(1);
         }
+        let token = context::encode(&self.config.context_secret, &request.key, &version.clock());
         let apply = Arc::new(Request::Apply {
             key: request.key,
             siblings,
@@ -290,6 +290,7 @@ impl Coordinator {
         if acked >= needed {
             Ok(WriteOk {
                 version,
+                token,
                 coordinator: self.id(),
                 needed,
                 acked,
@@ -313,96 +314,19 @@ impl Coordinator {
         }
     }
 
-    /// Bounds any context must keep, whoever sent it.
-    fn check_context_bounds(context: &VersionVector) -> Result<(), OpError> {
-        if context.len() > MAX_CONTEXT_ENTRIES {
-            return Err(OpError::Invalid(format!(
-                "context has {} entries; the limit is {MAX_CONTEXT_ENTRIES}",
-                context.len()
-            )));
-        }
-        if let Some((actor, counter)) = context.entries().find(|&(_, c)| c > MAX_COUNTER) {
-            return Err(OpError::Invalid(format!(
-                "context entry {actor}:{counter} is beyond any counter a node mints (at most {MAX_COUNTER}): it was not returned by a read"
-            )));
-        }
-        Ok(())
-    }
-
-    /// A context may only cover dots this key has had: one that claims
-    /// more (forged, from another key, from the future) would make the
-    /// write supersede versions its writer never saw, and raise the
-    /// counters every later dot of that actor is minted above. Checked
-    /// against this replica's copy first; this replica holds every dot it
-    /// minted itself, so a claim on those is decided at once. A claim on
-    /// other actors' dots this replica has not seen yet is checked against
-    /// every live replica: refused (400) when all N answered and none has
-    /// them, `ContextUnverified` (503) when some did not answer.
-    async fn verify_context(
-        &self,
-        key: &str,
-        context: &VersionVector,
-        peers: &[Arc<Peer>],
-    ) -> Result<(), OpError> {
-        if context.is_empty() {
-            return Ok(());
-        }
-        let local = self
-            .replica
-            .fetch(key)
-            .await
-            .map_err(|e| OpError::Storage(e.to_string()))?;
-        let mut known = local.context();
-        let beyond = context.beyond(&known);
-        if beyond.is_empty() {
-            return check_closed(key, context, &local);
-        }
-        let never_had = |dots: &[crate::version::Dot]| {
-            metrics::counter!("context_rejections_total").increment(1);
-            OpError::Invalid(format!(
-                "context covers {}, which key {key:?} never had: send the context that a read of this key returned",
-                show_dots(dots)
-            ))
-        };
-        let own = self.replica.actor();
-        let own_claims: Vec<_> = beyond
-            .iter()
-            .copied()
-            .filter(|d| d.actor() == own)
-            .collect();
-        if !own_claims.is_empty() {
-            return Err(never_had(&own_claims));
-        }
-        metrics::counter!("context_remote_checks_total").increment(1);
-        let fetch = Arc::new(Request::Fetch {
-            key: key.to_string(),
-        });
-        let gathered = self
-            .gather(peers, fetch, peers.len(), peers.len(), |r| {
-                matches!(r, Response::Siblings(_))
-            })
-            .await;
-        check_closed(key, context, &local)?;
-        for (_, response) in &gathered.accepted {
-            if let Response::Siblings(set) = response {
-                known.join_in_place(&set.context());
-                check_closed(key, context, set)?;
-            }
-        }
-        let beyond = context.beyond(&known);
-        if beyond.is_empty() {
-            return Ok(());
-        }
-        let answered = 1 + gathered.accepted.len();
-        let n = self.n();
-        if answered == n {
-            Err(never_had(&beyond))
-        } else {
-            Err(OpError::ContextUnverified {
-                dots: show_dots(&beyond),
-                answered,
-                n,
-            })
+    /// The context a write's token carries: only a token this cluster
+    /// signed for this key (see [`crate::context`]) is taken, so a write
+    /// can supersede only versions some read or write of this key returned,
+    /// whoever sends it and over whichever path. What the token names is
+    /// checked again against the local copy as the write is stored
+    /// ([`crate::replica::check_context`]).
+    fn open_context(&self, key: &str, token: Option<&str>) -> Result<VersionVector, OpError> {
+        match token {
+            None | Some("") => Ok(VersionVector::new()),
+            Some(token) => context::decode(&self.config.context_secret, key, token).map_err(|e| {
+                metrics::counter!("context_rejections_total").increment(1);
+                OpError::Invalid(e.to_string())
+            }),
         }
     }
 
@@ -468,8 +392,10 @@ impl Coordinator {
         if !conflicted {
             self.repair(&request.key, &merged, answers).await;
         }
+        let context = merged.context();
         Ok(ReadOk {
-            context: merged.context(),
+            token: context::encode(&self.config.context_secret, &request.key, &context),
+            context,
             siblings: merged.into_versions(),
             coordinator: self.id(),
             needed,
@@ -649,47 +575,10 @@ fn record_outcome<T>(
         Err(OpError::Storage(_)) => "storage_error",
         Err(OpError::Refused(_)) => "refused",
         Err(OpError::RefusedByReplicas { .. }) => "refused_by_replicas",
-        Err(OpError::ContextUnverified { .. }) => "context_unverified",
     };
     let level = level.to_string();
     metrics::counter!("quorum_requests_total", "op" => op, "level" => level.clone(), "outcome" => outcome)
         .increment(1);
     metrics::histogram!("quorum_request_seconds", "op" => op, "level" => level, "outcome" => outcome)
         .record(started.elapsed().as_secs_f64());
-}
-
-/// A context a read returned is causally closed: if it covers a version's
-/// dot it covers what that version had seen (a read hands out the join of
-/// the clocks it merged). One that covers a version's dot without its past
-/// was not returned by a read of this key (taken from another key, or made
-/// up to name dots that exist): writing with it would supersede a version
-/// its writer never saw. Checked against every version `held` holds.
-fn check_closed(key: &str, context: &VersionVector, held: &Siblings) -> Result<(), OpError> {
-    for v in held.versions() {
-        if context.covers(v.dot) && !context.descends_from(&v.context) {
-            metrics::counter!("context_rejections_total").increment(1);
-            let missing = v.context.beyond(context);
-            return Err(OpError::Invalid(format!(
-                "context covers {} of key {key:?} but not what that version had seen ({}): it was not returned by a read of this key",
-                v.dot,
-                show_dots(&missing)
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// `n2:7, n3.4:1` (at most a few).
-fn show_dots(dots: &[crate::version::Dot]) -> String {
-    const SHOWN: usize = 4;
-    let mut text = dots
-        .iter()
-        .take(SHOWN)
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    if dots.len() > SHOWN {
-        text += &format!(" and {} more", dots.len() - SHOWN);
-    }
-    text
 }

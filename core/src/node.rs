@@ -82,6 +82,8 @@ impl Handler for Node {
                 Ok(_) => Response::Applied,
                 Err(ReplicaError::Refused(refusal)) => Response::Refused(refusal),
                 Err(ReplicaError::Store(e)) => Response::Error(e.to_string()),
+                // An apply carries no client context; kept total.
+                Err(e @ ReplicaError::BadContext(_)) => Response::Error(e.to_string()),
             },
             Request::Fetch { key } => match replica.fetch(&key).await {
                 Ok(siblings) => Response::Siblings(siblings),

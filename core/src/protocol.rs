@@ -26,8 +26,9 @@ pub enum Request {
 pub struct WriteRequest {
     pub key: String,
     pub value: String,
-    /// What the client has seen (from its last read); empty for a blind write.
-    pub context: VersionVector,
+    /// The context token a read (or write) of this key returned: what the
+    /// client has seen. `None` (or empty) for a blind write.
+    pub context: Option<String>,
     pub level: Consistency,
     /// Supersede every sibling the coordinator holds, whatever the context
     /// (last-writer-wins: a concurrent write the coordinator has not seen
@@ -64,6 +65,9 @@ pub enum Response {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WriteOk {
     pub version: Version,
+    /// Signed context token of the written version: sending it with the
+    /// next write of this key supersedes this one.
+    pub token: String,
     pub coordinator: NodeId,
     pub needed: usize,
     pub acked: usize,
@@ -75,8 +79,11 @@ pub struct WriteOk {
 pub struct ReadOk {
     /// Versions no other returned version covers; several means a conflict.
     pub siblings: Vec<Version>,
-    /// Join of the siblings' clocks: pass it back on the next write.
+    /// Join of the siblings' clocks (what `token` carries, for display).
     pub context: VersionVector,
+    /// The signed context token to send back with the next write of this
+    /// key (see [`crate::context`]).
+    pub token: String,
     pub coordinator: NodeId,
     pub needed: usize,
     pub replied: usize,
@@ -120,15 +127,6 @@ pub enum OpError {
         refused: usize,
         n: usize,
         reason: Refusal,
-    },
-    /// The write's context covers dots no reachable replica of the key
-    /// holds, and not every replica answered, so whether the context is
-    /// genuine cannot be decided now. Nothing was written.
-    #[error("cannot check the write's context: it covers {dots}, which no reachable replica of this key holds ({answered} of {n} replicas answered); nothing was written")]
-    ContextUnverified {
-        dots: String,
-        answered: usize,
-        n: usize,
     },
 }
 

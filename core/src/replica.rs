@@ -2,7 +2,7 @@
 //! its siblings for a key, and mint the version for a write it coordinates,
 //! keeping every key within its limits.
 use crate::store::{Store, StoreError};
-use crate::version::{Actor, Siblings, Version, VersionError, VersionVector};
+use crate::version::{Actor, Dot, Siblings, Version, VersionError, VersionVector};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
@@ -75,6 +75,10 @@ pub enum ReplicaError {
     Store(#[from] StoreError),
     #[error("refused: {0}")]
     Refused(Refusal),
+    /// The write's context cannot have been returned by a read of this key
+    /// (see [`check_context`]); nothing was stored.
+    #[error("{0}")]
+    BadContext(String),
 }
 
 #[derive(Clone)]
@@ -221,6 +225,7 @@ impl Replica {
         let started = Instant::now();
         let mut minted = None;
         let mut refusal = None;
+        let mut bad_context = None;
         let actor = self.actor;
         let after = self
             .store
@@ -228,6 +233,11 @@ impl Replica {
                 // The store may run this more than once (optimistic retry).
                 refusal = None;
                 minted = None;
+                bad_context = None;
+                if let Err(reason) = check_context(key, actor, context, local) {
+                    bad_context = Some(reason);
+                    return false;
+                }
                 let context = if overwrite {
                     context.join(&local.context())
                 } else {
@@ -259,6 +269,10 @@ impl Replica {
             .await?;
         metrics::histogram!("store_seconds", "op" => "write")
             .record(started.elapsed().as_secs_f64());
+        if let Some(reason) = bad_context {
+            metrics::counter!("context_rejections_total").increment(1);
+            return Err(ReplicaError::BadContext(reason));
+        }
         if let Some(refusal) = refusal {
             return Err(self.refused(refusal));
         }
@@ -268,6 +282,66 @@ impl Replica {
         self.observe(&after);
         Ok((version, after))
     }
+}
+
+/// Whether `context`, sent with a write of `key` to the replica minting as
+/// `own`, can have been returned by a read of this key, judged against what
+/// the replica holds (`local`). Contexts are signed by the cluster, so
+/// these checks are a second line behind the signature (a leaked secret, a
+/// bug): they cost nothing, as they run on the copy the write reads anyway.
+///
+/// - It may not cover a dot of this replica's own actor that the replica
+///   never had: every dot it mints is stored here before anyone sees it.
+/// - It is causally closed: covering a version's dot, it covers what that
+///   version had seen (a read hands out the join of the clocks it merged).
+///   One that covers a version without its past would supersede a version
+///   its writer never saw.
+pub fn check_context(
+    key: &str,
+    own: Actor,
+    context: &VersionVector,
+    local: &Siblings,
+) -> Result<(), String> {
+    if context.is_empty() {
+        return Ok(());
+    }
+    let own_claims: Vec<Dot> = context
+        .beyond(&local.context())
+        .into_iter()
+        .filter(|d| d.actor() == own)
+        .collect();
+    if !own_claims.is_empty() {
+        return Err(format!(
+            "context covers {}, which key {key:?} never had: send the context that a read of this key returned",
+            show_dots(&own_claims)
+        ));
+    }
+    for v in local.versions() {
+        if context.covers(v.dot) && !context.descends_from(&v.context) {
+            let missing = v.context.beyond(context);
+            return Err(format!(
+                "context covers {} of key {key:?} but not what that version had seen ({}): it was not returned by a read of this key",
+                v.dot,
+                show_dots(&missing)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `n2:7, n3.4:1` (at most a few).
+fn show_dots(dots: &[Dot]) -> String {
+    const SHOWN: usize = 4;
+    let mut text = dots
+        .iter()
+        .take(SHOWN)
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if dots.len() > SHOWN {
+        text += &format!(" and {} more", dots.len() - SHOWN);
+    }
+    text
 }
 
 fn version_refusal(key: &str, e: VersionError) -> Refusal {

@@ -3,6 +3,7 @@
 #![cfg(not(madsim))]
 
 use async_trait::async_trait;
+use quorumlog_core::context::{self, ContextSecret};
 use quorumlog_core::protocol::{Request, Response};
 use quorumlog_core::rpc::{self, CancellationToken, Handler, RpcClient, RpcError, MAX_FRAME_BYTES};
 use quorumlog_core::{
@@ -84,7 +85,7 @@ fn write(key: &str, value: &str, level: Consistency) -> WriteRequest {
     WriteRequest {
         key: key.into(),
         value: value.into(),
-        context: VersionVector::new(),
+        context: None,
         level,
         overwrite: false,
     }
@@ -120,7 +121,7 @@ async fn quorum_write_then_read_and_siblings_resolve() {
     assert_eq!(values, ["a", "b"]);
     // writing back with the merged context resolves the conflict
     let resolve = WriteRequest {
-        context: read.context,
+        context: Some(read.token),
         ..write("k", "ab", Consistency::All)
     };
     client.write(resolve, 3).await.unwrap();
@@ -269,10 +270,16 @@ async fn a_context_that_names_a_version_without_its_past_is_refused() {
         .await
         .unwrap();
     let mut after_a = write("k", "b", Consistency::All);
-    after_a.context = a.version.clock();
+    after_a.context = Some(a.token);
     let b = client.write(after_a, 1).await.unwrap();
+    // Signed with the cluster's secret (as if it had leaked): the
+    // signature passes, the replica's own check does not.
     let mut forged = write("k", "c", Consistency::All);
-    forged.context = VersionVector::from_entries([(b.version.dot.actor(), b.version.dot.counter)]);
+    forged.context = Some(context::encode(
+        &CoordinatorConfig::default().context_secret,
+        "k",
+        &VersionVector::from_entries([(b.version.dot.actor(), b.version.dot.counter)]),
+    ));
     match client.write(forged, 2).await {
         Err(ClientError::Op {
             error: OpError::Invalid(reason),
@@ -285,7 +292,7 @@ async fn a_context_that_names_a_version_without_its_past_is_refused() {
     }
     // b's own clock is a context a read could have returned: accepted.
     let mut honest = write("k", "d", Consistency::All);
-    honest.context = b.version.clock();
+    honest.context = Some(b.token);
     client.write(honest, 2).await.unwrap();
     let read = client
         .read(
@@ -299,6 +306,63 @@ async fn a_context_that_names_a_version_without_its_past_is_refused() {
         .unwrap();
     let values: Vec<&str> = read.siblings.iter().map(|v| v.value.as_str()).collect();
     assert_eq!(values, ["d"]);
+}
+
+#[tokio::test]
+async fn over_the_rpc_only_contexts_the_cluster_signed_for_the_key_are_taken() {
+    // Naming a dot that exists (and one that does not yet) in a token the
+    // cluster did not sign must not supersede anything, whichever
+    // coordinator takes it; nor may a genuine token of another key.
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client();
+    let a = client
+        .write(write("k", "a", Consistency::All), 0)
+        .await
+        .unwrap();
+    let claim = VersionVector::from_entries([
+        (a.version.dot.actor(), a.version.dot.counter),
+        (a.version.dot.actor(), a.version.dot.counter + 1),
+    ]);
+    let other_cluster = ContextSecret::from_bytes([9; 32]);
+    let other_key = client
+        .write(write("elsewhere", "z", Consistency::All), 0)
+        .await
+        .unwrap();
+    for coordinator in 0..3 {
+        for (token, why) in [
+            (
+                context::encode(&other_cluster, "k", &claim),
+                "not issued by this cluster",
+            ),
+            (other_key.token.clone(), "another key"),
+        ] {
+            let mut forged = write("k", "forged", Consistency::One);
+            forged.context = Some(token);
+            match client.write(forged, coordinator).await {
+                Err(ClientError::Op {
+                    error: OpError::Invalid(reason),
+                    ..
+                }) => assert!(reason.contains(why), "{reason}"),
+                other => panic!("coordinator {coordinator} took a bad token ({why}): {other:?}"),
+            }
+        }
+    }
+    let read = client
+        .read(
+            ReadRequest {
+                key: "k".into(),
+                level: Consistency::All,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let values: Vec<&str> = read.siblings.iter().map(|v| v.value.as_str()).collect();
+    assert_eq!(values, ["a"]);
+    // The token a read returns is taken by any coordinator.
+    let mut next = write("k", "b", Consistency::All);
+    next.context = Some(read.token);
+    client.write(next, 2).await.unwrap();
 }
 
 #[tokio::test]

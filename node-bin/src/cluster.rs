@@ -59,10 +59,14 @@ pub async fn run(
         })
         .collect::<Result<_, _>>()?;
     let mut nodes: Vec<RunningNode> = Vec::new();
+    // One secret for the cluster's life: tokens read before a restart of
+    // `quorumd cluster` are refused after it (clients read again).
+    let context_secret = node::random_context_secret();
     for &(id, addr) in &peers {
         let mut node_config = NodeConfig::new(id, addr, peers.clone(), config.store_for(id)?);
         node_config.replica_timeout = replica_timeout;
         node_config.key_limits = config.key_limits;
+        node_config.context_secret = context_secret;
         nodes.push(node::start(node_config).await?);
     }
     let gw = gateway::start(GatewayConfig::new(config.gateway, peers.clone())).await?;

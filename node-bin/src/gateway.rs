@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use quorumlog_core::context::{self, ContextSecret};
+use quorumlog_core::context::MAX_TOKEN_LEN;
 use quorumlog_core::protocol::{BreakerState, HealthReport};
 use quorumlog_core::replica::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use quorumlog_core::rpc::RpcError;
@@ -45,10 +45,6 @@ pub struct GatewayConfig {
     pub health_interval: Duration,
     /// Level used when a request names none.
     pub default_level: Consistency,
-    /// What context tokens are signed with. Every gateway of a cluster
-    /// needs the same one; a fresh random one (the default) makes tokens
-    /// issued before a restart unusable (clients read again).
-    pub context_secret: ContextSecret,
 }
 
 impl GatewayConfig {
@@ -59,14 +55,8 @@ impl GatewayConfig {
             timeout: Duration::from_secs(2),
             health_interval: Duration::from_millis(500),
             default_level: Consistency::Quorum,
-            context_secret: random_context_secret(),
         }
     }
-}
-
-/// A context secret from the operating system's random source.
-pub fn random_context_secret() -> ContextSecret {
-    ContextSecret::from_bytes(rand::random())
 }
 
 struct Coordinator {
@@ -96,7 +86,6 @@ struct Inner {
     next: AtomicUsize,
     views: RwLock<Vec<NodeView>>,
     default_level: Consistency,
-    context_secret: ContextSecret,
     writes_ok: AtomicU64,
     writes_failed: AtomicU64,
 }
@@ -236,15 +225,6 @@ impl ApiError {
                         .with(extra)
                     }
                 }
-                OpError::ContextUnverified { dots, answered, n } => Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "context_unverified",
-                    format!(
-                        "cannot check the {op}'s context: it covers {dots}, which no reachable replica of this key holds, \
-                         and only {answered} of {n} replicas answered; nothing was written: retry when the replicas are back"
-                    ),
-                )
-                .with(json!({"dots": dots, "answered": answered, "n": n, "coordinator": coordinator})),
             },
             ClientError::Indeterminate { coordinator, error } => Self::new(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -401,7 +381,6 @@ impl Gateway {
             next: AtomicUsize::new(0),
             views: RwLock::new(views),
             default_level: config.default_level,
-            context_secret: config.context_secret.clone(),
             writes_ok: AtomicU64::new(0),
             writes_failed: AtomicU64::new(0),
         }))
@@ -667,15 +646,20 @@ async fn write(
             ))
             .with(json!({"limit": MAX_VALUE_LEN})));
         }
-        let context_vv = match body.context.as_deref() {
-            None | Some("") => quorumlog_core::VersionVector::new(),
-            Some(token) => context::decode(&gw.0.context_secret, &body.key, token)
-                .map_err(|e| ApiError::bad_request(e.to_string()).with(json!({"key": body.key})))?,
-        };
+        if let Some(token) = body.context.as_deref() {
+            if token.len() > MAX_TOKEN_LEN {
+                return Err(ApiError::bad_request(format!(
+                    "causal context is {} characters long; the limit is {MAX_TOKEN_LEN}",
+                    token.len()
+                ))
+                .with(json!({"key": body.key, "limit": MAX_TOKEN_LEN})));
+            }
+        }
         let request = WriteRequest {
             key: body.key.clone(),
             value: body.value.clone(),
-            context: context_vv,
+            // The coordinator checks the token (signature, key, bounds).
+            context: body.context.clone().filter(|token| !token.is_empty()),
             level,
             overwrite,
         };
@@ -691,7 +675,7 @@ async fn write(
             "key": body.key,
             "value": body.value,
             "version": version_json(&ok.version.dot),
-            "context": context::encode(&gw.0.context_secret, &body.key, &ok.version.clock()),
+            "context": ok.token,
             "consistency": level.to_string(),
             "overwrite": overwrite,
             "needed": ok.needed,
@@ -783,7 +767,7 @@ async fn read(
             "values": values,
             "siblings": siblings,
             "conflict": conflict,
-            "context": context::encode(&gw.0.context_secret, &key, &ok.context),
+            "context": ok.token,
             "consistency": level.to_string(),
             "needed": ok.needed,
             "replied": ok.replied,
@@ -1018,25 +1002,6 @@ mod tests {
             assert_eq!(e.kind(), "replica_refused");
             assert!(e.message().contains("dot n1:1"), "{}", e.message());
         }
-    }
-
-    #[test]
-    fn an_unverifiable_context_is_a_503_that_wrote_nothing() {
-        let e = op(OpError::ContextUnverified {
-            dots: "n4.9:3".into(),
-            answered: 3,
-            n: 5,
-        });
-        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(e.kind(), "context_unverified");
-        assert!(
-            e.message().contains("nothing was written"),
-            "{}",
-            e.message()
-        );
-        let body = e.body();
-        assert_eq!(body["dots"], json!("n4.9:3"));
-        assert_eq!((&body["answered"], &body["n"]), (&json!(3), &json!(5)));
     }
 
     #[test]

@@ -78,6 +78,12 @@ struct NodeArgs {
     /// store starts a new incarnation by itself.)
     #[arg(long)]
     new_incarnation: bool,
+    /// Secret the coordinators sign and check context tokens with (64 hex
+    /// digits, e.g. from `openssl rand -hex 32`). Required, and the same on
+    /// every node of a cluster: a token read through one node is taken by
+    /// every other.
+    #[arg(long, value_name = "HEX", env = "QUORUMD_CONTEXT_SECRET", hide_env_values = true, value_parser = parse_context_secret)]
+    context_secret: Option<ContextSecret>,
 }
 
 /// Per-key limits, shared by `node` and `cluster`.
@@ -122,12 +128,6 @@ struct GatewayArgs {
     /// Level used when a request names none.
     #[arg(long, default_value = "QUORUM")]
     default_consistency: Consistency,
-    /// Secret context tokens are signed with (64 hex digits). Every gateway
-    /// of a cluster needs the same one; without it a random one is drawn
-    /// at start, and tokens issued before a restart are refused (read
-    /// again).
-    #[arg(long, value_name = "HEX", env = "QUORUMD_CONTEXT_SECRET", hide_env_values = true, value_parser = parse_context_secret)]
-    context_secret: Option<ContextSecret>,
 }
 
 fn parse_context_secret(text: &str) -> Result<ContextSecret, String> {
@@ -257,6 +257,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config.read_repair = args.read_repair;
             config.key_limits = args.key_limits.limits();
             config.new_incarnation = args.new_incarnation;
+            config.context_secret = args.context_secret.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no context secret: pass --context-secret HEX or set QUORUMD_CONTEXT_SECRET \
+                     (64 hex digits, e.g. from `openssl rand -hex 32`), the same on every node of the cluster"
+                )
+            })?;
             let id = config.id;
             let running = node::start(config)
                 .await
@@ -272,13 +278,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config.timeout = Duration::from_millis(args.timeout_ms);
             config.health_interval = Duration::from_millis(args.health_interval_ms.max(50));
             config.default_level = args.default_consistency;
-            match args.context_secret {
-                Some(secret) => config.context_secret = secret,
-                None => tracing::info!(
-                    "context tokens are signed with a secret drawn at start: set --context-secret \
-                     (the same on every gateway) so tokens survive restarts and work on any gateway"
-                ),
-            }
             let running = gateway::start(config)
                 .await
                 .context("starting the gateway")?;

@@ -2,6 +2,7 @@
 use crate::store::{self, StoreSpec};
 use crate::telemetry;
 use quorumlog_core::breaker::BreakerConfig;
+use quorumlog_core::context::ContextSecret;
 use quorumlog_core::replica::MAX_VALUE_LEN;
 use quorumlog_core::rpc::MAX_FRAME_BYTES;
 use quorumlog_core::{CoordinatorConfig, Incarnation, KeyLimits, Node, NodeId, ReadRepair};
@@ -62,6 +63,11 @@ pub fn key_limits(max_siblings: usize, max_bytes: usize) -> Result<KeyLimits, Ke
     })
 }
 
+/// A context secret from the operating system's random source.
+pub fn random_context_secret() -> ContextSecret {
+    ContextSecret::from_bytes(rand::random())
+}
+
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub id: NodeId,
@@ -80,6 +86,10 @@ pub struct NodeConfig {
     /// restoring a backup, whose recorded incarnation may already have
     /// minted dots the backup does not hold.
     pub new_incarnation: bool,
+    /// What context tokens are signed and checked with: the same on every
+    /// node of the cluster. [`NodeConfig::new`] draws a random one, which
+    /// suits only a node alone or one whose caller sets every node's.
+    pub context_secret: ContextSecret,
 }
 
 impl NodeConfig {
@@ -102,6 +112,7 @@ impl NodeConfig {
             read_repair: defaults.read_repair,
             key_limits: defaults.key_limits,
             new_incarnation: false,
+            context_secret: random_context_secret(),
         }
     }
 
@@ -114,6 +125,7 @@ impl NodeConfig {
             },
             read_repair: self.read_repair,
             key_limits: self.key_limits,
+            context_secret: self.context_secret,
             ..CoordinatorConfig::default()
         }
     }

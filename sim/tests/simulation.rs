@@ -168,11 +168,13 @@ fn a_lost_disk_loses_no_write_acknowledged_by_two_replicas() {
 fn one_is_shown_losing_a_write_with_a_lost_disk() {
     // A write acknowledged by its coordinator alone is gone when that
     // disk is lost before another replica has it: the "low durability" of
-    // ONE, shown rather than claimed. Bound: within 40 seeds of `all`.
+    // ONE, shown rather than claimed. Bound: within 100 seeds of `all`
+    // (a disk lost in the few milliseconds before the write's replication
+    // lands is rare).
     let scenario = Scenario::standard(FaultSchedule::All, Levels::same(Consistency::One));
     assert!(!Guarantee::NoLostUpdates.promised_by(&scenario));
-    let seed = first_breaking(&scenario, 0..40, Guarantee::NoLostUpdates)
-        .expect("ONE lost no write to a lost disk in 40 seeds of `all`");
+    let seed = first_breaking(&scenario, 0..100, Guarantee::NoLostUpdates)
+        .expect("ONE lost no write to a lost disk in 100 seeds of `all`");
     let outcome = run_and_check(&scenario, seed);
     assert!(outcome.summary.lost_updates > 0 || outcome.stores.missing_writes > 0);
     assert!(
@@ -223,6 +225,16 @@ fn adversarial_clients_are_refused_and_change_no_promise() {
         limited,
         "no burst of blind writes reached the sibling limit"
     );
+    // Made-up contexts reach the coordinators (over the internal protocol,
+    // as the simulated clients speak it) and are refused by signature.
+    let forged_refused = hostile.iter().any(|o| {
+        o.history.operations().iter().any(|op| {
+            op.error
+                .as_deref()
+                .is_some_and(|e| e.contains("not issued by this cluster"))
+        })
+    });
+    assert!(forged_refused, "no forged context was refused");
 }
 
 #[test]

@@ -140,6 +140,8 @@ pub struct Cluster {
     backend: Backend,
     /// Extra flags for every `quorumd node` (e.g. key limits).
     node_args: Vec<String>,
+    /// The cluster's context secret, as `--context-secret` takes it.
+    context_secret: String,
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -186,6 +188,11 @@ impl Cluster {
             bin,
             backend,
             node_args: node_args.iter().map(|a| a.to_string()).collect(),
+            // Any 64 hex digits do; one per cluster, as a deployment has.
+            context_secret: format!(
+                "{:064x}",
+                (u128::from(std::process::id()) << 16) | u128::from(gateway_port)
+            ),
         };
         for id in 1..=Self::N {
             cluster.start_node(id);
@@ -244,6 +251,7 @@ impl Cluster {
             .args(["--peers", &peers, "--store", &node.store])
             .args(["--metrics-listen", &node.metrics.to_string()])
             .args(["--replica-timeout-ms", "500", "--breaker-open-ms", "3000"])
+            .args(["--context-secret", &self.context_secret])
             .args(&self.node_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))

@@ -2,9 +2,7 @@
 //! cluster. Keys carry a per-run prefix so runs against a persistent
 //! PostgreSQL never see each other's data.
 use crate::{Backend, Cluster};
-use quorumlog_core::{
-    ClientError, Consistency, ReadOk, ReadRequest, VersionVector, WriteOk, WriteRequest,
-};
+use quorumlog_core::{ClientError, Consistency, ReadOk, ReadRequest, WriteOk, WriteRequest};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -158,7 +156,7 @@ impl Ctx {
         level: Consistency,
         key: &str,
         value: &str,
-        context: VersionVector,
+        context: Option<String>,
     ) -> Result<WriteOk, ClientError> {
         let request = WriteRequest {
             key: key.to_string(),
@@ -191,7 +189,7 @@ impl Ctx {
         for id in 1..=Cluster::N {
             let key = self.key(&format!("incarnation-of-{id}"));
             let ok = self
-                .write_via(id, Consistency::One, &key, "probe", VersionVector::new())
+                .write_via(id, Consistency::One, &key, "probe", None)
                 .await
                 .unwrap_or_else(|e| panic!("probe write through node {id}: {e}\n{}", self.logs()));
             assert_eq!(

@@ -8,6 +8,8 @@ fn run(args: &[&str]) -> (i32, String) {
     let out = Command::new(quorumd())
         .args(args)
         .env("RUST_BACKTRACE", "1")
+        // Only the command line may provide the secret here.
+        .env_remove("QUORUMD_CONTEXT_SECRET")
         .output()
         .expect("run quorumd");
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
@@ -58,6 +60,32 @@ fn bad_arguments_get_one_clear_line() {
         (
             &["bench", "--levels", "SOMETIMES", "--no-progress"],
             "SOMETIMES",
+        ),
+        (
+            &[
+                "node",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                "memory",
+            ],
+            "no context secret: pass --context-secret",
+        ),
+        (
+            &[
+                "node",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                "memory",
+                "--context-secret",
+                "abc",
+            ],
+            "expected 64 hexadecimal digits",
         ),
     ];
     for (args, names) in cases {

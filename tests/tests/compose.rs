@@ -102,9 +102,24 @@ fn compose_has_every_service_and_port() {
         }
     }
 
+    let mut secrets = BTreeSet::new();
     for i in 1..=5 {
         let node = &services[&format!("node{i}")];
         let cmd = command(node);
+        // A node does not start without a context secret, and tokens
+        // work across coordinators only if every node has the same one.
+        let secret = node["environment"]["QUORUMD_CONTEXT_SECRET"]
+            .as_str()
+            .unwrap_or_else(|| panic!("node{i} has no QUORUMD_CONTEXT_SECRET"));
+        let default = secret
+            .strip_prefix("${QUORUMD_CONTEXT_SECRET:-")
+            .and_then(|rest| rest.strip_suffix('}'))
+            .unwrap_or(secret);
+        assert!(
+            default.len() == 64 && default.chars().all(|c| c.is_ascii_hexdigit()),
+            "node{i}: {secret:?} does not default to 64 hex digits"
+        );
+        secrets.insert(secret.to_string());
         assert_eq!(cmd.first().map(String::as_str), Some("node"));
         assert_eq!(flag(&cmd, "id"), Some(i.to_string()));
         // Its own PostgreSQL, which it waits for.
@@ -132,6 +147,11 @@ fn compose_has_every_service_and_port() {
             "node{i} metrics port published"
         );
     }
+    assert_eq!(
+        secrets.len(),
+        1,
+        "nodes have different secrets: {secrets:?}"
+    );
     let gateway = command(&services["gateway"]);
     assert_eq!(gateway.first().map(String::as_str), Some("gateway"));
     assert_eq!(flag(&gateway, "listen").map(|l| port_of(&l)), Some(8080));

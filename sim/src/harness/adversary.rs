@@ -5,6 +5,12 @@
 //! writes to one hot key. Whatever the system does with them, the checkers
 //! judge the history as usual: a refused write had no effect, an accepted
 //! one must keep every promise.
+//!
+//! Contexts travel as the tokens the cluster signs, so a made-up context
+//! is a token signed with a secret that is not the cluster's: what a
+//! client without the secret can send.
+use super::workload::SentContext;
+use quorumlog_core::context::{self, ContextSecret};
 use quorumlog_core::version::MAX_COUNTER;
 use quorumlog_core::{Actor, VersionVector};
 use rand::seq::SliceRandom;
@@ -49,7 +55,18 @@ pub struct Adversary {
     pub big_value: std::ops::Range<usize>,
     /// Nodes of the cluster (for forged actors).
     pub nodes: u32,
-    contexts: BTreeMap<String, Vec<VersionVector>>,
+    contexts: BTreeMap<String, Vec<SentContext>>,
+}
+
+/// What forged tokens are signed with: not the cluster's secret.
+const FORGER_SECRET: ContextSecret = ContextSecret::from_bytes([0xad; 32]);
+
+/// A made-up context for `key`, as a client without the secret can send it.
+fn forged(key: &str, clock: VersionVector) -> SentContext {
+    SentContext {
+        token: Some(context::encode(&FORGER_SECRET, key, &clock)),
+        clock,
+    }
 }
 
 /// One write the adversary wants made.
@@ -57,7 +74,7 @@ pub struct BadWrite {
     pub key: String,
     /// Appended to the unique value (padding for big values).
     pub padding: usize,
-    pub context: VersionVector,
+    pub context: SentContext,
 }
 
 impl Adversary {
@@ -71,7 +88,7 @@ impl Adversary {
     }
 
     /// Remember a context a read of `key` returned.
-    pub fn saw(&mut self, key: &str, context: &VersionVector) {
+    pub fn saw(&mut self, key: &str, context: &SentContext) {
         let seen = self.contexts.entry(key.to_string()).or_default();
         seen.push(context.clone());
         if seen.len() > REMEMBERED {
@@ -87,14 +104,14 @@ impl Adversary {
             return Vec::new();
         }
         let mischief = *EVERY.choose(rng).unwrap_or(&Mischief::ForgedContext);
-        let write = |key: &str, padding: usize, context: VersionVector| BadWrite {
+        let write = |key: &str, padding: usize, context: SentContext| BadWrite {
             key: key.to_string(),
             padding,
             context,
         };
         match mischief {
             Mischief::OtherKeyContext => {
-                let others: Vec<&VersionVector> = self
+                let others: Vec<&SentContext> = self
                     .contexts
                     .iter()
                     .filter(|(k, _)| k.as_str() != key)
@@ -114,35 +131,35 @@ impl Adversary {
             }
             Mischief::ForgedContext => {
                 let entries = rng.gen_range(1..=3);
-                let context = VersionVector::from_entries((0..entries).map(|_| {
+                let clock = VersionVector::from_entries((0..entries).map(|_| {
                     let actor = Actor::new(rng.gen_range(1..=self.nodes), rng.gen_range(0..3));
                     (actor, rng.gen_range(1..1000u64))
                 }));
-                vec![write(key, 0, context)]
+                vec![write(key, 0, forged(key, clock))]
             }
             Mischief::HugeCounter => {
                 let counter = *[u64::MAX, MAX_COUNTER, MAX_COUNTER - 1, u64::MAX / 2]
                     .choose(rng)
                     .unwrap_or(&u64::MAX);
                 let actor = Actor::new(rng.gen_range(1..=self.nodes), 0);
-                let mut context = self
+                let mut clock = self
                     .contexts
                     .get(key)
                     .and_then(|seen| seen.last())
-                    .cloned()
+                    .map(|seen| seen.clock.clone())
                     .unwrap_or_default();
-                context.bump(actor, counter);
-                vec![write(key, 0, context)]
+                clock.bump(actor, counter);
+                vec![write(key, 0, forged(key, clock))]
             }
             Mischief::BigValue => {
                 let padding = rng.gen_range(self.big_value.clone());
-                vec![write(key, padding, VersionVector::new())]
+                vec![write(key, padding, SentContext::default())]
             }
             Mischief::BlindBurst => {
                 let target = hot.choose(rng).map(String::as_str).unwrap_or(key);
                 let count = rng.gen_range(5..25);
                 (0..count)
-                    .map(|_| write(target, 0, VersionVector::new()))
+                    .map(|_| write(target, 0, SentContext::default()))
                     .collect()
             }
         }

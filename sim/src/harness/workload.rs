@@ -36,6 +36,16 @@ fn history_clock(clock: &VersionVector) -> history::Clock {
         .collect()
 }
 
+/// A context a client sends with a write: the token the cluster checks,
+/// and the clock it claims (what the history records, so the checkers
+/// judge the write by what its client meant to have seen). Default: a
+/// blind write.
+#[derive(Debug, Clone, Default)]
+pub struct SentContext {
+    pub clock: VersionVector,
+    pub token: Option<String>,
+}
+
 /// The history under construction, shared by every client of a run.
 #[derive(Clone)]
 pub struct Recorder {
@@ -82,7 +92,7 @@ fn failure_outcome(error: &ClientError) -> Outcome {
     match error {
         // Refused before anything was written anywhere.
         ClientError::Op {
-            error: OpError::Unavailable { .. } | OpError::ContextUnverified { .. },
+            error: OpError::Unavailable { .. },
             ..
         }
         | ClientError::NoCoordinator { .. } => Outcome::Unavailable,
@@ -124,7 +134,7 @@ impl SimClient {
         key: &str,
         level: Consistency,
         is_final: bool,
-    ) -> Option<VersionVector> {
+    ) -> Option<SentContext> {
         let id = self.recorder.next_id.fetch_add(1, Ordering::SeqCst);
         self.recorder.push(Event::Invoke {
             id,
@@ -161,7 +171,10 @@ impl SimClient {
                     context: Some(history_clock(&ok.context)),
                     error: None,
                 },
-                Some(ok.context),
+                Some(SentContext {
+                    clock: ok.context,
+                    token: Some(ok.token),
+                }),
             ),
             Err(e) => (
                 Event::Complete {
@@ -184,13 +197,7 @@ impl SimClient {
         context
     }
 
-    pub async fn write(
-        &mut self,
-        key: &str,
-        value: String,
-        context: VersionVector,
-        overwrite: bool,
-    ) {
+    pub async fn write(&mut self, key: &str, value: String, context: SentContext, overwrite: bool) {
         let id = self.recorder.next_id.fetch_add(1, Ordering::SeqCst);
         let level = self.levels.write;
         self.recorder.push(Event::Invoke {
@@ -200,7 +207,7 @@ impl SimClient {
             key: key.to_string(),
             op: OpKind::Write,
             value: Some(value.clone()),
-            context: Some(history_clock(&context)),
+            context: Some(history_clock(&context.clock)),
             level: Some(format!("W={level}")),
             r#final: false,
         });
@@ -208,7 +215,7 @@ impl SimClient {
         let request = WriteRequest {
             key: key.to_string(),
             value,
-            context,
+            context: context.token,
             level,
             overwrite,
         };
@@ -278,7 +285,7 @@ impl SimClient {
                 let value = format!("c{}-{written}", self.id);
                 written += 1;
                 let overwrite = self.overwrite;
-                self.write(&key, value, VersionVector::new(), overwrite)
+                self.write(&key, value, SentContext::default(), overwrite)
                     .await;
                 done += 1;
             } else {
