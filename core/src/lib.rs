@@ -2,10 +2,12 @@
 //! and coordinator logic, and the internal RPC. Everything async goes
 //! through `tokio` = madsim-tokio, so this crate runs unchanged in the
 //! deterministic simulator (`--cfg madsim`) and on real tokio.
+pub mod anti_entropy;
 pub mod breaker;
 pub mod client;
 pub mod context;
 pub mod coordinator;
+pub mod hints;
 pub mod node;
 pub mod protocol;
 pub mod quorum;
@@ -15,7 +17,8 @@ pub mod store;
 pub mod version;
 
 pub use client::{Client, ClientError};
-pub use coordinator::{Coordinator, CoordinatorConfig, ReadRepair};
+pub use coordinator::{AntiEntropyConfig, Coordinator, CoordinatorConfig, ReadRepair};
+pub use hints::{Hint, HintBacklog, HintBatch, HintDropReason, HintLimits, HintPut, HintStored};
 pub use node::Node;
 pub use protocol::{OpError, ReadOk, ReadRequest, Request, Response, WriteOk, WriteRequest};
 pub use quorum::{Consistency, QuorumSpec};

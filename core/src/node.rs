@@ -18,7 +18,9 @@ pub struct Node {
 
 impl Node {
     /// A node minting dots as `actor` (its id and its store's incarnation;
-    /// [`Node::open`] finds the incarnation).
+    /// [`Node::open`] finds the incarnation), on a store that starts empty
+    /// ([`Node::open`] also builds the anti-entropy index of a store that
+    /// holds data).
     pub fn new(
         actor: Actor,
         store: Arc<dyn Store>,
@@ -51,7 +53,10 @@ impl Node {
                 Actor::new(id, incarnation)
             );
         }
-        Ok(Self::new(Actor::new(id, incarnation), store, peers, config))
+        let replica = Replica::load(Actor::new(id, incarnation), store, config.key_limits).await?;
+        Ok(Self {
+            coordinator: Coordinator::new(replica, peers, config),
+        })
     }
 
     pub fn coordinator(&self) -> &Coordinator {
@@ -60,7 +65,7 @@ impl Node {
 
     /// Serve the internal protocol on `listener` until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
-        rpc::serve(listener, self, CancellationToken::new()).await
+        self.serve_until(listener, CancellationToken::new()).await
     }
 
     /// Serve until `shutdown` is cancelled, then close every connection.
@@ -69,7 +74,21 @@ impl Node {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
+        let node = self.clone();
+        // Background work lives exactly as long as the server does.
+        let _maintenance = AbortOnDrop(tokio::spawn(async move {
+            node.coordinator.maintain().await;
+        }));
         rpc::serve(listener, self, shutdown).await
+    }
+}
+
+/// Aborts its task when dropped (when the future holding it is).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -93,6 +112,16 @@ impl Handler for Node {
             Request::Read(read) => Response::Read(self.coordinator.read(read).await),
             Request::Health => Response::Health(self.coordinator.health()),
             Request::Ping => Response::Pong { node: replica.id() },
+            Request::AntiEntropy(request) => {
+                metrics::counter!("anti_entropy_requests_served_total").increment(1);
+                Response::AntiEntropy(
+                    replica
+                        .index()
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .answer(&request),
+                )
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Messages of quorumlog's internal protocol: coordinator ↔ replica, and
 //! client (gateway or simulated client) → coordinator.
+use crate::anti_entropy::{AeRequest, AeResponse};
 use crate::quorum::Consistency;
 use crate::replica::Refusal;
 use crate::version::{NodeId, Siblings, Version, VersionVector};
@@ -20,6 +21,8 @@ pub enum Request {
     Health,
     /// Liveness probe.
     Ping,
+    /// Anti-entropy: compare these parts of your key space with mine.
+    AntiEntropy(AeRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +62,7 @@ pub enum Response {
     Refused(Refusal),
     /// The request could not be served at all (storage failure, bad message).
     Error(String),
+    AntiEntropy(AeResponse),
 }
 
 /// A write reached W replicas.
@@ -146,6 +150,11 @@ pub struct HealthReport {
     pub incarnation: crate::version::Incarnation,
     pub n: usize,
     pub replicas: Vec<ReplicaHealth>,
+    /// Anti-entropy: per peer, milliseconds since this node's last round
+    /// with it found nothing to repair (`None`: not since it started).
+    /// A replaced node is refilled when every age is small.
+    #[serde(default)]
+    pub agreement_age_ms: Vec<(NodeId, Option<u64>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

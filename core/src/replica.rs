@@ -1,10 +1,11 @@
 //! One replica's storage logic: apply versions sent by coordinators, serve
 //! its siblings for a key, and mint the version for a write it coordinates,
 //! keeping every key within its limits.
+use crate::anti_entropy::{digest, is_absent, Index};
 use crate::store::{Store, StoreError};
 use crate::version::{Actor, Dot, Siblings, Version, VersionError, VersionVector};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use thiserror::Error;
 
@@ -85,16 +86,108 @@ pub enum ReplicaError {
 pub struct Replica {
     actor: Actor,
     store: Arc<dyn Store>,
+    /// Bounds a write minted here must keep.
     limits: KeyLimits,
+    /// Bounds on what replicas exchange to converge (replication, read
+    /// repair, hints, anti-entropy): `limits` times the replication
+    /// factor. Two replicas can each accept writes up to `limits` while
+    /// apart; refusing their union would keep them apart forever, and each
+    /// actor's unresolved versions are bounded by `limits` at its own
+    /// coordinator, so the union stays within N times them.
+    apply_limits: KeyLimits,
+    /// What anti-entropy compares: every key's digest, kept in step with
+    /// the store by every update that goes through this replica.
+    index: Arc<Mutex<Index>>,
 }
 
+/// The most [`Replica::with_replicas`] scales the limits by: the largest
+/// key (`--key-max-bytes` is at most a frame / 8) still fits a frame.
+pub const MAX_APPLY_FACTOR: usize = 8;
+
+/// Keys read per page when the index is built from the store.
+const INDEX_SCAN_PAGE: usize = 1024;
+
 impl Replica {
+    /// A replica with an empty index (a new store, or tests); see
+    /// [`Replica::load`] for a store that holds data.
     pub fn new(actor: Actor, store: Arc<dyn Store>, limits: KeyLimits) -> Self {
         Self {
             actor,
             store,
             limits,
+            apply_limits: limits,
+            index: Arc::default(),
         }
+    }
+
+    /// The same replica in a cluster of `n` replicas: what it accepts from
+    /// the others is bounded by `n` times its limits (at most 8 times, what
+    /// an RPC frame is sized for; see [`Replica::apply`]).
+    pub fn with_replicas(mut self, n: usize) -> Self {
+        let factor = n.clamp(1, MAX_APPLY_FACTOR);
+        self.apply_limits = KeyLimits {
+            max_siblings: self.limits.max_siblings.saturating_mul(factor),
+            max_bytes: self.limits.max_bytes.saturating_mul(factor),
+        };
+        self
+    }
+
+    /// A replica whose anti-entropy index is built from what `store`
+    /// holds, in one streaming pass of [`INDEX_SCAN_PAGE`] keys a page.
+    pub async fn load(
+        actor: Actor,
+        store: Arc<dyn Store>,
+        limits: KeyLimits,
+    ) -> Result<Self, StoreError> {
+        let started = Instant::now();
+        let mut entries = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.scan(after.as_deref(), INDEX_SCAN_PAGE).await?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            entries.extend(
+                page.iter()
+                    .filter(|(_, siblings)| !is_absent(siblings))
+                    .map(|(key, siblings)| (key.clone(), digest(siblings))),
+            );
+        }
+        let keys = entries.len();
+        let index = Index::from_entries(entries);
+        metrics::histogram!("anti_entropy_index_build_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if keys > 0 {
+            tracing::info!(
+                keys,
+                seconds = started.elapsed().as_secs_f64(),
+                "anti-entropy index built from the store"
+            );
+        }
+        Ok(Self {
+            actor,
+            store,
+            limits,
+            apply_limits: limits,
+            index: Arc::new(Mutex::new(index)),
+        })
+    }
+
+    /// The anti-entropy index (lock briefly; never across an await).
+    pub fn index(&self) -> &Mutex<Index> {
+        &self.index
+    }
+
+    /// Keep the index in step with what the store now holds for `key`.
+    /// Two concurrent updates of one key may record out of order; the
+    /// stale digest then shows as a difference that the next comparison
+    /// repairs (a no-op merge records the stored state again).
+    fn record(&self, key: &str, stored: &Siblings) {
+        self.index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(key, stored);
     }
 
     pub fn id(&self) -> crate::version::NodeId {
@@ -122,20 +215,25 @@ impl Replica {
     /// stored. A change that does not grow the dimension over its limit is
     /// always allowed, so a key over a limit (limits lowered) can still be
     /// resolved.
-    fn check_limits(&self, key: &str, before: &Siblings, after: &Siblings) -> Result<(), Refusal> {
-        if after.len() > self.limits.max_siblings && after.len() > before.len() {
+    fn check_limits(
+        limits: &KeyLimits,
+        key: &str,
+        before: &Siblings,
+        after: &Siblings,
+    ) -> Result<(), Refusal> {
+        if after.len() > limits.max_siblings && after.len() > before.len() {
             return Err(Refusal::TooManySiblings {
                 key: key.to_string(),
                 siblings: after.len(),
-                limit: self.limits.max_siblings,
+                limit: limits.max_siblings,
             });
         }
         let bytes = after.footprint();
-        if bytes > self.limits.max_bytes && bytes > before.footprint() {
+        if bytes > limits.max_bytes && bytes > before.footprint() {
             return Err(Refusal::TooManyBytes {
                 key: key.to_string(),
                 bytes,
-                limit: self.limits.max_bytes,
+                limit: limits.max_bytes,
             });
         }
         Ok(())
@@ -168,8 +266,9 @@ impl Replica {
         ReplicaError::Refused(refusal)
     }
 
-    /// Merge versions sent by a coordinator (or by read repair): all of
-    /// them or, on a dot conflict or a key limit, none.
+    /// Merge versions sent by a coordinator (or by read repair, a hint,
+    /// anti-entropy): all of them or, on a dot conflict or past the
+    /// replication bounds (see `apply_limits`), none.
     pub async fn apply(&self, key: &str, incoming: &Siblings) -> Result<Siblings, ReplicaError> {
         let started = Instant::now();
         let mut refusal = None;
@@ -181,7 +280,7 @@ impl Replica {
                 let mut merged = local.clone();
                 match merged.sync(incoming) {
                     Ok(false) => false,
-                    Ok(true) => match self.check_limits(key, local, &merged) {
+                    Ok(true) => match Self::check_limits(&self.apply_limits, key, local, &merged) {
                         Ok(()) => {
                             *local = merged;
                             true
@@ -204,6 +303,7 @@ impl Replica {
             return Err(self.refused(refusal));
         }
         self.observe(&out);
+        self.record(key, &out);
         Ok(out)
     }
 
@@ -258,7 +358,7 @@ impl Replica {
                         return false;
                     }
                 }
-                if let Err(r) = self.check_limits(key, local, &merged) {
+                if let Err(r) = Self::check_limits(&self.limits, key, local, &merged) {
                     refusal = Some(r);
                     return false;
                 }
@@ -280,6 +380,7 @@ impl Replica {
             ReplicaError::Store(StoreError::Backend("store did not run the update".into()))
         })?;
         self.observe(&after);
+        self.record(key, &after);
         Ok((version, after))
     }
 }

@@ -101,6 +101,7 @@ fn describe(request: &Request) -> String {
         Request::Read(read) => ("Read", &read.key),
         Request::Health => return "Health".into(),
         Request::Ping => return "Ping".into(),
+        Request::AntiEntropy(_) => return "AntiEntropy".into(),
     };
     let mut quoted: String = key.chars().take(KEY_IN_MESSAGES).collect();
     if quoted.len() < key.len() {

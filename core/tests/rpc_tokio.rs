@@ -7,8 +7,8 @@ use quorumlog_core::context::{self, ContextSecret};
 use quorumlog_core::protocol::{Request, Response};
 use quorumlog_core::rpc::{self, CancellationToken, Handler, RpcClient, RpcError, MAX_FRAME_BYTES};
 use quorumlog_core::{
-    Client, ClientError, Consistency, CoordinatorConfig, MemoryStore, Node, OpError, ReadRequest,
-    VersionVector, WriteRequest,
+    AntiEntropyConfig, Client, ClientError, Consistency, CoordinatorConfig, MemoryStore, Node,
+    OpError, ReadRepair, ReadRequest, Store, VersionVector, WriteRequest,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 struct TestCluster {
+    config: CoordinatorConfig,
     addrs: Vec<(u32, SocketAddr)>,
     tasks: Vec<Option<(JoinHandle<()>, CancellationToken)>>,
     stores: Vec<Arc<MemoryStore>>,
@@ -27,6 +28,17 @@ struct TestCluster {
 
 impl TestCluster {
     async fn start(n: usize) -> Self {
+        Self::start_with(
+            n,
+            CoordinatorConfig {
+                replica_timeout: Duration::from_millis(300),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    async fn start_with(n: usize, config: CoordinatorConfig) -> Self {
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         for i in 0..n {
@@ -35,6 +47,7 @@ impl TestCluster {
             listeners.push(Some(listener));
         }
         let mut cluster = TestCluster {
+            config,
             addrs,
             tasks: (0..n).map(|_| None).collect(),
             stores: (0..n).map(|_| Arc::new(MemoryStore::new())).collect(),
@@ -49,18 +62,27 @@ impl TestCluster {
     async fn start_node(&mut self, i: usize) {
         let listener = match self.listeners[i].take() {
             Some(l) => l,
-            None => TcpListener::bind(self.addrs[i].1).await.unwrap(),
+            // The stopped server's socket may take a moment to close.
+            None => {
+                let mut attempt = 0;
+                loop {
+                    match TcpListener::bind(self.addrs[i].1).await {
+                        Ok(listener) => break listener,
+                        Err(e) if attempt < 40 => {
+                            attempt += 1;
+                            let _ = e;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => panic!("cannot bind {}: {e}", self.addrs[i].1),
+                    }
+                }
+            }
         };
-        let config = CoordinatorConfig {
-            replica_timeout: Duration::from_millis(300),
-            ..Default::default()
-        };
-        let node = Arc::new(Node::new(
-            self.addrs[i].0.into(),
-            self.stores[i].clone(),
-            self.addrs.clone(),
-            config,
-        ));
+        let store: Arc<dyn Store> = self.stores[i].clone();
+        let node = Node::open(self.addrs[i].0, store, self.addrs.clone(), self.config, 0)
+            .await
+            .unwrap();
+        let node = Arc::new(node);
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
@@ -137,6 +159,130 @@ async fn quorum_write_then_read_and_siblings_resolve() {
         .unwrap();
     assert_eq!(read.siblings.len(), 1);
     assert_eq!(read.siblings[0].value, "ab");
+}
+
+/// What store `i` holds for `key`, by value.
+fn held(cluster: &TestCluster, i: usize, key: &str) -> Vec<String> {
+    cluster.stores[i].inspect(|data| {
+        let mut values: Vec<String> = data
+            .get(key)
+            .map(|s| s.versions().iter().map(|v| v.value.clone()).collect())
+            .unwrap_or_default();
+        values.sort();
+        values
+    })
+}
+
+#[tokio::test]
+async fn replicas_that_missed_writes_get_them_from_hints_without_reads() {
+    let mut cluster = TestCluster::start(5).await;
+    let client = cluster.client();
+    cluster.stop_node(3);
+    cluster.stop_node(4);
+    let keys: Vec<String> = (0..20).map(|i| format!("h{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        client
+            .write(write(key, "v", Consistency::Quorum), i)
+            .await
+            .unwrap();
+    }
+    // A coordinator restart in between: the hints are in its store.
+    cluster.stop_node(0);
+    cluster.start_node(0).await;
+    cluster.start_node(3).await;
+    cluster.start_node(4).await;
+    // No reads: only hint replay (every second, once each coordinator's
+    // breaker lets requests through again) brings them up to date.
+    let mut caught_up = false;
+    for _ in 0..100 {
+        caught_up = keys
+            .iter()
+            .all(|k| held(&cluster, 3, k) == ["v"] && held(&cluster, 4, k) == ["v"]);
+        if caught_up {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !caught_up {
+        for (i, store) in cluster.stores.iter().enumerate() {
+            eprintln!("store {i}: hints {:?}", store.hint_backlog().await);
+        }
+        eprintln!(
+            "n4 holds {:?}",
+            keys.iter()
+                .map(|k| held(&cluster, 3, k))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        caught_up,
+        "nodes 4 and 5 did not receive every missed write"
+    );
+    // Replayed hints are removed.
+    for _ in 0..50 {
+        let mut left = 0;
+        for store in &cluster.stores {
+            left += store
+                .hint_backlog()
+                .await
+                .unwrap()
+                .iter()
+                .map(|(_, b)| b.count)
+                .sum::<usize>();
+        }
+        if left == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("replayed hints were not removed");
+}
+
+#[tokio::test]
+async fn anti_entropy_alone_refills_replicas_that_missed_writes_or_lost_their_disk() {
+    // No hints, no read repair, no reads: only anti-entropy.
+    let config = CoordinatorConfig {
+        replica_timeout: Duration::from_millis(300),
+        read_repair: ReadRepair::Off,
+        hinted_handoff: None,
+        anti_entropy: Some(AntiEntropyConfig {
+            interval: Duration::from_millis(50),
+            ..AntiEntropyConfig::default()
+        }),
+        ..Default::default()
+    };
+    let mut cluster = TestCluster::start_with(5, config).await;
+    let client = cluster.client();
+    cluster.stop_node(3);
+    let keys: Vec<String> = (0..50).map(|i| format!("ae{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        client
+            .write(write(key, "v", Consistency::Quorum), i % 3)
+            .await
+            .unwrap();
+    }
+    // Node 5 loses its disk while node 4 is down.
+    cluster.stop_node(4);
+    cluster.stores[4] = Arc::new(MemoryStore::new());
+    cluster.start_node(3).await;
+    cluster.start_node(4).await;
+    let mut agreed = false;
+    for _ in 0..200 {
+        agreed = (0..5).all(|i| keys.iter().all(|k| held(&cluster, i, k) == ["v"]));
+        if agreed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let missing: Vec<(usize, &String)> = (0..5)
+        .flat_map(|i| keys.iter().map(move |k| (i, k)))
+        .filter(|(i, k)| held(&cluster, *i, k) != ["v"])
+        .collect();
+    assert!(
+        agreed,
+        "replicas still lack {} keys: {missing:?}",
+        missing.len()
+    );
 }
 
 #[tokio::test]

@@ -815,6 +815,14 @@ async fn health(State(gw): State<Gateway>) -> Response {
                 "answered": v.reachable,
                 "breaker_open_at": v.open_at,
                 "incarnation": v.report.as_ref().map(|r| r.incarnation),
+                // Per peer: ms since anti-entropy last found nothing to
+                // repair with it (null: not since the node started).
+                "agreement_age_ms": v.report.as_ref().map(|r| {
+                    r.agreement_age_ms
+                        .iter()
+                        .map(|(peer, age)| (peer.to_string(), json!(age)))
+                        .collect::<serde_json::Map<String, Value>>()
+                }),
                 "error": error,
                 "peers": peers,
             })
@@ -1065,6 +1073,7 @@ mod tests {
             report: Some(HealthReport {
                 node: observer,
                 incarnation: 0,
+                agreement_age_ms: Vec::new(),
                 n: 3,
                 replicas: [1, 2, 3]
                     .into_iter()

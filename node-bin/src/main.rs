@@ -6,7 +6,7 @@ use quorumd::node::NodeConfig;
 use quorumd::store::StoreSpec;
 use quorumd::{bench, cluster, gateway, node, peers, telemetry};
 use quorumlog_core::context::ContextSecret;
-use quorumlog_core::{Consistency, KeyLimits, NodeId, ReadRepair};
+use quorumlog_core::{AntiEntropyConfig, Consistency, HintLimits, KeyLimits, NodeId, ReadRepair};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -72,6 +72,8 @@ struct NodeArgs {
     read_repair: ReadRepair,
     #[command(flatten)]
     key_limits: KeyLimitArgs,
+    #[command(flatten)]
+    repair: RepairArgs,
     /// Start a new incarnation even though the store has one recorded:
     /// required after restoring a backup, whose recorded incarnation may
     /// already have minted dots the backup does not hold. (A new or wiped
@@ -105,6 +107,55 @@ impl KeyLimitArgs {
             max_siblings: self.key_max_siblings,
             max_bytes: self.key_max_bytes,
         }
+    }
+}
+
+/// Hinted handoff and anti-entropy: how replicas converge without reads.
+#[derive(clap::Args)]
+struct RepairArgs {
+    /// Hints kept per replica that missed writes (0: hinted handoff off).
+    #[arg(long, value_name = "N", default_value_t = HintLimits::DEFAULT_MAX_PER_TARGET)]
+    hints_max_per_replica: usize,
+    /// Bytes of hints kept per replica.
+    #[arg(long, value_name = "BYTES", default_value_t = HintLimits::DEFAULT_MAX_BYTES_PER_TARGET)]
+    hints_max_bytes: usize,
+    /// Age in seconds after which a hint is dropped (anti-entropy repairs
+    /// what it carried).
+    #[arg(long, value_name = "SECONDS", default_value_t = HintLimits::DEFAULT_MAX_AGE.as_secs())]
+    hints_max_age_s: u64,
+    /// Pause between anti-entropy rounds, in milliseconds; each round
+    /// compares with one peer (0: anti-entropy off).
+    #[arg(long, value_name = "MS", default_value_t = AntiEntropyConfig::DEFAULT_INTERVAL.as_millis() as u64)]
+    anti_entropy_interval_ms: u64,
+    /// Differing keys one anti-entropy round repairs at most.
+    #[arg(long, value_name = "N", default_value_t = AntiEntropyConfig::DEFAULT_MAX_KEYS_PER_ROUND, value_parser = clap::value_parser!(usize))]
+    anti_entropy_max_keys: usize,
+    /// Bytes per second anti-entropy may move, on average.
+    #[arg(long, value_name = "BYTES", default_value_t = AntiEntropyConfig::DEFAULT_MAX_BYTES_PER_SECOND)]
+    anti_entropy_max_bytes_per_s: u64,
+}
+
+impl RepairArgs {
+    fn hints(&self) -> Option<HintLimits> {
+        (self.hints_max_per_replica > 0).then(|| HintLimits {
+            max_per_target: self.hints_max_per_replica,
+            max_bytes_per_target: self.hints_max_bytes,
+            max_age: Duration::from_secs(self.hints_max_age_s),
+        })
+    }
+
+    fn anti_entropy(&self) -> anyhow::Result<Option<AntiEntropyConfig>> {
+        if self.anti_entropy_interval_ms == 0 {
+            return Ok(None);
+        }
+        if self.anti_entropy_max_keys == 0 {
+            anyhow::bail!("--anti-entropy-max-keys must be at least 1 (turn anti-entropy off with --anti-entropy-interval-ms 0)");
+        }
+        Ok(Some(AntiEntropyConfig {
+            interval: Duration::from_millis(self.anti_entropy_interval_ms),
+            max_keys_per_round: self.anti_entropy_max_keys,
+            max_bytes_per_second: self.anti_entropy_max_bytes_per_s,
+        }))
     }
 }
 
@@ -257,6 +308,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config.read_repair = args.read_repair;
             config.key_limits = args.key_limits.limits();
             config.new_incarnation = args.new_incarnation;
+            config.hinted_handoff = args.repair.hints();
+            config.anti_entropy = args.repair.anti_entropy()?;
             config.context_secret = args.context_secret.ok_or_else(|| {
                 anyhow::anyhow!(
                     "no context secret: pass --context-secret HEX or set QUORUMD_CONTEXT_SECRET \

@@ -5,7 +5,10 @@ use quorumlog_core::breaker::BreakerConfig;
 use quorumlog_core::context::ContextSecret;
 use quorumlog_core::replica::MAX_VALUE_LEN;
 use quorumlog_core::rpc::MAX_FRAME_BYTES;
-use quorumlog_core::{CoordinatorConfig, Incarnation, KeyLimits, Node, NodeId, ReadRepair};
+use quorumlog_core::{
+    AntiEntropyConfig, CoordinatorConfig, HintLimits, Incarnation, KeyLimits, Node, NodeId,
+    ReadRepair,
+};
 use rand::Rng;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,6 +93,10 @@ pub struct NodeConfig {
     /// node of the cluster. [`NodeConfig::new`] draws a random one, which
     /// suits only a node alone or one whose caller sets every node's.
     pub context_secret: ContextSecret,
+    /// Hinted handoff bounds (`None`: off).
+    pub hinted_handoff: Option<HintLimits>,
+    /// Anti-entropy settings (`None`: off).
+    pub anti_entropy: Option<AntiEntropyConfig>,
 }
 
 impl NodeConfig {
@@ -113,6 +120,8 @@ impl NodeConfig {
             key_limits: defaults.key_limits,
             new_incarnation: false,
             context_secret: random_context_secret(),
+            hinted_handoff: defaults.hinted_handoff,
+            anti_entropy: defaults.anti_entropy,
         }
     }
 
@@ -126,6 +135,8 @@ impl NodeConfig {
             read_repair: self.read_repair,
             key_limits: self.key_limits,
             context_secret: self.context_secret,
+            hinted_handoff: self.hinted_handoff,
+            anti_entropy: self.anti_entropy,
             ..CoordinatorConfig::default()
         }
     }

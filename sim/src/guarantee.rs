@@ -17,17 +17,22 @@ pub enum Guarantee {
     WellFormedReads,
     /// The history is linearizable (multi-value register model).
     Linearizable,
-    /// No replica holds a key past the configured sibling and byte limits.
+    /// No replica holds a key past N times the configured sibling and byte
+    /// limits (writes are refused past the limits themselves).
     BoundedKeys,
+    /// Once faults heal and clients stop, every replica comes to hold the
+    /// same versions of every key, without reads, within a bounded time.
+    Converges,
 }
 
 impl Guarantee {
-    pub const EVERY: [Guarantee; 5] = [
+    pub const EVERY: [Guarantee; 6] = [
         Guarantee::NoStaleReads,
         Guarantee::NoLostUpdates,
         Guarantee::WellFormedReads,
         Guarantee::Linearizable,
         Guarantee::BoundedKeys,
+        Guarantee::Converges,
     ];
 
     pub fn name(self) -> &'static str {
@@ -37,20 +42,21 @@ impl Guarantee {
             Guarantee::WellFormedReads => "malformed reads",
             Guarantee::Linearizable => "not linearizable",
             Guarantee::BoundedKeys => "keys over their limits",
+            Guarantee::Converges => "replicas did not converge",
         }
     }
 
     /// Whether a configuration promises this. W+R>N promises fresh reads
     /// (W+R>N+1 when a disk may be lost); durability is promised unless
     /// writes overwrite or a write acknowledged by one replica may lose its
-    /// disk; every configuration promises well-formed reads and bounded
-    /// keys; no configuration of a leaderless quorum store promises
+    /// disk; every configuration promises well-formed reads, bounded keys
+    /// and convergence; no configuration of a leaderless quorum store promises
     /// linearizability.
     pub fn promised_by(self, scenario: &Scenario) -> bool {
         match self {
             Guarantee::NoStaleReads => scenario.promises_fresh_reads(),
             Guarantee::NoLostUpdates => scenario.promises_durability(),
-            Guarantee::WellFormedReads | Guarantee::BoundedKeys => true,
+            Guarantee::WellFormedReads | Guarantee::BoundedKeys | Guarantee::Converges => true,
             Guarantee::Linearizable => false,
         }
     }

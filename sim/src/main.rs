@@ -257,6 +257,25 @@ mod simulator {
         println!(
             "checks     {stale} stale reads, {lost} lost updates, {missing} acknowledged writes on no store, {nonlin} seeds not linearizable"
         );
+        let mut agreement_ms: Vec<u64> = outcomes
+            .iter()
+            .filter_map(|o| o.convergence.converged_after_ms)
+            .collect();
+        agreement_ms.sort_unstable();
+        let at = |q: f64| {
+            agreement_ms
+                .get(((agreement_ms.len() as f64 - 1.0) * q).round() as usize)
+                .map_or("-".to_string(), |ms| {
+                    format!("{:.1} s", *ms as f64 / 1000.0)
+                })
+        };
+        println!(
+            "converged  {} of {} seeds after the heal (time to agreement p50 {}, p99 {})",
+            agreement_ms.len(),
+            outcomes.len(),
+            at(0.5),
+            at(0.99)
+        );
         let failing: Vec<_> = outcomes
             .iter()
             .filter(|o| !o.failures(&scenario).is_empty())
@@ -353,6 +372,7 @@ mod simulator {
         );
         println!("\n{}", outcome.summary);
         println!("{}", outcome.stores);
+        println!("{}", outcome.convergence);
         if let Some(path) = history {
             std::fs::write(&path, outcome.history.to_jsonl())
                 .with_context(|| format!("writing {}", path.display()))?;

@@ -97,7 +97,7 @@ impl SeedFile {
         for name in &raw.broken {
             let g = guarantee(name).ok_or_else(|| {
                 parse_err(format!(
-                    "unknown guarantee {name:?} in \"broken\" (expected no-stale-reads, no-lost-updates, well-formed-reads, linearizable or bounded-keys)"
+                    "unknown guarantee {name:?} in \"broken\" (expected no-stale-reads, no-lost-updates, well-formed-reads, linearizable, bounded-keys or converges)"
                 ))
             })?;
             broken.insert(g);

@@ -1,6 +1,6 @@
 //! Run a scenario over a range of seeds (on every core), check each
 //! history, and judge it against what the scenario's levels promise.
-use crate::check::{check_history, check_stores, CheckSummary, StoreReport};
+use crate::check::{check_history, check_stores, CheckSummary, ConvergenceReport, StoreReport};
 pub use crate::guarantee::{broken, Guarantee};
 use crate::harness::{run_seed, RunStats};
 use crate::history::History;
@@ -17,6 +17,8 @@ pub struct SeedOutcome {
     /// Every acknowledged write still on some replica's store (or
     /// superseded by a client): judged on the stores the harness owns.
     pub stores: StoreReport,
+    /// The liveness phase: whether the replicas agreed, and how soon.
+    pub convergence: ConvergenceReport,
     pub broken: Vec<Guarantee>,
     /// Latencies (simulated µs) of successful non-final operations.
     pub latencies_us: Vec<u64>,
@@ -53,6 +55,9 @@ pub fn run_and_check(scenario: &Scenario, seed: u64) -> SeedOutcome {
     if run.stats.keys_over_limits > 0 {
         broken.push(Guarantee::BoundedKeys);
     }
+    if !run.convergence.is_ok() {
+        broken.push(Guarantee::Converges);
+    }
     broken.sort();
     let latencies_us = run
         .history
@@ -66,6 +71,7 @@ pub fn run_and_check(scenario: &Scenario, seed: u64) -> SeedOutcome {
         stores,
         broken,
         fault_log: run.fault_log(),
+        convergence: run.convergence,
         stats: run.stats,
         summary,
         latencies_us,

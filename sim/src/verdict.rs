@@ -77,6 +77,12 @@ pub struct VerdictRow {
     pub linearizable: String,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Seeds whose replicas agreed on every key after the heal, without
+    /// reads (the liveness phase).
+    pub converged: usize,
+    /// Simulated time from the heal to agreement, over converged seeds.
+    pub converge_p50_s: f64,
+    pub converge_p99_s: f64,
     pub witnesses: Vec<Witness>,
     /// Seeds whose run panicked: always a bug.
     pub panics: Vec<u64>,
@@ -143,7 +149,16 @@ pub fn row(
     } else {
         "unknown"
     };
+    let mut agreement_ms: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|o| o.convergence.converged_after_ms)
+        .collect();
+    agreement_ms.sort_unstable();
     VerdictRow {
+        converged: agreement_ms.len(),
+        // `percentile` divides by 1000: milliseconds in, seconds out.
+        converge_p50_s: percentile(&agreement_ms, 50.0),
+        converge_p99_s: percentile(&agreement_ms, 99.0),
         config: scenario.levels_label(),
         overlapping: scenario.overlapping(),
         faults: scenario.faults.to_string(),
@@ -207,7 +222,7 @@ impl VerdictTable {
         );
         let _ = writeln!(
             out,
-            "{:<16} {:<5} {:<11} {:>7} {:>7} {:>6} {:>5} {:>12} {:>8} {:>8}",
+            "{:<16} {:<5} {:<11} {:>7} {:>7} {:>6} {:>5} {:>12} {:>8} {:>8} {:>9} {:>13}",
             "config",
             "W+R>N",
             "faults",
@@ -217,13 +232,15 @@ impl VerdictTable {
             "lost",
             "linearizable",
             "p50 ms",
-            "p99 ms"
+            "p99 ms",
+            "converged",
+            "agree p50/p99"
         );
-        let _ = writeln!(out, "{}", "-".repeat(99));
+        let _ = writeln!(out, "{}", "-".repeat(123));
         for r in &self.rows {
             let _ = writeln!(
                 out,
-                "{:<16} {:<5} {:<11} {:>7} {:>7.1} {:>6} {:>5} {:>12} {:>8.1} {:>8.1}",
+                "{:<16} {:<5} {:<11} {:>7} {:>7.1} {:>6} {:>5} {:>12} {:>8.1} {:>8.1} {:>9} {:>13}",
                 r.config,
                 if r.overlapping { "yes" } else { "no" },
                 r.faults,
@@ -233,12 +250,19 @@ impl VerdictTable {
                 r.lost_updates,
                 r.linearizable,
                 r.p50_ms,
-                r.p99_ms
+                r.p99_ms,
+                format!("{}/{}", r.converged, r.seeds),
+                format!("{:.1}/{:.1} s", r.converge_p50_s, r.converge_p99_s)
             );
         }
         let _ = writeln!(
             out,
             "\nlinearizable: NO = some seed's history has no linearization; held = every seed's was linearizable (evidence, not a promise)"
+        );
+        let _ = writeln!(
+            out,
+            "converged: seeds whose replicas all held the same versions of every key within {} s of the heal, compared on the stores with no reads; agree: simulated time to that agreement",
+            crate::harness::LIVENESS_LIMIT.as_secs()
         );
         let bugs: Vec<String> = self
             .rows

@@ -5,6 +5,7 @@
 //!
 //! Every child process is killed when its owner is dropped, every wait is
 //! bounded in time, and only 127.0.0.1 is used.
+pub mod convergence;
 pub mod durability;
 pub mod scenarios;
 

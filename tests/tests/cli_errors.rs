@@ -87,6 +87,22 @@ fn bad_arguments_get_one_clear_line() {
             ],
             "expected 64 hexadecimal digits",
         ),
+        (
+            &[
+                "node",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                "memory",
+                "--context-secret",
+                "00000000000000000000000000000000000000000000000000000000000000aa",
+                "--anti-entropy-max-keys",
+                "0",
+            ],
+            "--anti-entropy-max-keys must be at least 1",
+        ),
     ];
     for (args, names) in cases {
         let (code, stderr) = run(args);

@@ -1,8 +1,8 @@
 //! Real `quorumd` processes on PostgreSQL, one database per node
 //! (`scripts/setup-postgres.sh`). Without a reachable server these skip
 //! with a notice, except under CI=true, where they fail.
-use quorumlog_tests::durability;
 use quorumlog_tests::scenarios::{self, run, run_with};
+use quorumlog_tests::{convergence, durability};
 use quorumlog_tests::{postgres, Backend};
 
 #[test]
@@ -80,4 +80,14 @@ fn postgres_keys_are_bounded_and_a_full_key_disturbs_nothing() {
 fn postgres_all_with_a_dead_node_answers_503() {
     let Some(url) = postgres() else { return };
     run(Backend::Postgres(url), "pg-dead", durability::dead_node_all);
+}
+
+#[test]
+fn postgres_missed_writes_arrive_without_reads() {
+    let Some(url) = postgres() else { return };
+    run(
+        Backend::Postgres(url),
+        "pg-converge",
+        convergence::missed_writes_arrive_without_reads,
+    );
 }

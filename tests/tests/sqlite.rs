@@ -1,7 +1,7 @@
 //! The embedded default: real `quorumd` processes on SQLite files.
-use quorumlog_tests::durability;
 use quorumlog_tests::scenarios::{self, run, run_with};
 use quorumlog_tests::Backend;
+use quorumlog_tests::{convergence, durability};
 
 #[test]
 fn sqlite_curl_flows() {
@@ -60,4 +60,13 @@ fn sqlite_keys_are_bounded_and_a_full_key_disturbs_nothing() {
 #[test]
 fn sqlite_all_with_a_dead_node_answers_503() {
     run(Backend::Sqlite, "sqlite-dead", durability::dead_node_all);
+}
+
+#[test]
+fn sqlite_missed_writes_arrive_without_reads() {
+    run(
+        Backend::Sqlite,
+        "sqlite-converge",
+        convergence::missed_writes_arrive_without_reads,
+    );
 }

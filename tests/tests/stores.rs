@@ -3,11 +3,16 @@
 //! and the row cache must never lose or hide an acknowledged update,
 //! however many updates race on one key and however hard the cache churns;
 //! a PostgreSQL database has one owning node; a store records its node's
-//! incarnation once, keeps it, and a wiped store takes a new one. The
-//! PostgreSQL half skips without a server, except under CI=true, where it
-//! fails.
+//! incarnation once, keeps it, and a wiped store takes a new one; hints
+//! for replicas that missed a write merge per (target, key), respect their
+//! bounds and expiry, are removed only in the generation that was sent,
+//! and survive a restart of their coordinator. The PostgreSQL half skips
+//! without a server, except under CI=true, where it fails.
 use quorumd::store::{OpenError, PostgresOptions, PostgresStore, SqliteStore, OWNER_LOCK};
-use quorumlog_core::{Dot, Siblings, Store, Version, VersionVector};
+use quorumlog_core::{
+    Dot, Hint, HintBacklog, HintDropReason, HintLimits, HintStored, NodeId, Siblings, Store,
+    Version, VersionError, VersionVector,
+};
 use quorumlog_tests::tokio;
 use quorumlog_tests::{drop_database, postgres, recreate_database, serial};
 use std::path::PathBuf;
@@ -242,6 +247,30 @@ async fn an_unchanged_update_writes_nothing(backend: Backend) {
     assert!(keys.contains(&key));
     let absent = store.get(&format!("{prefix}-absent")).await.expect("get");
     assert!(absent.is_empty());
+    // A paged scan (how anti-entropy builds its index at start) sees every
+    // key once, in key order, with what `get` sees.
+    for i in 0..5 {
+        let v = concurrent(10 + i);
+        store
+            .update(&format!("{prefix}-p{i}"), &mut |s| sync(s, &v))
+            .await
+            .expect("update");
+    }
+    let mut scanned = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.scan(after.as_deref(), 2).await.expect("scan");
+        assert!(page.len() <= 2, "a page of {} rows", page.len());
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (key, siblings) in page {
+            assert_eq!(siblings, store.get(&key).await.expect("get"), "{key}");
+            scanned.push(key);
+        }
+    }
+    let mut every = store.keys().await.expect("keys");
+    every.sort();
+    assert_eq!(scanned, every, "a scan must list every key once, in order");
     drop(store);
     opened.close().await;
     backend.clean_up();
@@ -580,7 +609,7 @@ async fn wipe(backend: &Backend) {
         Backend::Postgres(url) => {
             use sqlx::Connection;
             let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-            sqlx::query("TRUNCATE siblings, node_meta")
+            sqlx::query("TRUNCATE siblings, node_meta, hints")
                 .execute(&mut conn)
                 .await
                 .expect("empty the store's tables");
@@ -644,4 +673,437 @@ fn postgres_rows_without_a_record_are_incarnation_zero() {
 #[test]
 fn postgres_a_wiped_store_takes_a_new_incarnation() {
     on_scratch_postgres("wiped", a_wiped_store_takes_a_new_incarnation);
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+const HOUR_MS: u64 = 3_600_000;
+
+/// A key's set holding one blind write by `writer`.
+fn blind(writer: NodeId, value: &str) -> Siblings {
+    Siblings::from_versions([Version {
+        dot: Dot::new(writer, 1),
+        context: VersionVector::new(),
+        value: value.into(),
+    }])
+    .expect("a sibling set")
+}
+
+fn merged(sets: &[Siblings]) -> Siblings {
+    let mut out = Siblings::new();
+    for set in sets {
+        out.sync(set).expect("merge");
+    }
+    out
+}
+
+fn hint_limits(max_per_target: usize, max_bytes_per_target: usize) -> HintLimits {
+    HintLimits {
+        max_per_target,
+        max_bytes_per_target,
+        max_age: HOUR,
+    }
+}
+
+async fn put_hint(
+    store: &dyn Store,
+    target: NodeId,
+    key: &str,
+    set: &Siblings,
+    now_ms: u64,
+    limits: &HintLimits,
+) -> HintStored {
+    store
+        .put_hint(target, key, set, now_ms, limits)
+        .await
+        .unwrap_or_else(|e| panic!("put_hint {target} {key}: {e}"))
+        .outcome
+}
+
+/// All of `target`'s hints at `now_ms` (none expires at the times used).
+async fn hints(store: &dyn Store, target: NodeId, now_ms: u64) -> Vec<Hint> {
+    store
+        .hints_for(target, usize::MAX, now_ms, HOUR)
+        .await
+        .expect("hints_for")
+        .hints
+}
+
+fn backlog(hints: &[&Hint]) -> HintBacklog {
+    HintBacklog {
+        count: hints.len(),
+        bytes: hints.iter().map(|h| h.bytes()).sum(),
+    }
+}
+
+/// Hints merge per (target, key) and are read oldest first; a conflicting
+/// dot leaves the held hint as it was; after a close and a reopen (a
+/// restarted coordinator) every hint, time and generation is there, the
+/// backlog figures add up, a hint read before a merge cannot remove the
+/// merge, and generations never repeat.
+async fn hints_survive_a_reopen_with_their_bookkeeping(backend: Backend) {
+    let limits = HintLimits::default();
+    let opened = open(&backend, 1 << 20).await;
+    let store = opened.store();
+    assert_eq!(store.hint_backlog().await, Ok(vec![]), "a new store");
+    let store = &*store;
+    assert_eq!(
+        put_hint(store, 2, "a", &blind(1, "a"), 10, &limits).await,
+        HintStored::Stored
+    );
+    assert_eq!(
+        put_hint(store, 2, "b", &blind(1, "b"), 5, &limits).await,
+        HintStored::Stored
+    );
+    assert_eq!(
+        put_hint(store, 3, "a", &blind(1, "a"), 7, &limits).await,
+        HintStored::Stored
+    );
+    assert_eq!(
+        put_hint(store, 2, "a", &blind(3, "x"), 20, &limits).await,
+        HintStored::Merged
+    );
+    // What the hint holds already: nothing to write.
+    assert_eq!(
+        put_hint(store, 2, "a", &blind(3, "x"), 21, &limits).await,
+        HintStored::Merged
+    );
+
+    let before = hints(store, 2, 30).await;
+    let keys: Vec<(&str, u64)> = before
+        .iter()
+        .map(|h| (h.key.as_str(), h.stored_at))
+        .collect();
+    assert_eq!(
+        keys,
+        [("b", 5), ("a", 10)],
+        "oldest first; a merge keeps the first time"
+    );
+    assert_eq!(before[1].siblings, merged(&[blind(1, "a"), blind(3, "x")]));
+
+    // The same dot with another value: refused, and the hint unchanged.
+    let forged = merged(&[blind(1, "forged"), blind(5, "fine")]);
+    match put_hint(store, 2, "a", &forged, 25, &limits).await {
+        HintStored::Dropped {
+            reason: HintDropReason::Conflict { error, .. },
+        } => assert_eq!(
+            error,
+            VersionError::DotConflict {
+                dot: Dot::new(1, 1)
+            }
+        ),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        hints(store, 2, 30).await,
+        before,
+        "a refused merge changes nothing"
+    );
+
+    let other = hints(store, 3, 30).await;
+    let expected_backlog = vec![
+        (2, backlog(&before.iter().collect::<Vec<_>>())),
+        (3, backlog(&other.iter().collect::<Vec<_>>())),
+    ];
+    assert_eq!(store.hint_backlog().await, Ok(expected_backlog.clone()));
+    opened.close().await;
+
+    let reopened = open(&backend, 0).await;
+    let store = reopened.store();
+    let store = &*store;
+    assert_eq!(
+        hints(store, 2, 30).await,
+        before,
+        "the hints survive a restart"
+    );
+    assert_eq!(hints(store, 3, 30).await, other);
+    assert_eq!(store.hint_backlog().await, Ok(expected_backlog));
+
+    // `sent` is on its way to node 2 when node 2 misses another write.
+    let sent = before[1].clone();
+    assert_eq!(
+        put_hint(store, 2, "a", &blind(4, "y"), 40, &limits).await,
+        HintStored::Merged
+    );
+    assert_eq!(
+        store.remove_hint(&sent).await,
+        Ok(false),
+        "a newer merge survives"
+    );
+    let newer = hints(store, 2, 40).await;
+    assert_eq!(newer[1].siblings.len(), 3);
+    assert!(newer[1].generation > sent.generation);
+    assert_eq!(store.remove_hint(&newer[1]).await, Ok(true));
+    assert_eq!(
+        store.remove_hint(&newer[1]).await,
+        Ok(false),
+        "removed already"
+    );
+    assert_eq!(store.remove_hint(&newer[0]).await, Ok(true));
+    assert_eq!(hints(store, 2, 40).await, vec![]);
+    // Hinted again, the key gets a generation never handed out before
+    // (the counter survived the restart too): no stale hint removes it.
+    assert_eq!(
+        put_hint(store, 2, "a", &blind(1, "a"), 50, &limits).await,
+        HintStored::Stored
+    );
+    let again = hints(store, 2, 50).await;
+    let highest = before.iter().chain(&newer).map(|h| h.generation).max();
+    assert!(Some(again[0].generation) > highest, "{again:?}");
+    for stale in before.iter().chain(&newer) {
+        assert_eq!(store.remove_hint(stale).await, Ok(false));
+    }
+    assert_eq!(
+        store
+            .hint_backlog()
+            .await
+            .map(|b| b.into_iter().map(|(t, b)| (t, b.count)).collect()),
+        Ok(vec![(2, 1), (3, 1)])
+    );
+    reopened.close().await;
+    backend.clean_up();
+}
+
+/// Per-target bounds of count and bytes refuse new hints (and growing
+/// merges) with the reason, leaving what is held as it was; hints older
+/// than max_age are dropped on read, on a put for their target, and when
+/// asked, and stop counting against the bounds.
+async fn hint_bounds_and_expiry_are_enforced(backend: Backend) {
+    let opened = open(&backend, 1 << 20).await;
+    let store = opened.store();
+    let store = &*store;
+
+    let two = hint_limits(2, 1 << 20);
+    for key in ["a", "b"] {
+        assert_eq!(
+            put_hint(store, 2, key, &blind(1, key), 1, &two).await,
+            HintStored::Stored
+        );
+    }
+    assert_eq!(
+        put_hint(store, 2, "c", &blind(1, "c"), 1, &two).await,
+        HintStored::Dropped {
+            reason: HintDropReason::TooManyHints {
+                target: 2,
+                held: 2,
+                limit: 2
+            }
+        }
+    );
+    assert_eq!(
+        put_hint(store, 2, "a", &blind(3, "m"), 2, &two).await,
+        HintStored::Merged
+    );
+    assert_eq!(
+        put_hint(store, 3, "c", &blind(1, "c"), 1, &two).await,
+        HintStored::Stored
+    );
+
+    let one = quorumlog_core::hints::hint_bytes("x", &blind(1, "v"));
+    let tight = hint_limits(100, 2 * one);
+    for key in ["x", "y"] {
+        assert_eq!(
+            put_hint(store, 5, key, &blind(1, "v"), 1, &tight).await,
+            HintStored::Stored
+        );
+    }
+    assert_eq!(
+        put_hint(store, 5, "z", &blind(1, "v"), 1, &tight).await,
+        HintStored::Dropped {
+            reason: HintDropReason::TooManyBytes {
+                target: 5,
+                bytes: 3 * one,
+                limit: 2 * one
+            }
+        }
+    );
+    assert!(matches!(
+        put_hint(store, 5, "x", &blind(3, "w"), 1, &tight).await,
+        HintStored::Dropped {
+            reason: HintDropReason::TooManyBytes { .. }
+        }
+    ));
+    let held = backlog(&hints(store, 2, 2).await.iter().collect::<Vec<_>>());
+    assert_eq!(held.count, 2);
+    let expected = vec![
+        (2, held),
+        (
+            3,
+            HintBacklog {
+                count: 1,
+                bytes: quorumlog_core::hints::hint_bytes("c", &blind(1, "c")),
+            },
+        ),
+        (
+            5,
+            HintBacklog {
+                count: 2,
+                bytes: 2 * one,
+            },
+        ),
+    ];
+    assert_eq!(store.hint_backlog().await, Ok(expected.clone()));
+    opened.close().await;
+
+    // The bounds hold across a restart: they are counted from the table.
+    let reopened = open(&backend, 0).await;
+    let store = reopened.store();
+    let store = &*store;
+    assert_eq!(store.hint_backlog().await, Ok(expected));
+    assert!(matches!(
+        put_hint(store, 2, "c", &blind(1, "c"), 3, &two).await,
+        HintStored::Dropped {
+            reason: HintDropReason::TooManyHints { .. }
+        }
+    ));
+
+    // Expiry. Node 7 gets one hint at 0 and one an hour later.
+    let limits = HintLimits::default();
+    put_hint(store, 7, "old", &blind(1, "o"), 0, &limits).await;
+    put_hint(store, 7, "new", &blind(1, "n"), HOUR_MS, &limits).await;
+    let old = quorumlog_core::hints::hint_bytes("old", &blind(1, "o"));
+    // Exactly max_age old: still replayed.
+    assert_eq!(hints(store, 7, HOUR_MS).await.len(), 2);
+    let batch = store
+        .hints_for(7, 10, HOUR_MS + 1, HOUR)
+        .await
+        .expect("hints_for");
+    assert_eq!(
+        batch.expired,
+        HintBacklog {
+            count: 1,
+            bytes: old
+        }
+    );
+    assert_eq!(
+        batch
+            .hints
+            .iter()
+            .map(|h| h.key.as_str())
+            .collect::<Vec<_>>(),
+        ["new"]
+    );
+    assert_eq!(
+        store
+            .hints_for(7, 10, HOUR_MS + 1, HOUR)
+            .await
+            .map(|b| b.expired),
+        Ok(HintBacklog::default())
+    );
+
+    // Node 2's hints (stored at 1 and 2) expire for a put: the bound of
+    // two no longer holds the new one back, and the put says what it
+    // dropped.
+    let put = store
+        .put_hint(2, "c", &blind(1, "c"), HOUR_MS + 3, &two)
+        .await
+        .expect("put_hint");
+    assert_eq!(put.outcome, HintStored::Stored);
+    assert_eq!(put.expired, held);
+
+    // And when asked: node 3 and node 5's hints (stored at 1), node 7's at
+    // one hour; node 2's new one stays.
+    let dropped = store
+        .expire_hints(2 * HOUR_MS + 1, HOUR)
+        .await
+        .expect("expire_hints");
+    assert_eq!(
+        dropped
+            .iter()
+            .map(|(t, b)| (*t, b.count))
+            .collect::<Vec<_>>(),
+        [(3, 1), (5, 2), (7, 1)]
+    );
+    assert_eq!(dropped[1].1.bytes, 2 * one);
+    assert_eq!(
+        store
+            .hint_backlog()
+            .await
+            .map(|b| b.into_iter().map(|(t, b)| (t, b.count)).collect()),
+        Ok(vec![(2, 1)])
+    );
+    assert_eq!(store.expire_hints(2 * HOUR_MS + 1, HOUR).await, Ok(vec![]));
+    reopened.close().await;
+    backend.clean_up();
+}
+
+/// Many coordinator tasks hint the same key at once, while ordinary
+/// writes go through group commit: every write ends up in the one hint.
+async fn concurrent_hints_of_one_key_all_merge(backend: Backend) {
+    const WRITERS: u32 = 16;
+    let opened = open(&backend, 1 << 20).await;
+    let store = opened.store();
+    let data_key = format!("{}-k", prefix("hints-concurrent"));
+    let mut tasks = Vec::new();
+    for writer in 1..=WRITERS {
+        let (store, data_key) = (store.clone(), data_key.clone());
+        tasks.push(tokio::spawn(async move {
+            let set = blind(writer, &format!("w{writer}"));
+            store
+                .update(&data_key, &mut |s| sync(s, &concurrent(writer)))
+                .await
+                .expect("update");
+            let outcome = store
+                .put_hint(2, "hot", &set, u64::from(writer), &HintLimits::default())
+                .await
+                .expect("put_hint")
+                .outcome;
+            assert!(
+                matches!(outcome, HintStored::Stored | HintStored::Merged),
+                "{outcome:?}"
+            );
+        }));
+    }
+    for task in tasks {
+        task.await.expect("hinting task");
+    }
+    let [hint] = &hints(&*store, 2, 100).await[..] else {
+        panic!("one hint for one key")
+    };
+    assert_eq!(hint.siblings.len(), WRITERS as usize, "a merge was lost");
+    assert_eq!(
+        store.get(&data_key).await.expect("get").len(),
+        WRITERS as usize
+    );
+    drop(store);
+    opened.close().await;
+    backend.clean_up();
+}
+
+#[test]
+fn sqlite_hints_survive_a_reopen_with_their_bookkeeping() {
+    block_on(hints_survive_a_reopen_with_their_bookkeeping(
+        Backend::sqlite("hints-reopen"),
+    ));
+}
+
+#[test]
+fn sqlite_hint_bounds_and_expiry_are_enforced() {
+    block_on(hint_bounds_and_expiry_are_enforced(Backend::sqlite(
+        "hints-bounds",
+    )));
+}
+
+#[test]
+fn sqlite_concurrent_hints_of_one_key_all_merge() {
+    block_on(concurrent_hints_of_one_key_all_merge(Backend::sqlite(
+        "hints-concurrent",
+    )));
+}
+
+#[test]
+fn postgres_hints_survive_a_reopen_with_their_bookkeeping() {
+    on_scratch_postgres(
+        "hints_reopen",
+        hints_survive_a_reopen_with_their_bookkeeping,
+    );
+}
+
+#[test]
+fn postgres_hint_bounds_and_expiry_are_enforced() {
+    on_scratch_postgres("hints_bounds", hint_bounds_and_expiry_are_enforced);
+}
+
+#[test]
+fn postgres_concurrent_hints_of_one_key_all_merge() {
+    on_scratch_postgres("hints_concurrent", concurrent_hints_of_one_key_all_merge);
 }

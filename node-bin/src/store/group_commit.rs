@@ -14,13 +14,27 @@
 //! Optionally a write-through [`RowCache`] serves reads and the read half
 //! of updates, for backends whose database has this process as its only
 //! writer (the committer fills it, in commit order, before acknowledging).
+//!
+//! Hints (`quorumlog_core::hints`) bypass the committer: they are written
+//! only for a replica that missed a write, each in a commit of its own
+//! that is durable before the call returns. Every hint operation holds
+//! the store's hint lock, so a read-merge-write of a hint never interleaves
+//! with another hint operation of this process — the database's only
+//! writer — and each write is still conditional on the generation it read
+//! (optimistic, as rows are), so even a foreign writer could not make a
+//! merge lose a write.
 use super::row_cache::RowCache;
 use super::{decode, encode};
 use async_trait::async_trait;
+use quorumlog_core::hints::{expired_before, plan_put, HintPlan};
 use quorumlog_core::store::Update;
-use quorumlog_core::{Incarnation, Siblings, Store, StoreError};
-use std::collections::{BTreeSet, VecDeque};
+use quorumlog_core::{
+    Hint, HintBacklog, HintBatch, HintLimits, HintPut, HintStored, Incarnation, NodeId, Siblings,
+    Store, StoreError,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Rows written by one commit at most.
@@ -55,6 +69,52 @@ pub enum RecordIncarnation {
 /// Name of the incarnation's row in `node_meta`.
 pub const INCARNATION: &str = "incarnation";
 
+/// Name of the `node_meta` row holding the last hint generation handed
+/// out. A counter of its own, not the largest generation in `hints`: a
+/// key whose hint was removed and hinted again must get a generation no
+/// hint read before the removal has.
+pub const HINT_GENERATION: &str = "hint_generation";
+
+/// How often `put_hint` re-reads a hint whose generation changed between
+/// its read and its write. Under the hint lock nothing in this process can
+/// change it, so this is only reached if another process writes the
+/// database.
+const MAX_HINT_ATTEMPTS: usize = 4;
+
+/// A row of the `hints` table, as stored.
+#[derive(Debug, sqlx::FromRow)]
+pub struct HintRow {
+    pub target: i64,
+    pub key: String,
+    pub data: Vec<u8>,
+    pub generation: i64,
+    pub stored_at: i64,
+    pub bytes: i64,
+}
+
+/// A hint to write under a new generation (taken from the
+/// `hint_generation` counter in the same commit): inserted when
+/// `expected` is None unless a row exists, otherwise written over the row
+/// only if its generation is still `expected`.
+pub struct HintWrite {
+    pub target: i64,
+    pub key: String,
+    pub data: Vec<u8>,
+    pub stored_at: i64,
+    pub bytes: i64,
+    pub expected: Option<i64>,
+}
+
+/// One target's hints as stored, split at an expiry cutoff.
+#[derive(Debug, Default, sqlx::FromRow)]
+pub struct HintTotals {
+    /// Hints stored at or after the cutoff, and their bytes.
+    pub live: i64,
+    pub live_bytes: i64,
+    /// Hints stored before it.
+    pub expired: i64,
+}
+
 /// Where the rows live.
 #[async_trait]
 pub trait RowBackend: Send + Sync + 'static {
@@ -67,12 +127,45 @@ pub trait RowBackend: Send + Sync + 'static {
     async fn write_rows(&self, rows: &[RowWrite]) -> Result<BTreeSet<String>, StoreError>;
     /// Every key with a row, in order.
     async fn keys(&self) -> Result<Vec<String>, StoreError>;
+    /// Up to `limit` committed rows (key, data) in key order after `after`.
+    async fn read_rows(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// The incarnation recorded in `node_meta`, if any (as stored).
     async fn read_incarnation(&self) -> Result<Option<i64>, StoreError>;
     /// Record an incarnation as `record` says, in one transaction (for
     /// `IfAbsent`, whether the database holds rows is decided inside it),
     /// and return what is recorded afterwards (as stored).
     async fn record_incarnation(&self, record: RecordIncarnation) -> Result<i64, StoreError>;
+    /// The hint row for `(target, key)`.
+    async fn read_hint(&self, target: i64, key: &str) -> Result<Option<HintRow>, StoreError>;
+    /// `target`'s hints, split at `cutoff` (a `stored_at`).
+    async fn hint_totals(&self, target: i64, cutoff: i64) -> Result<HintTotals, StoreError>;
+    /// Up to `limit` of `target`'s hint rows, by `stored_at` then key.
+    async fn read_hints(&self, target: i64, limit: i64) -> Result<Vec<HintRow>, StoreError>;
+    /// Write `hint` as [`HintWrite`] says, counter and row in one commit
+    /// made by the database's owner; the generation written, or None
+    /// (nothing written) if the row was not as expected.
+    async fn write_hint(&self, hint: &HintWrite) -> Result<Option<i64>, StoreError>;
+    /// Delete the `(target, key)` hint if its generation is `generation`,
+    /// in one commit; whether it was deleted.
+    async fn delete_hint(
+        &self,
+        target: i64,
+        key: &str,
+        generation: i64,
+    ) -> Result<bool, StoreError>;
+    /// Delete the hints (of `target`, or of every target) stored before
+    /// `cutoff`, in one commit; `(target, bytes)` of each deleted.
+    async fn delete_expired_hints(
+        &self,
+        target: Option<i64>,
+        cutoff: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError>;
+    /// `(target, count, bytes)` of the hints held, per target, in order.
+    async fn hint_backlog(&self) -> Result<Vec<(i64, i64, i64)>, StoreError>;
     /// Close every connection and give up ownership of the database.
     async fn close(&self);
 }
@@ -90,6 +183,8 @@ pub struct GroupCommit<B> {
     backend: Arc<B>,
     committer: mpsc::Sender<Job>,
     cache: Arc<RowCache>,
+    /// Held by every hint operation (see the module's documentation).
+    hints: tokio::sync::Mutex<()>,
 }
 
 impl<B: RowBackend> GroupCommit<B> {
@@ -104,6 +199,7 @@ impl<B: RowBackend> GroupCommit<B> {
             backend,
             committer,
             cache,
+            hints: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -191,6 +287,86 @@ impl<B: RowBackend> GroupCommit<B> {
             .await
             .map_err(|_| stopped())?;
         written.await.map_err(|_| stopped())?
+    }
+}
+
+/// Hint figures between the core's types and the database's BIGINTs.
+impl<B: RowBackend> GroupCommit<B> {
+    /// A value to store: every one quorumd stores fits a BIGINT; one that
+    /// does not (a clock in the far future) is refused, not wrapped.
+    fn to_store(value: impl TryInto<i64>, what: &str) -> Result<i64, StoreError> {
+        value
+            .try_into()
+            .map_err(|_| StoreError::Backend(format!("{what} does not fit the database's BIGINT")))
+    }
+
+    /// A stored figure back in range, or an error naming the database: a
+    /// value out of range was not written by us.
+    fn stored_figure<T: TryFrom<i64>>(&self, stored: i64, what: &str) -> Result<T, StoreError> {
+        T::try_from(stored).map_err(|_| {
+            StoreError::Backend(format!(
+                "{} holds {what} {stored} in its hints, which quorumd never writes: \
+                 the hints table was changed by hand",
+                self.backend.name()
+            ))
+        })
+    }
+
+    /// The cutoff of `max_age` at `now_ms`, as stored times compare to it.
+    fn cutoff(now_ms: u64, max_age: Duration) -> Result<i64, StoreError> {
+        Self::to_store(expired_before(now_ms, max_age), "the time")
+    }
+
+    /// A hint row decoded, with the bytes it is counted as in the table.
+    fn hint_from_row(&self, row: HintRow) -> Result<(Hint, usize), StoreError> {
+        let target: NodeId = self.stored_figure(row.target, "target")?;
+        let siblings = decode(&row.key, &row.data).map_err(|e| match e {
+            StoreError::Corrupt { key, reason } => StoreError::Corrupt {
+                key,
+                reason: format!("hint for node {target}: {reason}"),
+            },
+            other => other,
+        })?;
+        let hint = Hint {
+            target,
+            key: row.key,
+            siblings,
+            stored_at: self.stored_figure(row.stored_at, "stored_at")?,
+            generation: self.stored_figure(row.generation, "generation")?,
+        };
+        Ok((hint, self.stored_figure(row.bytes, "bytes")?))
+    }
+
+    /// What `delete_expired_hints` deleted, summed per target.
+    fn tally(&self, deleted: Vec<(i64, i64)>) -> Result<BTreeMap<NodeId, HintBacklog>, StoreError> {
+        let mut sums: BTreeMap<NodeId, HintBacklog> = BTreeMap::new();
+        for (target, bytes) in deleted {
+            let sum = sums
+                .entry(self.stored_figure(target, "target")?)
+                .or_default();
+            *sum = sum
+                .plus(self.stored_figure(bytes, "bytes")?)
+                .ok_or_else(|| StoreError::Backend("hint figures overflow".into()))?;
+        }
+        Ok(sums)
+    }
+
+    /// Delete `target`'s expired hints if `totals` says it has any; what
+    /// was deleted.
+    async fn expire_target(
+        &self,
+        target: NodeId,
+        totals: &HintTotals,
+        cutoff: i64,
+    ) -> Result<HintBacklog, StoreError> {
+        if totals.expired == 0 {
+            return Ok(HintBacklog::default());
+        }
+        let deleted = self
+            .backend
+            .delete_expired_hints(Some(i64::from(target)), cutoff)
+            .await?;
+        Ok(self.tally(deleted)?.remove(&target).unwrap_or_default())
     }
 }
 
@@ -288,11 +464,169 @@ impl<B: RowBackend> Store for GroupCommit<B> {
         self.backend.keys().await
     }
 
+    /// Committed rows only: a write still in the committer's queue has not
+    /// been acknowledged, and whoever scans learns of it when it lands.
+    async fn scan(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Siblings)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.backend
+            .read_rows(after, limit)
+            .await?
+            .into_iter()
+            .map(|(key, data)| {
+                let siblings = decode(&key, &data)?;
+                Ok((key, siblings))
+            })
+            .collect()
+    }
+
     async fn incarnation(&self, fresh: Incarnation) -> Result<Incarnation, StoreError> {
         let stored = self
             .backend
             .record_incarnation(RecordIncarnation::IfAbsent { fresh })
             .await?;
         self.incarnation_from(stored)
+    }
+
+    /// Under the hint lock: drop the target's expired hints, read the
+    /// held one and the target's totals, decide with the core's rules, and
+    /// write conditionally on the generation read.
+    async fn put_hint(
+        &self,
+        target: NodeId,
+        key: &str,
+        siblings: &Siblings,
+        now_ms: u64,
+        limits: &HintLimits,
+    ) -> Result<HintPut, StoreError> {
+        let _turn = self.hints.lock().await;
+        let cutoff = Self::cutoff(now_ms, limits.max_age)?;
+        let db_target = i64::from(target);
+        let mut expired = HintBacklog::default();
+        for _ in 0..MAX_HINT_ATTEMPTS {
+            let totals = self.backend.hint_totals(db_target, cutoff).await?;
+            let dropped = self.expire_target(target, &totals, cutoff).await?;
+            expired = expired
+                .join(dropped)
+                .ok_or_else(|| StoreError::Backend("hint figures overflow".into()))?;
+            let held = match self.backend.read_hint(db_target, key).await? {
+                Some(row) => Some(self.hint_from_row(row)?),
+                None => None,
+            };
+            let live = HintBacklog {
+                count: self.stored_figure(totals.live, "a count")?,
+                bytes: self.stored_figure(totals.live_bytes, "a sum of bytes")?,
+            };
+            let others = match &held {
+                Some((_, bytes)) => live.minus(*bytes).ok_or_else(|| {
+                    StoreError::Backend(format!(
+                        "{}: the hint totals of node {target} do not include its hint for {key:?}",
+                        self.backend.name()
+                    ))
+                })?,
+                None => live,
+            };
+            let held_hint = held.as_ref().map(|(hint, _)| hint);
+            let outcome = match plan_put(target, key, siblings, held_hint, others, now_ms, limits) {
+                HintPlan::Unchanged => HintStored::Merged,
+                HintPlan::Drop(reason) => HintStored::Dropped { reason },
+                HintPlan::Write {
+                    siblings,
+                    stored_at,
+                    bytes,
+                    outcome,
+                } => {
+                    let write = HintWrite {
+                        target: db_target,
+                        key: key.to_string(),
+                        data: encode(&siblings)?,
+                        stored_at: Self::to_store(stored_at, "the time")?,
+                        bytes: Self::to_store(bytes, "a hint's size")?,
+                        expected: match held_hint {
+                            Some(hint) => Some(Self::to_store(hint.generation, "a generation")?),
+                            None => None,
+                        },
+                    };
+                    if self.backend.write_hint(&write).await?.is_none() {
+                        // Changed since it was read: read and merge again.
+                        continue;
+                    }
+                    outcome
+                }
+            };
+            return Ok(HintPut { outcome, expired });
+        }
+        Err(StoreError::Backend(format!(
+            "the hint for {key:?} to node {target} changed under {MAX_HINT_ATTEMPTS} consecutive \
+             merges, though this process is its only writer: is another process writing the {} \
+             database?",
+            self.backend.name()
+        )))
+    }
+
+    async fn hints_for(
+        &self,
+        target: NodeId,
+        limit: usize,
+        now_ms: u64,
+        max_age: Duration,
+    ) -> Result<HintBatch, StoreError> {
+        let _turn = self.hints.lock().await;
+        let cutoff = Self::cutoff(now_ms, max_age)?;
+        let db_target = i64::from(target);
+        let totals = self.backend.hint_totals(db_target, cutoff).await?;
+        let expired = self.expire_target(target, &totals, cutoff).await?;
+        // No more than a target can hold is ever asked for.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let hints = self
+            .backend
+            .read_hints(db_target, limit)
+            .await?
+            .into_iter()
+            .map(|row| self.hint_from_row(row).map(|(hint, _)| hint))
+            .collect::<Result<_, _>>()?;
+        Ok(HintBatch { hints, expired })
+    }
+
+    async fn remove_hint(&self, hint: &Hint) -> Result<bool, StoreError> {
+        let Ok(generation) = i64::try_from(hint.generation) else {
+            // No generation this store handed out: not the hint it holds.
+            return Ok(false);
+        };
+        let _turn = self.hints.lock().await;
+        self.backend
+            .delete_hint(i64::from(hint.target), &hint.key, generation)
+            .await
+    }
+
+    async fn expire_hints(
+        &self,
+        now_ms: u64,
+        max_age: Duration,
+    ) -> Result<Vec<(NodeId, HintBacklog)>, StoreError> {
+        let _turn = self.hints.lock().await;
+        let cutoff = Self::cutoff(now_ms, max_age)?;
+        let deleted = self.backend.delete_expired_hints(None, cutoff).await?;
+        Ok(self.tally(deleted)?.into_iter().collect())
+    }
+
+    async fn hint_backlog(&self) -> Result<Vec<(NodeId, HintBacklog)>, StoreError> {
+        self.backend
+            .hint_backlog()
+            .await?
+            .into_iter()
+            .map(|(target, count, bytes)| {
+                Ok((
+                    self.stored_figure(target, "target")?,
+                    HintBacklog {
+                        count: self.stored_figure(count, "a count")?,
+                        bytes: self.stored_figure(bytes, "a sum of bytes")?,
+                    },
+                ))
+            })
+            .collect()
     }
 }

@@ -13,7 +13,9 @@ mod postgres;
 mod row_cache;
 mod sqlite;
 
-pub use group_commit::{GroupCommit, RecordIncarnation, RowBackend};
+pub use group_commit::{
+    GroupCommit, HintRow, HintTotals, HintWrite, RecordIncarnation, RowBackend,
+};
 pub use postgres::{PostgresOptions, PostgresStore, OWNER_LOCK};
 pub use sqlite::SqliteStore;
 

@@ -12,7 +12,14 @@
 //! the lock again, or refuses to write if someone else has). That is what makes
 //! the row cache coherent (`row_cache.rs`), so reads and the read half of
 //! updates mostly skip PostgreSQL.
-use super::group_commit::{GroupCommit, RecordIncarnation, RowBackend, RowWrite, INCARNATION};
+//!
+//! Hints are written by that same session, each write one autocommitted
+//! statement (the generation counter and the row together); they are read
+//! from the pool.
+use super::group_commit::{
+    GroupCommit, HintRow, HintTotals, HintWrite, RecordIncarnation, RowBackend, RowWrite,
+    HINT_GENERATION, INCARNATION,
+};
 use super::{backend, OpenError, DEFAULT_CACHE_BYTES};
 use async_trait::async_trait;
 use quorumlog_core::StoreError;
@@ -177,6 +184,35 @@ impl PgRows {
                 other => StoreError::Backend(other.to_string()),
             })
     }
+
+    /// The committer's session (the one that owns the database), for a
+    /// write other than a batch: reconnected (taking the owner lock again)
+    /// if the last one failed. Holding it also keeps batches out meanwhile.
+    async fn writer(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<PgConnection>>, StoreError> {
+        let mut writer = self.writer.lock().await;
+        if writer.is_none() {
+            *writer = Some(self.reconnect().await?);
+        }
+        Ok(writer)
+    }
+}
+
+/// A statement's outcome on the writer session; on an error, as after a
+/// failed batch, the next write starts on a fresh session.
+fn on_writer<T>(
+    writer: &mut Option<PgConnection>,
+    outcome: Result<T, sqlx::Error>,
+) -> Result<T, StoreError> {
+    outcome.map_err(|e| {
+        *writer = None;
+        backend(e)
+    })
+}
+
+fn no_writer() -> StoreError {
+    StoreError::Backend("the PostgreSQL writer session is missing".into())
 }
 
 /// Marks a row to insert (the key had no row when it was read).
@@ -245,6 +281,20 @@ impl RowBackend for PgRows {
             .map_err(backend)
     }
 
+    async fn read_rows(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        // Keys are never empty, so "" starts before the first one.
+        sqlx::query_as("SELECT key, data FROM siblings WHERE key > $1 ORDER BY key LIMIT $2")
+            .bind(after.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)
+    }
+
     async fn read_incarnation(&self) -> Result<Option<i64>, StoreError> {
         sqlx::query_scalar("SELECT value FROM node_meta WHERE name = $1")
             .bind(INCARNATION)
@@ -295,6 +345,139 @@ impl RowBackend for PgRows {
             *writer = None;
             backend(e)
         })
+    }
+
+    async fn read_hint(&self, target: i64, key: &str) -> Result<Option<HintRow>, StoreError> {
+        sqlx::query_as(
+            "SELECT target, key, data, generation, stored_at, bytes FROM hints \
+             WHERE target = $1 AND key = $2",
+        )
+        .bind(target)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    async fn hint_totals(&self, target: i64, cutoff: i64) -> Result<HintTotals, StoreError> {
+        sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE stored_at >= $2) AS live, \
+                    COALESCE(SUM(bytes) FILTER (WHERE stored_at >= $2), 0)::BIGINT AS live_bytes, \
+                    count(*) FILTER (WHERE stored_at < $2) AS expired \
+             FROM hints WHERE target = $1",
+        )
+        .bind(target)
+        .bind(cutoff)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    async fn read_hints(&self, target: i64, limit: i64) -> Result<Vec<HintRow>, StoreError> {
+        sqlx::query_as(
+            "SELECT target, key, data, generation, stored_at, bytes FROM hints \
+             WHERE target = $1 ORDER BY stored_at, key LIMIT $2",
+        )
+        .bind(target)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    /// One autocommitted statement on the owner's session: the counter's
+    /// bump and the row's write commit together (one round trip, one WAL
+    /// flush), durable when it returns. A row not as expected is not
+    /// written (the counter moves on anyway: a gap is harmless).
+    async fn write_hint(&self, hint: &HintWrite) -> Result<Option<i64>, StoreError> {
+        // The counter's bump, shared by both statements ($1: its name).
+        macro_rules! with_next_generation {
+            ($statement:literal) => {
+                concat!(
+                    "WITH next AS (INSERT INTO node_meta (name, value) VALUES ($1, 1) \
+                     ON CONFLICT (name) DO UPDATE SET value = node_meta.value + 1 \
+                     RETURNING value) ",
+                    $statement
+                )
+            };
+        }
+        let statement = match hint.expected {
+            None => sqlx::query_scalar(with_next_generation!(
+                "INSERT INTO hints (target, key, data, generation, stored_at, bytes) \
+                 SELECT $2, $3, $4, next.value, $5, $6 FROM next \
+                 ON CONFLICT (target, key) DO NOTHING RETURNING generation"
+            )),
+            Some(_) => sqlx::query_scalar(with_next_generation!(
+                "UPDATE hints SET data = $4, generation = next.value, stored_at = $5, bytes = $6 \
+                 FROM next WHERE hints.target = $2 AND hints.key = $3 AND hints.generation = $7 \
+                 RETURNING hints.generation"
+            )),
+        }
+        .bind(HINT_GENERATION)
+        .bind(hint.target)
+        .bind(hint.key.as_str())
+        .bind(hint.data.as_slice())
+        .bind(hint.stored_at)
+        .bind(hint.bytes);
+        // Parameters bind in order: the expected generation is $7.
+        let statement = match hint.expected {
+            None => statement,
+            Some(expected) => statement.bind(expected),
+        };
+        let mut writer = self.writer().await?;
+        let conn = writer.as_mut().ok_or_else(no_writer)?;
+        let written: Result<Option<i64>, _> = statement.fetch_optional(&mut *conn).await;
+        on_writer(&mut writer, written)
+    }
+
+    async fn delete_hint(
+        &self,
+        target: i64,
+        key: &str,
+        generation: i64,
+    ) -> Result<bool, StoreError> {
+        let mut writer = self.writer().await?;
+        let conn = writer.as_mut().ok_or_else(no_writer)?;
+        let deleted =
+            sqlx::query("DELETE FROM hints WHERE target = $1 AND key = $2 AND generation = $3")
+                .bind(target)
+                .bind(key)
+                .bind(generation)
+                .execute(&mut *conn)
+                .await;
+        Ok(on_writer(&mut writer, deleted)?.rows_affected() == 1)
+    }
+
+    async fn delete_expired_hints(
+        &self,
+        target: Option<i64>,
+        cutoff: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let statement = match target {
+            Some(target) => sqlx::query_as(
+                "DELETE FROM hints WHERE target = $1 AND stored_at < $2 RETURNING target, bytes",
+            )
+            .bind(target)
+            .bind(cutoff),
+            None => {
+                sqlx::query_as("DELETE FROM hints WHERE stored_at < $1 RETURNING target, bytes")
+                    .bind(cutoff)
+            }
+        };
+        let mut writer = self.writer().await?;
+        let conn = writer.as_mut().ok_or_else(no_writer)?;
+        let deleted = statement.fetch_all(&mut *conn).await;
+        on_writer(&mut writer, deleted)
+    }
+
+    async fn hint_backlog(&self) -> Result<Vec<(i64, i64, i64)>, StoreError> {
+        sqlx::query_as(
+            "SELECT target, count(*), COALESCE(SUM(bytes), 0)::BIGINT FROM hints \
+             GROUP BY target ORDER BY target",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)
     }
 
     async fn close(&self) {

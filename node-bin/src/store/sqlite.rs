@@ -4,7 +4,12 @@
 //! acknowledged writes. The store holds an exclusive lock on `PATH.lock`
 //! while it is open, so this process is the file's only writer (a second
 //! node given the same file fails to start) and the row cache is coherent.
-use super::group_commit::{GroupCommit, RecordIncarnation, RowBackend, RowWrite, INCARNATION};
+//! Hints are written beside the batches, each in a transaction of its own
+//! (SQLite serialises it with the committer's).
+use super::group_commit::{
+    GroupCommit, HintRow, HintTotals, HintWrite, RecordIncarnation, RowBackend, RowWrite,
+    HINT_GENERATION, INCARNATION,
+};
 use super::{backend, OpenError};
 use async_trait::async_trait;
 use quorumlog_core::StoreError;
@@ -152,6 +157,20 @@ impl RowBackend for SqliteRows {
             .map_err(backend)
     }
 
+    async fn read_rows(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        // Keys are never empty, so "" starts before the first one.
+        sqlx::query_as("SELECT key, data FROM siblings WHERE key > ?1 ORDER BY key LIMIT ?2")
+            .bind(after.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)
+    }
+
     async fn read_incarnation(&self) -> Result<Option<i64>, StoreError> {
         sqlx::query_scalar("SELECT value FROM node_meta WHERE name = ?1")
             .bind(INCARNATION)
@@ -192,8 +211,155 @@ impl RowBackend for SqliteRows {
         Ok(recorded)
     }
 
+    async fn read_hint(&self, target: i64, key: &str) -> Result<Option<HintRow>, StoreError> {
+        sqlx::query_as(
+            "SELECT target, key, data, generation, stored_at, bytes FROM hints \
+             WHERE target = ?1 AND key = ?2",
+        )
+        .bind(target)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    async fn hint_totals(&self, target: i64, cutoff: i64) -> Result<HintTotals, StoreError> {
+        sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE stored_at >= ?2) AS live, \
+                    COALESCE(SUM(bytes) FILTER (WHERE stored_at >= ?2), 0) AS live_bytes, \
+                    count(*) FILTER (WHERE stored_at < ?2) AS expired \
+             FROM hints WHERE target = ?1",
+        )
+        .bind(target)
+        .bind(cutoff)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    async fn read_hints(&self, target: i64, limit: i64) -> Result<Vec<HintRow>, StoreError> {
+        sqlx::query_as(
+            "SELECT target, key, data, generation, stored_at, bytes FROM hints \
+             WHERE target = ?1 ORDER BY stored_at, key LIMIT ?2",
+        )
+        .bind(target)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    /// One transaction that starts by writing (the counter), so it takes
+    /// SQLite's write lock at once (waiting out the committer's batch)
+    /// rather than failing to upgrade a read; durable at commit
+    /// (`synchronous=FULL`).
+    async fn write_hint(&self, hint: &HintWrite) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let generation: i64 = sqlx::query_scalar(
+            "INSERT INTO node_meta (name, value) VALUES (?1, 1) \
+             ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+        )
+        .bind(HINT_GENERATION)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let statement = match hint.expected {
+            None => bind_hint(
+                sqlx::query(
+                    "INSERT INTO hints (target, key, data, generation, stored_at, bytes) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (target, key) DO NOTHING",
+                ),
+                hint,
+                generation,
+            ),
+            Some(expected) => bind_hint(
+                sqlx::query(
+                    "UPDATE hints SET data = ?3, generation = ?4, stored_at = ?5, bytes = ?6 \
+                     WHERE target = ?1 AND key = ?2 AND generation = ?7",
+                ),
+                hint,
+                generation,
+            )
+            .bind(expected),
+        };
+        let written = statement
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected()
+            == 1;
+        if !written {
+            tx.rollback().await.map_err(backend)?;
+            return Ok(None);
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(generation))
+    }
+
+    async fn delete_hint(
+        &self,
+        target: i64,
+        key: &str,
+        generation: i64,
+    ) -> Result<bool, StoreError> {
+        let outcome =
+            sqlx::query("DELETE FROM hints WHERE target = ?1 AND key = ?2 AND generation = ?3")
+                .bind(target)
+                .bind(key)
+                .bind(generation)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+        Ok(outcome.rows_affected() == 1)
+    }
+
+    async fn delete_expired_hints(
+        &self,
+        target: Option<i64>,
+        cutoff: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        match target {
+            Some(target) => sqlx::query_as(
+                "DELETE FROM hints WHERE target = ?1 AND stored_at < ?2 RETURNING target, bytes",
+            )
+            .bind(target)
+            .bind(cutoff),
+            None => {
+                sqlx::query_as("DELETE FROM hints WHERE stored_at < ?1 RETURNING target, bytes")
+                    .bind(cutoff)
+            }
+        }
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    async fn hint_backlog(&self) -> Result<Vec<(i64, i64, i64)>, StoreError> {
+        sqlx::query_as(
+            "SELECT target, count(*), COALESCE(SUM(bytes), 0) FROM hints \
+             GROUP BY target ORDER BY target",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
     async fn close(&self) {
         self.pool.close().await;
         let _ = self.owner.unlock();
     }
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Bind a hint's columns as `?1` … `?6` of [`RowBackend::write_hint`]'s
+/// statements (parameters bind in order: anything else binds after).
+fn bind_hint<'q>(query: SqliteQuery<'q>, hint: &'q HintWrite, generation: i64) -> SqliteQuery<'q> {
+    query
+        .bind(hint.target)
+        .bind(hint.key.as_str())
+        .bind(hint.data.as_slice())
+        .bind(generation)
+        .bind(hint.stored_at)
+        .bind(hint.bytes)
 }

@@ -27,6 +27,7 @@ use std::str::FromStr;
 use thiserror::Error;
 
 pub(crate) mod common;
+mod convergence;
 mod durability;
 pub mod generate;
 mod linearizability;
@@ -35,6 +36,7 @@ mod staleness;
 mod stores;
 
 pub use common::{Bucket, Distribution, OpSummary};
+pub use convergence::{disagreements, ConvergenceReport, Disagreement};
 pub use durability::{check_durability, DurabilityReport, LostWrite, ReusedDot};
 pub use linearizability::{
     check_linearizability, check_linearizability_ops, Budget, LinReport, LinVerdict, LinViolation,

@@ -5,4 +5,4 @@ pub mod nemesis;
 pub mod run;
 pub mod workload;
 
-pub use run::{run_seed, simulate, RunResult, RunStats};
+pub use run::{run_seed, simulate, RunResult, RunStats, LIVENESS_LIMIT};

@@ -4,7 +4,7 @@ use super::adversary::Adversary;
 use super::cluster::SimCluster;
 use super::nemesis::{FaultEvent, Nemesis};
 use super::workload::{observed, Recorder, SimClient};
-use crate::check::StoreContents;
+use crate::check::{disagreements, ConvergenceReport, StoreContents};
 use crate::history::{Event, History, OpKind, Outcome, HISTORY_FORMAT};
 use crate::scenario::Scenario;
 use quorumlog_core::{Client, Consistency, CoordinatorConfig, KeyLimits};
@@ -24,6 +24,11 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Quiet time after the heal before the final reads: lets breakers close
 /// and stalled messages drain.
 const QUIESCENCE: Duration = Duration::from_secs(5);
+/// How long after the heal every replica must agree on every key (the
+/// liveness phase): hints and anti-entropy must converge within it.
+pub const LIVENESS_LIMIT: Duration = Duration::from_secs(60);
+/// How often the liveness phase compares the stores.
+const LIVENESS_POLL: Duration = Duration::from_millis(100);
 /// Attempts of the final read of each key.
 const FINAL_READ_ATTEMPTS: usize = 10;
 /// Simulated time after which a run is declared hung.
@@ -77,6 +82,8 @@ pub struct RunResult {
     pub stats: RunStats,
     /// What every replica's store held at the end.
     pub stores: Vec<StoreContents>,
+    /// Whether, and how soon after the heal, the replicas came to agree.
+    pub convergence: ConvergenceReport,
 }
 
 impl RunResult {
@@ -149,6 +156,7 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
     let watch = watch_key_limits(&cluster, done.clone());
     let (_, _, over_limits) = tokio::join!(workload, nemesis.run(done), watch);
     nemesis.heal_all();
+    let convergence = await_agreement(&cluster).await;
     tokio::time::sleep(QUIESCENCE).await;
 
     // The quiescent final read of every key, at ALL, by a fresh client.
@@ -192,30 +200,67 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
     let mut stats = stats(&history, &faults, started);
     stats.adversarial_permille = (share * 1000.0).round() as u32;
     stats.keys_over_limits = over_limits.max(keys_over_limits(&cluster));
-    let mut stores = Vec::new();
-    for node in cluster.nodes() {
-        let mut contents = StoreContents::new(node.id);
-        for (key, siblings) in node.stored() {
-            contents.insert(key, siblings.versions().iter().map(observed).collect());
-        }
-        stores.push(contents);
-    }
     RunResult {
         scenario,
         seed,
         history,
         faults,
         stats,
-        stores,
+        stores: store_contents(&cluster),
+        convergence,
     }
 }
 
-/// (replica, key) pairs over the key limits right now.
-fn keys_over_limits(cluster: &SimCluster) -> usize {
+/// What every replica's store holds right now.
+fn store_contents(cluster: &SimCluster) -> Vec<StoreContents> {
     cluster
         .nodes()
         .iter()
-        .map(|node| node.keys_over(SIM_KEY_LIMITS.max_siblings, SIM_KEY_LIMITS.max_bytes))
+        .map(|node| {
+            let mut contents = StoreContents::new(node.id);
+            for (key, siblings) in node.stored() {
+                contents.insert(key, siblings.versions().iter().map(observed).collect());
+            }
+            contents
+        })
+        .collect()
+}
+
+/// The liveness phase: with every fault healed and no client running,
+/// compare the stores (never through reads, which would repair) until
+/// every replica holds the same versions of every key, or
+/// [`LIVENESS_LIMIT`] passes.
+async fn await_agreement(cluster: &SimCluster) -> ConvergenceReport {
+    let healed = Instant::now();
+    let limit_ms = LIVENESS_LIMIT.as_millis() as u64;
+    loop {
+        let differing = disagreements(&store_contents(cluster));
+        let waited = Instant::now().duration_since(healed);
+        if differing.is_empty() {
+            return ConvergenceReport::converged(waited.as_millis() as u64, limit_ms);
+        }
+        if waited >= LIVENESS_LIMIT {
+            return ConvergenceReport::diverged(differing, limit_ms);
+        }
+        tokio::time::sleep(LIVENESS_POLL).await;
+    }
+}
+
+/// (replica, key) pairs over the key limits right now. Writes are refused
+/// past the limits; what replicas exchange to converge is accepted up to N
+/// times them (two replicas apart may each fill a key), so that is the
+/// bound a store must keep.
+fn keys_over_limits(cluster: &SimCluster) -> usize {
+    let n = cluster.n();
+    cluster
+        .nodes()
+        .iter()
+        .map(|node| {
+            node.keys_over(
+                SIM_KEY_LIMITS.max_siblings.saturating_mul(n),
+                SIM_KEY_LIMITS.max_bytes.saturating_mul(n),
+            )
+        })
         .sum()
 }
 

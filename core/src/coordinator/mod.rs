@@ -7,8 +7,15 @@
 //! bring in another for each that fails, and hedge to every live replica if
 //! the R have not answered after `hedge_after`; answer after R replies with
 //! the versions no other covers and their merged context.
+mod anti_entropy;
+mod handoff;
+
+pub use anti_entropy::{AntiEntropyConfig, RoundReport};
+pub use handoff::REPLAY_BATCH;
+
 use crate::breaker::{Breaker, BreakerConfig};
 use crate::context::{self, ContextSecret};
+use crate::hints::HintLimits;
 use crate::protocol::{
     HealthReport, OpError, ReadOk, ReadRequest, ReplicaHealth, Request, Response, WriteOk,
     WriteRequest,
@@ -56,6 +63,14 @@ pub struct CoordinatorConfig {
     /// cluster holds the same one. The default (all zero) is for tests;
     /// `quorumd` always sets one and the simulator draws one per seed.
     pub context_secret: ContextSecret,
+    /// Hinted handoff: keep what a replica missed and replay it when it is
+    /// back, within these bounds. `None`: off (only read repair and
+    /// anti-entropy bring a replica up to date).
+    pub hinted_handoff: Option<HintLimits>,
+    /// How often held hints are offered to their replicas.
+    pub hint_replay_interval: Duration,
+    /// Background Merkle comparison with the peers. `None`: off.
+    pub anti_entropy: Option<AntiEntropyConfig>,
 }
 
 impl Default for CoordinatorConfig {
@@ -67,6 +82,9 @@ impl Default for CoordinatorConfig {
             hedge_after: Some(Duration::from_millis(50)),
             key_limits: KeyLimits::default(),
             context_secret: ContextSecret::from_bytes([0; 32]),
+            hinted_handoff: Some(HintLimits::default()),
+            hint_replay_interval: Duration::from_secs(1),
+            anti_entropy: Some(AntiEntropyConfig::default()),
         }
     }
 }
@@ -136,6 +154,20 @@ struct Gathered {
     refused: Vec<Refusal>,
     /// Replicas that could not be reached at all.
     unreachable: usize,
+    /// Replicas whose call failed (unreachable, timed out, an error).
+    failed: Vec<NodeId>,
+    /// Calls still in flight when `gather` returned, to follow up on
+    /// (hinted handoff learns which replicas missed a write from them).
+    pending: Option<Pending>,
+}
+
+/// Calls [`Coordinator::gather`] left running: their answers keep arriving
+/// on `answers`.
+struct Pending {
+    answers: mpsc::Receiver<(Arc<Peer>, Result<Response, CallFailure>)>,
+    in_flight: usize,
+    /// Peers that were never asked (the call ended before their turn).
+    never_asked: Vec<Arc<Peer>>,
 }
 
 pub struct Coordinator {
@@ -144,6 +176,10 @@ pub struct Coordinator {
     config: CoordinatorConfig,
     /// Rotates the replicas reads start with.
     next_read: AtomicUsize,
+    /// Rotates the peer each anti-entropy round compares with.
+    next_anti_entropy: AtomicUsize,
+    /// When each peer last fully agreed with this replica.
+    last_agreement: Mutex<std::collections::BTreeMap<NodeId, Instant>>,
 }
 
 impl Coordinator {
@@ -166,11 +202,14 @@ impl Coordinator {
             })
             .collect();
         peers.sort_by_key(|p| p.id);
+        let replica = replica.with_replicas(peers.len() + 1);
         Self {
             replica,
             peers,
             config,
             next_read: AtomicUsize::new(0),
+            next_anti_entropy: AtomicUsize::new(0),
+            last_agreement: Mutex::default(),
         }
     }
 
@@ -281,12 +320,13 @@ impl Coordinator {
             key: request.key,
             siblings,
         });
-        let gathered = self
-            .gather(&peers, apply, needed - 1, peers.len(), |r| {
+        let mut gathered = self
+            .gather(&peers, apply.clone(), needed - 1, peers.len(), |r| {
                 matches!(r, Response::Applied)
             })
             .await;
         let acked = 1 + gathered.accepted.len();
+        self.hint_misses(apply, &peers, &mut gathered);
         if acked >= needed {
             Ok(WriteOk {
                 version,
@@ -488,6 +528,11 @@ impl Coordinator {
         };
         launch(initial, &mut next, &mut in_flight);
         if wanted == 0 {
+            gathered.pending = Some(Pending {
+                answers: rx,
+                in_flight,
+                never_asked: peers[next..].to_vec(),
+            });
             return gathered;
         }
         let started = Instant::now();
@@ -507,12 +552,15 @@ impl Coordinator {
                         break;
                     }
                 }
-                Ok(Some((_, outcome))) => {
+                Ok(Some((peer, outcome))) => {
                     in_flight -= 1;
                     match outcome {
                         Ok(Response::Refused(refusal)) => gathered.refused.push(refusal),
-                        Err(CallFailure::Unreachable) => gathered.unreachable += 1,
-                        _ => {}
+                        Err(CallFailure::Unreachable) => {
+                            gathered.unreachable += 1;
+                            gathered.failed.push(peer.id);
+                        }
+                        _ => gathered.failed.push(peer.id),
                     }
                     launch(1, &mut next, &mut in_flight);
                 }
@@ -526,6 +574,11 @@ impl Coordinator {
                 }
             }
         }
+        gathered.pending = Some(Pending {
+            answers: rx,
+            in_flight,
+            never_asked: peers[next..].to_vec(),
+        });
         gathered
     }
 
@@ -539,9 +592,50 @@ impl Coordinator {
         peers
     }
 
+    /// The node's background work, until the task is dropped: replaying
+    /// hints to replicas that are back, and anti-entropy rounds.
+    pub async fn maintain(&self) {
+        use tokio::time::MissedTickBehavior;
+        let mut hints = tokio::time::interval(self.config.hint_replay_interval);
+        hints.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let ae_interval = self
+            .config
+            .anti_entropy
+            .map_or(Duration::from_secs(3600), |c| c.interval);
+        let mut rounds = tokio::time::interval(ae_interval);
+        rounds.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                // Polled in order, not at random: the simulator replays
+                // only what it can decide from the seed.
+                biased;
+                _ = hints.tick() => self.replay_hints().await,
+                _ = rounds.tick() => {
+                    self.anti_entropy_round().await;
+                    for (peer, age) in self.agreement_ages() {
+                        // Never agreed since start: as old as this node's uptime is unknown; -1.
+                        let seconds = age.map_or(-1.0, |a| a.as_secs_f64());
+                        metrics::gauge!("anti_entropy_agreement_age_seconds", "peer" => peer.to_string())
+                            .set(seconds);
+                    }
+                }
+            }
+        }
+    }
+
     pub fn health(&self) -> HealthReport {
         let now = Instant::now();
         HealthReport {
+            agreement_age_ms: self
+                .agreement_ages()
+                .into_iter()
+                .map(|(peer, age)| {
+                    (
+                        peer,
+                        age.map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
+                    )
+                })
+                .collect(),
             node: self.id(),
             incarnation: self.replica.actor().incarnation,
             n: self.n(),

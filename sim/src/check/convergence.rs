@@ -1,0 +1,196 @@
+//! The liveness check: after the faults are healed and the clients have
+//! stopped, every replica must come to hold the same sibling set for every
+//! key, by the system's own background work (hints, anti-entropy), within a
+//! bounded time.
+//!
+//! The harness snapshots every replica's store ([`StoreContents`]) while it
+//! waits; [`disagreements`] compares one snapshot. Two replicas agree on a
+//! key when they hold the same versions: the same dots with the same
+//! values (a replica without the key holds the empty set). Only what the
+//! stores hold is compared — never a read, which would repair what it
+//! looks at and hide a replica that does not converge by itself.
+use super::stores::StoreContents;
+use crate::history::ObservedVersion;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// How many disagreeing keys a report lists.
+const MAX_SHOWN: usize = 5;
+
+/// One key the replicas do not agree on: what each of them holds
+/// (`value@dot`, sorted; empty when it holds nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Disagreement {
+    pub key: String,
+    pub held: BTreeMap<u32, Vec<String>>,
+}
+
+impl fmt::Display for Disagreement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "key {:?}:", self.key)?;
+        for (node, versions) in &self.held {
+            if versions.is_empty() {
+                write!(f, " n{node} holds nothing;")?;
+            } else {
+                write!(f, " n{node} holds [{}];", versions.join(", "))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn shown(version: &ObservedVersion) -> String {
+    match &version.dot {
+        Some(dot) => format!("{}@{dot}", version.value),
+        None => version.value.clone(),
+    }
+}
+
+/// The keys on which the replicas' stores differ, in key order.
+pub fn disagreements(stores: &[StoreContents]) -> Vec<Disagreement> {
+    let keys: BTreeSet<&String> = stores.iter().flat_map(|s| s.keys.keys()).collect();
+    let mut differing = Vec::new();
+    for key in keys {
+        let held: BTreeMap<u32, Vec<String>> = stores
+            .iter()
+            .map(|store| {
+                let mut versions: Vec<String> = store
+                    .keys
+                    .get(key)
+                    .map(|vs| vs.iter().map(shown).collect())
+                    .unwrap_or_default();
+                versions.sort();
+                versions.dedup();
+                (store.node, versions)
+            })
+            .collect();
+        let distinct: BTreeSet<&Vec<String>> = held.values().collect();
+        if distinct.len() > 1 {
+            differing.push(Disagreement {
+                key: key.clone(),
+                held,
+            });
+        }
+    }
+    differing
+}
+
+/// What the liveness phase found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ConvergenceReport {
+    /// Simulated milliseconds from the heal to the first snapshot in which
+    /// every replica agreed on every key; `None`: not within the bound.
+    pub converged_after_ms: Option<u64>,
+    /// How long the phase waited at most.
+    pub limit_ms: u64,
+    /// Keys still differing when the bound passed (0 when converged).
+    pub keys_differing: usize,
+    /// The first of them, with what each replica held.
+    pub examples: Vec<Disagreement>,
+}
+
+impl ConvergenceReport {
+    /// Agreement within `limit_ms` of the heal.
+    pub fn converged(after_ms: u64, limit_ms: u64) -> Self {
+        ConvergenceReport {
+            converged_after_ms: Some(after_ms),
+            limit_ms,
+            keys_differing: 0,
+            examples: Vec::new(),
+        }
+    }
+
+    /// No agreement within `limit_ms`; `last` is the final comparison.
+    pub fn diverged(last: Vec<Disagreement>, limit_ms: u64) -> Self {
+        ConvergenceReport {
+            converged_after_ms: None,
+            limit_ms,
+            keys_differing: last.len(),
+            examples: last.into_iter().take(MAX_SHOWN).collect(),
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.converged_after_ms.is_some()
+    }
+}
+
+impl fmt::Display for ConvergenceReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.converged_after_ms {
+            Some(ms) => write!(
+                f,
+                "convergence: every replica agreed on every key {ms} ms after the heal"
+            ),
+            None => {
+                write!(
+                    f,
+                    "convergence: NOT converged {} ms after the heal: {} key(s) differ",
+                    self.limit_ms, self.keys_differing
+                )?;
+                for example in &self.examples {
+                    write!(f, "\n  {example}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Dot;
+
+    fn version(value: &str, node: u32, counter: u64) -> ObservedVersion {
+        ObservedVersion {
+            value: value.into(),
+            dot: Some(Dot {
+                node,
+                incarnation: 0,
+                counter,
+            }),
+            context: None,
+        }
+    }
+
+    fn store(node: u32, keys: &[(&str, Vec<ObservedVersion>)]) -> StoreContents {
+        let mut s = StoreContents::new(node);
+        for (key, versions) in keys {
+            s.insert(*key, versions.clone());
+        }
+        s
+    }
+
+    #[test]
+    fn equal_sets_in_any_order_agree() {
+        let a = store(1, &[("k", vec![version("x", 1, 1), version("y", 2, 1)])]);
+        let b = store(2, &[("k", vec![version("y", 2, 1), version("x", 1, 1)])]);
+        assert!(disagreements(&[a, b]).is_empty());
+    }
+
+    #[test]
+    fn a_missing_key_or_version_is_a_disagreement_naming_each_replica() {
+        let a = store(1, &[("k", vec![version("x", 1, 1)]), ("j", vec![])]);
+        let b = store(2, &[("k", vec![version("x", 1, 1), version("y", 2, 1)])]);
+        let c = store(3, &[]);
+        let found = disagreements(&[a, b, c]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].key, "k");
+        assert_eq!(found[0].held[&3], Vec::<String>::new());
+        let text = found[0].to_string();
+        assert!(text.contains("n3 holds nothing"), "{text}");
+        assert!(text.contains("y@"), "{text}");
+        let report = ConvergenceReport::diverged(found, 30_000);
+        assert!(!report.is_ok());
+        assert!(report.to_string().contains("NOT converged"));
+    }
+
+    #[test]
+    fn same_value_under_another_dot_is_not_agreement() {
+        let a = store(1, &[("k", vec![version("x", 1, 1)])]);
+        let b = store(2, &[("k", vec![version("x", 1, 2)])]);
+        assert_eq!(disagreements(&[a, b]).len(), 1);
+    }
+}
