@@ -284,7 +284,7 @@ impl Scenario {
     /// Whether reads are promised fresh: every read quorum meets every
     /// write quorum — and, when a disk may be lost, meets it in a replica
     /// that still holds the write (a replica that lost its disk is refilled
-    /// only by read repair), which takes W+R > N+1.
+    /// by hints and anti-entropy, not at once), which takes W+R > N+1.
     pub fn promises_fresh_reads(&self) -> bool {
         if !self.faults.disk_loss() {
             return self.overlapping();

@@ -210,7 +210,7 @@ fn new_old_inversion_is_not_linearizable_but_regular() {
     // read sees w1 again: allowed by a regular register, not linearizable.
     let history = Builder::default()
         .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
-        .write(2, "k", "b", &[(1, 1)], (2, 1), 20, None, Outcome::Timeout)
+        .write(1, "k", "b", &[(1, 1)], (2, 1), 20, None, Outcome::Timeout)
         .read(3, "k", 30, 40, vec![ver("b", (2, 1), &[(1, 1)])])
         .read(4, "k", 50, 60, vec![ver("a", (1, 1), &[])])
         .final_read("k", 1_000, vec![ver("b", (2, 1), &[(1, 1)])])
@@ -271,7 +271,7 @@ fn superseded_writes_are_not_lost() {
     let history = Builder::default()
         .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
         .write(
-            2,
+            1,
             "k",
             "b",
             &[(1, 1)],
@@ -721,7 +721,7 @@ fn durability_is_judged_by_the_context_the_client_sent() {
         Builder::default()
             .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
             .write_reporting(
-                2,
+                1,
                 "k",
                 "b",
                 sent,
@@ -749,7 +749,7 @@ fn durability_is_judged_by_the_context_the_client_sent() {
     for outcome in [Outcome::Timeout, Outcome::Ok] {
         let history = Builder::default()
             .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
-            .write(2, "k", "b", &[(1, 1)], (2, 1), 20, Some(30), outcome)
+            .write(1, "k", "b", &[(1, 1)], (2, 1), 20, Some(30), outcome)
             .write(3, "k", "c", &[], (3, 1), 40, Some(50), Outcome::Ok)
             .final_read("k", 1_000, vec![ver("c", (3, 1), &[])])
             .build();
@@ -762,14 +762,14 @@ fn durability_is_judged_by_the_context_the_client_sent() {
     }
     let never_completed = Builder::default()
         .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
-        .write(2, "k", "b", &[(1, 1)], (2, 1), 20, None, Outcome::Timeout)
+        .write(1, "k", "b", &[(1, 1)], (2, 1), 20, None, Outcome::Timeout)
         .final_read("k", 1_000, vec![])
         .build();
     assert!(check_durability(&never_completed).is_ok());
     for outcome in [Outcome::Unavailable, Outcome::Fail] {
         let history = Builder::default()
             .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
-            .write(2, "k", "b", &[(1, 1)], (2, 1), 20, Some(30), outcome)
+            .write(1, "k", "b", &[(1, 1)], (2, 1), 20, Some(30), outcome)
             .final_read("k", 1_000, vec![])
             .build();
         let report = check_durability(&history);
@@ -779,7 +779,7 @@ fn durability_is_judged_by_the_context_the_client_sent() {
     // one a final read claims for it.
     let history = Builder::default()
         .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
-        .write(2, "k", "b", &[(1, 7)], (2, 1), 20, Some(30), Outcome::Ok)
+        .write(1, "k", "b", &[(1, 7)], (2, 1), 20, Some(30), Outcome::Ok)
         .final_read("k", 1_000, vec![ver("b", (2, 1), &[(1, 7)])])
         .build();
     assert!(check_durability(&history).is_ok());
@@ -794,7 +794,7 @@ fn a_superseded_version_must_not_come_back() {
         Builder::default()
             .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
             .write_reporting(
-                2,
+                1,
                 "k",
                 "b",
                 vv(&[(1, 1)]),
@@ -846,7 +846,7 @@ fn a_superseded_version_must_not_come_back() {
     // A correct coordinator: b replaced a.
     let correct = Builder::default()
         .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
-        .write(2, "k", "b", &[(1, 1)], (2, 1), 20, Some(30), Outcome::Ok)
+        .write(1, "k", "b", &[(1, 1)], (2, 1), 20, Some(30), Outcome::Ok)
         .read(3, "k", 40, 50, vec![ver("b", (2, 1), &[(1, 1)])])
         .build();
     assert!(
@@ -861,7 +861,7 @@ fn a_superseded_version_must_not_come_back() {
         .write(2, "k", "a", &[(1, 9)], (2, 1), 12, Some(14), Outcome::Ok)
         .write(2, "k", "a", &[(1, 8)], (2, 2), 15, Some(18), Outcome::Ok)
         .write_reporting(
-            3,
+            1,
             "k",
             "b",
             vv(&[(1, 1)]),
@@ -888,7 +888,7 @@ fn a_superseded_version_must_not_come_back() {
     let timed_out = Builder::default()
         .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
         .write(
-            2,
+            1,
             "k",
             "b",
             &[(1, 1)],
@@ -912,7 +912,7 @@ fn supersession_chains_follow_the_contexts_clients_sent() {
         Builder::default()
             .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
             .write_reporting(
-                2,
+                1,
                 "k",
                 "b",
                 b_sent,
@@ -921,7 +921,7 @@ fn supersession_chains_follow_the_contexts_clients_sent() {
                 30,
                 Outcome::Ok,
             )
-            .write(3, "k", "c", &[(2, 1)], (3, 1), 40, Some(50), Outcome::Ok)
+            .write(1, "k", "c", &[(2, 1)], (3, 1), 40, Some(50), Outcome::Ok)
             .read(4, "k", 60, 70, vec![ver("c", (3, 1), &[(2, 1)])])
             .final_read("k", 1_000, vec![ver("c", (3, 1), &[(2, 1)])])
             .build()
@@ -952,7 +952,7 @@ fn a_read_stale_twice_over_counts_once() {
     // acknowledgement reported (n1:1) is the one judged.
     let history = Builder::default()
         .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
-        .write(2, "k", "b", &[(1, 1)], (2, 1), 20, Some(30), Outcome::Ok)
+        .write(1, "k", "b", &[(1, 1)], (2, 1), 20, Some(30), Outcome::Ok)
         .write(3, "k", "c", &[], (3, 1), 20, Some(35), Outcome::Ok)
         .read(4, "k", 40, 50, vec![ver("a", (1, 7), &[])])
         .build();
@@ -982,11 +982,11 @@ fn stores_are_checked_without_final_reads() {
     // blind write whose only superseder was refused.
     let history = Builder::default()
         .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
-        .write(2, "k", "b", &[(1, 1)], (2, 1), 20, Some(30), Outcome::Ok)
+        .write(1, "k", "b", &[(1, 1)], (2, 1), 20, Some(30), Outcome::Ok)
         .write(3, "k", "c", &[], (3, 1), 40, Some(50), Outcome::Ok)
         .write(1, "j", "d", &[], (1, 1), 0, Some(10), Outcome::Ok)
         .write(
-            2,
+            1,
             "j",
             "e",
             &[(1, 1)],
@@ -995,7 +995,7 @@ fn stores_are_checked_without_final_reads() {
             Some(30),
             Outcome::Unavailable,
         )
-        .write(3, "j", "f", &[(1, 1)], (3, 1), 40, None, Outcome::Timeout)
+        .write(1, "j", "f", &[(1, 1)], (3, 1), 40, None, Outcome::Timeout)
         .build();
     let store = |node: u32, k: Vec<ObservedVersion>, j: Vec<ObservedVersion>| {
         let mut s = StoreContents::new(node);
@@ -1340,7 +1340,7 @@ fn a_long_single_key_history_is_decided() {
 fn a_context_cannot_vouch_for_writes_made_after_it() {
     // x's client sent {n1:500} (forged, or from another key) before n1 had
     // minted anything for this key; the system let x supersede n1:1 and
-    // n1:2, written after x. No client saw them: they are lost. (The
+    // n1:2, written after x. x's client never saw them: they are lost. (The
     // staleness checker takes returned versions' clocks as reported, so
     // the read is judged by durability, not there.)
     let forged = |sent: &[(u32, u64)]| {
@@ -1360,13 +1360,50 @@ fn a_context_cannot_vouch_for_writes_made_after_it() {
     store.insert("k", vec![ver("x", (2, 1), &[(1, 500)])]);
     let stores = check_stores(&history, &[store]);
     assert_eq!(stores.missing_writes, 2, "{stores}");
-    // Had x come after them, its client could have read them: superseded.
+    // Had x's client read them first, they were superseded.
     let later = Builder::default()
         .write(2, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
         .write(3, "k", "b", &[], (1, 2), 20, Some(30), Outcome::Ok)
+        .read(
+            1,
+            "k",
+            32,
+            38,
+            vec![ver("a", (1, 1), &[]), ver("b", (1, 2), &[])],
+        )
         .write(1, "k", "x", &[(1, 2)], (2, 1), 40, Some(50), Outcome::Ok)
         .read(4, "k", 60, 70, vec![ver("x", (2, 1), &[(1, 2)])])
         .final_read("k", 1_000, vec![ver("x", (2, 1), &[(1, 2)])])
         .build();
     assert!(check_history(&later).is_ok(), "{}", check_history(&later));
+}
+
+#[test]
+fn a_context_vouches_only_for_what_its_own_client_was_answered() {
+    // a is acknowledged and client 2 reads it. A write whose context names
+    // a supersedes it only if its client had been answered with a: client
+    // 3, which never was, sending {n1:1} (a forged context, or one passed
+    // on out of band) does not vouch for a; client 2 does.
+    let history = |writer: u32| {
+        Builder::default()
+            .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+            .read(2, "k", 20, 30, vec![ver("a", (1, 1), &[])])
+            .write(
+                writer,
+                "k",
+                "x",
+                &[(1, 1)],
+                (2, 1),
+                40,
+                Some(50),
+                Outcome::Ok,
+            )
+            .final_read("k", 1_000, vec![ver("x", (2, 1), &[(1, 1)])])
+            .build()
+    };
+    let forged = check_durability(&history(3));
+    assert_eq!(forged.lost_updates, 1, "{forged}");
+    assert_eq!(forged.lost[0].write.value.as_deref(), Some("a"));
+    let read_first = check_durability(&history(2));
+    assert!(read_first.is_ok(), "{read_first}");
 }

@@ -445,6 +445,9 @@ fn grafana_is_provisioned_and_every_query_names_a_real_metric() {
         "replica_up",
         "replica_breaker_state",
         "version_vector_conflicts",
+        "hints_backlog",
+        "anti_entropy_keys_repaired_total",
+        "anti_entropy_agreement_age_seconds",
     ] {
         assert!(used.contains(needed), "the dashboard shows no {needed}");
     }

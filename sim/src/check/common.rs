@@ -350,14 +350,18 @@ pub(crate) fn splitmix64(mut x: u64) -> u64 {
 }
 
 /// The contexts the clients of one key's mutations sent, kept to what those
-/// clients could have seen. A client cannot have read a write that was not
-/// yet invoked when it invoked its own, so an entry of write `x`'s context
-/// may cover only dots of writes of this key invoked before `x` was. A
-/// context that names later dots (forged, or taken from another key) is cut
-/// back, per actor, to the highest dot of that actor whose write was
-/// invoked before `x`: such a write cannot vouch for writes made after it,
-/// however the system treated it. Dots are known from the writes'
-/// acknowledgements and from what reads returned (by value).
+/// clients could have seen. A client learns a context only from the
+/// answers it gets: a read's returned context and versions, or a write's
+/// acknowledged version. So an entry of write `x`'s context may cover only
+/// dots of this key that an operation of `x`'s own client had *returned*
+/// (completed, ok) before `x` was invoked. A context that names more
+/// (forged, taken from another key, naming a write its client never saw)
+/// is cut back, per actor, to the highest counter of that actor returned
+/// to that client before `x`: such a write cannot vouch for writes its
+/// client had not seen, however the system treated it.
+/// A client and an actor whose dots it was answered with.
+type ClientActor = (u32, Actor);
+
 pub(crate) struct SentContexts<'a> {
     /// Only the contexts that had to be cut; the rest are used as sent.
     cut: FxHashMap<usize, Clock>,
@@ -375,31 +379,32 @@ impl<'a> SentContexts<'a> {
         if sent.is_empty() {
             return SentContexts { cut, ops };
         }
-        // Every known dot of the key with its write's invocation time.
-        let mut by_value: FxHashMap<&str, u64> = FxHashMap::default();
-        let mut known: Vec<(Actor, u64, u64)> = Vec::new();
+        // Every (client, actor, counter) an answer of this key returned to
+        // a client, with the time the answer arrived.
+        let mut known: Vec<(ClientActor, u64, u64)> = Vec::new();
         for &i in group {
             let op = &ops[i];
-            if op.kind.is_mutation() && !op.is_failed() {
-                if let Some(value) = op.value {
-                    let at = by_value.entry(value).or_insert(op.invoke_us);
-                    *at = (*at).min(op.invoke_us);
+            let (true, Some(at)) = (op.is_ok(), op.complete_us) else {
+                continue;
+            };
+            let mut clocks: Vec<&Clock> = op.read_context.into_iter().collect();
+            for v in op.values.iter().chain(op.version) {
+                if let Some(dot) = v.dot {
+                    known.push(((op.client, dot.actor()), at, dot.counter));
                 }
-                if let Some(dot) = op.written_dot() {
-                    known.push((dot.actor(), op.invoke_us, dot.counter));
-                }
+                clocks.extend(v.context.as_ref());
+            }
+            for clock in clocks {
+                known.extend(
+                    clock
+                        .entries()
+                        .map(|(actor, counter)| ((op.client, actor), at, counter)),
+                );
             }
         }
-        for &i in group {
-            for v in ops[i].values {
-                if let (Some(dot), Some(&invoked)) = (v.dot, by_value.get(v.value.as_str())) {
-                    known.push((dot.actor(), invoked, dot.counter));
-                }
-            }
-        }
-        // Per actor, by invocation: the highest counter invoked so far.
+        // Per actor, by time returned: the highest counter returned so far.
         known.sort_unstable();
-        let mut highest: Vec<(Actor, Vec<(u64, u64)>)> = Vec::new();
+        let mut highest: Vec<(ClientActor, Vec<(u64, u64)>)> = Vec::new();
         for (actor, invoked, counter) in known {
             if highest.last().is_none_or(|(a, _)| *a != actor) {
                 highest.push((actor, Vec::new()));
@@ -414,12 +419,15 @@ impl<'a> SentContexts<'a> {
                 continue;
             };
             let invoked = ops[x].invoke_us;
+            let client = ops[x].client;
             let cap = |actor: Actor| -> u64 {
                 highest
                     .iter()
-                    .find(|(a, _)| *a == actor)
+                    .find(|(a, _)| *a == (client, actor))
                     .and_then(|(_, list)| {
-                        let before = list.partition_point(|&(at, _)| at < invoked);
+                        // Returned at or before the invocation: a client
+                        // may invoke in the microsecond its read returned.
+                        let before = list.partition_point(|&(at, _)| at <= invoked);
                         before.checked_sub(1).map(|i| list[i].1)
                     })
                     .unwrap_or(0)

@@ -14,7 +14,9 @@
 //!   per key, so absence is meaningful), and
 //! - no other write `x` of the key that did not certainly fail (outcome ok,
 //!   timeout, or never completed) sent, in its invoke's `context`, a clock
-//!   covering the dot `w`'s acknowledgement reported.
+//!   covering the dot `w`'s acknowledgement reported — as far as `x`'s own
+//!   client had been answered with that dot before invoking `x`
+//!   ([`SentContexts`]).
 //!
 //! Such an `x` is a client saying "I have seen `w`, replace it": that is
 //! the only way `w` may legitimately disappear. Timed-out and unfinished

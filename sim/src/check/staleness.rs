@@ -925,11 +925,11 @@ mod tests {
 
     #[test]
     fn the_report_does_not_depend_on_threads() {
-        let mut history = generate(&GenConfig::new(9, 8_000, 7, 6));
+        let mut history = generate(&GenConfig::new(9, 24_000, 7, 6));
         // Empty every third successful read: plenty of stale reads. Every
-        // third write claims (by the context its client sent) to supersede
-        // everything invoked before it: plenty of superseded versions
-        // returned.
+        // other write claims (by the context its client sent) to supersede
+        // everything its client was answered with: plenty of superseded
+        // versions returned.
         let everything = Clock::from_entries((1..=5).map(|n| (Actor::node(n), 1 << 40)));
         let (mut reads, mut writes) = (0, 0);
         for event in &mut history.events {
@@ -946,7 +946,7 @@ mod tests {
                     ..
                 } => {
                     writes += 1;
-                    if writes % 3 == 0 {
+                    if writes % 2 == 0 {
                         *context = Some(everything.clone());
                     }
                 }

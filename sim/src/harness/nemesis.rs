@@ -3,6 +3,7 @@
 //! exactly what happened to the cluster.
 use super::cluster::{default_latency, SimCluster};
 use crate::scenario::FaultSchedule;
+use quorumlog_core::Dot;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -102,14 +103,20 @@ pub struct Nemesis<'a> {
     log: Vec<FaultEvent>,
     crashed: BTreeSet<usize>,
     paused: BTreeSet<usize>,
-    /// Disks lost so far this run. Without anti-entropy a replaced node is
-    /// refilled only by read repair, so a second loss could take the last
-    /// copy of a write acknowledged by two replicas: one per run.
-    disks_lost: usize,
+    /// The node that last lost its disk, while it is being refilled: no
+    /// other disk is lost until it holds what its peers held when it came
+    /// back (disks are lost one at a time, with repair time between, as
+    /// an operator replaces them).
+    refilling: Option<Refill>,
 }
 
-/// Disks a run may lose.
-const MAX_DISKS_LOST: usize = 1;
+/// A replaced node catching up.
+struct Refill {
+    index: usize,
+    /// Every (key, dot) the other replicas held when it restarted; `None`
+    /// until it restarts.
+    owed: Option<Vec<(String, Dot)>>,
+}
 
 impl<'a> Nemesis<'a> {
     pub fn new(
@@ -126,7 +133,7 @@ impl<'a> Nemesis<'a> {
             log: Vec::new(),
             crashed: BTreeSet::new(),
             paused: BTreeSet::new(),
-            disks_lost: 0,
+            refilling: None,
         }
     }
 
@@ -142,7 +149,7 @@ impl<'a> Nemesis<'a> {
         if self.schedule.crashes() {
             kinds.extend(["crash", "crash"]);
         }
-        if self.schedule.disk_loss() && self.disks_lost < MAX_DISKS_LOST {
+        if self.schedule.disk_loss() && self.refilling.is_none() {
             kinds.push("disk-loss");
         }
         if self.schedule.pauses() {
@@ -155,7 +162,26 @@ impl<'a> Nemesis<'a> {
         self.cluster.nodes()[index].id
     }
 
+    /// Whether the node being refilled now holds (or has seen superseded)
+    /// everything it owes; if so, another disk may be lost.
+    fn check_refill(&mut self) {
+        let Some(refill) = &self.refilling else {
+            return;
+        };
+        let Some(owed) = &refill.owed else {
+            return;
+        };
+        let held = self.cluster.nodes()[refill.index].stored();
+        if owed
+            .iter()
+            .all(|(key, dot)| held.get(key).is_some_and(|set| set.covers(*dot)))
+        {
+            self.refilling = None;
+        }
+    }
+
     fn pick(&mut self) -> Option<Fault> {
+        self.check_refill();
         let kinds = self.kinds();
         let kind = *kinds.choose(&mut self.rng)?;
         let n = self.cluster.n();
@@ -183,7 +209,10 @@ impl<'a> Nemesis<'a> {
             "clog" if n >= 2 => Fault::Clog(self.id(order[0]), self.id(order[1])),
             "crash" => Fault::Crash(self.id(order[0])),
             "disk-loss" => {
-                self.disks_lost += 1;
+                self.refilling = Some(Refill {
+                    index: order[0],
+                    owed: None,
+                });
                 Fault::DiskLoss(self.id(order[0]))
             }
             "pause" => Fault::Pause(self.id(order[0])),
@@ -258,6 +287,7 @@ impl<'a> Nemesis<'a> {
                     c.wipe_disk(i);
                 } else if self.crashed.remove(&i) {
                     c.restart(i);
+                    self.owe_refill(i);
                 }
             }
             Fault::Pause(id) => {
@@ -315,6 +345,26 @@ impl<'a> Nemesis<'a> {
                 self.apply(fault, false);
             }
         }
+    }
+
+    /// Node `index` restarted on an empty disk: it owes what the others
+    /// hold now.
+    fn owe_refill(&mut self, index: usize) {
+        let Some(refill) = self.refilling.as_mut().filter(|r| r.index == index) else {
+            return;
+        };
+        let mut owed = Vec::new();
+        for (i, node) in self.cluster.nodes().iter().enumerate() {
+            if i == index {
+                continue;
+            }
+            for (key, set) in node.stored() {
+                owed.extend(set.versions().iter().map(|v| (key.clone(), v.dot)));
+            }
+        }
+        owed.sort();
+        owed.dedup();
+        refill.owed = Some(owed);
     }
 
     /// Undo everything still in effect: the start of the quiescent phase.
