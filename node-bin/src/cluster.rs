@@ -3,7 +3,7 @@
 use crate::gateway::{self, GatewayConfig};
 use crate::node::{self, NodeConfig, RunningNode};
 use crate::store::StoreSpec;
-use quorumlog_core::{KeyLimits, NodeId};
+use quorumlog_core::{AntiEntropyConfig, HintLimits, KeyLimits, NodeId};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -20,6 +20,10 @@ pub struct ClusterConfig {
     pub data_dir: PathBuf,
     /// Per-key limits of every node.
     pub key_limits: KeyLimits,
+    /// Hinted handoff bounds of every node (`None`: off).
+    pub hinted_handoff: Option<HintLimits>,
+    /// Anti-entropy of every node (`None`: off).
+    pub anti_entropy: Option<AntiEntropyConfig>,
 }
 
 impl ClusterConfig {
@@ -66,6 +70,8 @@ pub async fn run(
         let mut node_config = NodeConfig::new(id, addr, peers.clone(), config.store_for(id)?);
         node_config.replica_timeout = replica_timeout;
         node_config.key_limits = config.key_limits;
+        node_config.hinted_handoff = config.hinted_handoff;
+        node_config.anti_entropy = config.anti_entropy;
         node_config.context_secret = context_secret;
         nodes.push(node::start(node_config).await?);
     }

@@ -207,6 +207,8 @@ struct ClusterArgs {
     replica_timeout_ms: u64,
     #[command(flatten)]
     key_limits: KeyLimitArgs,
+    #[command(flatten)]
+    repair: RepairArgs,
 }
 
 #[derive(clap::Args)]
@@ -347,6 +349,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 store: args.store,
                 data_dir: args.data_dir,
                 key_limits: args.key_limits.limits(),
+                hinted_handoff: args.repair.hints(),
+                anti_entropy: args.repair.anti_entropy()?,
             };
             cluster::run(config, Duration::from_millis(args.replica_timeout_ms)).await
         }

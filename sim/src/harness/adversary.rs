@@ -75,6 +75,9 @@ pub struct BadWrite {
     /// Appended to the unique value (padding for big values).
     pub padding: usize,
     pub context: SentContext,
+    /// Send it to this coordinator (by position) rather than a random one:
+    /// a burst hammers one node, as a misbehaving client pinned to it does.
+    pub coordinator: Option<usize>,
 }
 
 impl Adversary {
@@ -108,6 +111,7 @@ impl Adversary {
             key: key.to_string(),
             padding,
             context,
+            coordinator: None,
         };
         match mischief {
             Mischief::OtherKeyContext => {
@@ -158,8 +162,12 @@ impl Adversary {
             Mischief::BlindBurst => {
                 let target = hot.choose(rng).map(String::as_str).unwrap_or(key);
                 let count = rng.gen_range(5..25);
+                let coordinator = rng.gen_range(0..self.nodes as usize);
                 (0..count)
-                    .map(|_| write(target, 0, SentContext::default()))
+                    .map(|_| BadWrite {
+                        coordinator: Some(coordinator),
+                        ..write(target, 0, SentContext::default())
+                    })
                     .collect()
             }
         }

@@ -40,16 +40,30 @@ impl SimNode {
         self.disk().store.inspect(|data| data.clone())
     }
 
-    /// Keys whose stored set has more than `max_siblings` siblings or more
-    /// than `max_value_bytes` bytes of values. Counted from what the store
-    /// holds, not with the core's own accounting.
-    pub fn keys_over(&self, max_siblings: usize, max_value_bytes: usize) -> usize {
+    /// Keys over the limits in this node's store: a set with more than
+    /// `n` times the limits (what replicas may exchange to converge), or
+    /// more than the limits themselves among the versions this node minted
+    /// in one incarnation (each was minted only if its coordinator's copy
+    /// stayed within the limits, so those never pass them). Counted from
+    /// what the store holds (sibling count, value bytes), not with the
+    /// core's own accounting.
+    pub fn keys_over(&self, max_siblings: usize, max_value_bytes: usize, n: usize) -> usize {
         let store = self.disk().store.clone();
+        let me = self.id;
         store.inspect(|data| {
             data.values()
                 .filter(|set| {
-                    let bytes: usize = set.versions().iter().map(|v| v.value.len()).sum();
-                    set.len() > max_siblings || bytes > max_value_bytes
+                    let over = |versions: &[&quorumlog_core::Version], factor: usize| {
+                        let bytes: usize = versions.iter().map(|v| v.value.len()).sum();
+                        versions.len() > max_siblings.saturating_mul(factor)
+                            || bytes > max_value_bytes.saturating_mul(factor)
+                    };
+                    let all: Vec<&quorumlog_core::Version> = set.versions().iter().collect();
+                    let mut own: BTreeMap<u32, Vec<&quorumlog_core::Version>> = BTreeMap::new();
+                    for v in set.versions().iter().filter(|v| v.dot.node == me) {
+                        own.entry(v.dot.incarnation).or_default().push(v);
+                    }
+                    over(&all, n) || own.values().any(|mine| over(mine, 1))
                 })
                 .count()
         })

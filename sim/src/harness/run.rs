@@ -246,21 +246,16 @@ async fn await_agreement(cluster: &SimCluster) -> ConvergenceReport {
     }
 }
 
-/// (replica, key) pairs over the key limits right now. Writes are refused
-/// past the limits; what replicas exchange to converge is accepted up to N
-/// times them (two replicas apart may each fill a key), so that is the
-/// bound a store must keep.
+/// (replica, key) pairs over the key limits right now (see
+/// [`super::cluster::SimNode::keys_over`]): writes are refused past the
+/// limits, and what replicas exchange to converge is accepted up to N times
+/// them (two replicas apart may each fill a key).
 fn keys_over_limits(cluster: &SimCluster) -> usize {
     let n = cluster.n();
     cluster
         .nodes()
         .iter()
-        .map(|node| {
-            node.keys_over(
-                SIM_KEY_LIMITS.max_siblings.saturating_mul(n),
-                SIM_KEY_LIMITS.max_bytes.saturating_mul(n),
-            )
-        })
+        .map(|node| node.keys_over(SIM_KEY_LIMITS.max_siblings, SIM_KEY_LIMITS.max_bytes, n))
         .sum()
 }
 

@@ -197,7 +197,16 @@ impl SimClient {
         context
     }
 
-    pub async fn write(&mut self, key: &str, value: String, context: SentContext, overwrite: bool) {
+    /// Write `value`; `coordinator` pins the first coordinator asked
+    /// (`None`: a random one).
+    pub async fn write(
+        &mut self,
+        key: &str,
+        value: String,
+        context: SentContext,
+        overwrite: bool,
+        coordinator: Option<usize>,
+    ) {
         let id = self.recorder.next_id.fetch_add(1, Ordering::SeqCst);
         let level = self.levels.write;
         self.recorder.push(Event::Invoke {
@@ -211,7 +220,8 @@ impl SimClient {
             level: Some(format!("W={level}")),
             r#final: false,
         });
-        let first = self.rng.gen_range(0..self.coordinators);
+        let drawn = self.rng.gen_range(0..self.coordinators);
+        let first = coordinator.unwrap_or(drawn);
         let request = WriteRequest {
             key: key.to_string(),
             value,
@@ -271,7 +281,8 @@ impl SimClient {
                         value.extend(std::iter::repeat_n('x', bad.padding));
                     }
                     written += 1;
-                    self.write(&bad.key, value, bad.context, false).await;
+                    self.write(&bad.key, value, bad.context, false, bad.coordinator)
+                        .await;
                     done += 1;
                 }
                 continue;
@@ -285,7 +296,7 @@ impl SimClient {
                 let value = format!("c{}-{written}", self.id);
                 written += 1;
                 let overwrite = self.overwrite;
-                self.write(&key, value, SentContext::default(), overwrite)
+                self.write(&key, value, SentContext::default(), overwrite, None)
                     .await;
                 done += 1;
             } else {
@@ -295,7 +306,7 @@ impl SimClient {
                     if done < operations {
                         let value = format!("c{}-{written}", self.id);
                         written += 1;
-                        self.write(&key, value, context, false).await;
+                        self.write(&key, value, context, false, None).await;
                         done += 1;
                     }
                 }
