@@ -98,6 +98,10 @@ struct ScenarioArgs {
     /// Blind writes overwrite (last-writer-wins) instead of adding a sibling.
     #[arg(long)]
     overwrite: bool,
+    /// Turn read repair off on every node: replicas converge by hints and
+    /// anti-entropy alone.
+    #[arg(long)]
+    no_read_repair: bool,
 }
 
 impl ScenarioArgs {
@@ -110,6 +114,7 @@ impl ScenarioArgs {
         scenario.operations = self.ops;
         scenario.client_levels = self.client_levels.clone();
         scenario.overwrite = self.overwrite;
+        scenario.no_read_repair = self.no_read_repair;
         scenario.validate()?;
         Ok(scenario)
     }

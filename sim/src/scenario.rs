@@ -217,6 +217,10 @@ pub struct Scenario {
     /// of adding a sibling.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub overwrite: bool,
+    /// Read repair off on every node: only hints and anti-entropy bring
+    /// replicas up to date.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_read_repair: bool,
 }
 
 impl Scenario {
@@ -232,6 +236,7 @@ impl Scenario {
             hot_keys: 3,
             cold_keys: 12,
             overwrite: false,
+            no_read_repair: false,
         }
     }
 
@@ -357,6 +362,9 @@ impl Scenario {
         }
         if self.overwrite {
             cmd += " --overwrite";
+        }
+        if self.no_read_repair {
+            cmd += " --no-read-repair";
         }
         cmd
     }

@@ -45,6 +45,8 @@ struct RawSeedFile {
     ops: Option<usize>,
     #[serde(default)]
     overwrite: bool,
+    #[serde(default)]
+    no_read_repair: bool,
     broken: Vec<String>,
     #[serde(default)]
     #[allow(dead_code)]
@@ -87,6 +89,7 @@ impl SeedFile {
         scenario.clients = raw.clients.unwrap_or(scenario.clients);
         scenario.operations = raw.ops.unwrap_or(scenario.operations);
         scenario.overwrite = raw.overwrite;
+        scenario.no_read_repair = raw.no_read_repair;
         for level in &raw.client_levels {
             scenario
                 .client_levels
@@ -135,6 +138,9 @@ impl SeedFile {
         }
         if scenario.overwrite {
             value["overwrite"] = true.into();
+        }
+        if scenario.no_read_repair {
+            value["no_read_repair"] = true.into();
         }
         if !scenario.client_levels.is_empty() {
             value["client_levels"] = scenario

@@ -137,6 +137,26 @@ fn overlapping_quorums_never_read_stale_nor_lose_writes_over_500_seeds() {
 }
 
 #[test]
+fn without_read_repair_hints_and_anti_entropy_keep_every_promise() {
+    // Read repair off on every node: the staleness and durability
+    // promises hold and every run converges by hints and anti-entropy
+    // alone, under every fault (disk loss included).
+    for (levels, faults) in [
+        (Levels::same(Consistency::Quorum), FaultSchedule::All),
+        (Levels::same(Consistency::All), FaultSchedule::DiskLoss),
+        (Levels::explicit(1, 5), FaultSchedule::Crashes),
+    ] {
+        let mut scenario = Scenario::standard(faults, levels);
+        scenario.no_read_repair = true;
+        assert!(scenario.replay_command(3).contains("--no-read-repair"));
+        let outcomes = assert_promises_hold(&scenario, 0..60);
+        for o in &outcomes {
+            assert!(o.convergence.is_ok(), "seed {}: {}", o.seed, o.convergence);
+        }
+    }
+}
+
+#[test]
 fn lost_disks_lose_no_write_acknowledged_by_two_replicas_over_500_seeds() {
     // Disks are lost one node at a time, any number of times per run, each
     // replaced node refilled (hints, anti-entropy) before the next loss: a

@@ -7,7 +7,7 @@ use super::workload::{observed, Recorder, SimClient};
 use crate::check::{disagreements, ConvergenceReport, StoreContents};
 use crate::history::{Event, History, OpKind, Outcome, HISTORY_FORMAT};
 use crate::scenario::Scenario;
-use quorumlog_core::{Client, Consistency, CoordinatorConfig, KeyLimits};
+use quorumlog_core::{Client, Consistency, CoordinatorConfig, KeyLimits, ReadRepair};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -46,10 +46,15 @@ const BIG_VALUE_BYTES: std::ops::Range<usize> = 16 * 1024..96 * 1024;
 /// Shares of a client's writes that misbehave, one drawn per seed.
 const ADVERSARIAL_SHARES: [f64; 3] = [0.0, 0.05, 0.15];
 
-/// The coordinator configuration every simulated node runs.
-pub fn sim_config() -> CoordinatorConfig {
+/// The coordinator configuration every simulated node of `scenario` runs.
+pub fn sim_config(scenario: &Scenario) -> CoordinatorConfig {
     CoordinatorConfig {
         key_limits: SIM_KEY_LIMITS,
+        read_repair: if scenario.no_read_repair {
+            ReadRepair::Off
+        } else {
+            CoordinatorConfig::default().read_repair
+        },
         ..CoordinatorConfig::default()
     }
 }
@@ -112,7 +117,7 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> RunResult {
 /// The body of a run; call inside a madsim runtime.
 pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
     let started = Instant::now();
-    let cluster = SimCluster::start(scenario.nodes, sim_config());
+    let cluster = SimCluster::start(scenario.nodes, sim_config(&scenario));
     let share = *ADVERSARIAL_SHARES.choose(&mut rng(seed, 3)).unwrap_or(&0.0);
     let recorder = Recorder::new(started);
     let keys: Vec<String> = (0..scenario.hot_keys + scenario.cold_keys)
