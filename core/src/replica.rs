@@ -184,10 +184,16 @@ impl Replica {
     /// stale digest then shows as a difference that the next comparison
     /// repairs (a no-op merge records the stored state again).
     fn record(&self, key: &str, stored: &Siblings) {
-        self.index
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(key, stored);
+        // Hash before taking the lock: writes of other keys wait only for
+        // the trie update, not for SHA-256 over this key's siblings.
+        let entry = (!is_absent(stored)).then(|| digest(stored));
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        match entry {
+            Some(digest) => index.upsert(key, digest),
+            None => {
+                index.remove(key);
+            }
+        }
     }
 
     pub fn id(&self) -> crate::version::NodeId {
