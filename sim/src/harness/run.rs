@@ -107,11 +107,28 @@ fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
 }
 
 /// Run one seed of `scenario` in a fresh madsim runtime.
+///
+/// The run gets an OS thread of its own: std's `HashMap` keys are drawn
+/// once per thread (madsim seeds them only when the runtime is the first
+/// to ask on its thread), and madsim's network and scheduler keep
+/// `HashMap`s, so a thread that ran another seed first could order them
+/// differently. A fresh thread makes the run a function of the seed alone,
+/// whichever worker of a sweep takes it.
 pub fn run_seed(scenario: &Scenario, seed: u64) -> RunResult {
-    let mut runtime =
-        madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-    runtime.set_time_limit(TIME_LIMIT);
-    runtime.block_on(simulate(scenario.clone(), seed))
+    let scenario = scenario.clone();
+    let run = std::thread::Builder::new()
+        .name(format!("seed-{seed}"))
+        .spawn(move || {
+            let mut runtime =
+                madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+            runtime.set_time_limit(TIME_LIMIT);
+            runtime.block_on(simulate(scenario, seed))
+        })
+        .expect("spawn the thread of a simulated run");
+    match run.join() {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 /// The body of a run; call inside a madsim runtime.
