@@ -91,3 +91,14 @@ fn postgres_missed_writes_arrive_without_reads() {
         convergence::missed_writes_arrive_without_reads,
     );
 }
+
+#[test]
+fn postgres_hints_survive_a_coordinator_restart() {
+    let Some(url) = postgres() else { return };
+    run_with(
+        Backend::Postgres(url),
+        "pg-hints",
+        convergence::HINTS_ONLY_ARGS,
+        convergence::hints_survive_a_coordinator_restart,
+    );
+}

@@ -70,3 +70,13 @@ fn sqlite_missed_writes_arrive_without_reads() {
         convergence::missed_writes_arrive_without_reads,
     );
 }
+
+#[test]
+fn sqlite_hints_survive_a_coordinator_restart() {
+    run_with(
+        Backend::Sqlite,
+        "sqlite-hints",
+        convergence::HINTS_ONLY_ARGS,
+        convergence::hints_survive_a_coordinator_restart,
+    );
+}
