@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Plant, one at a time, each durability bug the simulator must find by
+# Plant, one at a time, each durability or availability bug the simulator must find by
 # itself (scripts/planted-bugs/*.patch: the fix reverted), sweep the
 # scenario that should expose it, and report the first seed that breaks a
 # promised guarantee. Exits 1 if some planted bug goes unnoticed.
@@ -58,6 +58,11 @@ plant "a replica acknowledges a dot it holds with other contents" \
     "1-no-incarnations.patch 4-conflicting-dots-acked.patch" --faults disk-loss --level QUORUM
 plant "one key grows past every limit" \
     "5-no-key-limits.patch" --faults none --level QUORUM
+# Availability, judged against the nemesis's ground truth.
+plant "a coordinator needs one replica more than the level asks" \
+    "6-unavailable-off-by-one.patch" --faults none --level ALL
+plant "an open breaker never lets a probe through" \
+    "7-breaker-never-probes.patch" --faults partitions --level QUORUM
 
 if ((missed > 0)); then
     echo "$missed planted bug(s) went unnoticed"

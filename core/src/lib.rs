@@ -4,6 +4,7 @@
 //! deterministic simulator (`--cfg madsim`) and on real tokio.
 pub mod anti_entropy;
 pub mod breaker;
+pub mod buggify;
 pub mod client;
 pub mod context;
 pub mod coordinator;

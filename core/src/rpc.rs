@@ -7,6 +7,7 @@
 //! connection fails its pending calls and is replaced on the next call,
 //! which is how a restarted peer is reached again. A message larger than
 //! [`MAX_FRAME_BYTES`] fails only its own request, never the connection.
+use crate::buggify::{self, FaultPoint};
 use crate::protocol::{Request, Response};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -185,6 +186,10 @@ impl<T> Drop for AbortOnDrop<T> {
 /// closes), so the peer's pending calls fail at once instead of a half-dead
 /// connection swallowing them. When this future is dropped (shutdown), the
 /// writer goes with it.
+/// The longest a reply held back by [`FaultPoint::DelayReply`] waits:
+/// less than a replica timeout, so it is usually still awaited.
+const REORDER_DELAY: Duration = Duration::from_millis(300);
+
 async fn serve_connection<S>(stream: S, handler: Arc<dyn Handler>) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -223,8 +228,25 @@ where
         let handler = handler.clone();
         let replies = replies_tx.clone();
         tokio::spawn(async move {
+            let between_replicas = matches!(
+                envelope.body,
+                Request::Apply { .. } | Request::Fetch { .. } | Request::AntiEntropy(_)
+            );
+            let misbehaves = |point| between_replicas && buggify::fires(point);
+            if misbehaves(FaultPoint::DropRequest) {
+                return;
+            }
             let request = describe(&envelope.body);
+            if misbehaves(FaultPoint::DuplicateRequest) {
+                let _ = handler.handle(envelope.body.clone()).await;
+            }
             let response = handler.handle(envelope.body).await;
+            if misbehaves(FaultPoint::DropReply) {
+                return;
+            }
+            if misbehaves(FaultPoint::DelayReply) {
+                tokio::time::sleep(buggify::delay_up_to(REORDER_DELAY)).await;
+            }
             if let Some(frame) = response_frame(envelope.id, &request, &response) {
                 let _ = replies.send(frame).await;
             }

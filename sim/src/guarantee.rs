@@ -23,16 +23,21 @@ pub enum Guarantee {
     /// Once faults heal and clients stop, every replica comes to hold the
     /// same versions of every key, without reads, within a bounded time.
     Converges,
+    /// No operation is refused (unavailable, or no answer in a run without
+    /// faults) while the replicas it needs were really reachable, judged
+    /// against the nemesis's ground truth.
+    Available,
 }
 
 impl Guarantee {
-    pub const EVERY: [Guarantee; 6] = [
+    pub const EVERY: [Guarantee; 7] = [
         Guarantee::NoStaleReads,
         Guarantee::NoLostUpdates,
         Guarantee::WellFormedReads,
         Guarantee::Linearizable,
         Guarantee::BoundedKeys,
         Guarantee::Converges,
+        Guarantee::Available,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +48,7 @@ impl Guarantee {
             Guarantee::Linearizable => "not linearizable",
             Guarantee::BoundedKeys => "keys over their limits",
             Guarantee::Converges => "replicas did not converge",
+            Guarantee::Available => "refused while reachable",
         }
     }
 
@@ -56,7 +62,10 @@ impl Guarantee {
         match self {
             Guarantee::NoStaleReads => scenario.promises_fresh_reads(),
             Guarantee::NoLostUpdates => scenario.promises_durability(),
-            Guarantee::WellFormedReads | Guarantee::BoundedKeys | Guarantee::Converges => true,
+            Guarantee::WellFormedReads
+            | Guarantee::BoundedKeys
+            | Guarantee::Converges
+            | Guarantee::Available => true,
             Guarantee::Linearizable => false,
         }
     }

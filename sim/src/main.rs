@@ -102,6 +102,11 @@ struct ScenarioArgs {
     /// anti-entropy alone.
     #[arg(long)]
     no_read_repair: bool,
+    /// Turn on a seed-drawn set of fault points in the core's own code:
+    /// requests between replicas dropped, duplicated or answered late,
+    /// replies lost, background read repairs dropped.
+    #[arg(long)]
+    fault_points: bool,
 }
 
 impl ScenarioArgs {
@@ -115,6 +120,7 @@ impl ScenarioArgs {
         scenario.client_levels = self.client_levels.clone();
         scenario.overwrite = self.overwrite;
         scenario.no_read_repair = self.no_read_repair;
+        scenario.fault_points = self.fault_points;
         scenario.validate()?;
         Ok(scenario)
     }
@@ -259,8 +265,9 @@ mod simulator {
                     .contains(&quorumlog_sim::sweep::Guarantee::Linearizable)
             })
             .count();
+        let refused: usize = outcomes.iter().map(|o| o.availability.refused).sum();
         println!(
-            "checks     {stale} stale reads, {lost} lost updates, {missing} acknowledged writes on no store, {nonlin} seeds not linearizable"
+            "checks     {stale} stale reads, {lost} lost updates, {missing} acknowledged writes on no store, {nonlin} seeds not linearizable, {refused} refused while reachable"
         );
         let mut agreement_ms: Vec<u64> = outcomes
             .iter()
@@ -378,6 +385,7 @@ mod simulator {
         println!("\n{}", outcome.summary);
         println!("{}", outcome.stores);
         println!("{}", outcome.convergence);
+        println!("{}", outcome.availability);
         if let Some(path) = history {
             std::fs::write(&path, outcome.history.to_jsonl())
                 .with_context(|| format!("writing {}", path.display()))?;

@@ -221,6 +221,12 @@ pub struct Scenario {
     /// replicas up to date.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_read_repair: bool,
+    /// Fault points in the core's own code paths (requests between
+    /// replicas dropped, duplicated or answered late, replies lost,
+    /// background read repairs dropped): a seed-drawn set of them, each
+    /// with a seed-drawn probability.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fault_points: bool,
 }
 
 impl Scenario {
@@ -237,6 +243,7 @@ impl Scenario {
             cold_keys: 12,
             overwrite: false,
             no_read_repair: false,
+            fault_points: false,
         }
     }
 
@@ -365,6 +372,9 @@ impl Scenario {
         }
         if self.no_read_repair {
             cmd += " --no-read-repair";
+        }
+        if self.fault_points {
+            cmd += " --fault-points";
         }
         cmd
     }

@@ -1,6 +1,9 @@
 //! Run a scenario over a range of seeds (on every core), check each
 //! history, and judge it against what the scenario's levels promise.
-use crate::check::{check_history, check_stores, CheckSummary, ConvergenceReport, StoreReport};
+use crate::check::{
+    check_availability, check_history, check_stores, AvailabilityReport, CheckSummary,
+    ConvergenceReport, StoreReport,
+};
 pub use crate::guarantee::{broken, Guarantee};
 use crate::harness::{run_seed, RunStats};
 use crate::history::History;
@@ -19,6 +22,8 @@ pub struct SeedOutcome {
     pub stores: StoreReport,
     /// The liveness phase: whether the replicas agreed, and how soon.
     pub convergence: ConvergenceReport,
+    /// Operations refused while the replicas they needed were reachable.
+    pub availability: AvailabilityReport,
     pub broken: Vec<Guarantee>,
     /// Latencies (simulated µs) of successful non-final operations.
     pub latencies_us: Vec<u64>,
@@ -58,6 +63,10 @@ pub fn run_and_check(scenario: &Scenario, seed: u64) -> SeedOutcome {
     if !run.convergence.is_ok() {
         broken.push(Guarantee::Converges);
     }
+    let availability = check_availability(&run.history.operations(), &run.ground_truth);
+    if !availability.is_ok() {
+        broken.push(Guarantee::Available);
+    }
     broken.sort();
     let latencies_us = run
         .history
@@ -72,6 +81,7 @@ pub fn run_and_check(scenario: &Scenario, seed: u64) -> SeedOutcome {
         broken,
         fault_log: run.fault_log(),
         convergence: run.convergence,
+        availability,
         stats: run.stats,
         summary,
         latencies_us,

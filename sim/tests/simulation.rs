@@ -137,6 +137,87 @@ fn overlapping_quorums_never_read_stale_nor_lose_writes_over_500_seeds() {
 }
 
 #[test]
+fn weak_levels_lose_no_acknowledged_write_under_any_fault_schedule_over_1400_seeds() {
+    // Durability does not depend on W+R>N: ONE and R=2,W=2 (W+R<=N) lose no
+    // acknowledged write under every fault schedule, 100 seeds each, except
+    // that a write on one replica (W=1) is not promised to survive its
+    // disk. Every other promise (well-formed reads, bounded keys,
+    // convergence, availability) is asserted too.
+    let mut judged = 0;
+    for levels in [Levels::same(Consistency::One), Levels::explicit(2, 2)] {
+        for faults in FaultSchedule::EVERY {
+            let scenario = Scenario::standard(faults, levels);
+            let outcomes = assert_promises_hold(&scenario, 0..100);
+            if !Guarantee::NoLostUpdates.promised_by(&scenario) {
+                assert_eq!(levels.write, Consistency::One);
+                assert!(faults.disk_loss(), "{}", scenario.name());
+                continue;
+            }
+            for o in &outcomes {
+                assert_eq!(
+                    o.summary.lost_updates,
+                    0,
+                    "{} seed {}",
+                    scenario.name(),
+                    o.seed
+                );
+                assert_eq!(
+                    o.stores.missing_writes,
+                    0,
+                    "{} seed {}",
+                    scenario.name(),
+                    o.seed
+                );
+            }
+            judged += outcomes.len();
+        }
+    }
+    // ONE under disk-loss and all is the only exception.
+    assert_eq!(judged, 1200);
+}
+
+#[test]
+fn fault_points_in_the_core_fire_and_every_promise_holds() {
+    // Requests between replicas dropped, duplicated, answered late, their
+    // replies lost, background read repairs dropped: each point fires in
+    // some seed, and every promise holds (QUORUM and ALL, with and without
+    // other faults).
+    use quorumlog_core::buggify::FaultPoint;
+    let mut fired = std::collections::BTreeMap::<String, usize>::new();
+    for (levels, faults) in [
+        (Levels::same(Consistency::Quorum), FaultSchedule::None),
+        (Levels::same(Consistency::Quorum), FaultSchedule::All),
+        (Levels::same(Consistency::All), FaultSchedule::Crashes),
+    ] {
+        let mut scenario = Scenario::standard(faults, levels);
+        scenario.fault_points = true;
+        assert!(scenario.replay_command(1).contains("--fault-points"));
+        for o in assert_promises_hold(&scenario, 0..40) {
+            for (kind, count) in &o.stats.faults {
+                if kind.starts_with("point:") {
+                    *fired.entry(kind.clone()).or_default() += count;
+                }
+            }
+        }
+    }
+    for point in FaultPoint::EVERY {
+        let kind = format!("point:{point}");
+        assert!(
+            fired.get(&kind).is_some_and(|&n| n > 0),
+            "{kind} never fired: {fired:?}"
+        );
+    }
+    // Off by default: nothing fires.
+    let scenario = Scenario::standard(FaultSchedule::None, Levels::same(Consistency::Quorum));
+    let o = run_and_check(&scenario, 3);
+    assert!(
+        o.stats.faults.keys().all(|k| !k.starts_with("point:")),
+        "{:?}",
+        o.stats.faults
+    );
+}
+
+#[test]
 fn without_read_repair_hints_and_anti_entropy_keep_every_promise() {
     // Read repair off on every node: the staleness and durability
     // promises hold and every run converges by hints and anti-entropy

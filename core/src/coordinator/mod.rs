@@ -454,6 +454,13 @@ impl Coordinator {
         if self.config.read_repair == ReadRepair::Off {
             return;
         }
+        if self.config.read_repair == ReadRepair::Background
+            && crate::buggify::fires(crate::buggify::FaultPoint::DropReadRepair)
+        {
+            // Best effort by definition: hints and anti-entropy must
+            // cover for a repair that never went out.
+            return;
+        }
         let behind: Vec<Option<Arc<Peer>>> = answers
             .into_iter()
             .filter(|(_, set)| merged.versions().iter().any(|v| !set.covers(v.dot)))

@@ -26,6 +26,7 @@ use std::fmt;
 use std::str::FromStr;
 use thiserror::Error;
 
+mod availability;
 pub(crate) mod common;
 mod convergence;
 mod durability;
@@ -35,6 +36,7 @@ mod models;
 mod staleness;
 mod stores;
 
+pub use availability::{check_availability, AvailabilityReport, GroundTruth, Outage, Refusal};
 pub use common::{Bucket, Distribution, OpSummary};
 pub use convergence::{disagreements, ConvergenceReport, Disagreement};
 pub use durability::{check_durability, DurabilityReport, LostWrite, ReusedDot};

@@ -2,7 +2,9 @@
 //! runs, each one logged with its simulated time so a failing seed shows
 //! exactly what happened to the cluster.
 use super::cluster::{default_latency, SimCluster};
+use crate::check::{GroundTruth, Outage};
 use crate::scenario::FaultSchedule;
+use quorumlog_core::CoordinatorConfig;
 use quorumlog_core::Dot;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -381,5 +383,75 @@ impl<'a> Nemesis<'a> {
 
     pub fn into_log(self) -> Vec<FaultEvent> {
         self.log
+    }
+}
+
+/// The longest madsim holds a message on a stream whose link was cut:
+/// it retries with a backoff that doubles up to this, so a message may
+/// arrive this long after the link heals.
+const STREAM_RETRY_CAP: Duration = Duration::from_secs(10);
+
+/// Time a restarted node may take to open its store and listen.
+const NODE_START: Duration = Duration::from_millis(500);
+
+/// What the fault log did to nodes `1..=n`, for the availability judge:
+/// each fault from its start to its heal, with how long after a heal a
+/// coordinator configured as `config` may still not use what came back
+/// (its breaker stays open, a call is still timing out, a stream still
+/// holds messages back).
+pub fn ground_truth(log: &[FaultEvent], n: usize, config: &CoordinatorConfig) -> GroundTruth {
+    let mut outages = Vec::new();
+    for (i, event) in log.iter().enumerate().filter(|(_, e)| e.start) {
+        let to_us = log[i + 1..]
+            .iter()
+            .find(|e| !e.start && e.fault == event.fault)
+            .map_or(u64::MAX, |e| e.time_us);
+        let from_us = event.time_us;
+        let mut link = |from: u32, to: u32| {
+            outages.push(Outage::Link {
+                from,
+                to,
+                from_us,
+                to_us,
+            })
+        };
+        match &event.fault {
+            Fault::Partition(sides) => {
+                for (s, a) in sides.iter().enumerate() {
+                    for b in sides.iter().skip(s + 1) {
+                        for &x in a {
+                            for &y in b {
+                                link(x, y);
+                                link(y, x);
+                            }
+                        }
+                    }
+                }
+            }
+            Fault::OneWay { from, to } => {
+                for &t in to {
+                    link(*from, t);
+                }
+            }
+            Fault::Clog(a, b) => {
+                link(*a, *b);
+                link(*b, *a);
+            }
+            Fault::Crash(node) | Fault::DiskLoss(node) | Fault::Pause(node) => {
+                outages.push(Outage::Node {
+                    node: *node,
+                    from_us,
+                    to_us,
+                })
+            }
+            Fault::Delay { .. } => outages.push(Outage::Network { from_us, to_us }),
+        }
+    }
+    let node_grace = config.breaker.open_for + config.replica_timeout + NODE_START;
+    GroundTruth {
+        n,
+        outages,
+        node_grace_us: node_grace.as_micros() as u64,
+        link_grace_us: (node_grace + STREAM_RETRY_CAP).as_micros() as u64,
     }
 }

@@ -2,13 +2,15 @@
 //! heal, read every key once more in quiet, and hand back the history.
 use super::adversary::Adversary;
 use super::cluster::SimCluster;
-use super::nemesis::{FaultEvent, Nemesis};
+use super::nemesis::{ground_truth, FaultEvent, Nemesis};
 use super::workload::{observed, Recorder, SimClient};
-use crate::check::{disagreements, ConvergenceReport, StoreContents};
+use crate::check::{disagreements, ConvergenceReport, GroundTruth, Outage, StoreContents};
 use crate::history::{Event, History, OpKind, Outcome, HISTORY_FORMAT};
 use crate::scenario::Scenario;
+use quorumlog_core::buggify::{self, FaultPoint};
 use quorumlog_core::{Client, Consistency, CoordinatorConfig, KeyLimits, ReadRepair};
 use rand::seq::SliceRandom;
+use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -89,6 +91,8 @@ pub struct RunResult {
     pub stores: Vec<StoreContents>,
     /// Whether, and how soon after the heal, the replicas came to agree.
     pub convergence: ConvergenceReport,
+    /// What the faults did to the cluster, for the availability judge.
+    pub ground_truth: GroundTruth,
 }
 
 impl RunResult {
@@ -96,6 +100,25 @@ impl RunResult {
     pub fn fault_log(&self) -> String {
         self.faults.iter().map(|f| format!("{f}\n")).collect()
     }
+}
+
+/// Each fault point is active in about half the seeds, firing with a
+/// probability drawn between these when reached.
+const FAULT_POINT_PROBABILITY: std::ops::Range<f64> = 0.005..0.05;
+
+/// The fault points a seed turns on, and how often each fires.
+fn draw_fault_points(rng: &mut ChaCha8Rng) -> Vec<(FaultPoint, f64)> {
+    let mut points = Vec::new();
+    for point in FaultPoint::EVERY {
+        if rng.gen_bool(0.5) {
+            points.push((point, rng.gen_range(FAULT_POINT_PROBABILITY)));
+        }
+    }
+    if points.is_empty() {
+        let point = FaultPoint::EVERY[rng.gen_range(0..FaultPoint::EVERY.len())];
+        points.push((point, rng.gen_range(FAULT_POINT_PROBABILITY)));
+    }
+    points
 }
 
 /// Independent RNG streams derived from the seed, so that adding a client
@@ -134,6 +157,11 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> RunResult {
 /// The body of a run; call inside a madsim runtime.
 pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
     let started = Instant::now();
+    buggify::activate(if scenario.fault_points {
+        draw_fault_points(&mut rng(seed, 4))
+    } else {
+        Vec::new()
+    });
     let cluster = SimCluster::start(scenario.nodes, sim_config(&scenario));
     let share = *ADVERSARIAL_SHARES.choose(&mut rng(seed, 3)).unwrap_or(&0.0);
     let recorder = Recorder::new(started);
@@ -219,7 +247,21 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
         history.push(event);
     }
     let faults = nemesis.into_log();
+    let mut ground_truth = ground_truth(&faults, scenario.nodes, &sim_config(&scenario));
+    if !buggify::fired().is_empty() {
+        // A fault point lost or held back messages between replicas at
+        // moments the log does not record: no link is trusted all run.
+        ground_truth.outages.push(Outage::Network {
+            from_us: 0,
+            to_us: u64::MAX,
+        });
+    }
     let mut stats = stats(&history, &faults, started);
+    for (point, fired) in buggify::fired() {
+        stats
+            .faults
+            .insert(format!("point:{point}"), fired as usize);
+    }
     stats.adversarial_permille = (share * 1000.0).round() as u32;
     stats.keys_over_limits = over_limits.max(keys_over_limits(&cluster));
     RunResult {
@@ -230,6 +272,7 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
         stats,
         stores: store_contents(&cluster),
         convergence,
+        ground_truth,
     }
 }
 

@@ -1,0 +1,508 @@
+//! Availability, judged against the nemesis's ground truth: what the
+//! system answered (`unavailable`, `timeout`, no answer) compared with what
+//! the faults really did to the cluster at that moment.
+//!
+//! The system's own beliefs (breakers, health) are never consulted. The
+//! judge knows only, per node and per link, when it was cut off, and how
+//! long after a fault heals a correct coordinator may still be excused for
+//! not using what came back (its breaker's open time, a call in flight, a
+//! stalled stream). Two rules:
+//!
+//! - **No faults, no refusals.** In a run where the nemesis did nothing,
+//!   every operation completes, and none answers `unavailable` or
+//!   `timeout`: client errors (`fail`) are the only other answer.
+//! - **Unavailable only when it was.** An operation that answered
+//!   `unavailable` breaks availability if some coordinator, throughout the
+//!   operation and the grace before it, was itself up and reached (both
+//!   ways) at least as many replicas as the operation needed, itself
+//!   included: every coordinator the client tried had to believe fewer
+//!   alive, and that one had no reason to.
+//!
+//! - **Every key reads back once the faults heal.** The quiescent final
+//!   read of a key (retried a few times after the heal and a quiet
+//!   period) must succeed at least once: a key that cannot be read back
+//!   cannot be judged, and that is not a pass.
+//!
+//! Operations whose level the judge cannot read (no `R=`/`W=` level in the
+//! history) are not judged by the second rule.
+use crate::history::{OpKind, Operation, Outcome};
+use serde::Serialize;
+use std::fmt;
+
+/// Something the nemesis did, from `from_us` until `to_us` (simulated
+/// microseconds since the run began; `u64::MAX` if it never healed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Outage {
+    /// The node was down or paused: it neither coordinated nor replied.
+    Node { node: u32, from_us: u64, to_us: u64 },
+    /// Messages from `from` to `to` were dropped or held (one way).
+    Link {
+        from: u32,
+        to: u32,
+        from_us: u64,
+        to_us: u64,
+    },
+    /// Every message was slowed: no link is trusted meanwhile.
+    Network { from_us: u64, to_us: u64 },
+}
+
+impl Outage {
+    fn span(&self) -> (u64, u64) {
+        match *self {
+            Outage::Node { from_us, to_us, .. }
+            | Outage::Link { from_us, to_us, .. }
+            | Outage::Network { from_us, to_us } => (from_us, to_us),
+        }
+    }
+}
+
+/// What the nemesis did to a cluster of nodes `1..=n`, and how long after
+/// an outage ends a coordinator may still be excused for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroundTruth {
+    pub n: usize,
+    pub outages: Vec<Outage>,
+    /// After a node outage (down, paused): the breaker's open time plus a
+    /// replica timeout, and a little for the node to start.
+    pub node_grace_us: u64,
+    /// After a link outage or slowed network: as for nodes, plus the
+    /// longest a stream may hold messages back after its link heals.
+    pub link_grace_us: u64,
+}
+
+impl GroundTruth {
+    /// Whether `outage`, with its grace, overlaps `[from, to]`.
+    fn overlaps(&self, outage: &Outage, from: u64, to: u64) -> bool {
+        let grace = match outage {
+            Outage::Node { .. } => self.node_grace_us,
+            Outage::Link { .. } | Outage::Network { .. } => self.link_grace_us,
+        };
+        let (start, end) = outage.span();
+        start <= to && end.saturating_add(grace) >= from
+    }
+
+    fn node_clean(&self, node: u32, from: u64, to: u64) -> bool {
+        !self.outages.iter().any(|o| match o {
+            Outage::Node { node: n, .. } => *n == node && self.overlaps(o, from, to),
+            _ => false,
+        })
+    }
+
+    fn link_clean(&self, a: u32, b: u32, from: u64, to: u64) -> bool {
+        !self.outages.iter().any(|o| match o {
+            Outage::Link { from: x, to: y, .. } => {
+                ((*x == a && *y == b) || (*x == b && *y == a)) && self.overlaps(o, from, to)
+            }
+            Outage::Network { .. } => self.overlaps(o, from, to),
+            Outage::Node { .. } => false,
+        })
+    }
+
+    /// The most replicas (itself included) any up coordinator reached both
+    /// ways throughout `[from, to]`, and which coordinator that was.
+    fn best_coordinator(&self, from: u64, to: u64) -> Option<(u32, usize)> {
+        (1..=self.n as u32)
+            .filter(|&c| self.node_clean(c, from, to))
+            .map(|c| {
+                let reached = (1..=self.n as u32)
+                    .filter(|&r| {
+                        r == c || (self.node_clean(r, from, to) && self.link_clean(c, r, from, to))
+                    })
+                    .count();
+                (c, reached)
+            })
+            .max_by_key(|&(c, reached)| (reached, std::cmp::Reverse(c)))
+    }
+}
+
+/// One operation the system refused although it need not have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    pub id: u64,
+    pub client: u32,
+    pub key: String,
+    pub invoke_us: u64,
+    /// "unavailable", "timeout" or "no answer".
+    pub answered: &'static str,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AvailabilityReport {
+    /// Operations the second rule could judge (answered `unavailable`,
+    /// with a level the judge could read).
+    pub judged_unavailable: usize,
+    pub refusals: Vec<Refusal>,
+    /// Total refusals (the list keeps the first few).
+    pub refused: usize,
+}
+
+/// Refusals listed in a report at most.
+const LISTED: usize = 10;
+
+impl AvailabilityReport {
+    pub fn is_ok(&self) -> bool {
+        self.refused == 0
+    }
+
+    fn push(&mut self, refusal: Refusal) {
+        self.refused += 1;
+        if self.refusals.len() < LISTED {
+            self.refusals.push(refusal);
+        }
+    }
+}
+
+impl fmt::Display for AvailabilityReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_ok() {
+            return write!(
+                f,
+                "availability: no operation refused while its replicas were reachable ({} unavailable answers judged)",
+                self.judged_unavailable
+            );
+        }
+        writeln!(
+            f,
+            "availability: {} operations refused while their replicas were reachable:",
+            self.refused
+        )?;
+        for r in &self.refusals {
+            writeln!(
+                f,
+                "  op {} (client {}, key {}, at {:.3}s) answered {}: {}",
+                r.id,
+                r.client,
+                r.key,
+                r.invoke_us as f64 / 1e6,
+                r.answered,
+                r.why
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Replicas an operation needs, from the level the history records
+/// (`R=QUORUM`, `W=2`, …) and the replication factor.
+fn needed(op: &Operation, n: usize) -> Option<usize> {
+    let level = op.level.as_deref()?;
+    let (side, level) = level.split_once('=')?;
+    let expected = match op.kind {
+        OpKind::Read => "R",
+        _ => "W",
+    };
+    if side.trim() != expected {
+        return None;
+    }
+    let count = match level.trim().to_ascii_uppercase().as_str() {
+        "ONE" => 1,
+        "QUORUM" => n / 2 + 1,
+        "ALL" => n,
+        number => number.parse().ok()?,
+    };
+    (1..=n).contains(&count).then_some(count)
+}
+
+/// Judge every operation of `ops` against `truth`.
+pub fn check_availability(ops: &[Operation], truth: &GroundTruth) -> AvailabilityReport {
+    let mut report = AvailabilityReport::default();
+    let quiet = truth.outages.is_empty();
+    // Keys whose final read never succeeded: (key, last attempt).
+    let mut final_reads: std::collections::BTreeMap<&str, Option<&Operation>> =
+        std::collections::BTreeMap::new();
+    for op in ops.iter().filter(|op| op.is_final) {
+        let entry = final_reads.entry(op.key.as_str()).or_insert(Some(op));
+        if op.is_ok() {
+            *entry = None;
+        } else if entry.is_some() {
+            *entry = Some(op);
+        }
+    }
+    for op in final_reads.values().flatten() {
+        report.push(Refusal {
+            id: op.id,
+            client: op.client,
+            key: op.key.clone(),
+            invoke_us: op.invoke_us,
+            answered: match op.outcome {
+                Some(Outcome::Unavailable) => "unavailable",
+                Some(Outcome::Timeout) => "timeout",
+                Some(Outcome::Fail) => "fail",
+                _ => "no answer",
+            },
+            why: "the final read of this key never succeeded after the faults healed \
+                  (last attempt shown)"
+                .to_string(),
+        });
+    }
+    for op in ops.iter().filter(|op| !op.is_final || quiet) {
+        let answered = match op.outcome {
+            Some(Outcome::Ok | Outcome::Fail) => continue,
+            Some(Outcome::Unavailable) => "unavailable",
+            Some(Outcome::Timeout) => "timeout",
+            None => "no answer",
+        };
+        let refusal = |why: String| Refusal {
+            id: op.id,
+            client: op.client,
+            key: op.key.clone(),
+            invoke_us: op.invoke_us,
+            answered,
+            why,
+        };
+        if quiet {
+            report.push(refusal(
+                "the nemesis injected no fault in this run: every operation must complete"
+                    .to_string(),
+            ));
+            continue;
+        }
+        if op.outcome != Some(Outcome::Unavailable) {
+            continue;
+        }
+        let Some(needed) = needed(op, truth.n) else {
+            continue;
+        };
+        report.judged_unavailable += 1;
+        let end = op.complete_us.unwrap_or(u64::MAX);
+        if let Some((coordinator, reached)) = truth.best_coordinator(op.invoke_us, end) {
+            if reached >= needed {
+                report.push(refusal(format!(
+                    "n{coordinator} was up and reached {reached} replicas (itself included; {needed} needed) \
+                     throughout the operation and the grace before it"
+                )));
+            }
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(id: u64, kind: OpKind, level: &str, outcome: Option<Outcome>, at: u64) -> Operation {
+        Operation {
+            id,
+            client: 0,
+            key: "k".into(),
+            kind,
+            value: None,
+            context: None,
+            level: Some(level.into()),
+            is_final: false,
+            invoke_us: at,
+            complete_us: outcome.map(|_| at + 1_000),
+            outcome,
+            values: Vec::new(),
+            version: None,
+            read_context: None,
+            error: None,
+        }
+    }
+
+    fn truth(outages: Vec<Outage>) -> GroundTruth {
+        GroundTruth {
+            n: 5,
+            outages,
+            node_grace_us: 3_000_000,
+            link_grace_us: 13_000_000,
+        }
+    }
+
+    #[test]
+    fn with_no_faults_every_refusal_and_missing_answer_is_reported() {
+        let ops = vec![
+            op(1, OpKind::Write, "W=ALL", Some(Outcome::Ok), 0),
+            op(2, OpKind::Write, "W=ALL", Some(Outcome::Unavailable), 10),
+            op(3, OpKind::Read, "R=ONE", Some(Outcome::Timeout), 20),
+            op(4, OpKind::Read, "R=ONE", None, 30),
+            op(5, OpKind::Write, "W=ONE", Some(Outcome::Fail), 40),
+        ];
+        let report = check_availability(&ops, &truth(vec![]));
+        assert_eq!(report.refused, 3);
+        let ids: Vec<u64> = report.refusals.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn unavailable_is_excused_only_while_too_few_replicas_were_reachable() {
+        // n4 and n5 down from 1 s to 2 s: three replicas remain.
+        let down = |node| Outage::Node {
+            node,
+            from_us: 1_000_000,
+            to_us: 2_000_000,
+        };
+        let truth = truth(vec![down(4), down(5)]);
+        // ALL during the outage: excused. QUORUM during it: three were up.
+        let during_all = op(
+            1,
+            OpKind::Write,
+            "W=ALL",
+            Some(Outcome::Unavailable),
+            1_500_000,
+        );
+        let during_quorum = op(
+            2,
+            OpKind::Read,
+            "R=QUORUM",
+            Some(Outcome::Unavailable),
+            1_500_000,
+        );
+        // ALL within the grace after the restart: excused; long after: not.
+        let soon_after = op(
+            3,
+            OpKind::Write,
+            "W=ALL",
+            Some(Outcome::Unavailable),
+            3_000_000,
+        );
+        let long_after = op(
+            4,
+            OpKind::Write,
+            "W=ALL",
+            Some(Outcome::Unavailable),
+            9_000_000,
+        );
+        let report =
+            check_availability(&[during_all, during_quorum, soon_after, long_after], &truth);
+        assert_eq!(report.judged_unavailable, 4);
+        let ids: Vec<u64> = report.refusals.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![2, 4], "{report}");
+    }
+
+    #[test]
+    fn a_partition_counts_what_the_best_side_reaches_both_ways() {
+        // n1,n2 | n3,n4,n5 (both ways) from 0 to 5 s, then a one-way link
+        // n3 -/-> n4 for the rest of the run.
+        let mut outages = Vec::new();
+        for a in [1, 2] {
+            for b in [3, 4, 5] {
+                for (from, to) in [(a, b), (b, a)] {
+                    outages.push(Outage::Link {
+                        from,
+                        to,
+                        from_us: 0,
+                        to_us: 5_000_000,
+                    });
+                }
+            }
+        }
+        outages.push(Outage::Link {
+            from: 3,
+            to: 4,
+            from_us: 5_000_000,
+            to_us: u64::MAX,
+        });
+        let truth = truth(outages);
+        // During the split the majority side reaches 3: QUORUM refused is wrong.
+        let quorum = op(
+            1,
+            OpKind::Write,
+            "W=QUORUM",
+            Some(Outcome::Unavailable),
+            1_000_000,
+        );
+        // W=4 cannot be met by any side.
+        let four = op(
+            2,
+            OpKind::Write,
+            "W=4",
+            Some(Outcome::Unavailable),
+            1_000_000,
+        );
+        // Long after the split heals, n3's broken link to n4 does not stop
+        // n1 from reaching all five.
+        let all = op(
+            3,
+            OpKind::Write,
+            "W=ALL",
+            Some(Outcome::Unavailable),
+            30_000_000,
+        );
+        let report = check_availability(&[quorum, four, all], &truth);
+        let ids: Vec<u64> = report.refusals.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![1, 3], "{report}");
+    }
+
+    #[test]
+    fn a_slowed_network_excuses_everything_it_overlaps() {
+        let truth = truth(vec![Outage::Network {
+            from_us: 0,
+            to_us: 1_000_000,
+        }]);
+        // A slow network excuses a level that needs other replicas ...
+        let quorum = op(
+            1,
+            OpKind::Read,
+            "R=QUORUM",
+            Some(Outcome::Unavailable),
+            500_000,
+        );
+        // ... but R=ONE needs only the coordinator itself, which was up.
+        let one = op(
+            2,
+            OpKind::Read,
+            "R=ONE",
+            Some(Outcome::Unavailable),
+            500_000,
+        );
+        let report = check_availability(&[quorum, one], &truth);
+        let ids: Vec<u64> = report.refusals.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![2], "{report}");
+    }
+
+    #[test]
+    fn a_key_whose_final_read_never_succeeds_is_reported() {
+        let truth = truth(vec![Outage::Node {
+            node: 1,
+            from_us: 0,
+            to_us: 1,
+        }]);
+        let final_read = |id, key: &str, outcome| Operation {
+            key: key.into(),
+            is_final: true,
+            ..op(id, OpKind::Read, "R=ALL", Some(outcome), 60_000_000 + id)
+        };
+        let ops = vec![
+            // "a" fails once, then reads back: fine.
+            final_read(1, "a", Outcome::Timeout),
+            final_read(2, "a", Outcome::Ok),
+            // "b" never reads back.
+            final_read(3, "b", Outcome::Timeout),
+            final_read(4, "b", Outcome::Fail),
+        ];
+        let report = check_availability(&ops, &truth);
+        assert_eq!(report.refused, 1, "{report}");
+        assert_eq!(report.refusals[0].key, "b");
+        assert_eq!(report.refusals[0].id, 4);
+        assert_eq!(report.refusals[0].answered, "fail");
+    }
+
+    #[test]
+    fn levels_the_judge_cannot_read_are_not_judged() {
+        let truth = truth(vec![Outage::Node {
+            node: 1,
+            from_us: 0,
+            to_us: 1,
+        }]);
+        let odd = op(
+            1,
+            OpKind::Write,
+            "LOCAL_QUORUM",
+            Some(Outcome::Unavailable),
+            60_000_000,
+        );
+        let wrong_side = op(
+            2,
+            OpKind::Write,
+            "R=ONE",
+            Some(Outcome::Unavailable),
+            60_000_000,
+        );
+        let report = check_availability(&[odd, wrong_side], &truth);
+        assert_eq!(report.judged_unavailable, 0);
+        assert!(report.is_ok());
+    }
+}
