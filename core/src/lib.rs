@@ -13,6 +13,7 @@ pub mod protocol;
 pub mod quorum;
 pub mod replica;
 pub mod rpc;
+pub mod storage;
 pub mod store;
 pub mod version;
 
