@@ -5,8 +5,9 @@
 #![cfg(madsim)]
 
 use quorumlog_core::Consistency;
+use quorumlog_sim::harness::disk::DiskStats;
 use quorumlog_sim::harness::{run_seed, simulate};
-use quorumlog_sim::scenario::{FaultSchedule, Levels, Scenario};
+use quorumlog_sim::scenario::{DiskFaults, FaultSchedule, Levels, Scenario};
 use quorumlog_sim::seeds::SeedFile;
 use quorumlog_sim::sweep::{default_jobs, run_and_check, sweep, Guarantee, SeedOutcome};
 use std::collections::BTreeSet;
@@ -193,6 +194,41 @@ fn lost_disks_lose_no_write_acknowledged_by_two_replicas_over_500_seeds() {
         }
     }
     assert!(seeds_run >= 550);
+}
+
+#[test]
+fn the_deployed_store_keeps_every_promise_on_a_failing_disk() {
+    // Every node runs quorumd's group commit and row cache over a disk
+    // that fails commits (nothing applied), fails them after applying
+    // (unknown outcome) and loses the batches in flight when the node
+    // crashes: the faults really happen, and QUORUM keeps every promise.
+    let scenario = Scenario::standard(FaultSchedule::Crashes, Levels::same(Consistency::Quorum));
+    let outcomes = assert_promises_hold(&scenario, 4000..4040);
+    let disk = outcomes
+        .iter()
+        .fold(DiskStats::default(), |sum, o| sum.plus(o.stats.disk));
+    assert!(disk.failed > 0, "no commit failed: {disk:?}");
+    assert!(
+        disk.unknown > 0,
+        "no commit had an unknown outcome: {disk:?}"
+    );
+    assert!(disk.lost_in_crash > 0, "no crash caught a batch: {disk:?}");
+    // At ten times those rates, still every promise.
+    let mut harsh = scenario.clone();
+    harsh.disk = Some(DiskFaults {
+        failed_permille: 100,
+        unknown_permille: 100,
+    });
+    let outcomes = assert_promises_hold(&harsh, 4100..4115);
+    let unknown: u64 = outcomes.iter().map(|o| o.stats.disk.unknown).sum();
+    assert!(unknown > 100, "{unknown} unknown outcomes at 10 %");
+    // The baseline stays one: its disks take time but never fail.
+    let none = Scenario::standard(FaultSchedule::None, Levels::same(Consistency::Quorum));
+    for o in sweep_all(&none, 0..5) {
+        let disk = o.stats.disk;
+        assert!(disk.commits > 0);
+        assert_eq!((disk.failed, disk.unknown, disk.lost_in_crash), (0, 0, 0));
+    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! heal, read every key once more in quiet, and hand back the history.
 use super::adversary::Adversary;
 use super::cluster::SimCluster;
+use super::disk::DiskStats;
 use super::nemesis::{FaultEvent, Nemesis};
 use super::workload::{observed, Recorder, SimClient};
 use crate::check::{disagreements, ConvergenceReport, StoreContents};
@@ -77,6 +78,8 @@ pub struct RunStats {
     /// than allowed, or more value bytes than the byte limit (a lower bound
     /// of what the limit counts, so this never blames a key within it).
     pub keys_over_limits: usize,
+    /// What the nodes' disks did: commits, failures, batches lost in crashes.
+    pub disk: DiskStats,
 }
 
 pub struct RunResult {
@@ -117,7 +120,13 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> RunResult {
 /// The body of a run; call inside a madsim runtime.
 pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
     let started = Instant::now();
-    let cluster = SimCluster::start(scenario.nodes, sim_config(&scenario));
+    let cluster = SimCluster::start(
+        scenario.nodes,
+        sim_config(&scenario),
+        scenario.disk_faults(),
+        // Past every client's stream (100 + client, at most 256 clients).
+        |id| rng(seed, 1000 + u64::from(id)),
+    );
     let share = *ADVERSARIAL_SHARES.choose(&mut rng(seed, 3)).unwrap_or(&0.0);
     let recorder = Recorder::new(started);
     let keys: Vec<String> = (0..scenario.hot_keys + scenario.cold_keys)
@@ -205,6 +214,12 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
     let mut stats = stats(&history, &faults, started);
     stats.adversarial_permille = (share * 1000.0).round() as u32;
     stats.keys_over_limits = over_limits.max(keys_over_limits(&cluster));
+    stats.disk = cluster
+        .nodes()
+        .iter()
+        .fold(DiskStats::default(), |sum, node| {
+            sum.plus(node.disk_stats())
+        });
     RunResult {
         scenario,
         seed,
