@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod quorum;
 pub mod replica;
 pub mod rpc;
+pub mod storage;
 pub mod store;
 pub mod version;
 

@@ -116,6 +116,9 @@ pub enum OpError {
     },
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The coordinator's store failed. For a write this is indeterminate,
+    /// as a timeout is: a commit whose connection was lost may have
+    /// committed, and the store cannot tell.
     #[error("storage failed on the coordinator: {0}")]
     Storage(String),
     /// The coordinator would not store the write (a key limit); nothing

@@ -196,6 +196,28 @@ impl Replica {
         }
     }
 
+    /// After a failed update of `key`: the update may have been applied
+    /// all the same (a commit whose connection was lost may have
+    /// committed), so the index takes what the store holds now instead of
+    /// keeping a digest that may be stale — a stale digest that matches the
+    /// peers' would hide the difference from anti-entropy for good. If the
+    /// store cannot be read either, the key leaves the index: peers that
+    /// hold it then see a difference and send it, and the merge records
+    /// the stored state again.
+    async fn store_failed(&self, key: &str, error: StoreError) -> ReplicaError {
+        match self.store.get(key).await {
+            Ok(stored) => self.record(key, &stored),
+            Err(again) => {
+                tracing::warn!(key, "cannot read a key back after a failed update: {again}");
+                self.index
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(key);
+            }
+        }
+        ReplicaError::Store(error)
+    }
+
     pub fn id(&self) -> crate::version::NodeId {
         self.actor.node
     }
@@ -302,7 +324,11 @@ impl Replica {
                     }
                 }
             })
-            .await?;
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => return Err(self.store_failed(key, e).await),
+        };
         metrics::histogram!("store_seconds", "op" => "apply")
             .record(started.elapsed().as_secs_f64());
         if let Some(refusal) = refusal {
@@ -372,7 +398,11 @@ impl Replica {
                 minted = Some(version);
                 true
             })
-            .await?;
+            .await;
+        let after = match after {
+            Ok(after) => after,
+            Err(e) => return Err(self.store_failed(key, e).await),
+        };
         metrics::histogram!("store_seconds", "op" => "write")
             .record(started.elapsed().as_secs_f64());
         if let Some(reason) = bad_context {

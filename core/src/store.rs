@@ -1,5 +1,5 @@
 //! Local storage of sibling sets, one per key, behind a small trait so the
-//! same replica logic runs on memory (simulation, tests), SQLite and
+//! same replica logic runs on memory (tests), SQLite and
 //! PostgreSQL (deployment; implemented in `quorumd`), and the hints a
 //! coordinator keeps for replicas that missed a write (`hints.rs`).
 use crate::hints::{
@@ -105,10 +105,10 @@ pub trait Store: Send + Sync + 'static {
     async fn hint_backlog(&self) -> Result<Vec<(NodeId, HintBacklog)>, StoreError>;
 }
 
-/// In-memory store. In the simulator the harness owns one per node, so a
-/// killed node restarts with everything it acknowledged and every hint it
-/// kept (and a lost disk is a fresh `MemoryStore`, without either).
-/// Ordered maps only: nothing here depends on hash order.
+/// In-memory store (`quorumd --store memory`, tests): everything is gone
+/// with the process. (The simulator runs the deployed group commit over a
+/// disk of its own instead: `storage::GroupCommit`.) Ordered maps only:
+/// nothing here depends on hash order.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     data: Mutex<BTreeMap<String, Siblings>>,

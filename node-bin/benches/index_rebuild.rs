@@ -17,7 +17,7 @@
 //! runs: a SQLite file under `target/`, or the PostgreSQL database named
 //! (create it first, e.g. `CREATE DATABASE quorumlog_bench OWNER quorumlog`).
 use anyhow::{bail, Context, Result};
-use quorumd::store::{GroupCommit, PostgresStore, RowBackend, SqliteStore, StoreSpec};
+use quorumd::store::{GroupCommit, PgRows, RowBackend, SqliteRows, StoreSpec};
 use quorumlog_core::replica::Replica;
 use quorumlog_core::{Actor, KeyLimits, Store, VersionVector};
 use std::future::Future;
@@ -95,13 +95,13 @@ async fn fill(store: Arc<dyn Store>, from: usize, to: usize) -> Result<()> {
 
 /// Open the store `spec` names (and migrate it), as quorumd does.
 async fn open_sqlite(path: PathBuf) -> Result<GroupCommit<impl RowBackend>> {
-    SqliteStore::open(&path)
+    SqliteRows::open(&path)
         .await
         .with_context(|| format!("open sqlite:{}", path.display()))
 }
 
 async fn open_postgres(url: String) -> Result<GroupCommit<impl RowBackend>> {
-    PostgresStore::open(&url)
+    PgRows::open(&url)
         .await
         .with_context(|| format!("open {}", quorumd::store::redact(&url)))
 }

@@ -179,11 +179,17 @@ impl ApiError {
                     }))
                 }
                 OpError::Invalid(reason) => Self::bad_request(reason),
-                OpError::Storage(reason) => Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "storage_error",
-                    format!("storage failed on coordinator n{coordinator}: {reason}"),
-                ),
+                // A commit that lost its connection may have committed: a
+                // write that failed in the store may be stored.
+                OpError::Storage(reason) => {
+                    let maybe = if op == "write" { "; the write may still be applied" } else { "" };
+                    Self::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "storage_error",
+                        format!("storage failed on coordinator n{coordinator}: {reason}{maybe}"),
+                    )
+                    .with(json!({"coordinator": coordinator, "indeterminate": op == "write"}))
+                }
                 // The coordinator refused before storing anything.
                 OpError::Refused(refusal) => {
                     let extra = refusal_details(&refusal, coordinator, false);

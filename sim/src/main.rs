@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use quorumlog_sim::check::{check_with_model, ModelKind};
 use quorumlog_sim::history::History;
-use quorumlog_sim::scenario::{FaultSchedule, Levels, Scenario};
+use quorumlog_sim::scenario::{DiskFaults, FaultSchedule, Levels, Scenario};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,6 +107,15 @@ struct ScenarioArgs {
     /// replies lost, background read repairs dropped.
     #[arg(long)]
     fault_points: bool,
+    /// Commits (per mille) each node's disk fails with nothing applied;
+    /// default: 20 under schedules with crashes, else 0.
+    #[arg(long, value_name = "PERMILLE")]
+    commit_failures: Option<u16>,
+    /// Commits (per mille) each node's disk applies and then reports as
+    /// failed (an unknown outcome); default: 10 under schedules with
+    /// crashes, else 0.
+    #[arg(long, value_name = "PERMILLE")]
+    commit_unknown: Option<u16>,
 }
 
 impl ScenarioArgs {
@@ -121,6 +130,13 @@ impl ScenarioArgs {
         scenario.overwrite = self.overwrite;
         scenario.no_read_repair = self.no_read_repair;
         scenario.fault_points = self.fault_points;
+        if self.commit_failures.is_some() || self.commit_unknown.is_some() {
+            let default = scenario.disk_faults();
+            scenario.disk = Some(DiskFaults {
+                failed_permille: self.commit_failures.unwrap_or(default.failed_permille),
+                unknown_permille: self.commit_unknown.unwrap_or(default.unknown_permille),
+            });
+        }
         scenario.validate()?;
         Ok(scenario)
     }
@@ -255,6 +271,10 @@ mod simulator {
                 fmt_counts(&faults)
             }
         );
+        let disk = outcomes.iter().fold(Default::default(), |sum, o| {
+            quorumlog_sim::harness::disk::DiskStats::plus(sum, o.stats.disk)
+        });
+        println!("disks      {}", fmt_disk(&disk));
         let stale: usize = outcomes.iter().map(|o| o.summary.stale_reads).sum();
         let lost: usize = outcomes.iter().map(|o| o.summary.lost_updates).sum();
         let missing: usize = outcomes.iter().map(|o| o.stores.missing_writes).sum();
@@ -382,6 +402,7 @@ mod simulator {
             fmt_counts(&outcome.stats.outcomes),
             outcome.stats.adversarial_permille
         );
+        println!("disks      {}", fmt_disk(&outcome.stats.disk));
         println!("\n{}", outcome.summary);
         println!("{}", outcome.stores);
         println!("{}", outcome.convergence);
@@ -405,6 +426,13 @@ mod simulator {
             println!("FAILED: broke promised guarantees: {}", names.join(", "));
             Ok(ExitCode::from(1))
         }
+    }
+
+    fn fmt_disk(disk: &quorumlog_sim::harness::disk::DiskStats) -> String {
+        format!(
+            "{} commits: {} failed, {} unknown outcome, {} lost in a crash",
+            disk.commits, disk.failed, disk.unknown, disk.lost_in_crash
+        )
     }
 
     pub fn verdicts(

@@ -105,6 +105,50 @@ impl FromStr for FaultSchedule {
     }
 }
 
+/// How often a simulated node's disk fails a commit, per mille of
+/// commits: `failed` ones apply nothing; `unknown` ones apply and then
+/// report an error, as a connection lost during COMMIT does (the caller
+/// cannot tell which happened). Every commit also takes a seeded time,
+/// whatever these rates (`harness::disk`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DiskFaults {
+    pub failed_permille: u16,
+    pub unknown_permille: u16,
+}
+
+impl DiskFaults {
+    /// A disk that never fails.
+    pub const NONE: DiskFaults = DiskFaults {
+        failed_permille: 0,
+        unknown_permille: 0,
+    };
+
+    /// What a schedule's disks do unless a scenario says otherwise: a
+    /// failing commit is a node fault, so it comes with the schedules
+    /// whose nodes crash; the network and pause schedules keep their
+    /// meaning, and "none" stays a baseline without any fault.
+    pub fn of(schedule: FaultSchedule) -> DiskFaults {
+        if schedule.crashes() {
+            DiskFaults {
+                failed_permille: 20,
+                unknown_permille: 10,
+            }
+        } else {
+            DiskFaults::NONE
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        if u32::from(self.failed_permille) + u32::from(self.unknown_permille) > 1000 {
+            return Err(ScenarioError::Invalid(format!(
+                "commit failures {}\u{2030} and unknown outcomes {}\u{2030} add up to more than 1000\u{2030}",
+                self.failed_permille, self.unknown_permille
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// The levels clients read and write with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Levels {
@@ -227,6 +271,10 @@ pub struct Scenario {
     /// with a seed-drawn probability.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fault_points: bool,
+    /// The disks' commit failure rates; None: the schedule's
+    /// ([`DiskFaults::of`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskFaults>,
 }
 
 impl Scenario {
@@ -244,7 +292,13 @@ impl Scenario {
             overwrite: false,
             no_read_repair: false,
             fault_points: false,
+            disk: None,
         }
+    }
+
+    /// How every node's disk fails commits in this scenario.
+    pub fn disk_faults(&self) -> DiskFaults {
+        self.disk.unwrap_or_else(|| DiskFaults::of(self.faults))
     }
 
     pub fn validate(&self) -> Result<QuorumSpec, ScenarioError> {
@@ -268,6 +322,7 @@ impl Scenario {
         for levels in &self.client_levels {
             levels.spec(self.nodes)?;
         }
+        self.disk_faults().validate()?;
         self.levels.spec(self.nodes)
     }
 
@@ -376,6 +431,12 @@ impl Scenario {
         if self.fault_points {
             cmd += " --fault-points";
         }
+        if let Some(disk) = self.disk {
+            cmd += &format!(
+                " --commit-failures {} --commit-unknown {}",
+                disk.failed_permille, disk.unknown_permille
+            );
+        }
         cmd
     }
 }
@@ -416,6 +477,29 @@ mod tests {
         // a QUORUM writer and an R=1 reader need not meet
         assert!(!s.overlapping());
         assert!(s.replay_command(4).contains("--client-level R=1,W=5"));
+    }
+
+    #[test]
+    fn disk_faults_come_with_crashes_unless_set() {
+        let none = Scenario::standard(FaultSchedule::None, Levels::same(Consistency::Quorum));
+        assert_eq!(none.disk_faults(), DiskFaults::NONE);
+        assert!(!none.replay_command(1).contains("--commit"));
+        let mut crashes = Scenario {
+            faults: FaultSchedule::Crashes,
+            ..none
+        };
+        assert!(crashes.disk_faults().failed_permille > 0);
+        assert!(crashes.disk_faults().unknown_permille > 0);
+        crashes.disk = Some(DiskFaults::NONE);
+        assert_eq!(crashes.disk_faults(), DiskFaults::NONE);
+        assert!(crashes
+            .replay_command(1)
+            .contains("--commit-failures 0 --commit-unknown 0"));
+        crashes.disk = Some(DiskFaults {
+            failed_permille: 600,
+            unknown_permille: 500,
+        });
+        assert!(crashes.validate().is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!  "broken": ["no-stale-reads"], "note": "a 3-2 split: ONE reads miss minority writes"}
 //! ```
 use crate::guarantee::Guarantee;
-use crate::scenario::{FaultSchedule, Levels, Scenario, ScenarioError};
+use crate::scenario::{DiskFaults, FaultSchedule, Levels, Scenario, ScenarioError};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -47,6 +47,9 @@ struct RawSeedFile {
     overwrite: bool,
     #[serde(default)]
     no_read_repair: bool,
+    /// The disks' commit failure rates, when not the schedule's.
+    #[serde(default)]
+    disk: Option<DiskFaults>,
     broken: Vec<String>,
     #[serde(default)]
     #[allow(dead_code)]
@@ -90,6 +93,7 @@ impl SeedFile {
         scenario.operations = raw.ops.unwrap_or(scenario.operations);
         scenario.overwrite = raw.overwrite;
         scenario.no_read_repair = raw.no_read_repair;
+        scenario.disk = raw.disk;
         for level in &raw.client_levels {
             scenario
                 .client_levels
@@ -141,6 +145,9 @@ impl SeedFile {
         }
         if scenario.no_read_repair {
             value["no_read_repair"] = true.into();
+        }
+        if let Some(disk) = scenario.disk {
+            value["disk"] = serde_json::to_value(disk).expect("disk faults serialise");
         }
         if !scenario.client_levels.is_empty() {
             value["client_levels"] = scenario

@@ -8,7 +8,9 @@
 //! bounds and expiry, are removed only in the generation that was sent,
 //! and survive a restart of their coordinator. The PostgreSQL half skips
 //! without a server, except under CI=true, where it fails.
-use quorumd::store::{OpenError, PostgresOptions, PostgresStore, SqliteStore, OWNER_LOCK};
+use quorumd::store::{
+    OpenError, PgRows, PostgresOptions, PostgresStore, SqliteRows, SqliteStore, OWNER_LOCK,
+};
 use quorumlog_core::{
     Dot, Hint, HintBacklog, HintDropReason, HintLimits, HintStored, NodeId, Siblings, Store,
     Version, VersionError, VersionVector,
@@ -88,7 +90,7 @@ impl Opened {
 async fn open(backend: &Backend, cache_bytes: usize) -> Opened {
     match backend {
         Backend::Sqlite(path) => Opened::Sqlite(Arc::new(
-            SqliteStore::open_with_cache(path, cache_bytes)
+            SqliteRows::open_with_cache(path, cache_bytes)
                 .await
                 .unwrap_or_else(|e| panic!("open {}: {e}", path.display())),
         )),
@@ -98,7 +100,7 @@ async fn open(backend: &Backend, cache_bytes: usize) -> Opened {
                 ..PostgresOptions::default()
             };
             Opened::Postgres(Arc::new(
-                PostgresStore::open_with(url, options)
+                PgRows::open_with(url, options)
                     .await
                     .unwrap_or_else(|e| panic!("open {url}: {e}")),
             ))
@@ -329,8 +331,8 @@ fn postgres_a_second_node_on_the_same_database_is_refused_until_the_first_closes
     };
     let _turn = serial();
     block_on(async {
-        let first = PostgresStore::open(&url).await.expect("open");
-        match PostgresStore::open_with(&url, impatient()).await {
+        let first = PgRows::open(&url).await.expect("open");
+        match PgRows::open_with(&url, impatient()).await {
             Err(e @ OpenError::InUse { .. }) => {
                 let message = e.to_string();
                 assert!(message.contains("quorumlog_5"), "{message}");
@@ -345,7 +347,7 @@ fn postgres_a_second_node_on_the_same_database_is_refused_until_the_first_closes
         }
         first.close().await;
         // Released: the next owner gets in.
-        let next = PostgresStore::open(&url).await.expect("open after close");
+        let next = PgRows::open(&url).await.expect("open after close");
         next.close().await;
     });
 }
@@ -357,8 +359,8 @@ fn sqlite_a_second_node_on_the_same_file_is_refused_until_the_first_closes() {
         unreachable!()
     };
     block_on(async {
-        let first = SqliteStore::open(path).await.expect("open");
-        match SqliteStore::open(path).await {
+        let first = SqliteRows::open(path).await.expect("open");
+        match SqliteRows::open(path).await {
             Err(e @ OpenError::FileInUse { .. }) => {
                 let message = e.to_string();
                 assert!(message.contains("owner.db"), "{message}");
@@ -368,7 +370,7 @@ fn sqlite_a_second_node_on_the_same_file_is_refused_until_the_first_closes() {
             Ok(_) => panic!("two stores opened the same file"),
         }
         first.close().await;
-        let next = SqliteStore::open(path).await.expect("open after close");
+        let next = SqliteRows::open(path).await.expect("open after close");
         next.close().await;
     });
     backend.clean_up();
@@ -444,7 +446,7 @@ fn postgres_the_committer_reconnects_after_its_session_is_killed() {
         // The new session owns the database again.
         assert!(
             matches!(
-                PostgresStore::open_with(url, impatient()).await,
+                PgRows::open_with(url, impatient()).await,
                 Err(OpenError::InUse { .. })
             ),
             "a second store opened the database after the reconnect"

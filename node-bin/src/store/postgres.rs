@@ -1,5 +1,5 @@
-//! PostgreSQL store: one database per node, written through group commit
-//! (`group_commit.rs`): the committer writes a whole batch with one
+//! PostgreSQL store: one database per node, written through core's group
+//! commit (`core/src/storage`): the committer writes a whole batch with one
 //! autocommitted statement — a conditional `UPDATE … FROM UNNEST(…)` for
 //! existing keys and an `INSERT … ON CONFLICT DO NOTHING` for new ones, in
 //! one data-modifying CTE — so one round trip and one WAL flush carry many
@@ -10,18 +10,18 @@
 //! one that writes (a second node configured with the same database fails
 //! to start; after PostgreSQL restarts, the committer reconnects and takes
 //! the lock again, or refuses to write if someone else has). That is what makes
-//! the row cache coherent (`row_cache.rs`), so reads and the read half of
+//! the row cache coherent (`core/src/storage/row_cache.rs`), so reads and the read half of
 //! updates mostly skip PostgreSQL.
 //!
 //! Hints are written by that same session, each write one autocommitted
 //! statement (the generation counter and the row together); they are read
 //! from the pool.
-use super::group_commit::{
+use super::{backend, OpenError, SqlHintRow, SqlHintTotals, DEFAULT_CACHE_BYTES};
+use async_trait::async_trait;
+use quorumlog_core::storage::{
     GroupCommit, HintRow, HintTotals, HintWrite, RecordIncarnation, RowBackend, RowWrite,
     HINT_GENERATION, INCARNATION,
 };
-use super::{backend, OpenError, DEFAULT_CACHE_BYTES};
-use async_trait::async_trait;
 use quorumlog_core::StoreError;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection;
@@ -80,12 +80,17 @@ pub struct PgRows {
     writer: tokio::sync::Mutex<Option<PgConnection>>,
 }
 
-impl PostgresStore {
-    pub async fn open(url: &str) -> Result<Self, OpenError> {
+/// Opening builds the rows and starts [`GroupCommit`] over them (the store
+/// type is core's, so its constructors live on the backend).
+impl PgRows {
+    pub async fn open(url: &str) -> Result<PostgresStore, OpenError> {
         Self::open_with(url, PostgresOptions::default()).await
     }
 
-    pub async fn open_with(url: &str, options: PostgresOptions) -> Result<Self, OpenError> {
+    pub async fn open_with(
+        url: &str,
+        options: PostgresOptions,
+    ) -> Result<PostgresStore, OpenError> {
         let name = super::redact(url);
         let connect = PgConnectOptions::from_str(url).map_err(|source| OpenError::Connect {
             store: name.clone(),
@@ -348,7 +353,7 @@ impl RowBackend for PgRows {
     }
 
     async fn read_hint(&self, target: i64, key: &str) -> Result<Option<HintRow>, StoreError> {
-        sqlx::query_as(
+        sqlx::query_as::<_, SqlHintRow>(
             "SELECT target, key, data, generation, stored_at, bytes FROM hints \
              WHERE target = $1 AND key = $2",
         )
@@ -357,10 +362,11 @@ impl RowBackend for PgRows {
         .fetch_optional(&self.pool)
         .await
         .map_err(backend)
+        .map(|row| row.map(HintRow::from))
     }
 
     async fn hint_totals(&self, target: i64, cutoff: i64) -> Result<HintTotals, StoreError> {
-        sqlx::query_as(
+        sqlx::query_as::<_, SqlHintTotals>(
             "SELECT count(*) FILTER (WHERE stored_at >= $2) AS live, \
                     COALESCE(SUM(bytes) FILTER (WHERE stored_at >= $2), 0)::BIGINT AS live_bytes, \
                     count(*) FILTER (WHERE stored_at < $2) AS expired \
@@ -371,10 +377,11 @@ impl RowBackend for PgRows {
         .fetch_one(&self.pool)
         .await
         .map_err(backend)
+        .map(HintTotals::from)
     }
 
     async fn read_hints(&self, target: i64, limit: i64) -> Result<Vec<HintRow>, StoreError> {
-        sqlx::query_as(
+        sqlx::query_as::<_, SqlHintRow>(
             "SELECT target, key, data, generation, stored_at, bytes FROM hints \
              WHERE target = $1 ORDER BY stored_at, key LIMIT $2",
         )
@@ -383,6 +390,7 @@ impl RowBackend for PgRows {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)
+        .map(|rows| rows.into_iter().map(HintRow::from).collect())
     }
 
     /// One autocommitted statement on the owner's session: the counter's

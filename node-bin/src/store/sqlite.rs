@@ -1,17 +1,17 @@
 //! SQLite store: one file per node, WAL journal with `synchronous=FULL`,
-//! written through group commit (`group_commit.rs`): the committer writes
+//! written through core's group commit (`core/src/storage`): the committer writes
 //! a whole batch of rows in one transaction, so one fsync carries many
 //! acknowledged writes. The store holds an exclusive lock on `PATH.lock`
 //! while it is open, so this process is the file's only writer (a second
 //! node given the same file fails to start) and the row cache is coherent.
 //! Hints are written beside the batches, each in a transaction of its own
 //! (SQLite serialises it with the committer's).
-use super::group_commit::{
+use super::{backend, OpenError, SqlHintRow, SqlHintTotals};
+use async_trait::async_trait;
+use quorumlog_core::storage::{
     GroupCommit, HintRow, HintTotals, HintWrite, RecordIncarnation, RowBackend, RowWrite,
     HINT_GENERATION, INCARNATION,
 };
-use super::{backend, OpenError};
-use async_trait::async_trait;
 use quorumlog_core::StoreError;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -35,13 +35,18 @@ pub struct SqliteRows {
 /// the row cache).
 const POOL_SIZE: u32 = 4;
 
-impl SqliteStore {
-    pub async fn open(path: &Path) -> Result<Self, OpenError> {
+/// Opening builds the rows and starts [`GroupCommit`] over them (the store
+/// type is core's, so its constructors live on the backend).
+impl SqliteRows {
+    pub async fn open(path: &Path) -> Result<SqliteStore, OpenError> {
         Self::open_with_cache(path, super::DEFAULT_CACHE_BYTES).await
     }
 
     /// Open with a row cache of at most `cache_bytes` bytes (0: none).
-    pub async fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, OpenError> {
+    pub async fn open_with_cache(
+        path: &Path,
+        cache_bytes: usize,
+    ) -> Result<SqliteStore, OpenError> {
         let name = format!("sqlite:{}", path.display());
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| OpenError::Directory {
@@ -212,7 +217,7 @@ impl RowBackend for SqliteRows {
     }
 
     async fn read_hint(&self, target: i64, key: &str) -> Result<Option<HintRow>, StoreError> {
-        sqlx::query_as(
+        sqlx::query_as::<_, SqlHintRow>(
             "SELECT target, key, data, generation, stored_at, bytes FROM hints \
              WHERE target = ?1 AND key = ?2",
         )
@@ -221,10 +226,11 @@ impl RowBackend for SqliteRows {
         .fetch_optional(&self.pool)
         .await
         .map_err(backend)
+        .map(|row| row.map(HintRow::from))
     }
 
     async fn hint_totals(&self, target: i64, cutoff: i64) -> Result<HintTotals, StoreError> {
-        sqlx::query_as(
+        sqlx::query_as::<_, SqlHintTotals>(
             "SELECT count(*) FILTER (WHERE stored_at >= ?2) AS live, \
                     COALESCE(SUM(bytes) FILTER (WHERE stored_at >= ?2), 0) AS live_bytes, \
                     count(*) FILTER (WHERE stored_at < ?2) AS expired \
@@ -235,10 +241,11 @@ impl RowBackend for SqliteRows {
         .fetch_one(&self.pool)
         .await
         .map_err(backend)
+        .map(HintTotals::from)
     }
 
     async fn read_hints(&self, target: i64, limit: i64) -> Result<Vec<HintRow>, StoreError> {
-        sqlx::query_as(
+        sqlx::query_as::<_, SqlHintRow>(
             "SELECT target, key, data, generation, stored_at, bytes FROM hints \
              WHERE target = ?1 ORDER BY stored_at, key LIMIT ?2",
         )
@@ -247,6 +254,7 @@ impl RowBackend for SqliteRows {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)
+        .map(|rows| rows.into_iter().map(HintRow::from).collect())
     }
 
     /// One transaction that starts by writing (the counter), so it takes

@@ -1,11 +1,17 @@
 //! The simulated cluster: N node hosts running the real `quorumlog_core::Node`
 //! (same coordinator, replica and RPC code as `quorumd`), each with its own
-//! address and a store owned by the harness, so a crashed node restarts with
-//! everything it durably stored — or, after a lost disk, with an empty
-//! store, which makes it start a new incarnation.
+//! address, on the store `quorumd` deploys — core's group commit and row
+//! cache — over a simulated disk the harness owns ([`SimDisk`]), so a
+//! crashed node restarts with everything its disk committed (what was only
+//! queued or on its way dies with the node) — or, after a lost disk, with
+//! no rows, which makes it start a new incarnation.
+use super::disk::{DiskStats, SimDisk};
+use crate::scenario::DiskFaults;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
-use quorumlog_core::{CoordinatorConfig, Incarnation, MemoryStore, Node, NodeId, Siblings, Store};
+use quorumlog_core::storage::GroupCommit;
+use quorumlog_core::{CoordinatorConfig, Incarnation, Node, NodeId, Siblings, Store};
+use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -13,6 +19,10 @@ use std::time::Duration;
 
 /// Port every simulated node listens on.
 const NODE_PORT: u16 = 7000;
+/// Bytes each node's row cache may hold: small, so that evictions, rows
+/// too big to cache, and fills racing them happen in every run (quorumd
+/// holds 64 MiB).
+const SIM_CACHE_BYTES: usize = 128 * 1024;
 
 pub struct SimNode {
     pub id: NodeId,
@@ -22,11 +32,12 @@ pub struct SimNode {
     disk: Arc<Mutex<Disk>>,
 }
 
-/// A node's disk as the harness owns it: the store, and the incarnation a
-/// store found empty takes. The harness knows every earlier incarnation of
-/// the node, so it hands out 0, 1, 2, … (quorumd draws at random).
+/// A node's disk as the harness owns it: the committed rows, and the
+/// incarnation a store found empty takes. The harness knows every earlier
+/// incarnation of the node, so it hands out 0, 1, 2, … (quorumd draws at
+/// random).
 struct Disk {
-    store: Arc<MemoryStore>,
+    rows: Arc<SimDisk>,
     fresh: Incarnation,
 }
 
@@ -35,9 +46,20 @@ impl SimNode {
         self.disk.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Everything the node's store holds, key by key.
+    /// Everything the node's disk has committed, key by key (not what its
+    /// row cache holds: the disk is what a restart finds).
     pub fn stored(&self) -> BTreeMap<String, Siblings> {
-        self.disk().store.inspect(|data| data.clone())
+        let rows = self.disk().rows.clone();
+        match rows.rows() {
+            Ok(rows) => rows,
+            // Only the store under test writes these rows.
+            Err(e) => panic!("node n{} committed a row it cannot read: {e}", self.id),
+        }
+    }
+
+    /// What the node's disk did so far.
+    pub fn disk_stats(&self) -> DiskStats {
+        self.disk().rows.disk_stats()
     }
 
     /// Keys over the limits in this node's store: a set with more than
@@ -48,25 +70,23 @@ impl SimNode {
     /// what the store holds (sibling count, value bytes), not with the
     /// core's own accounting.
     pub fn keys_over(&self, max_siblings: usize, max_value_bytes: usize, n: usize) -> usize {
-        let store = self.disk().store.clone();
         let me = self.id;
-        store.inspect(|data| {
-            data.values()
-                .filter(|set| {
-                    let over = |versions: &[&quorumlog_core::Version], factor: usize| {
-                        let bytes: usize = versions.iter().map(|v| v.value.len()).sum();
-                        versions.len() > max_siblings.saturating_mul(factor)
-                            || bytes > max_value_bytes.saturating_mul(factor)
-                    };
-                    let all: Vec<&quorumlog_core::Version> = set.versions().iter().collect();
-                    let mut own: BTreeMap<u32, Vec<&quorumlog_core::Version>> = BTreeMap::new();
-                    for v in set.versions().iter().filter(|v| v.dot.node == me) {
-                        own.entry(v.dot.incarnation).or_default().push(v);
-                    }
-                    over(&all, n) || own.values().any(|mine| over(mine, 1))
-                })
-                .count()
-        })
+        self.stored()
+            .values()
+            .filter(|set| {
+                let over = |versions: &[&quorumlog_core::Version], factor: usize| {
+                    let bytes: usize = versions.iter().map(|v| v.value.len()).sum();
+                    versions.len() > max_siblings.saturating_mul(factor)
+                        || bytes > max_value_bytes.saturating_mul(factor)
+                };
+                let all: Vec<&quorumlog_core::Version> = set.versions().iter().collect();
+                let mut own: BTreeMap<u32, Vec<&quorumlog_core::Version>> = BTreeMap::new();
+                for v in set.versions().iter().filter(|v| v.dot.node == me) {
+                    own.entry(v.dot.incarnation).or_default().push(v);
+                }
+                over(&all, n) || own.values().any(|mine| over(mine, 1))
+            })
+            .count()
     }
 }
 
@@ -84,8 +104,15 @@ fn client_ip(index: usize) -> IpAddr {
 }
 
 impl SimCluster {
-    /// Start `n` nodes with ids 1..=n. Must run inside a madsim runtime.
-    pub fn start(n: usize, config: CoordinatorConfig) -> Self {
+    /// Start `n` nodes with ids 1..=n, each disk failing commits at
+    /// `faults`' rates and drawing from `disk_rng(node id)`. Must run inside
+    /// a madsim runtime.
+    pub fn start(
+        n: usize,
+        config: CoordinatorConfig,
+        faults: DiskFaults,
+        disk_rng: impl Fn(NodeId) -> ChaCha8Rng,
+    ) -> Self {
         let handle = Handle::current();
         let members: Vec<(NodeId, SocketAddr)> = (0..n)
             .map(|i| (i as NodeId + 1, SocketAddr::new(node_ip(i), NODE_PORT)))
@@ -94,7 +121,7 @@ impl SimCluster {
             .iter()
             .map(|&(id, addr)| {
                 let disk = Arc::new(Mutex::new(Disk {
-                    store: Arc::new(MemoryStore::new()),
+                    rows: Arc::new(SimDisk::new(faults, disk_rng(id))),
                     fresh: 0,
                 }));
                 let peers = members.clone();
@@ -104,13 +131,16 @@ impl SimCluster {
                     .name(format!("n{id}"))
                     .ip(addr.ip())
                     .init(move || {
-                        let (store, fresh) = {
+                        let (rows, fresh) = {
                             let disk = node_disk.lock().unwrap_or_else(|p| p.into_inner());
-                            let store: Arc<dyn Store> = disk.store.clone();
-                            (store, disk.fresh)
+                            (disk.rows.clone(), disk.fresh)
                         };
                         let peers = peers.clone();
                         async move {
+                            // Started on the node, so its committer task (and
+                            // the batches queued for it) die with the node.
+                            let store: Arc<dyn Store> =
+                                Arc::new(GroupCommit::new(rows, SIM_CACHE_BYTES));
                             let node = match Node::open(id, store, peers, config, fresh).await {
                                 Ok(node) => Arc::new(node),
                                 Err(e) => panic!("node n{id} cannot open its store: {e}"),
@@ -162,8 +192,9 @@ impl SimCluster {
         self.nodes[index].host.id()
     }
 
-    /// Crash: every task of the node dies and its connections reset; its
-    /// store (what it acknowledged) survives.
+    /// Crash: every task of the node dies and its connections reset; what
+    /// its disk committed survives (so everything it acknowledged), what
+    /// was not yet committed is lost.
     pub fn kill(&self, index: usize) {
         self.handle.kill(self.host(index));
     }
@@ -173,10 +204,10 @@ impl SimCluster {
     }
 
     /// Replace the node's disk with an empty one (call while it is down):
-    /// its next start finds no data and takes the next incarnation.
+    /// its next start finds no rows and takes the next incarnation.
     pub fn wipe_disk(&self, index: usize) {
         let mut disk = self.nodes[index].disk();
-        disk.store = Arc::new(MemoryStore::new());
+        disk.rows.wipe();
         disk.fresh += 1;
     }
 

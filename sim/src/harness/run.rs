@@ -2,6 +2,7 @@
 //! heal, read every key once more in quiet, and hand back the history.
 use super::adversary::Adversary;
 use super::cluster::SimCluster;
+use super::disk::DiskStats;
 use super::nemesis::{ground_truth, FaultEvent, Nemesis};
 use super::workload::{observed, Recorder, SimClient};
 use crate::check::{disagreements, ConvergenceReport, GroundTruth, Outage, StoreContents};
@@ -79,6 +80,8 @@ pub struct RunStats {
     /// than allowed, or more value bytes than the byte limit (a lower bound
     /// of what the limit counts, so this never blames a key within it).
     pub keys_over_limits: usize,
+    /// What the nodes' disks did: commits, failures, batches lost in crashes.
+    pub disk: DiskStats,
 }
 
 pub struct RunResult {
@@ -162,7 +165,13 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
     } else {
         Vec::new()
     });
-    let cluster = SimCluster::start(scenario.nodes, sim_config(&scenario));
+    let cluster = SimCluster::start(
+        scenario.nodes,
+        sim_config(&scenario),
+        scenario.disk_faults(),
+        // Past every client's stream (100 + client, at most 256 clients).
+        |id| rng(seed, 1000 + u64::from(id)),
+    );
     let share = *ADVERSARIAL_SHARES.choose(&mut rng(seed, 3)).unwrap_or(&0.0);
     let recorder = Recorder::new(started);
     let keys: Vec<String> = (0..scenario.hot_keys + scenario.cold_keys)
@@ -247,16 +256,23 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
         history.push(event);
     }
     let faults = nemesis.into_log();
+    let mut stats = stats(&history, &faults, started);
+    stats.disk = cluster
+        .nodes()
+        .iter()
+        .fold(DiskStats::default(), |sum, node| {
+            sum.plus(node.disk_stats())
+        });
     let mut ground_truth = ground_truth(&faults, scenario.nodes, &sim_config(&scenario));
-    if !buggify::fired().is_empty() {
-        // A fault point lost or held back messages between replicas at
-        // moments the log does not record: no link is trusted all run.
+    if !buggify::fired().is_empty() || stats.disk.failed + stats.disk.unknown > 0 {
+        // A fault point lost or held back messages between replicas, or a
+        // disk failed commits, at moments the log does not record: no
+        // link is trusted all run.
         ground_truth.outages.push(Outage::Network {
             from_us: 0,
             to_us: u64::MAX,
         });
     }
-    let mut stats = stats(&history, &faults, started);
     for (point, fired) in buggify::fired() {
         stats
             .faults

@@ -88,8 +88,14 @@ pub(crate) fn observed(v: &Version) -> ObservedVersion {
     }
 }
 
-fn failure_outcome(error: &ClientError) -> Outcome {
+fn failure_outcome(error: &ClientError, write: bool) -> Outcome {
     match error {
+        // A write the coordinator's store failed may have been committed
+        // (an unknown outcome): indeterminate, not failed.
+        ClientError::Op {
+            error: OpError::Storage(_),
+            ..
+        } if write => Outcome::Timeout,
         // Refused before anything was written anywhere.
         ClientError::Op {
             error: OpError::Unavailable { .. },
@@ -181,7 +187,7 @@ impl SimClient {
                     id,
                     client: self.id,
                     time_us,
-                    outcome: failure_outcome(&e),
+                    outcome: failure_outcome(&e, false),
                     values: Vec::new(),
                     version: None,
                     context: None,
@@ -246,7 +252,7 @@ impl SimClient {
                 id,
                 client: self.id,
                 time_us,
-                outcome: failure_outcome(&e),
+                outcome: failure_outcome(&e, true),
                 values: Vec::new(),
                 version: None,
                 context: None,

@@ -14,8 +14,8 @@
 //!
 //! Readers take a [`FillTicket`] before they query and hand it back with
 //! the row. Dropping a fill only costs a later miss.
-use quorumlog_core::Siblings;
-use std::collections::HashMap;
+use crate::version::Siblings;
+use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 /// A row as committed: its sibling set and the row version it carries.
@@ -35,7 +35,9 @@ struct Entry {
 }
 
 struct Inner {
-    rows: HashMap<String, Entry>,
+    /// Ordered, so which entry an eviction picks is the same on every run
+    /// (the simulator replays runs exactly; hash order differs between them).
+    rows: BTreeMap<String, Entry>,
     /// Sum of the entries' costs, never above the capacity.
     used: usize,
     /// Entries removed so far (evictions and forgets).
@@ -55,7 +57,7 @@ impl RowCache {
         Self {
             capacity,
             inner: Mutex::new(Inner {
-                rows: HashMap::new(),
+                rows: BTreeMap::new(),
                 used: 0,
                 removals: 0,
             }),
@@ -151,7 +153,7 @@ impl RowCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quorumlog_core::{Dot, Version, VersionVector};
+    use crate::version::{Dot, Version, VersionVector};
 
     fn row(value: &str, version: i64) -> CachedRow {
         let set = Siblings::from_versions([Version {

@@ -1,0 +1,529 @@
+//! A node's simulated disk: a [`RowBackend`] under the real
+//! [`GroupCommit`](quorumlog_core::storage::GroupCommit), so the simulated
+//! cluster runs the storage code `quorumd` deploys.
+//!
+//! Its committed rows (and incarnation record and hints) live here, owned
+//! by the harness, so they survive a crash: madsim kills every task of the
+//! node, including the committer and whatever sat in its queue. What it
+//! models, every draw from a seeded RNG of its own:
+//!
+//! - each commit takes a seeded time, first to reach the disk and then to
+//!   be acknowledged; a read that misses the row cache takes one too, so
+//!   reads race commits as they do against a database;
+//! - a commit fails with nothing applied, or applies and then fails (an
+//!   unknown outcome: what a connection lost during COMMIT gives), at the
+//!   scenario's rates ([`DiskFaults`]);
+//! - a crash before a batch reached the disk loses the whole batch, and a
+//!   crash after it leaves it applied but never acknowledged; no batch is
+//!   ever half applied (it is applied in one step, under one lock).
+//!
+//! Hints and the incarnation record are written at once and never fail:
+//! the faults here are those of the group commit's batches.
+use crate::scenario::DiskFaults;
+use async_trait::async_trait;
+use quorumlog_core::storage::{
+    decode, HintRow, HintTotals, HintWrite, RecordIncarnation, RowBackend, RowWrite,
+};
+use quorumlog_core::{Siblings, StoreError};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::{Bound, RangeInclusive};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How long a commit takes to reach the disk, and again to be
+/// acknowledged (µs): a flush of a local SSD to a slow network disk.
+const COMMIT_LATENCY_US: RangeInclusive<u64> = 100..=1500;
+/// How long a read of one row takes (µs).
+const READ_LATENCY_US: RangeInclusive<u64> = 50..=500;
+
+/// What the disks did in a run, summed over the nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DiskStats {
+    /// Batches handed to the disk.
+    pub commits: u64,
+    /// Commits that failed with nothing applied.
+    pub failed: u64,
+    /// Commits that applied and then reported a failure.
+    pub unknown: u64,
+    /// Batches on their way to the disk when their node crashed: never
+    /// applied.
+    pub lost_in_crash: u64,
+}
+
+impl DiskStats {
+    pub fn plus(self, other: DiskStats) -> DiskStats {
+        DiskStats {
+            commits: self.commits + other.commits,
+            failed: self.failed + other.failed,
+            unknown: self.unknown + other.unknown,
+            lost_in_crash: self.lost_in_crash + other.lost_in_crash,
+        }
+    }
+}
+
+/// What is on the disk: everything committed.
+#[derive(Debug, Default)]
+struct Committed {
+    /// Per key, the encoded sibling set and its row version.
+    rows: BTreeMap<String, (Vec<u8>, i64)>,
+    incarnation: Option<i64>,
+    hints: BTreeMap<(i64, String), HintRow>,
+    /// The last hint generation handed out (never reused).
+    hint_generation: i64,
+}
+
+/// How a drawn commit ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Applied,
+    Failed,
+    Unknown,
+}
+
+pub struct SimDisk {
+    committed: Mutex<Committed>,
+    faults: DiskFaults,
+    rng: Mutex<ChaCha8Rng>,
+    stats: Mutex<DiskStats>,
+}
+
+/// Counts a batch as lost unless it is disarmed: dropped armed, its
+/// future died with its node (madsim drops a killed node's tasks).
+struct InFlight<'a> {
+    disk: &'a SimDisk,
+    armed: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.disk.stats().lost_in_crash += 1;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every holder leaves the data whole before anything can panic.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SimDisk {
+    /// An empty disk failing commits at `faults`' rates, its draws from `rng`.
+    pub fn new(faults: DiskFaults, rng: ChaCha8Rng) -> Self {
+        Self {
+            committed: Mutex::new(Committed::default()),
+            faults,
+            rng: Mutex::new(rng),
+            stats: Mutex::new(DiskStats::default()),
+        }
+    }
+
+    fn committed(&self) -> MutexGuard<'_, Committed> {
+        lock(&self.committed)
+    }
+
+    fn stats(&self) -> MutexGuard<'_, DiskStats> {
+        lock(&self.stats)
+    }
+
+    pub fn disk_stats(&self) -> DiskStats {
+        *self.stats()
+    }
+
+    /// The disk is replaced by an empty one (the node is down).
+    pub fn wipe(&self) {
+        *self.committed() = Committed::default();
+    }
+
+    /// Every committed row, decoded: what the node would find on restart.
+    pub fn rows(&self) -> Result<BTreeMap<String, Siblings>, StoreError> {
+        self.committed()
+            .rows
+            .iter()
+            .map(|(key, (data, _))| Ok((key.clone(), decode(key, data)?)))
+            .collect()
+    }
+
+    fn latency(&self, range: RangeInclusive<u64>) -> Duration {
+        Duration::from_micros(lock(&self.rng).gen_range(range))
+    }
+
+    /// Both halves of a commit's time and its fate. Every draw is made
+    /// whatever the rates, so changing a rate does not shift the rest.
+    fn draw_commit(&self) -> (Duration, Duration, Fate) {
+        let mut rng = lock(&self.rng);
+        let to_disk = Duration::from_micros(rng.gen_range(COMMIT_LATENCY_US));
+        let to_ack = Duration::from_micros(rng.gen_range(COMMIT_LATENCY_US));
+        let roll: u16 = rng.gen_range(0..1000);
+        let fate = if roll < self.faults.failed_permille {
+            Fate::Failed
+        } else if roll
+            < self
+                .faults
+                .failed_permille
+                .saturating_add(self.faults.unknown_permille)
+        {
+            Fate::Unknown
+        } else {
+            Fate::Applied
+        };
+        (to_disk, to_ack, fate)
+    }
+
+    /// Apply a batch as one transaction: each row only if its version is
+    /// as expected (as the SQL backends' conditional writes do).
+    fn apply(&self, rows: &[RowWrite]) -> BTreeSet<String> {
+        let mut committed = self.committed();
+        let mut written = BTreeSet::new();
+        for row in rows {
+            let current = committed.rows.get(&row.key).map(|(_, version)| *version);
+            let next = match (row.expected, current) {
+                (None, None) => 0,
+                (Some(expected), Some(current)) if expected == current => current + 1,
+                _ => continue,
+            };
+            committed
+                .rows
+                .insert(row.key.clone(), (row.data.clone(), next));
+            written.insert(row.key.clone());
+        }
+        written
+    }
+}
+
+fn limit_of(limit: i64) -> usize {
+    usize::try_from(limit).unwrap_or(0)
+}
+
+#[async_trait]
+impl RowBackend for SimDisk {
+    fn name(&self) -> &'static str {
+        "simulated disk"
+    }
+
+    async fn read_row(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
+        // The row as it is when the read reaches the disk: a commit may
+        // land while the answer travels back.
+        tokio::time::sleep(self.latency(READ_LATENCY_US)).await;
+        let row = self.committed().rows.get(key).cloned();
+        tokio::time::sleep(self.latency(READ_LATENCY_US)).await;
+        Ok(row)
+    }
+
+    async fn write_rows(&self, rows: &[RowWrite]) -> Result<BTreeSet<String>, StoreError> {
+        let (to_disk, to_ack, fate) = self.draw_commit();
+        self.stats().commits += 1;
+        let mut in_flight = InFlight {
+            disk: self,
+            armed: true,
+        };
+        tokio::time::sleep(to_disk).await;
+        in_flight.armed = false;
+        if fate == Fate::Failed {
+            self.stats().failed += 1;
+            return Err(StoreError::Backend(
+                "simulated commit failure (nothing applied)".into(),
+            ));
+        }
+        let written = self.apply(rows);
+        // Applied: a crash from here on loses only the acknowledgement.
+        tokio::time::sleep(to_ack).await;
+        if fate == Fate::Unknown {
+            self.stats().unknown += 1;
+            return Err(StoreError::Backend(
+                "simulated connection loss during commit (outcome unknown)".into(),
+            ));
+        }
+        Ok(written)
+    }
+
+    async fn keys(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.committed().rows.keys().cloned().collect())
+    }
+
+    async fn read_rows(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let start = match after {
+            Some(key) => Bound::Excluded(key.to_string()),
+            None => Bound::Unbounded,
+        };
+        Ok(self
+            .committed()
+            .rows
+            .range((start, Bound::Unbounded))
+            .take(limit_of(limit))
+            .map(|(key, (data, _))| (key.clone(), data.clone()))
+            .collect())
+    }
+
+    async fn read_incarnation(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.committed().incarnation)
+    }
+
+    async fn record_incarnation(&self, record: RecordIncarnation) -> Result<i64, StoreError> {
+        let mut committed = self.committed();
+        let recorded = match record {
+            RecordIncarnation::IfAbsent { fresh } => {
+                let has_rows = !committed.rows.is_empty();
+                *committed
+                    .incarnation
+                    .get_or_insert(if has_rows { 0 } else { i64::from(fresh) })
+            }
+            RecordIncarnation::Replace(incarnation) => {
+                *committed.incarnation.insert(i64::from(incarnation))
+            }
+        };
+        Ok(recorded)
+    }
+
+    async fn read_hint(&self, target: i64, key: &str) -> Result<Option<HintRow>, StoreError> {
+        Ok(self
+            .committed()
+            .hints
+            .get(&(target, key.to_string()))
+            .cloned())
+    }
+
+    async fn hint_totals(&self, target: i64, cutoff: i64) -> Result<HintTotals, StoreError> {
+        let committed = self.committed();
+        let mut totals = HintTotals::default();
+        for hint in committed.hints.values().filter(|h| h.target == target) {
+            if hint.stored_at >= cutoff {
+                totals.live += 1;
+                totals.live_bytes += hint.bytes;
+            } else {
+                totals.expired += 1;
+            }
+        }
+        Ok(totals)
+    }
+
+    async fn read_hints(&self, target: i64, limit: i64) -> Result<Vec<HintRow>, StoreError> {
+        let committed = self.committed();
+        let mut hints: Vec<&HintRow> = committed
+            .hints
+            .values()
+            .filter(|h| h.target == target)
+            .collect();
+        // Held in key order; a stable sort by time keeps ties in key order.
+        hints.sort_by_key(|h| h.stored_at);
+        Ok(hints.into_iter().take(limit_of(limit)).cloned().collect())
+    }
+
+    async fn write_hint(&self, hint: &HintWrite) -> Result<Option<i64>, StoreError> {
+        let mut committed = self.committed();
+        let at = (hint.target, hint.key.clone());
+        let held = committed.hints.get(&at).map(|h| h.generation);
+        if held != hint.expected {
+            return Ok(None);
+        }
+        committed.hint_generation += 1;
+        let generation = committed.hint_generation;
+        committed.hints.insert(
+            at,
+            HintRow {
+                target: hint.target,
+                key: hint.key.clone(),
+                data: hint.data.clone(),
+                generation,
+                stored_at: hint.stored_at,
+                bytes: hint.bytes,
+            },
+        );
+        Ok(Some(generation))
+    }
+
+    async fn delete_hint(
+        &self,
+        target: i64,
+        key: &str,
+        generation: i64,
+    ) -> Result<bool, StoreError> {
+        let mut committed = self.committed();
+        let at = (target, key.to_string());
+        if committed.hints.get(&at).map(|h| h.generation) != Some(generation) {
+            return Ok(false);
+        }
+        committed.hints.remove(&at);
+        Ok(true)
+    }
+
+    async fn delete_expired_hints(
+        &self,
+        target: Option<i64>,
+        cutoff: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let mut committed = self.committed();
+        let doomed: Vec<(i64, String)> = committed
+            .hints
+            .values()
+            .filter(|h| target.is_none_or(|t| h.target == t) && h.stored_at < cutoff)
+            .map(|h| (h.target, h.key.clone()))
+            .collect();
+        Ok(doomed
+            .into_iter()
+            .filter_map(|at| committed.hints.remove(&at))
+            .map(|h| (h.target, h.bytes))
+            .collect())
+    }
+
+    async fn hint_backlog(&self) -> Result<Vec<(i64, i64, i64)>, StoreError> {
+        let mut backlog: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        for hint in self.committed().hints.values() {
+            let sum = backlog.entry(hint.target).or_default();
+            sum.0 += 1;
+            sum.1 += hint.bytes;
+        }
+        Ok(backlog
+            .into_iter()
+            .map(|(target, (count, bytes))| (target, count, bytes))
+            .collect())
+    }
+
+    async fn close(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quorumlog_core::storage::{encode, GroupCommit};
+    use quorumlog_core::{Dot, Store, Version, VersionVector};
+    use rand::SeedableRng;
+    use std::sync::Arc;
+
+    fn disk(failed_permille: u16, unknown_permille: u16) -> Arc<SimDisk> {
+        Arc::new(SimDisk::new(
+            DiskFaults {
+                failed_permille,
+                unknown_permille,
+            },
+            ChaCha8Rng::seed_from_u64(7),
+        ))
+    }
+
+    fn set(value: &str, counter: u64) -> Siblings {
+        Siblings::from_versions([Version {
+            dot: Dot::new(1, counter),
+            context: VersionVector::new(),
+            value: value.into(),
+        }])
+        .expect("one version is a sibling set")
+    }
+
+    fn row(key: &str, value: &str, expected: Option<i64>) -> RowWrite {
+        RowWrite {
+            key: key.into(),
+            data: encode(&set(value, 1)).expect("encode"),
+            expected,
+        }
+    }
+
+    fn stored(disk: &SimDisk) -> BTreeMap<String, Siblings> {
+        disk.rows().expect("rows decode")
+    }
+
+    #[madsim::test]
+    async fn a_failed_commit_applies_nothing() {
+        let disk = disk(1000, 0);
+        let batch = [row("a", "x", None), row("b", "y", None)];
+        assert!(disk.write_rows(&batch).await.is_err());
+        assert!(stored(&disk).is_empty());
+        assert_eq!(disk.read_row("a").await, Ok(None));
+        assert_eq!(
+            disk.disk_stats(),
+            DiskStats {
+                commits: 1,
+                failed: 1,
+                ..DiskStats::default()
+            }
+        );
+    }
+
+    #[madsim::test]
+    async fn an_unknown_outcome_applies_the_whole_batch() {
+        let disk = disk(0, 1000);
+        let batch = [row("a", "x", None), row("b", "y", None)];
+        assert!(disk.write_rows(&batch).await.is_err());
+        assert_eq!(stored(&disk).len(), 2);
+        // Versions move as for a commit that was acknowledged.
+        assert_eq!(
+            disk.read_row("a").await.map(|r| r.map(|r| r.1)),
+            Ok(Some(0))
+        );
+        assert_eq!(disk.disk_stats().unknown, 1);
+    }
+
+    #[madsim::test]
+    async fn rows_are_written_only_at_the_version_read() {
+        let disk = disk(0, 0);
+        let written = disk.write_rows(&[row("a", "x", None)]).await;
+        assert_eq!(written, Ok(["a".to_string()].into()));
+        // A second insert and a stale update are refused; the right one lands.
+        let batch = [
+            row("a", "again", None),
+            row("b", "y", Some(0)),
+            row("c", "z", None),
+        ];
+        assert_eq!(disk.write_rows(&batch).await, Ok(["c".to_string()].into()));
+        let written = disk.write_rows(&[row("a", "next", Some(0))]).await;
+        assert_eq!(written, Ok(["a".to_string()].into()));
+        assert_eq!(
+            disk.read_row("a").await.map(|r| r.map(|r| r.1)),
+            Ok(Some(1))
+        );
+        disk.wipe();
+        assert!(stored(&disk).is_empty());
+        assert_eq!(disk.read_incarnation().await, Ok(None));
+    }
+
+    #[madsim::test]
+    async fn a_crash_before_the_disk_loses_the_batch_whole() {
+        let handle = madsim::runtime::Handle::current();
+        let disk = disk(0, 0);
+        let node = handle.create_node().name("n").build();
+        let on_node = disk.clone();
+        let _write = node.spawn(async move {
+            let batch = [row("a", "x", None), row("b", "y", None)];
+            on_node.write_rows(&batch).await
+        });
+        // Before the shortest commit latency is over: still on its way.
+        tokio::time::sleep(Duration::from_micros(50)).await;
+        handle.kill(node.id());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(stored(&disk).is_empty());
+        assert_eq!(disk.disk_stats().lost_in_crash, 1);
+    }
+
+    /// The store over a disk whose every commit applies and then fails:
+    /// each update reports an error, yet the row cache and the optimistic
+    /// row version follow the disk, so the next update merges on top of
+    /// what was applied (a stale version would lose every later race and
+    /// give up; a stale cache would drop the applied version).
+    #[madsim::test]
+    async fn unknown_outcomes_leave_the_cache_and_versions_right() {
+        let disk = disk(0, 1000);
+        let store = GroupCommit::new(disk.clone(), 1 << 20);
+        for counter in 1..=3 {
+            let version = set(&format!("v{counter}"), counter).versions()[0].clone();
+            let result = store
+                .update("k", &mut |s| s.sync_one(version.clone()).unwrap_or(false))
+                .await;
+            assert!(result.is_err(), "an unknown outcome is an error");
+            let on_disk = stored(&disk).remove("k").expect("applied");
+            assert!(on_disk.covers(version.dot));
+            assert_eq!(store.get("k").await, Ok(on_disk.clone()), "cache agrees");
+            assert_eq!(
+                disk.read_row("k").await.map(|r| r.map(|r| r.1)),
+                Ok(Some(counter as i64 - 1)),
+                "one row version per commit: no update lost a race"
+            );
+        }
+        assert_eq!(disk.disk_stats().commits, 3);
+    }
+}
