@@ -18,7 +18,9 @@ pub enum Guarantee {
     /// The history is linearizable (multi-value register model).
     Linearizable,
     /// No replica holds a key past N times the configured sibling and byte
-    /// limits (writes are refused past the limits themselves).
+    /// limits, and no node commits a version it minted into a set past the
+    /// sibling limit that it makes larger (writes are refused past the
+    /// limits themselves unless they keep the set from growing).
     BoundedKeys,
     /// Once faults heal and clients stop, every replica comes to hold the
     /// same versions of every key, without reads, within a bounded time.

@@ -144,31 +144,11 @@ fn weak_levels_lose_no_acknowledged_write_under_any_fault_schedule_over_1400_see
     // that a write on one replica (W=1) is not promised to survive its
     // disk. Every other promise (well-formed reads, bounded keys,
     // convergence, availability) is asserted too.
-    //
-    // One seed is a known open failure, listed here so that it stays in
-    // sight: a fix must remove it, and any other failure fails the test.
-    // ONE/all seed 62: node 5's store holds 17 of its own versions of k1 in
-    // one incarnation for about a second (the limit is 16), found once the
-    // simulated nodes ran the deployed group-commit store. The coordinator
-    // accepts a write that does not grow a set already past the limit (so
-    // a context write can always resolve siblings), and a set may be past
-    // it after replication (replicas take up to N times the limits): a
-    // write that supersedes another node's version and adds its own keeps
-    // 17 at 17 and makes all 17 its own. The judge's rule that a node's own
-    // versions stay within the limits is then too strict; what replaces it
-    // must still catch a coordinator that ignores the limits.
-    const KNOWN: &[(&str, u64, Guarantee)] = &[("ONE/all", 62, Guarantee::BoundedKeys)];
     let mut judged = 0;
-    let mut failing = Vec::new();
     for levels in [Levels::same(Consistency::One), Levels::explicit(2, 2)] {
         for faults in FaultSchedule::EVERY {
             let scenario = Scenario::standard(faults, levels);
-            let outcomes = sweep_all(&scenario, 0..100);
-            for o in &outcomes {
-                for g in o.failures(&scenario) {
-                    failing.push((scenario.name(), o.seed, g));
-                }
-            }
+            let outcomes = assert_promises_hold(&scenario, 0..100);
             if !Guarantee::NoLostUpdates.promised_by(&scenario) {
                 assert_eq!(levels.write, Consistency::One);
                 assert!(faults.disk_loss(), "{}", scenario.name());
@@ -195,14 +175,6 @@ fn weak_levels_lose_no_acknowledged_write_under_any_fault_schedule_over_1400_see
     }
     // ONE under disk-loss and all is the only exception.
     assert_eq!(judged, 1200);
-    let known: Vec<(String, u64, Guarantee)> = KNOWN
-        .iter()
-        .map(|(name, seed, g)| (name.to_string(), *seed, *g))
-        .collect();
-    assert_eq!(
-        failing, known,
-        "promised guarantees broken (scenario, seed, guarantee), against the known list"
-    );
 }
 
 #[test]

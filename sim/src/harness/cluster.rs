@@ -63,28 +63,17 @@ impl SimNode {
     }
 
     /// Keys over the limits in this node's store: a set with more than
-    /// `n` times the limits (what replicas may exchange to converge), or
-    /// more than the limits themselves among the versions this node minted
-    /// in one incarnation (each was minted only if its coordinator's copy
-    /// stayed within the limits, so those never pass them). Counted from
-    /// what the store holds (sibling count, value bytes), not with the
-    /// core's own accounting.
+    /// `n` times the limits (what replicas may exchange to converge).
+    /// Counted from what the store holds (sibling count, value bytes), not
+    /// with the core's own accounting. What the node's own writes may do
+    /// is judged on each commit ([`DiskStats::grown_past_limit`]).
     pub fn keys_over(&self, max_siblings: usize, max_value_bytes: usize, n: usize) -> usize {
-        let me = self.id;
         self.stored()
             .values()
             .filter(|set| {
-                let over = |versions: &[&quorumlog_core::Version], factor: usize| {
-                    let bytes: usize = versions.iter().map(|v| v.value.len()).sum();
-                    versions.len() > max_siblings.saturating_mul(factor)
-                        || bytes > max_value_bytes.saturating_mul(factor)
-                };
-                let all: Vec<&quorumlog_core::Version> = set.versions().iter().collect();
-                let mut own: BTreeMap<u32, Vec<&quorumlog_core::Version>> = BTreeMap::new();
-                for v in set.versions().iter().filter(|v| v.dot.node == me) {
-                    own.entry(v.dot.incarnation).or_default().push(v);
-                }
-                over(&all, n) || own.values().any(|mine| over(mine, 1))
+                let bytes: usize = set.versions().iter().map(|v| v.value.len()).sum();
+                set.len() > max_siblings.saturating_mul(n)
+                    || bytes > max_value_bytes.saturating_mul(n)
             })
             .count()
     }
@@ -121,7 +110,10 @@ impl SimCluster {
             .iter()
             .map(|&(id, addr)| {
                 let disk = Arc::new(Mutex::new(Disk {
-                    rows: Arc::new(SimDisk::new(faults, disk_rng(id))),
+                    rows: Arc::new(
+                        SimDisk::new(faults, disk_rng(id))
+                            .owned_by(id, config.key_limits.max_siblings),
+                    ),
                     fresh: 0,
                 }));
                 let peers = members.clone();

@@ -51,6 +51,12 @@ pub struct DiskStats {
     /// Batches on their way to the disk when their node crashed: never
     /// applied.
     pub lost_in_crash: u64,
+    /// Rows committed with a version the disk's own node had just minted,
+    /// whose sibling set was past the limit and larger than the row it
+    /// replaced: what the coordinator's limit check must never let through
+    /// (it takes a write that keeps a set past the limit from growing, so
+    /// a context write can always resolve siblings).
+    pub grown_past_limit: u64,
 }
 
 impl DiskStats {
@@ -60,6 +66,7 @@ impl DiskStats {
             failed: self.failed + other.failed,
             unknown: self.unknown + other.unknown,
             lost_in_crash: self.lost_in_crash + other.lost_in_crash,
+            grown_past_limit: self.grown_past_limit + other.grown_past_limit,
         }
     }
 }
@@ -83,8 +90,17 @@ enum Fate {
     Unknown,
 }
 
+/// Whose disk this is and the sibling limit its coordinator enforces,
+/// for judging each commit of a version the node minted.
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    node: u32,
+    max_siblings: usize,
+}
+
 pub struct SimDisk {
     committed: Mutex<Committed>,
+    owner: Option<Owner>,
     faults: DiskFaults,
     rng: Mutex<ChaCha8Rng>,
     stats: Mutex<DiskStats>,
@@ -115,10 +131,48 @@ impl SimDisk {
     pub fn new(faults: DiskFaults, rng: ChaCha8Rng) -> Self {
         Self {
             committed: Mutex::new(Committed::default()),
+            owner: None,
             faults,
             rng: Mutex::new(rng),
             stats: Mutex::new(DiskStats::default()),
         }
+    }
+
+    /// Judge every commit of a version `node` minted against a sibling
+    /// limit of `max_siblings` (see [`DiskStats::grown_past_limit`]).
+    pub fn owned_by(mut self, node: u32, max_siblings: usize) -> Self {
+        self.owner = Some(Owner { node, max_siblings });
+        self
+    }
+
+    /// Whether writing `new` over `old` commits a version the owner just
+    /// minted (its dot is in `new`, in the owner's recorded incarnation,
+    /// and not in `old`) into a set past the limit and larger than `old`.
+    /// Judged on what the rows hold, with the harness's own counting.
+    fn grows_past_limit(
+        &self,
+        key: &str,
+        old: Option<&[u8]>,
+        new: &[u8],
+        incarnation: Option<i64>,
+    ) -> bool {
+        let Some(owner) = self.owner else {
+            return false;
+        };
+        let Ok(new) = decode(key, new) else {
+            return false;
+        };
+        let old = old
+            .and_then(|data| decode(key, data).ok())
+            .unwrap_or_default();
+        let incarnation = incarnation.and_then(|i| u32::try_from(i).ok()).unwrap_or(0);
+        let old_dots: BTreeSet<_> = old.versions().iter().map(|v| v.dot).collect();
+        let minted = new.versions().iter().any(|v| {
+            v.dot.node == owner.node
+                && v.dot.incarnation == incarnation
+                && !old_dots.contains(&v.dot)
+        });
+        minted && new.len() > owner.max_siblings && new.len() > old.len()
     }
 
     fn committed(&self) -> MutexGuard<'_, Committed> {
@@ -185,6 +239,13 @@ impl SimDisk {
                 (Some(expected), Some(current)) if expected == current => current + 1,
                 _ => continue,
             };
+            let old = committed
+                .rows
+                .get(&row.key)
+                .map(|(data, _)| data.as_slice());
+            if self.grows_past_limit(&row.key, old, &row.data, committed.incarnation) {
+                self.stats().grown_past_limit += 1;
+            }
             committed
                 .rows
                 .insert(row.key.clone(), (row.data.clone(), next));
@@ -414,6 +475,43 @@ mod tests {
             value: value.into(),
         }])
         .expect("one version is a sibling set")
+    }
+
+    /// Blind versions (concurrent), each `(node, counter)`.
+    fn blind(dots: &[(u32, u64)]) -> Vec<u8> {
+        let versions = dots.iter().map(|&(node, counter)| Version {
+            dot: Dot::new(node, counter),
+            context: VersionVector::new(),
+            value: format!("v{node}-{counter}"),
+        });
+        encode(&Siblings::from_versions(versions).expect("concurrent versions")).expect("encode")
+    }
+
+    #[test]
+    fn a_commit_of_an_own_version_that_grows_a_set_past_the_limit_is_counted() {
+        let faults = DiskFaults {
+            failed_permille: 0,
+            unknown_permille: 0,
+        };
+        let disk = SimDisk::new(faults, ChaCha8Rng::seed_from_u64(1)).owned_by(1, 2);
+        let write = |data: Vec<u8>, expected| {
+            disk.apply(&[RowWrite {
+                key: "k".into(),
+                data,
+                expected,
+            }]);
+            disk.disk_stats().grown_past_limit
+        };
+        // Up to the limit: fine.
+        assert_eq!(write(blind(&[(1, 1), (2, 1)]), None), 0);
+        // Node 2's version arrives by replication past the limit: not the
+        // owner's write.
+        assert_eq!(write(blind(&[(1, 1), (2, 1), (2, 2)]), Some(0)), 0);
+        // The owner replaces one of node 2's versions with its own: the
+        // set stays at 3, which a context write may do.
+        assert_eq!(write(blind(&[(1, 1), (1, 2), (2, 2)]), Some(1)), 0);
+        // The owner adds a version to a set past the limit: counted.
+        assert_eq!(write(blind(&[(1, 1), (1, 2), (1, 3), (2, 2)]), Some(2)), 1);
     }
 
     fn row(key: &str, value: &str, expected: Option<i64>) -> RowWrite {

@@ -279,7 +279,9 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
             .insert(format!("point:{point}"), fired as usize);
     }
     stats.adversarial_permille = (share * 1000.0).round() as u32;
-    stats.keys_over_limits = over_limits.max(keys_over_limits(&cluster));
+    stats.keys_over_limits = over_limits
+        .max(keys_over_limits(&cluster))
+        .saturating_add(usize::try_from(stats.disk.grown_past_limit).unwrap_or(usize::MAX));
     RunResult {
         scenario,
         seed,
