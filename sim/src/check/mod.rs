@@ -11,6 +11,10 @@
 //! - [`check_linearizability`]: Wing & Gong search with Lowe's memoisation,
 //!   generic over a sequential [`Model`].
 //!
+//! Besides these, [`check_availability`] judges refusals against the
+//! nemesis's ground truth ([`GroundTruth`]: who was cut off, and when),
+//! never against what the system believed.
+//!
 //! [`check_history`] runs all three (linearizability against the
 //! [`MultiValueRegister`], the model that fits quorumlog's siblings) and
 //! returns a [`CheckSummary`]. [`check_stores`] judges durability on the
