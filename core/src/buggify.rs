@@ -29,15 +29,20 @@ pub enum FaultPoint {
     DelayReply,
     /// A background read repair is dropped before it sends anything.
     DropReadRepair,
+    /// The group-commit committer loses its database session as it
+    /// commits a batch: the batch fails with nothing applied, and every
+    /// update in it gets the error (the next batch goes on a new session).
+    CommitterLosesSession,
 }
 
 impl FaultPoint {
-    pub const EVERY: [FaultPoint; 5] = [
+    pub const EVERY: [FaultPoint; 6] = [
         FaultPoint::DropRequest,
         FaultPoint::DropReply,
         FaultPoint::DuplicateRequest,
         FaultPoint::DelayReply,
         FaultPoint::DropReadRepair,
+        FaultPoint::CommitterLosesSession,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +52,7 @@ impl FaultPoint {
             FaultPoint::DuplicateRequest => "duplicate-request",
             FaultPoint::DelayReply => "delay-reply",
             FaultPoint::DropReadRepair => "drop-read-repair",
+            FaultPoint::CommitterLosesSession => "committer-loses-session",
         }
     }
 }

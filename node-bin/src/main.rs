@@ -32,6 +32,50 @@ enum Command {
     Cluster(ClusterArgs),
     /// Load-test a gateway and print latency percentiles per level.
     Bench(BenchArgs),
+    /// Check a history file (JSON lines, docs/history-format.md) with the
+    /// simulator's checkers. Exits 0 when every check passes, 1 on a
+    /// violation, 3 when nothing was violated but some key's
+    /// linearizability is undecided, 2 on bad input.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    file: std::path::PathBuf,
+    /// Sequential model for linearizability: register, cas-register, kv, mv-register.
+    #[arg(long, default_value = "mv-register")]
+    model: quorumlog_check::ModelKind,
+    /// Linearizability search steps per key (no cap over the history
+    /// when given) [default: 2000000 per key, 200000000 in all].
+    #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
+    budget: Option<u64>,
+    /// Memory one key's linearizability search may take, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    memory_mib: u64,
+    /// Stop the linearizability search at the first key without a
+    /// linearization (the keys after it are not checked).
+    #[arg(long)]
+    first_violation: bool,
+}
+
+/// `quorumd check`: no runtime, no cluster; the verdict is the exit code.
+fn check(args: CheckArgs) -> std::process::ExitCode {
+    use quorumlog_check::file::{budget_from_flags, check_file, undecided_note, Verdict};
+    let budget = budget_from_flags(args.budget, args.memory_mib, args.first_violation);
+    match check_file(&args.file, args.model, budget) {
+        Ok(summary) => {
+            println!("{summary}");
+            let verdict = Verdict::of(&summary);
+            if verdict == Verdict::Undecided {
+                println!("{}", undecided_note(&summary));
+            }
+            std::process::ExitCode::from(verdict.exit_code())
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -272,6 +316,9 @@ fn parse_repair(s: &str) -> Result<ReadRepair, String> {
 /// about the input or the environment, not a bug.
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::Check(args) = cli.command {
+        return check(args);
+    }
     telemetry::init_tracing();
     let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -354,6 +401,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             cluster::run(config, Duration::from_millis(args.replica_timeout_ms)).await
         }
+        Command::Check(_) => unreachable!("`quorumd check` runs before the runtime starts"),
         Command::Bench(args) => {
             let config = bench::BenchConfig {
                 url: args.url,

@@ -42,6 +42,19 @@ impl Guarantee {
         Guarantee::Available,
     ];
 
+    /// The name seed files and JSON reports use ("no-stale-reads").
+    pub fn key(self) -> &'static str {
+        match self {
+            Guarantee::NoStaleReads => "no-stale-reads",
+            Guarantee::NoLostUpdates => "no-lost-updates",
+            Guarantee::WellFormedReads => "well-formed-reads",
+            Guarantee::Linearizable => "linearizable",
+            Guarantee::BoundedKeys => "bounded-keys",
+            Guarantee::Converges => "converges",
+            Guarantee::Available => "available",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Guarantee::NoStaleReads => "stale reads",
@@ -57,19 +70,32 @@ impl Guarantee {
     /// Whether a configuration promises this. W+R>N promises fresh reads
     /// (W+R>N+1 when a disk may be lost); durability is promised unless
     /// writes overwrite or a write acknowledged by one replica may lose its
-    /// disk; every configuration promises well-formed reads, bounded keys
-    /// and convergence; no configuration of a leaderless quorum store promises
+    /// disk; convergence is promised when anti-entropy runs; every
+    /// configuration promises well-formed reads, bounded keys and
+    /// availability; no configuration of a leaderless quorum store promises
     /// linearizability.
     pub fn promised_by(self, scenario: &Scenario) -> bool {
         match self {
             Guarantee::NoStaleReads => scenario.promises_fresh_reads(),
             Guarantee::NoLostUpdates => scenario.promises_durability(),
-            Guarantee::WellFormedReads
-            | Guarantee::BoundedKeys
-            | Guarantee::Converges
-            | Guarantee::Available => true,
+            Guarantee::Converges => scenario.promises_convergence(),
+            Guarantee::WellFormedReads | Guarantee::BoundedKeys | Guarantee::Available => true,
             Guarantee::Linearizable => false,
         }
+    }
+}
+
+impl std::str::FromStr for Guarantee {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Guarantee::EVERY
+            .into_iter()
+            .find(|g| g.key() == s.trim())
+            .ok_or_else(|| {
+                let known: Vec<&str> = Guarantee::EVERY.iter().map(|g| g.key()).collect();
+                format!("unknown guarantee {s:?}: use one of {}", known.join(", "))
+            })
     }
 }
 
@@ -95,4 +121,21 @@ pub fn broken(summary: &CheckSummary) -> Vec<Guarantee> {
         broken.push(Guarantee::Linearizable);
     }
     broken
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_the_serde_names_and_parse_back() {
+        for g in Guarantee::EVERY {
+            assert_eq!(serde_json::to_value(g).unwrap(), g.key());
+            assert_eq!(g.key().parse::<Guarantee>(), Ok(g));
+        }
+        assert!("fast"
+            .parse::<Guarantee>()
+            .unwrap_err()
+            .contains("no-stale-reads"));
+    }
 }

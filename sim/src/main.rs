@@ -2,8 +2,9 @@
 //! one seed, check a history file, or print the verdict table.
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use quorumlog_sim::check::{check_with_model, ModelKind};
-use quorumlog_sim::history::History;
+use quorumlog_sim::check::file::{budget_from_flags, check_file, undecided_note, Verdict};
+use quorumlog_sim::check::{Budget, ModelKind};
+use quorumlog_sim::guarantee::Guarantee;
 use quorumlog_sim::scenario::{DiskFaults, FaultSchedule, Levels, Scenario};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -29,19 +30,26 @@ enum Command {
         /// Seeds to run: `A..B` (B excluded), `A..=B` or one seed.
         #[arg(long, default_value = "0..100", value_parser = parse_seeds)]
         seeds: Range<u64>,
-        /// Worker threads (each seed runs alone in its own runtime).
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// Write the history of every failing seed into this directory.
-        #[arg(long)]
-        save_failures: Option<PathBuf>,
+        #[command(flatten)]
+        sweep: SweepArgs,
+    },
+    /// Swarm testing: every seed draws its own configuration (cluster
+    /// size, R and W, timeouts, breaker, read repair, hedging,
+    /// anti-entropy, workload mix, about half the fault families with
+    /// their own rates) and runs it; exits 1 if a seed broke a guarantee
+    /// its configuration promises.
+    Swarm {
+        #[arg(long, default_value = "0..200", value_parser = parse_seeds)]
+        seeds: Range<u64>,
+        #[command(flatten)]
+        sweep: SweepArgs,
     },
     /// Replay one seed exactly: fault log, summary, checker report.
     Replay {
         #[command(flatten)]
         scenario: ScenarioArgs,
-        #[arg(long)]
-        seed: u64,
+        #[command(flatten)]
+        pick: PickArgs,
         /// Write the history (JSON lines) to this file.
         #[arg(long)]
         history: Option<PathBuf>,
@@ -53,12 +61,45 @@ enum Command {
         #[arg(long, requires = "save_seed")]
         note: Option<String>,
     },
+    /// Shrink a failing seed to a minimal schedule: drop faults, shorten
+    /// their holds, fewer operations, clients and keys, each change kept
+    /// only if the same guarantee still breaks; writes a schedule file
+    /// that `cargo sim replay --schedule` runs.
+    Shrink {
+        #[command(flatten)]
+        scenario: ScenarioArgs,
+        #[command(flatten)]
+        pick: PickArgs,
+        /// The guarantee that must keep breaking (no-stale-reads,
+        /// no-lost-updates, …); default: the first promised one the seed
+        /// breaks.
+        #[arg(long)]
+        guarantee: Option<Guarantee>,
+        /// Where to write the schedule file.
+        #[arg(long, default_value = "shrunk.json")]
+        out: PathBuf,
+    },
     /// Check a history file (JSON lines); exits 1 on a violation.
+    /// Check a history file (JSON lines). Exits 0 when every check passes,
+    /// 1 on a violation, 3 when no violation was found but some key's
+    /// linearizability is undecided (its search ran out of budget or
+    /// memory: raise --budget or --memory-mib), 2 on bad input.
     Check {
         file: PathBuf,
         /// Sequential model for linearizability: register, cas-register, kv, mv-register.
         #[arg(long, default_value = "mv-register")]
         model: ModelKind,
+        /// Linearizability search steps per key (no cap over the history
+        /// when given) [default: 2000000 per key, 200000000 in all].
+        #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
+        budget: Option<u64>,
+        /// Memory one key's linearizability search may take, in MiB.
+        #[arg(long, value_name = "MIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+        memory_mib: u64,
+        /// Stop the linearizability search at the first key without a
+        /// linearization (the keys after it are not checked).
+        #[arg(long)]
+        first_violation: bool,
     },
     /// Run every configuration under every fault schedule and print the table.
     Verdicts {
@@ -75,26 +116,68 @@ enum Command {
     },
 }
 
+/// Which run a replay or shrink takes: a seed of the scenario the flags
+/// give, a seed's swarm draw, or a seed or schedule file.
+#[derive(Args, Clone)]
+struct PickArgs {
+    /// The seed (a seed or schedule file brings its own).
+    #[arg(long, required_unless_present = "schedule")]
+    seed: Option<u64>,
+    /// The configuration `cargo sim swarm` drew for the seed.
+    #[arg(long, conflicts_with = "schedule")]
+    swarm: bool,
+    /// A seed or schedule file (`cargo sim shrink`'s output, seeds/*.json):
+    /// its scenario, fault script and seed.
+    #[arg(long, value_name = "FILE")]
+    schedule: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct SweepArgs {
+    /// Worker threads (each seed runs alone in its own runtime).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Write the history of every failing seed into this directory.
+    #[arg(long)]
+    save_failures: Option<PathBuf>,
+    /// Shrink the smallest failing seed and write its schedule here.
+    #[arg(long, value_name = "FILE")]
+    shrink: Option<PathBuf>,
+}
+
 #[derive(Args, Clone)]
 struct ScenarioArgs {
+    /// The scenario as JSON (`{"faults":"all","level":"ONE"}`) or a file
+    /// holding it; every field left out takes the standard scenario's
+    /// value, and the flags below override it.
+    #[arg(long, value_name = "JSON|FILE")]
+    scenario: Option<String>,
     /// Fault schedule: none, partitions, crashes, pauses, crashes-pauses,
-    /// disk-loss, all.
-    #[arg(long, default_value = "partitions")]
-    faults: FaultSchedule,
-    /// Consistency: ONE, QUORUM, ALL, or R=r,W=w.
-    #[arg(long, default_value = "QUORUM")]
-    level: Levels,
+    /// disk-loss, all [standard: partitions].
+    #[arg(long)]
+    faults: Option<FaultSchedule>,
+    /// Consistency: ONE, QUORUM, ALL, or R=r,W=w [standard: QUORUM].
+    #[arg(long)]
+    level: Option<Levels>,
     /// Give clients their own levels (repeat: client i uses the i-th mod
     /// count); overrides --level for the clients.
     #[arg(long = "client-level")]
     client_levels: Vec<Levels>,
-    #[arg(long, default_value_t = 5)]
-    nodes: usize,
-    #[arg(long, default_value_t = 4)]
-    clients: usize,
-    /// Operations per seed, across all clients.
-    #[arg(long, default_value_t = 500)]
-    ops: usize,
+    /// Nodes, each a replica of every key [standard: 5].
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// Client processes [standard: 4].
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Operations per seed, across all clients [standard: 500].
+    #[arg(long)]
+    ops: Option<usize>,
+    /// Keys most operations go to [standard: 3].
+    #[arg(long)]
+    hot_keys: Option<usize>,
+    /// Other keys [standard: 12].
+    #[arg(long)]
+    cold_keys: Option<usize>,
     /// Blind writes overwrite (last-writer-wins) instead of adding a sibling.
     #[arg(long)]
     overwrite: bool,
@@ -104,32 +187,79 @@ struct ScenarioArgs {
     no_read_repair: bool,
     /// Turn on a seed-drawn set of fault points in the core's own code:
     /// requests between replicas dropped, duplicated or answered late,
-    /// replies lost, background read repairs dropped.
+    /// replies lost, background read repairs dropped, batches whose
+    /// committer loses its database session.
     #[arg(long)]
     fault_points: bool,
     /// Commits (per mille) each node's disk fails with nothing applied;
-    /// default: 20 under schedules with crashes, else 0.
+    /// default: 20 when nodes crash, else 0.
     #[arg(long, value_name = "PERMILLE")]
     commit_failures: Option<u16>,
     /// Commits (per mille) each node's disk applies and then reports as
-    /// failed (an unknown outcome); default: 10 under schedules with
-    /// crashes, else 0.
+    /// failed (an unknown outcome); default: 10 when nodes crash, else 0.
     #[arg(long, value_name = "PERMILLE")]
     commit_unknown: Option<u16>,
 }
 
+// Only the simulator (built with --cfg madsim) turns arguments into a scenario.
+#[cfg_attr(not(madsim), allow(dead_code))]
 impl ScenarioArgs {
-    // Only the simulator (built with --cfg madsim) turns arguments into a scenario.
-    #[cfg_attr(not(madsim), allow(dead_code))]
+    /// The scenario: `--scenario` (or the standard one), then the flags.
     fn scenario(&self) -> Result<Scenario> {
-        let mut scenario = Scenario::standard(self.faults, self.level);
-        scenario.nodes = self.nodes;
-        scenario.clients = self.clients;
-        scenario.operations = self.ops;
-        scenario.client_levels = self.client_levels.clone();
-        scenario.overwrite = self.overwrite;
-        scenario.no_read_repair = self.no_read_repair;
-        scenario.fault_points = self.fault_points;
+        let mut scenario = match &self.scenario {
+            None => Scenario::default(),
+            Some(text) if text.trim_start().starts_with('{') => {
+                Scenario::from_json(text).context("--scenario")?
+            }
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--scenario: cannot read {path}"))?;
+                Scenario::from_json(&text).with_context(|| format!("--scenario {path}"))?
+            }
+        };
+        self.apply(&mut scenario);
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// Whether any flag sets part of the scenario.
+    fn is_set(&self) -> bool {
+        self.scenario.is_some()
+            || self.faults.is_some()
+            || self.level.is_some()
+            || !self.client_levels.is_empty()
+            || self.nodes.is_some()
+            || self.clients.is_some()
+            || self.ops.is_some()
+            || self.hot_keys.is_some()
+            || self.cold_keys.is_some()
+            || self.overwrite
+            || self.no_read_repair
+            || self.fault_points
+            || self.commit_failures.is_some()
+            || self.commit_unknown.is_some()
+    }
+
+    fn apply(&self, scenario: &mut Scenario) {
+        if let Some(faults) = self.faults {
+            scenario.faults = faults;
+        }
+        if let Some(level) = self.level {
+            scenario.levels = level;
+        }
+        if !self.client_levels.is_empty() {
+            scenario.client_levels = self.client_levels.clone();
+        }
+        scenario.nodes = self.nodes.unwrap_or(scenario.nodes);
+        scenario.clients = self.clients.unwrap_or(scenario.clients);
+        scenario.operations = self.ops.unwrap_or(scenario.operations);
+        scenario.hot_keys = self.hot_keys.unwrap_or(scenario.hot_keys);
+        scenario.cold_keys = self.cold_keys.unwrap_or(scenario.cold_keys);
+        scenario.overwrite |= self.overwrite;
+        if self.no_read_repair {
+            scenario.tuning.read_repair = quorumlog_core::ReadRepair::Off;
+        }
+        scenario.fault_points |= self.fault_points;
         if self.commit_failures.is_some() || self.commit_unknown.is_some() {
             let default = scenario.disk_faults();
             scenario.disk = Some(DiskFaults {
@@ -137,8 +267,6 @@ impl ScenarioArgs {
                 unknown_permille: self.commit_unknown.unwrap_or(default.unknown_permille),
             });
         }
-        scenario.validate()?;
-        Ok(scenario)
     }
 }
 
@@ -174,12 +302,29 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Check { file, model } => check(file, model),
+        Command::Check {
+            file,
+            model,
+            budget,
+            memory_mib,
+            first_violation,
+        } => check(file, model, budget_from_flags(budget, memory_mib, first_violation)),
         #[cfg(madsim)]
-        Command::Run { scenario, seeds, jobs, save_failures } => simulator::run(scenario.scenario()?, seeds, jobs, save_failures),
+        Command::Run { scenario, seeds, sweep } => {
+            let scenario = scenario.scenario()?;
+            simulator::run(simulator::Seeds::Fixed(Box::new(scenario)), seeds, sweep)
+        }
         #[cfg(madsim)]
-        Command::Replay { scenario, seed, history, save_seed, note } => {
-            simulator::replay(scenario.scenario()?, seed, history, save_seed, note)
+        Command::Swarm { seeds, sweep } => simulator::run(simulator::Seeds::Swarm, seeds, sweep),
+        #[cfg(madsim)]
+        Command::Replay { scenario, pick, history, save_seed, note } => {
+            let (scenario, seed, expected) = simulator::pick(&scenario, pick)?;
+            simulator::replay(scenario, seed, expected, history, save_seed, note)
+        }
+        #[cfg(madsim)]
+        Command::Shrink { scenario, pick, guarantee, out } => {
+            let (scenario, seed, _) = simulator::pick(&scenario, pick)?;
+            simulator::shrink(&scenario, seed, guarantee, &out)
         }
         #[cfg(madsim)]
         Command::Verdicts { seeds, jobs, json, csv } => simulator::verdicts(seeds, jobs, json, csv),
@@ -188,28 +333,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn check(file: PathBuf, model: ModelKind) -> Result<ExitCode> {
-    let reader =
-        std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
-    let history = History::read_jsonl(std::io::BufReader::new(reader))
-        .with_context(|| format!("{}", file.display()))?;
-    if history.operations().is_empty() {
-        bail!("{}: the history has no operations", file.display());
-    }
-    let summary = check_with_model(&history, model);
+fn check(file: PathBuf, model: ModelKind, budget: Budget) -> Result<ExitCode> {
+    let summary = check_file(&file, model, budget)?;
     println!("{summary}");
-    Ok(if summary.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    let verdict = Verdict::of(&summary);
+    if verdict == Verdict::Undecided {
+        println!("{}", undecided_note(&summary));
+    }
+    Ok(ExitCode::from(verdict.exit_code()))
 }
 
 #[cfg(madsim)]
 mod simulator {
     use super::*;
     use indicatif::{ProgressBar, ProgressStyle};
-    use quorumlog_sim::sweep::{default_jobs, run_and_check, sweep};
+    use quorumlog_sim::sweep::{default_jobs, run_and_check, sweep_each};
     use quorumlog_sim::verdict::{run_table, standard_configs, standard_schedules};
     use std::collections::BTreeMap;
 
@@ -224,24 +362,79 @@ mod simulator {
         bar
     }
 
-    pub fn run(
-        scenario: Scenario,
-        seeds: Range<u64>,
-        jobs: Option<usize>,
-        save: Option<PathBuf>,
-    ) -> Result<ExitCode> {
-        let bar = bar(seeds.end - seeds.start, &scenario.name());
+    /// What a sweep runs: one scenario for every seed, or each seed's
+    /// swarm draw.
+    pub enum Seeds {
+        Fixed(Box<Scenario>),
+        Swarm,
+    }
+
+    impl Seeds {
+        fn scenario_of(&self, seed: u64) -> Scenario {
+            match self {
+                Seeds::Fixed(scenario) => (**scenario).clone(),
+                Seeds::Swarm => Scenario::swarm(seed),
+            }
+        }
+
+        fn name(&self) -> String {
+            match self {
+                Seeds::Fixed(scenario) => scenario.name(),
+                Seeds::Swarm => "swarm".into(),
+            }
+        }
+
+        fn replay_command(&self, scenario: &Scenario, seed: u64) -> String {
+            match self {
+                Seeds::Fixed(_) => scenario.replay_command(seed),
+                Seeds::Swarm => format!("cargo sim replay --swarm --seed {seed}"),
+            }
+        }
+    }
+
+    /// The scenario, seed and expected breaks a replay or shrink names:
+    /// a schedule file, a swarm draw, or the flags.
+    pub fn pick(
+        args: &ScenarioArgs,
+        pick: PickArgs,
+    ) -> Result<(Scenario, u64, Option<Vec<Guarantee>>)> {
+        let PickArgs {
+            seed,
+            swarm,
+            schedule,
+        } = pick;
+        if let Some(path) = schedule {
+            if args.is_set() {
+                bail!("--schedule brings its own scenario: leave out the scenario flags");
+            }
+            let file = quorumlog_sim::seeds::SeedFile::load(&path)?;
+            let expected = file.broken.iter().copied().collect();
+            return Ok((file.scenario, seed.unwrap_or(file.seed), Some(expected)));
+        }
+        let seed = seed.context("--seed is required")?;
+        if swarm {
+            if args.is_set() {
+                bail!(
+                    "--swarm draws the whole scenario from the seed: leave out the scenario flags"
+                );
+            }
+            return Ok((Scenario::swarm(seed), seed, None));
+        }
+        Ok((args.scenario()?, seed, None))
+    }
+
+    pub fn run(seeds_of: Seeds, seeds: Range<u64>, args: SweepArgs) -> Result<ExitCode> {
+        let bar = bar(seeds.end - seeds.start, &seeds_of.name());
         let started = std::time::Instant::now();
-        let (outcomes, panics) = sweep(
-            &scenario,
+        let (outcomes, panics) = sweep_each(
+            &|seed| seeds_of.scenario_of(seed),
             seeds.clone(),
-            jobs.unwrap_or_else(default_jobs),
+            args.jobs.unwrap_or_else(default_jobs),
             &|| bar.inc(1),
-            &|o| !o.failures(&scenario).is_empty(),
+            &|o| !o.failures().is_empty(),
         );
         bar.finish_and_clear();
         let elapsed = started.elapsed();
-        let spec = describe(&scenario)?;
         let mut outcomes_total: BTreeMap<String, usize> = BTreeMap::new();
         let mut faults: BTreeMap<String, usize> = BTreeMap::new();
         let mut operations = 0;
@@ -254,13 +447,28 @@ mod simulator {
                 *faults.entry(k.clone()).or_default() += v;
             }
         }
-        println!("scenario   {} ({spec})", scenario.name());
+        match &seeds_of {
+            Seeds::Fixed(scenario) => {
+                println!("scenario   {} ({})", scenario.name(), describe(scenario)?)
+            }
+            Seeds::Swarm => {
+                let fresh = outcomes
+                    .iter()
+                    .filter(|o| o.scenario.promises_fresh_reads())
+                    .count();
+                println!(
+                    "scenario   swarm: every seed draws its own configuration ({fresh} of {} promise fresh reads)",
+                    outcomes.len()
+                )
+            }
+        }
+        let runs = outcomes.len() + panics.len();
         println!(
-            "seeds      {}..{} ({} runs in {:.1}s)",
+            "seeds      {}..{} ({runs} runs in {:.1}s, {:.1} seeds/s)",
             seeds.start,
             seeds.end,
-            outcomes.len() + panics.len(),
-            elapsed.as_secs_f64()
+            elapsed.as_secs_f64(),
+            runs as f64 / elapsed.as_secs_f64().max(1e-9)
         );
         println!("operations {operations}: {}", fmt_counts(&outcomes_total));
         println!(
@@ -280,10 +488,7 @@ mod simulator {
         let missing: usize = outcomes.iter().map(|o| o.stores.missing_writes).sum();
         let nonlin = outcomes
             .iter()
-            .filter(|o| {
-                o.broken
-                    .contains(&quorumlog_sim::sweep::Guarantee::Linearizable)
-            })
+            .filter(|o| o.broken.contains(&Guarantee::Linearizable))
             .count();
         let refused: usize = outcomes.iter().map(|o| o.availability.refused).sum();
         println!(
@@ -310,7 +515,7 @@ mod simulator {
         );
         let failing: Vec<_> = outcomes
             .iter()
-            .filter(|o| !o.failures(&scenario).is_empty())
+            .filter(|o| !o.failures().is_empty())
             .collect();
         if failing.is_empty() && panics.is_empty() {
             println!("verdict    every promised guarantee held");
@@ -322,23 +527,22 @@ mod simulator {
             panics.len()
         );
         for o in &failing {
-            let broken: Vec<String> = o
-                .failures(&scenario)
-                .iter()
-                .map(|g| g.to_string())
-                .collect();
+            let broken: Vec<String> = o.failures().iter().map(|g| g.to_string()).collect();
             println!(
                 "  seed {}: {}  replay: {}",
                 o.seed,
                 broken.join(", "),
-                scenario.replay_command(o.seed)
+                seeds_of.replay_command(&o.scenario, o.seed)
             );
-            if let Some(dir) = &save {
+            if matches!(seeds_of, Seeds::Swarm) {
+                println!("    drew {}: {}", o.scenario.name(), o.scenario.to_json());
+            }
+            if let Some(dir) = &args.save_failures {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
                 let path = dir.join(format!(
                     "{}-{}.jsonl",
-                    scenario.name().replace(['/', ',', '='], "_"),
+                    seeds_of.name().replace(['/', ',', '=', ' '], "_"),
                     o.seed
                 ));
                 std::fs::write(&path, o.history.to_jsonl())
@@ -351,10 +555,49 @@ mod simulator {
                 "  seed {} panicked: {}  replay: {}",
                 p.seed,
                 p.message,
-                scenario.replay_command(p.seed)
+                seeds_of.replay_command(&p.scenario, p.seed)
             );
         }
+        if let (Some(out), Some(first)) = (&args.shrink, failing.first()) {
+            println!();
+            shrink(&first.scenario, first.seed, None, out)?;
+        }
         Ok(ExitCode::from(1))
+    }
+
+    /// Shrink `seed` of `scenario` and write the schedule file to `out`.
+    pub fn shrink(
+        scenario: &Scenario,
+        seed: u64,
+        target: Option<Guarantee>,
+        out: &std::path::Path,
+    ) -> Result<ExitCode> {
+        let spinner = ProgressBar::new_spinner();
+        spinner.set_style(
+            ProgressStyle::with_template("{spinner} shrinking seed {prefix}: {msg} ({elapsed})")
+                .expect("the template is valid"),
+        );
+        spinner.set_prefix(seed.to_string());
+        let report = quorumlog_sim::shrink::shrink(scenario, seed, target, &|step| {
+            spinner.set_message(step.to_string());
+            spinner.tick();
+        })?;
+        spinner.finish_and_clear();
+        print!("{report}");
+        let note = format!(
+            "{} shrunk from {} (cargo sim shrink)",
+            report.target, report.before
+        );
+        let file = quorumlog_sim::seeds::SeedFile::record(
+            &report.scenario,
+            report.seed,
+            &report.broken,
+            Some(note),
+        );
+        std::fs::write(out, file).with_context(|| format!("writing {}", out.display()))?;
+        println!("schedule   {}", out.display());
+        println!("replay     cargo sim replay --schedule {}", out.display());
+        Ok(ExitCode::SUCCESS)
     }
 
     /// "N=5 R=3 W=3 (W+R > N)", or for mixed clients whether every pair overlaps.
@@ -381,6 +624,7 @@ mod simulator {
     pub fn replay(
         scenario: Scenario,
         seed: u64,
+        expected: Option<Vec<Guarantee>>,
         history: Option<PathBuf>,
         save_seed: Option<PathBuf>,
         note: Option<String>,
@@ -388,12 +632,15 @@ mod simulator {
         let spec = describe(&scenario)?;
         let outcome = run_and_check(&scenario, seed);
         println!("scenario {} ({spec}), seed {seed}", scenario.name());
+        if scenario.fault_mix.is_some() || scenario.script.is_some() {
+            println!("drawn    {}", scenario.to_json());
+        }
         println!(
             "\nfault schedule:\n{}",
-            if outcome.fault_log.is_empty() {
+            if outcome.fault_events.is_empty() {
                 "  (none)\n".into()
             } else {
-                outcome.fault_log.clone()
+                outcome.fault_log()
             }
         );
         println!(
@@ -418,7 +665,25 @@ mod simulator {
             std::fs::write(&path, file).with_context(|| format!("writing {}", path.display()))?;
             println!("seed file written to {}", path.display());
         }
-        let failures = outcome.failures(&scenario);
+        if let Some(expected) = expected {
+            let names = |gs: &[Guarantee]| {
+                if gs.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    gs.iter().map(|g| g.key()).collect::<Vec<_>>().join(", ")
+                }
+            };
+            if expected != outcome.broken {
+                println!(
+                    "CHANGED: the file expects this run to break {}; it broke {}",
+                    names(&expected),
+                    names(&outcome.broken)
+                );
+            } else {
+                println!("as the file expects, the run broke {}", names(&expected));
+            }
+        }
+        let failures = outcome.failures();
         if failures.is_empty() {
             Ok(ExitCode::SUCCESS)
         } else {

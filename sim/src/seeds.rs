@@ -2,13 +2,16 @@
 //! guarantees that run is expected to break, replayed by the test suite so
 //! a behaviour change on a known-interesting seed shows up at once.
 //!
+//! A schedule file (`cargo sim shrink`'s output) is a seed file whose
+//! scenario carries an explicit fault script.
+//!
 //! ```json
-//! {"faults": "partitions", "level": "ONE", "seed": 3,
+//! {"scenario": {"faults": "partitions", "level": "ONE"}, "seed": 3,
 //!  "broken": ["no-stale-reads"], "note": "a 3-2 split: ONE reads miss minority writes"}
 //! ```
 use crate::guarantee::Guarantee;
-use crate::scenario::{DiskFaults, FaultSchedule, Levels, Scenario, ScenarioError};
-use serde::Deserialize;
+use crate::scenario::{Scenario, ScenarioError};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -29,30 +32,16 @@ pub enum SeedFileError {
     },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSeedFile {
-    faults: String,
-    level: String,
+    /// The scenario's JSON form ([`Scenario`]): fields left out take the
+    /// standard scenario's values.
+    #[serde(default)]
+    scenario: serde_json::Value,
     seed: u64,
-    #[serde(default)]
-    client_levels: Vec<String>,
-    #[serde(default)]
-    nodes: Option<usize>,
-    #[serde(default)]
-    clients: Option<usize>,
-    #[serde(default)]
-    ops: Option<usize>,
-    #[serde(default)]
-    overwrite: bool,
-    #[serde(default)]
-    no_read_repair: bool,
-    /// The disks' commit failure rates, when not the schedule's.
-    #[serde(default)]
-    disk: Option<DiskFaults>,
     broken: Vec<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     note: Option<String>,
 }
 
@@ -63,15 +52,11 @@ pub struct SeedFile {
     pub seed: u64,
     /// Exactly the guarantees this run breaks.
     pub broken: BTreeSet<Guarantee>,
+    pub note: Option<String>,
 }
 
 fn guarantee(name: &str) -> Option<Guarantee> {
-    Guarantee::EVERY.into_iter().find(|g| {
-        serde_json::to_value(g)
-            .ok()
-            .and_then(|v| v.as_str().map(|s| s == name))
-            .unwrap_or(false)
-    })
+    Guarantee::EVERY.into_iter().find(|g| g.key() == name)
 }
 
 impl SeedFile {
@@ -81,30 +66,24 @@ impl SeedFile {
             reason,
         };
         let raw: RawSeedFile = serde_json::from_str(text).map_err(|e| parse_err(e.to_string()))?;
-        let scenario_err = |source| SeedFileError::Scenario {
-            path: path.to_path_buf(),
-            source,
+        let scenario = match raw.scenario {
+            serde_json::Value::Null => Scenario::default(),
+            value => serde_json::from_value(value)
+                .map_err(|e| parse_err(format!("in \"scenario\": {e}")))?,
         };
-        let faults: FaultSchedule = raw.faults.parse().map_err(scenario_err)?;
-        let levels: Levels = raw.level.parse().map_err(scenario_err)?;
-        let mut scenario = Scenario::standard(faults, levels);
-        scenario.nodes = raw.nodes.unwrap_or(scenario.nodes);
-        scenario.clients = raw.clients.unwrap_or(scenario.clients);
-        scenario.operations = raw.ops.unwrap_or(scenario.operations);
-        scenario.overwrite = raw.overwrite;
-        scenario.no_read_repair = raw.no_read_repair;
-        scenario.disk = raw.disk;
-        for level in &raw.client_levels {
-            scenario
-                .client_levels
-                .push(level.parse().map_err(scenario_err)?);
-        }
-        scenario.validate().map_err(scenario_err)?;
+        scenario
+            .validate()
+            .map_err(|source| SeedFileError::Scenario {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let mut broken = BTreeSet::new();
         for name in &raw.broken {
             let g = guarantee(name).ok_or_else(|| {
+                let known: Vec<&str> = Guarantee::EVERY.iter().map(|g| g.key()).collect();
                 parse_err(format!(
-                    "unknown guarantee {name:?} in \"broken\" (expected no-stale-reads, no-lost-updates, well-formed-reads, linearizable, bounded-keys or converges)"
+                    "unknown guarantee {name:?} in \"broken\" (expected one of {})",
+                    known.join(", ")
                 ))
             })?;
             broken.insert(g);
@@ -114,6 +93,7 @@ impl SeedFile {
             scenario,
             seed: raw.seed,
             broken,
+            note: raw.note,
         })
     }
 
@@ -124,43 +104,23 @@ impl SeedFile {
         broken: &[Guarantee],
         note: Option<String>,
     ) -> String {
-        let standard = Scenario::standard(scenario.faults, scenario.levels);
-        let mut value = serde_json::json!({
-            "faults": scenario.faults.name(),
-            "level": scenario.levels.label(),
-            "seed": seed,
-            "broken": broken,
+        // Faults and levels always, for the reader; the rest when not standard.
+        let mut json = serde_json::json!({
+            "faults": scenario.faults,
+            "level": scenario.levels,
         });
-        for (name, ours, default) in [
-            ("nodes", scenario.nodes, standard.nodes),
-            ("clients", scenario.clients, standard.clients),
-            ("ops", scenario.operations, standard.operations),
-        ] {
-            if ours != default {
-                value[name] = ours.into();
-            }
+        if let (Some(all), serde_json::Value::Object(rest)) =
+            (json.as_object_mut(), scenario.to_json_value())
+        {
+            all.extend(rest);
         }
-        if scenario.overwrite {
-            value["overwrite"] = true.into();
-        }
-        if scenario.no_read_repair {
-            value["no_read_repair"] = true.into();
-        }
-        if let Some(disk) = scenario.disk {
-            value["disk"] = serde_json::to_value(disk).expect("disk faults serialise");
-        }
-        if !scenario.client_levels.is_empty() {
-            value["client_levels"] = scenario
-                .client_levels
-                .iter()
-                .map(Levels::label)
-                .collect::<Vec<_>>()
-                .into();
-        }
-        if let Some(note) = note {
-            value["note"] = note.into();
-        }
-        serde_json::to_string_pretty(&value).expect("a seed file serialises") + "\n"
+        let raw = RawSeedFile {
+            scenario: json,
+            seed,
+            broken: broken.iter().map(|g| g.key().to_string()).collect(),
+            note,
+        };
+        serde_json::to_string_pretty(&raw).expect("a seed file serialises") + "\n"
     }
 
     pub fn load(path: &Path) -> Result<Self, SeedFileError> {
@@ -195,14 +155,14 @@ mod tests {
         let p = Path::new("seeds/x.json");
         let ok = SeedFile::parse(
             p,
-            r#"{"faults":"partitions","level":"ONE","seed":3,"broken":["no-stale-reads"]}"#,
+            r#"{"scenario":{"faults":"partitions","level":"ONE"},"seed":3,"broken":["no-stale-reads"]}"#,
         )
         .unwrap();
         assert_eq!(ok.seed, 3);
         assert!(ok.broken.contains(&Guarantee::NoStaleReads));
         let bad = SeedFile::parse(
             p,
-            r#"{"faults":"quake","level":"ONE","seed":3,"broken":[]}"#,
+            r#"{"scenario":{"faults":"quake","level":"ONE"},"seed":3,"broken":[]}"#,
         )
         .unwrap_err();
         assert!(
@@ -211,21 +171,48 @@ mod tests {
         );
         let bad = SeedFile::parse(
             p,
-            r#"{"faults":"none","level":"ONE","seed":3,"broken":["fast"]}"#,
+            r#"{"scenario":{"faults":"none","level":"ONE"},"seed":3,"broken":["fast"]}"#,
         )
         .unwrap_err();
         assert!(bad.to_string().contains("\"fast\""), "{bad}");
-        let bad = SeedFile::parse(
-            p,
-            r#"{"faults":"none","level":"ONE","seed":-1,"broken":[]}"#,
-        )
-        .unwrap_err();
+        let bad = SeedFile::parse(p, r#"{"scenario":{"faults":"none"},"seed":-1,"broken":[]}"#)
+            .unwrap_err();
         assert!(bad.to_string().contains("seeds/x.json"), "{bad}");
         let bad = SeedFile::parse(
             p,
-            r#"{"faults":"none","level":"R=9,W=1","seed":1,"broken":[]}"#,
+            r#"{"scenario":{"faults":"none","level":"R=9,W=1"},"seed":1,"broken":[]}"#,
         )
         .unwrap_err();
         assert!(bad.to_string().contains("R = 9"), "{bad}");
+        let bad = SeedFile::parse(
+            p,
+            r#"{"scenario":{"nodes":5,"node":3},"seed":1,"broken":[]}"#,
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("`node`"), "{bad}");
+        let bad =
+            SeedFile::parse(p, r#"{"scenario":{},"seed":1,"broken":[],"extra":1}"#).unwrap_err();
+        assert!(bad.to_string().contains("`extra`"), "{bad}");
+    }
+
+    #[test]
+    fn a_recorded_file_reads_back_as_the_same_run() {
+        let mut scenario = Scenario::standard(
+            crate::scenario::FaultSchedule::All,
+            "R=2,W=2".parse().unwrap(),
+        );
+        scenario.tuning.hedge_after_ms = None;
+        scenario.mix.read_percent = 10;
+        scenario.script = Some(vec![crate::scenario::ScriptedFault {
+            at_us: 1_000,
+            hold_us: 20_000,
+            fault: crate::scenario::Fault::Partition(vec![vec![1, 2], vec![3, 4, 5]]),
+        }]);
+        let text = SeedFile::record(&scenario, 7, &[Guarantee::Converges], Some("n".into()));
+        let back = SeedFile::parse(Path::new("x.json"), &text).unwrap();
+        assert_eq!(back.scenario, scenario);
+        assert_eq!(back.seed, 7);
+        assert_eq!(back.broken, BTreeSet::from([Guarantee::Converges]));
+        assert_eq!(back.note.as_deref(), Some("n"));
     }
 }

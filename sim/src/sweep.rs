@@ -1,7 +1,7 @@
 //! Run a scenario over a range of seeds (on every core), check each
 //! history, and judge it against what the scenario's levels promise.
 use crate::check::{
-    check_availability, check_history, check_stores, AvailabilityReport, CheckSummary,
+    check_availability, check_history_ops, check_stores_ops, AvailabilityReport, CheckSummary,
     ConvergenceReport, StoreReport,
 };
 pub use crate::guarantee::{broken, Guarantee};
@@ -15,6 +15,8 @@ use std::sync::Mutex;
 /// The result of one seed.
 pub struct SeedOutcome {
     pub seed: u64,
+    /// What ran.
+    pub scenario: Scenario,
     pub stats: RunStats,
     pub summary: CheckSummary,
     /// Every acknowledged write still on some replica's store (or
@@ -28,16 +30,22 @@ pub struct SeedOutcome {
     /// Latencies (simulated µs) of successful non-final operations.
     pub latencies_us: Vec<u64>,
     pub history: History,
-    pub fault_log: String,
+    /// The faults injected, as the nemesis logged them.
+    pub fault_events: Vec<crate::fault::FaultEvent>,
 }
 
 impl SeedOutcome {
+    /// The fault log, one line per event.
+    pub fn fault_log(&self) -> String {
+        crate::fault::log_text(&self.fault_events)
+    }
+
     /// Broken guarantees that the scenario promised: real failures.
-    pub fn failures(&self, scenario: &Scenario) -> Vec<Guarantee> {
+    pub fn failures(&self) -> Vec<Guarantee> {
         self.broken
             .iter()
             .copied()
-            .filter(|g| g.promised_by(scenario))
+            .filter(|g| g.promised_by(&self.scenario))
             .collect()
     }
 }
@@ -46,13 +54,16 @@ impl SeedOutcome {
 #[derive(Debug, Clone)]
 pub struct SeedPanic {
     pub seed: u64,
+    pub scenario: Scenario,
     pub message: String,
 }
 
 pub fn run_and_check(scenario: &Scenario, seed: u64) -> SeedOutcome {
     let run = run_seed(scenario, seed);
-    let summary = check_history(&run.history);
-    let stores = check_stores(&run.history, &run.stores);
+    // Paired once, borrowed by every checker.
+    let ops = run.history.operation_refs();
+    let summary = check_history_ops(&ops);
+    let stores = check_stores_ops(&ops, &run.stores);
     let mut broken = broken(&summary);
     if !stores.is_ok() && !broken.contains(&Guarantee::NoLostUpdates) {
         broken.push(Guarantee::NoLostUpdates);
@@ -63,23 +74,22 @@ pub fn run_and_check(scenario: &Scenario, seed: u64) -> SeedOutcome {
     if !run.convergence.is_ok() {
         broken.push(Guarantee::Converges);
     }
-    let availability = check_availability(&run.history.operations(), &run.ground_truth);
+    let availability = check_availability(&ops, &run.ground_truth);
     if !availability.is_ok() {
         broken.push(Guarantee::Available);
     }
     broken.sort();
-    let latencies_us = run
-        .history
-        .operations()
+    let latencies_us = ops
         .iter()
         .filter(|op| op.is_ok() && !op.is_final)
         .filter_map(|op| op.complete_us.map(|end| end.saturating_sub(op.invoke_us)))
         .collect();
     SeedOutcome {
         seed,
+        scenario: scenario.clone(),
         stores,
         broken,
-        fault_log: run.fault_log(),
+        fault_events: run.faults.clone(),
         convergence: run.convergence,
         availability,
         stats: run.stats,
@@ -107,6 +117,18 @@ pub fn sweep(
     progress: &(dyn Fn() + Sync),
     keep: &(dyn Fn(&SeedOutcome) -> bool + Sync),
 ) -> (Vec<SeedOutcome>, Vec<SeedPanic>) {
+    sweep_each(&|_| scenario.clone(), seeds, jobs, progress, keep)
+}
+
+/// [`sweep`] where every seed runs its own scenario, `scenario_of(seed)`
+/// (swarm testing); each outcome carries it.
+pub fn sweep_each(
+    scenario_of: &(dyn Fn(u64) -> Scenario + Sync),
+    seeds: Range<u64>,
+    jobs: usize,
+    progress: &(dyn Fn() + Sync),
+    keep: &(dyn Fn(&SeedOutcome) -> bool + Sync),
+) -> (Vec<SeedOutcome>, Vec<SeedPanic>) {
     let next = AtomicU64::new(seeds.start);
     let outcomes = Mutex::new(Vec::new());
     let panics = Mutex::new(Vec::new());
@@ -117,8 +139,9 @@ pub fn sweep(
                 if seed >= seeds.end {
                     break;
                 }
+                let scenario = scenario_of(seed);
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run_and_check(scenario, seed)
+                    run_and_check(&scenario, seed)
                 })) {
                     Ok(mut outcome) => {
                         if !keep(&outcome) {
@@ -135,6 +158,7 @@ pub fn sweep(
                             .unwrap_or_else(|p| p.into_inner())
                             .push(SeedPanic {
                                 seed,
+                                scenario,
                                 message: panic_message(payload),
                             })
                     }

@@ -624,6 +624,17 @@ fn an_exhausted_budget_is_unknown() {
     assert!(report.to_string().contains("budget"), "{report}");
     let decided = check_linearizability(&history, &MultiValueRegister, Budget::default());
     assert_eq!(decided.verdict, LinVerdict::NotLinearizable, "{decided}");
+    // The same search in too little memory is undecided too, and says why.
+    let small = Budget {
+        cache_bytes_per_key: 4096,
+        ..Budget::default()
+    };
+    let report = check_linearizability(&history, &MultiValueRegister, small);
+    assert_eq!(report.verdict, LinVerdict::Unknown, "{report}");
+    assert!(
+        report.to_string().contains("memory bound of 4096 bytes"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -1406,4 +1417,66 @@ fn a_context_vouches_only_for_what_its_own_client_was_answered() {
     assert_eq!(forged.lost[0].write.value.as_deref(), Some("a"));
     let read_first = check_durability(&history(2));
     assert!(read_first.is_ok(), "{read_first}");
+}
+
+#[test]
+fn a_cas_that_observed_a_mismatch_is_checked_and_a_failed_one_is_not() {
+    // The register holds "0" throughout the cas: a cas from "0" that says
+    // its compare failed is impossible; recorded as `fail` (no effect, no
+    // observation) it is dropped and proves nothing.
+    let history = |outcome: Outcome| {
+        let mut b = Builder::default();
+        b.op(1, OpKind::Write, Some("0".into()), 0, Some(10), Outcome::Ok)
+            .op(
+                2,
+                OpKind::Cas,
+                Some(cas_value("0", "1")),
+                20,
+                Some(30),
+                outcome,
+            )
+            .read1(3, Some("0"), 40, 50);
+        b.build()
+    };
+    let verdict = |h: &History| check_linearizability(h, &CasRegister, Budget::default()).verdict;
+    assert_eq!(
+        verdict(&history(Outcome::Mismatch)),
+        LinVerdict::NotLinearizable
+    );
+    assert_eq!(verdict(&history(Outcome::Fail)), LinVerdict::Linearizable);
+    // A concurrent write of "2" explains the mismatch.
+    let mut b = Builder::default();
+    b.op(1, OpKind::Write, Some("0".into()), 0, Some(10), Outcome::Ok)
+        .op(
+            4,
+            OpKind::Write,
+            Some("2".into()),
+            15,
+            Some(35),
+            Outcome::Ok,
+        )
+        .op(
+            2,
+            OpKind::Cas,
+            Some(cas_value("0", "1")),
+            20,
+            Some(30),
+            Outcome::Mismatch,
+        )
+        .read1(3, Some("2"), 40, 50);
+    assert_eq!(verdict(&b.build()), LinVerdict::Linearizable);
+    // Every other checker takes a mismatch as no effect.
+    let summary = check_history(&history(Outcome::Mismatch));
+    assert_eq!(summary.stale_reads, 0, "{summary}");
+    // Only a cas may report one.
+    let text = "{\"type\":\"header\",\"format\":1}\n\
+        {\"type\":\"invoke\",\"id\":0,\"client\":1,\"time_us\":0,\"key\":\"k\",\"op\":\"write\",\"value\":\"a\"}\n\
+        {\"type\":\"complete\",\"id\":0,\"client\":1,\"time_us\":5,\"outcome\":\"mismatch\"}\n";
+    let err = History::read_jsonl(text.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("only a cas") && err.contains("line 3"),
+        "{err}"
+    );
 }

@@ -83,3 +83,146 @@ fn malformed_input_is_named() {
         "{stderr}"
     );
 }
+
+/// Shrink, then replay the schedule file it wrote; bad schedule files and
+/// contradictory flags are refused with the reason.
+#[cfg(madsim)]
+#[test]
+fn shrink_writes_a_schedule_that_replay_runs() {
+    let dir = std::env::temp_dir().join(format!("quorumsim-shrink-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("shrunk.json");
+    let out_arg = out.to_str().unwrap();
+    let (code, stdout, stderr) = quorumsim(&[
+        "shrink",
+        "--level",
+        "ONE",
+        "--ops",
+        "200",
+        "--seed",
+        "0",
+        "--guarantee",
+        "no-stale-reads",
+        "--out",
+        out_arg,
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("before     ") && stdout.contains("after      "),
+        "{stdout}"
+    );
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(file["scenario"]["script"].is_array(), "{file}");
+    assert!(
+        file["broken"]
+            .as_array()
+            .unwrap()
+            .contains(&"no-stale-reads".into()),
+        "{file}"
+    );
+    // Stale reads at ONE are not a promise broken, so the replay passes.
+    let (code, stdout, _) = quorumsim(&["replay", "--schedule", out_arg]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("as the file expects"), "{stdout}");
+
+    let bad = history_file(
+        "bad-schedule.json",
+        r#"{"scenario":{"nodes":"five"},"seed":1,"broken":[]}"#,
+    );
+    let (code, _, stderr) = quorumsim(&["replay", "--schedule", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("bad-schedule.json") && stderr.contains("scenario"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = quorumsim(&["replay", "--swarm", "--seed", "1", "--nodes", "3"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--swarm draws the whole scenario"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = quorumsim(&["replay", "--seed", "1", "--scenario", "{\"nodez\":3}"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("nodez"), "{stderr}");
+
+    let (code, _, stderr) =
+        quorumsim(&["shrink", "--faults", "none", "--ops", "50", "--seed", "1"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("keeps every promised guarantee"),
+        "{stderr}"
+    );
+}
+
+#[cfg(madsim)]
+#[test]
+fn swarm_reports_its_rate_and_replays_a_draw() {
+    let (code, stdout, stderr) = quorumsim(&["swarm", "--seeds", "0..4"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("scenario   swarm"), "{stdout}");
+    assert!(stdout.contains("seeds/s"), "{stdout}");
+    let (code, stdout, _) = quorumsim(&["replay", "--swarm", "--seed", "2"]);
+    assert_eq!(code, 0, "{stdout}");
+    // The drawn configuration is printed, in the JSON form `--scenario` takes.
+    let drawn = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("drawn    "))
+        .expect("the draw is printed");
+    let (code, again, _) = quorumsim(&["replay", "--seed", "2", "--scenario", drawn]);
+    assert_eq!(code, 0);
+    let report = |text: &str| text.lines().skip(2).collect::<Vec<_>>().join("\n");
+    assert_eq!(
+        report(&again),
+        report(&stdout),
+        "--scenario replays the same run"
+    );
+}
+
+#[test]
+fn an_undecided_search_exits_3_and_names_its_keys() {
+    let text = format!(
+        "{WRITE_THEN_READ}{}\n{}\n",
+        r#"{"type":"invoke","id":1,"client":2,"time_us":20,"key":"k","op":"read"}"#,
+        r#"{"type":"complete","id":1,"client":2,"time_us":30,"outcome":"ok","values":[{"value":"a","dot":{"node":1,"counter":1},"context":{}}]}"#
+    );
+    let path = history_file("undecided.jsonl", &text);
+    let path = path.to_str().unwrap();
+    let (code, stdout, stderr) = quorumsim(&["check", path, "--budget", "1"]);
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(stdout.contains("key \"k\""), "{stdout}");
+    assert!(stdout.contains("raise --budget"), "{stdout}");
+    // With the default budget the same history is decided, and passes.
+    let (code, stdout, _) = quorumsim(&["check", path]);
+    assert_eq!(code, 0, "{stdout}");
+    let (code, _, stderr) = quorumsim(&["check", path, "--budget", "0"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--budget"), "{stderr}");
+}
+
+#[test]
+fn the_search_can_stop_at_the_first_violating_key() {
+    // Keys "a" and "b" each read nothing after an acknowledged write:
+    // neither has a linearization.
+    let mut text = String::from("{\"type\":\"header\",\"format\":1}\n");
+    for (n, key) in ["a", "b"].iter().enumerate() {
+        let (w, r) = (2 * n, 2 * n + 1);
+        text += &format!(
+            "{{\"type\":\"invoke\",\"id\":{w},\"client\":1,\"time_us\":0,\"key\":\"{key}\",\"op\":\"write\",\"value\":\"v{key}\",\"context\":{{}}}}\n\
+             {{\"type\":\"complete\",\"id\":{w},\"client\":1,\"time_us\":10,\"outcome\":\"ok\",\"version\":{{\"value\":\"v{key}\",\"dot\":{{\"node\":1,\"counter\":{c}}},\"context\":{{}}}}}}\n\
+             {{\"type\":\"invoke\",\"id\":{r},\"client\":2,\"time_us\":20,\"key\":\"{key}\",\"op\":\"read\"}}\n\
+             {{\"type\":\"complete\",\"id\":{r},\"client\":2,\"time_us\":30,\"outcome\":\"ok\"}}\n",
+            c = n + 1
+        );
+    }
+    let path = history_file("two-violations.jsonl", &text);
+    let path = path.to_str().unwrap();
+    let (code, stdout, _) = quorumsim(&["check", path, "--model", "register"]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(!stdout.contains("not checked"), "{stdout}");
+    let (code, stdout, _) = quorumsim(&["check", path, "--model", "register", "--first-violation"]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("1 keys not checked"), "{stdout}");
+}

@@ -19,7 +19,7 @@ fn fingerprint(o: &SeedOutcome) -> String {
         o.seed,
         o.broken,
         o.summary,
-        o.fault_log,
+        o.fault_log(),
         o.history.to_jsonl(),
         o.latencies_us
     )

@@ -31,7 +31,7 @@ fn assert_promises_hold(scenario: &Scenario, seeds: Range<u64>) -> Vec<SeedOutco
     let outcomes = sweep_all(scenario, seeds.clone());
     assert_eq!(outcomes.len() as u64, seeds.end - seeds.start);
     for o in &outcomes {
-        let failures = o.failures(scenario);
+        let failures = o.failures();
         assert!(
             failures.is_empty(),
             "{} seed {} broke {failures:?}; replay: {}\n{}",
@@ -54,7 +54,7 @@ fn first_breaking(scenario: &Scenario, seeds: Range<u64>, guarantee: Guarantee) 
 
 #[test]
 fn standard_scenarios_at_quorum_over_210_seeds() {
-    // Issue 2's three scenarios: no faults; partitions; crashes with pauses.
+    // The three standard scenarios: no faults; partitions; crashes with pauses.
     for (faults, seeds) in [
         (FaultSchedule::None, 1000..1070),
         (FaultSchedule::Partitions, 2000..2070),
@@ -180,7 +180,8 @@ fn weak_levels_lose_no_acknowledged_write_under_any_fault_schedule_over_1400_see
 #[test]
 fn fault_points_in_the_core_fire_and_every_promise_holds() {
     // Requests between replicas dropped, duplicated, answered late, their
-    // replies lost, background read repairs dropped: each point fires in
+    // replies lost, background read repairs dropped, committers losing
+    // their session: each point fires in
     // some seed, and every promise holds (QUORUM and ALL, with and without
     // other faults).
     use quorumlog_core::buggify::FaultPoint;
@@ -229,8 +230,10 @@ fn without_read_repair_hints_and_anti_entropy_keep_every_promise() {
         (Levels::explicit(1, 5), FaultSchedule::Crashes),
     ] {
         let mut scenario = Scenario::standard(faults, levels);
-        scenario.no_read_repair = true;
-        assert!(scenario.replay_command(3).contains("--no-read-repair"));
+        scenario.tuning.read_repair = quorumlog_core::ReadRepair::Off;
+        assert!(scenario
+            .replay_command(3)
+            .contains(r#"--scenario '{"tuning":{"read_repair":"off"}}'"#));
         let outcomes = assert_promises_hold(&scenario, 0..60);
         for o in &outcomes {
             assert!(o.convergence.is_ok(), "seed {}: {}", o.seed, o.convergence);
@@ -326,9 +329,9 @@ fn one_is_shown_losing_a_write_with_a_lost_disk() {
     let outcome = run_and_check(&scenario, seed);
     assert!(outcome.summary.lost_updates > 0 || outcome.stores.missing_writes > 0);
     assert!(
-        outcome.fault_log.contains("lose its disk"),
+        outcome.fault_log().contains("lose its disk"),
         "{}",
-        outcome.fault_log
+        outcome.fault_log()
     );
 }
 
@@ -341,12 +344,7 @@ fn adversarial_clients_are_refused_and_change_no_promise() {
     let (outcomes, panics) = sweep(&scenario, 0..30, default_jobs(), &|| {}, &|_| true);
     assert!(panics.is_empty(), "{panics:?}");
     for o in &outcomes {
-        assert!(
-            o.failures(&scenario).is_empty(),
-            "seed {}: {}",
-            o.seed,
-            o.summary
-        );
+        assert!(o.failures().is_empty(), "seed {}: {}", o.seed, o.summary);
     }
     let hostile: Vec<&SeedOutcome> = outcomes
         .iter()

@@ -38,7 +38,8 @@ const RECONNECT_PROBE: Duration = Duration::from_millis(50);
 
 /// What to do when a read finds replicas that answered with less than the
 /// merged result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ReadRepair {
     Off,
     /// Push the merged siblings in the background; the read does not wait.

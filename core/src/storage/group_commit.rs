@@ -287,7 +287,15 @@ async fn commit_loop<B: RowBackend>(
         }
         held = later;
         metrics::histogram!("store_commit_batch_rows").record(rows.len() as f64);
-        match backend.write_rows(&rows).await {
+        let committed = if crate::buggify::fires(crate::buggify::FaultPoint::CommitterLosesSession)
+        {
+            Err(StoreError::Backend(
+                "the committer lost its database session (simulated fault point)".into(),
+            ))
+        } else {
+            backend.write_rows(&rows).await
+        };
+        match committed {
             Ok(written) => {
                 for (row, (siblings, done)) in rows.into_iter().zip(waiters) {
                     let ok = written.contains(&row.key);

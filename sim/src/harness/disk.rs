@@ -30,7 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::{Bound, RangeInclusive};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// How long a commit takes to reach the disk, and again to be
@@ -71,11 +71,49 @@ impl DiskStats {
     }
 }
 
+/// One committed row: its bytes and row version, and what they decode to.
+///
+/// Decoded once, when committed: the harness reads every node's rows every
+/// 100 ms of simulated time (the key-limit watch, the liveness phase, the
+/// nemesis), and decoding them on each read was a sizeable share of a run.
+#[derive(Debug)]
+struct Row {
+    data: Vec<u8>,
+    version: i64,
+    decoded: Result<Arc<Siblings>, StoreError>,
+    /// Sibling count and value bytes of `decoded` (unused if it failed).
+    size: RowSize,
+}
+
+/// What the key-limit judgement counts of a committed sibling set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowSize {
+    pub siblings: usize,
+    /// The sum of the versions' value lengths.
+    pub value_bytes: usize,
+}
+
+impl Row {
+    fn new(key: &str, data: Vec<u8>, version: i64) -> Self {
+        let decoded = decode(key, &data).map(Arc::new);
+        let size = decoded.as_ref().map_or(RowSize::default(), |set| RowSize {
+            siblings: set.len(),
+            value_bytes: set.versions().iter().map(|v| v.value.len()).sum(),
+        });
+        Row {
+            data,
+            version,
+            decoded,
+            size,
+        }
+    }
+}
+
 /// What is on the disk: everything committed.
 #[derive(Debug, Default)]
 struct Committed {
-    /// Per key, the encoded sibling set and its row version.
-    rows: BTreeMap<String, (Vec<u8>, i64)>,
+    /// Per key, the committed row.
+    rows: BTreeMap<String, Row>,
     incarnation: Option<i64>,
     hints: BTreeMap<(i64, String), HintRow>,
     /// The last hint generation handed out (never reused).
@@ -148,31 +186,30 @@ impl SimDisk {
     /// Whether writing `new` over `old` commits a version the owner just
     /// minted (its dot is in `new`, in the owner's recorded incarnation,
     /// and not in `old`) into a set past the limit and larger than `old`.
-    /// Judged on what the rows hold, with the harness's own counting.
+    /// Judged on what the rows hold (a row that does not decode counts as
+    /// empty when old, and is never judged when new), with the harness's
+    /// own counting.
     fn grows_past_limit(
         &self,
-        key: &str,
-        old: Option<&[u8]>,
-        new: &[u8],
+        old: Option<&Siblings>,
+        new: Option<&Siblings>,
         incarnation: Option<i64>,
     ) -> bool {
-        let Some(owner) = self.owner else {
+        let (Some(owner), Some(new)) = (self.owner, new) else {
             return false;
         };
-        let Ok(new) = decode(key, new) else {
+        if new.len() <= owner.max_siblings || new.len() <= old.map_or(0, Siblings::len) {
             return false;
-        };
-        let old = old
-            .and_then(|data| decode(key, data).ok())
-            .unwrap_or_default();
+        }
         let incarnation = incarnation.and_then(|i| u32::try_from(i).ok()).unwrap_or(0);
-        let old_dots: BTreeSet<_> = old.versions().iter().map(|v| v.dot).collect();
-        let minted = new.versions().iter().any(|v| {
+        let old_dots: BTreeSet<_> = old
+            .map(|old| old.versions().iter().map(|v| v.dot).collect())
+            .unwrap_or_default();
+        new.versions().iter().any(|v| {
             v.dot.node == owner.node
                 && v.dot.incarnation == incarnation
                 && !old_dots.contains(&v.dot)
-        });
-        minted && new.len() > owner.max_siblings && new.len() > old.len()
+        })
     }
 
     fn committed(&self) -> MutexGuard<'_, Committed> {
@@ -193,11 +230,22 @@ impl SimDisk {
     }
 
     /// Every committed row, decoded: what the node would find on restart.
-    pub fn rows(&self) -> Result<BTreeMap<String, Siblings>, StoreError> {
+    /// The sets are shared with the disk, not copied.
+    pub fn rows(&self) -> Result<BTreeMap<String, Arc<Siblings>>, StoreError> {
         self.committed()
             .rows
             .iter()
-            .map(|(key, (data, _))| Ok((key.clone(), decode(key, data)?)))
+            .map(|(key, row)| Ok((key.clone(), row.decoded.clone()?)))
+            .collect()
+    }
+
+    /// The size of every committed row: what [`Self::rows`] would give,
+    /// counted, without copying a key (and failing as it would).
+    pub fn row_sizes(&self) -> Result<Vec<RowSize>, StoreError> {
+        self.committed()
+            .rows
+            .values()
+            .map(|row| row.decoded.as_ref().map(|_| row.size).map_err(Clone::clone))
             .collect()
     }
 
@@ -231,25 +279,22 @@ impl SimDisk {
     /// as expected (as the SQL backends' conditional writes do).
     fn apply(&self, rows: &[RowWrite]) -> BTreeSet<String> {
         let mut committed = self.committed();
+        let incarnation = committed.incarnation;
         let mut written = BTreeSet::new();
-        for row in rows {
-            let current = committed.rows.get(&row.key).map(|(_, version)| *version);
-            let next = match (row.expected, current) {
+        for write in rows {
+            let current = committed.rows.get(&write.key);
+            let next = match (write.expected, current.map(|row| row.version)) {
                 (None, None) => 0,
                 (Some(expected), Some(current)) if expected == current => current + 1,
                 _ => continue,
             };
-            let old = committed
-                .rows
-                .get(&row.key)
-                .map(|(data, _)| data.as_slice());
-            if self.grows_past_limit(&row.key, old, &row.data, committed.incarnation) {
+            let row = Row::new(&write.key, write.data.clone(), next);
+            let old = current.and_then(|row| row.decoded.as_deref().ok());
+            if self.grows_past_limit(old, row.decoded.as_deref().ok(), incarnation) {
                 self.stats().grown_past_limit += 1;
             }
-            committed
-                .rows
-                .insert(row.key.clone(), (row.data.clone(), next));
-            written.insert(row.key.clone());
+            committed.rows.insert(write.key.clone(), row);
+            written.insert(write.key.clone());
         }
         written
     }
@@ -269,7 +314,11 @@ impl RowBackend for SimDisk {
         // The row as it is when the read reaches the disk: a commit may
         // land while the answer travels back.
         tokio::time::sleep(self.latency(READ_LATENCY_US)).await;
-        let row = self.committed().rows.get(key).cloned();
+        let row = self
+            .committed()
+            .rows
+            .get(key)
+            .map(|row| (row.data.clone(), row.version));
         tokio::time::sleep(self.latency(READ_LATENCY_US)).await;
         Ok(row)
     }
@@ -319,7 +368,7 @@ impl RowBackend for SimDisk {
             .rows
             .range((start, Bound::Unbounded))
             .take(limit_of(limit))
-            .map(|(key, (data, _))| (key.clone(), data.clone()))
+            .map(|(key, row)| (key.clone(), row.data.clone()))
             .collect())
     }
 
@@ -456,7 +505,6 @@ mod tests {
     use quorumlog_core::storage::{encode, GroupCommit};
     use quorumlog_core::{Dot, Store, Version, VersionVector};
     use rand::SeedableRng;
-    use std::sync::Arc;
 
     fn disk(failed_permille: u16, unknown_permille: u16) -> Arc<SimDisk> {
         Arc::new(SimDisk::new(
@@ -522,7 +570,7 @@ mod tests {
         }
     }
 
-    fn stored(disk: &SimDisk) -> BTreeMap<String, Siblings> {
+    fn stored(disk: &SimDisk) -> BTreeMap<String, Arc<Siblings>> {
         disk.rows().expect("rows decode")
     }
 
@@ -586,12 +634,17 @@ mod tests {
         let disk = disk(0, 0);
         let node = handle.create_node().name("n").build();
         let on_node = disk.clone();
+        let (started, is_started) = tokio::sync::oneshot::channel();
         let _write = node.spawn(async move {
             let batch = [row("a", "x", None), row("b", "y", None)];
+            // Sending does not yield: the write starts in this same poll.
+            let _ = started.send(());
             on_node.write_rows(&batch).await
         });
-        // Before the shortest commit latency is over: still on its way.
-        tokio::time::sleep(Duration::from_micros(50)).await;
+        // Killed at the instant the write began, before the shortest
+        // commit latency is over: the batch is still on its way. (A fixed
+        // sleep raced the node's start on a few seeds.)
+        is_started.await.expect("the write starts");
         handle.kill(node.id());
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(stored(&disk).is_empty());
@@ -615,7 +668,7 @@ mod tests {
             assert!(result.is_err(), "an unknown outcome is an error");
             let on_disk = stored(&disk).remove("k").expect("applied");
             assert!(on_disk.covers(version.dot));
-            assert_eq!(store.get("k").await, Ok(on_disk.clone()), "cache agrees");
+            assert_eq!(store.get("k").await, Ok((*on_disk).clone()), "cache agrees");
             assert_eq!(
                 disk.read_row("k").await.map(|r| r.map(|r| r.1)),
                 Ok(Some(counter as i64 - 1)),

@@ -3,104 +3,32 @@
 //! exactly what happened to the cluster.
 use super::cluster::{default_latency, SimCluster};
 use crate::check::{GroundTruth, Outage};
-use crate::scenario::FaultSchedule;
+pub use crate::fault::{Fault, FaultEvent};
+use crate::scenario::{FaultMix, ScriptedFault};
 use quorumlog_core::CoordinatorConfig;
 use quorumlog_core::Dot;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 use std::collections::BTreeSet;
-use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// One injected fault.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum Fault {
-    /// Sides of a split (node ids); links between sides are cut both ways.
-    Partition(Vec<Vec<u32>>),
-    /// Messages from `from` to each of `to` are dropped, not the reverse.
-    OneWay {
-        from: u32,
-        to: Vec<u32>,
-    },
-    /// A single link clogged both ways.
-    Clog(u32, u32),
-    Crash(u32),
-    /// A crash that loses the node's disk: it restarts with an empty store.
-    DiskLoss(u32),
-    Pause(u32),
-    /// Every message takes `min_ms..max_ms`.
-    Delay {
-        min_ms: u64,
-        max_ms: u64,
-    },
-}
-
-impl Fault {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Fault::Partition(_) => "partition",
-            Fault::OneWay { .. } => "one-way",
-            Fault::Clog(..) => "clog",
-            Fault::Crash(_) => "crash",
-            Fault::DiskLoss(_) => "disk-loss",
-            Fault::Pause(_) => "pause",
-            Fault::Delay { .. } => "delay",
-        }
-    }
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ids = |v: &[u32]| {
-            v.iter()
-                .map(|n| format!("n{n}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        match self {
-            Fault::Partition(sides) => {
-                let sides: Vec<String> = sides.iter().map(|s| format!("[{}]", ids(s))).collect();
-                write!(f, "partition {}", sides.join(" | "))
-            }
-            Fault::OneWay { from, to } => write!(f, "one-way n{from} -/-> [{}]", ids(to)),
-            Fault::Clog(a, b) => write!(f, "clog n{a} <-/-> n{b}"),
-            Fault::Crash(n) => write!(f, "crash n{n}"),
-            Fault::DiskLoss(n) => write!(f, "crash n{n} and lose its disk"),
-            Fault::Pause(n) => write!(f, "pause n{n}"),
-            Fault::Delay { min_ms, max_ms } => write!(f, "delay {min_ms}..{max_ms} ms"),
-        }
-    }
-}
-
-/// A line of the fault log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FaultEvent {
-    pub time_us: u64,
-    pub start: bool,
-    pub fault: Fault,
-}
-
-impl fmt::Display for FaultEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verb = if self.start { "start" } else { "heal " };
-        write!(
-            f,
-            "{:>9.3}s {verb} {}",
-            self.time_us as f64 / 1e6,
-            self.fault
-        )
-    }
-}
+/// How often a script's nemesis looks whether the workload is done while
+/// it waits for the next fault.
+const SCRIPT_POLL: Duration = Duration::from_millis(100);
 
 pub struct Nemesis<'a> {
     cluster: &'a SimCluster,
-    schedule: FaultSchedule,
+    mix: FaultMix,
+    /// An explicit script to play instead of drawing.
+    script: Option<Vec<ScriptedFault>>,
     rng: ChaCha8Rng,
+    /// Network faults in effect, in the order they started: healing one
+    /// restores the network and applies the rest again.
+    network: Vec<Fault>,
     started: Instant,
     log: Vec<FaultEvent>,
     crashed: BTreeSet<usize>,
@@ -121,16 +49,20 @@ struct Refill {
 }
 
 impl<'a> Nemesis<'a> {
+    /// A nemesis drawing from `mix`, or playing `script` when there is one.
     pub fn new(
         cluster: &'a SimCluster,
-        schedule: FaultSchedule,
+        mix: FaultMix,
+        script: Option<Vec<ScriptedFault>>,
         rng: ChaCha8Rng,
         started: Instant,
     ) -> Self {
         Self {
             cluster,
-            schedule,
+            mix,
+            script,
             rng,
+            network: Vec::new(),
             started,
             log: Vec::new(),
             crashed: BTreeSet::new(),
@@ -143,19 +75,15 @@ impl<'a> Nemesis<'a> {
         Instant::now().duration_since(self.started).as_micros() as u64
     }
 
+    /// The families to draw from, each repeated by its weight (a disk is
+    /// not lost while another is being refilled).
     fn kinds(&self) -> Vec<&'static str> {
         let mut kinds = Vec::new();
-        if self.schedule.partitions() {
-            kinds.extend(["partition", "partition", "one-way"]);
-        }
-        if self.schedule.crashes() {
-            kinds.extend(["crash", "crash"]);
-        }
-        if self.schedule.disk_loss() && self.refilling.is_none() {
-            kinds.push("disk-loss");
-        }
-        if self.schedule.pauses() {
-            kinds.extend(["pause", "pause", "clog", "delay"]);
+        for (kind, weight) in self.mix.weights() {
+            if kind == "disk-loss" && self.refilling.is_some() {
+                continue;
+            }
+            kinds.extend(std::iter::repeat_n(kind, usize::from(weight)));
         }
         kinds
     }
@@ -238,40 +166,63 @@ impl<'a> Nemesis<'a> {
     }
 
     fn apply(&mut self, fault: &Fault, start: bool) {
+        if fault.is_network() {
+            if start {
+                self.network.push(fault.clone());
+                self.impose(fault);
+            } else if let Some(at) = self.network.iter().position(|f| f == fault) {
+                // Restore the network, then impose what is still in effect.
+                self.network.remove(at);
+                self.cluster.heal_network();
+                self.cluster.set_latency(default_latency());
+                for still in self.network.clone() {
+                    self.impose(&still);
+                }
+            }
+        } else {
+            self.impose_node(fault, start);
+        }
+        let time_us = self.now_us();
+        self.log.push(FaultEvent {
+            time_us,
+            start,
+            fault: fault.clone(),
+        });
+    }
+
+    /// Cut the links of a network fault, or slow every message.
+    fn impose(&self, fault: &Fault) {
         let c = self.cluster;
         match fault {
             Fault::Partition(sides) => {
-                if start {
-                    let sides: Vec<Vec<usize>> = sides
-                        .iter()
-                        .map(|s| s.iter().map(|&id| self.index(id)).collect())
-                        .collect();
-                    c.partition(&sides);
-                } else {
-                    c.heal_network();
-                }
+                let sides: Vec<Vec<usize>> = sides
+                    .iter()
+                    .map(|s| s.iter().map(|&id| self.index(id)).collect())
+                    .collect();
+                c.partition(&sides);
             }
             Fault::OneWay { from, to } => {
                 let from = self.index(*from);
                 for &t in to {
-                    let t = self.index(t);
-                    if start {
-                        c.clog_link(from, t)
-                    } else {
-                        c.unclog_link(from, t)
-                    }
+                    c.clog_link(from, self.index(t));
                 }
             }
             Fault::Clog(a, b) => {
                 let (a, b) = (self.index(*a), self.index(*b));
-                if start {
-                    c.clog_link(a, b);
-                    c.clog_link(b, a);
-                } else {
-                    c.unclog_link(a, b);
-                    c.unclog_link(b, a);
-                }
+                c.clog_link(a, b);
+                c.clog_link(b, a);
             }
+            Fault::Delay { min_ms, max_ms } => {
+                c.set_latency(Duration::from_millis(*min_ms)..Duration::from_millis(*max_ms));
+            }
+            Fault::Crash(_) | Fault::DiskLoss(_) | Fault::Pause(_) => {}
+        }
+    }
+
+    /// Crash, restart, pause or resume a node.
+    fn impose_node(&mut self, fault: &Fault, start: bool) {
+        let c = self.cluster;
+        match fault {
             Fault::Crash(id) => {
                 let i = self.index(*id);
                 if start {
@@ -301,37 +252,31 @@ impl<'a> Nemesis<'a> {
                     c.resume(i);
                 }
             }
-            Fault::Delay { min_ms, max_ms } => {
-                if start {
-                    c.set_latency(Duration::from_millis(*min_ms)..Duration::from_millis(*max_ms));
-                } else {
-                    c.set_latency(default_latency());
-                }
-            }
+            Fault::Partition(_) | Fault::OneWay { .. } | Fault::Clog(..) | Fault::Delay { .. } => {}
         }
-        let time_us = self.now_us();
-        self.log.push(FaultEvent {
-            time_us,
-            start,
-            fault: fault.clone(),
-        });
     }
 
     /// Inject faults one after another (sometimes two at once) until
     /// `done` is set, healing each before the next.
     pub async fn run(&mut self, done: Arc<AtomicBool>) {
+        if let Some(script) = self.script.take() {
+            return self.play(script, done).await;
+        }
         if self.kinds().is_empty() {
             return;
         }
         while !done.load(Ordering::SeqCst) {
-            let calm = Duration::from_millis(self.rng.gen_range(100..600));
+            let [calm_lo, calm_hi] = self.mix.calm_ms;
+            let calm = Duration::from_millis(self.rng.gen_range(calm_lo..calm_hi));
             tokio::time::sleep(calm).await;
             if done.load(Ordering::SeqCst) {
                 break;
             }
             let mut active = Vec::new();
-            let stack = if self.schedule == FaultSchedule::All {
-                self.rng.gen_range(1..=2)
+            // Drawn as an i32: rand samples each integer type its own way,
+            // and the schedules' seeds were recorded with this one.
+            let stack: i32 = if self.mix.stack > 1 {
+                self.rng.gen_range(1..=i32::from(self.mix.stack))
             } else {
                 1
             };
@@ -341,10 +286,45 @@ impl<'a> Nemesis<'a> {
                     active.push(fault);
                 }
             }
-            let hold = Duration::from_millis(self.rng.gen_range(200..1500));
+            let [hold_lo, hold_hi] = self.mix.hold_ms;
+            let hold = Duration::from_millis(self.rng.gen_range(hold_lo..hold_hi));
             tokio::time::sleep(hold).await;
             for fault in active.iter().rev() {
                 self.apply(fault, false);
+            }
+        }
+    }
+
+    /// Play an explicit script: every fault starts and heals at its own
+    /// time, until the workload is done (what is still in effect then is
+    /// healed with everything else).
+    async fn play(&mut self, script: Vec<ScriptedFault>, done: Arc<AtomicBool>) {
+        // (time, whether it heals, script index): at one instant heals go
+        // first, then starts, each in script order.
+        let mut events: Vec<(u64, bool, usize)> = Vec::new();
+        for (i, scripted) in script.iter().enumerate() {
+            events.push((scripted.at_us, false, i));
+            events.push((scripted.at_us.saturating_add(scripted.hold_us), true, i));
+        }
+        events.sort_by_key(|&(at, heals, i)| (at, !heals, i));
+        let mut started = vec![false; script.len()];
+        for (at_us, heals, i) in events {
+            // Wake now and then to stop when the workload is done, not
+            // at a fault scheduled long after it.
+            while !done.load(Ordering::SeqCst) && self.now_us() < at_us {
+                let wait = Duration::from_micros(at_us - self.now_us());
+                tokio::time::sleep(wait.min(SCRIPT_POLL)).await;
+            }
+            if done.load(Ordering::SeqCst) {
+                break;
+            }
+            if heals {
+                if started[i] {
+                    self.apply(&script[i].fault, false);
+                }
+            } else {
+                started[i] = true;
+                self.apply(&script[i].fault, true);
             }
         }
     }
@@ -371,6 +351,7 @@ impl<'a> Nemesis<'a> {
 
     /// Undo everything still in effect: the start of the quiescent phase.
     pub fn heal_all(&mut self) {
+        self.network.clear();
         self.cluster.heal_network();
         self.cluster.set_latency(default_latency());
         for i in std::mem::take(&mut self.crashed) {

@@ -9,7 +9,10 @@ use crate::check::{disagreements, ConvergenceReport, GroundTruth, Outage, StoreC
 use crate::history::{Event, History, OpKind, Outcome, HISTORY_FORMAT};
 use crate::scenario::Scenario;
 use quorumlog_core::buggify::{self, FaultPoint};
-use quorumlog_core::{Client, Consistency, CoordinatorConfig, KeyLimits, ReadRepair};
+use quorumlog_core::{
+    breaker::BreakerConfig, AntiEntropyConfig, Client, Consistency, CoordinatorConfig, HintLimits,
+    KeyLimits,
+};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand::SeedableRng;
@@ -21,11 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How long a client waits for a coordinator (longer than the coordinator's
-/// own replica timeout, so its `Timeout` answer normally arrives first).
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Quiet time after the heal before the final reads: lets breakers close
-/// and stalled messages drain.
+/// and stalled messages drain (at least the breaker's open time and a
+/// replica timeout more than this, whatever the tuning).
 const QUIESCENCE: Duration = Duration::from_secs(5);
 /// How long after the heal every replica must agree on every key (the
 /// liveness phase): hints and anti-entropy must converge within it.
@@ -49,16 +50,30 @@ const BIG_VALUE_BYTES: std::ops::Range<usize> = 16 * 1024..96 * 1024;
 /// Shares of a client's writes that misbehave, one drawn per seed.
 const ADVERSARIAL_SHARES: [f64; 3] = [0.0, 0.05, 0.15];
 
-/// The coordinator configuration every simulated node of `scenario` runs.
+/// The coordinator configuration every simulated node of `scenario` runs:
+/// the deployed one with the scenario's tuning and the simulator's key limits.
 pub fn sim_config(scenario: &Scenario) -> CoordinatorConfig {
+    let tuning = &scenario.tuning;
+    let deployed = CoordinatorConfig::default();
     CoordinatorConfig {
         key_limits: SIM_KEY_LIMITS,
-        read_repair: if scenario.no_read_repair {
-            ReadRepair::Off
-        } else {
-            CoordinatorConfig::default().read_repair
+        replica_timeout: Duration::from_millis(tuning.replica_timeout_ms),
+        breaker: BreakerConfig {
+            failure_threshold: tuning.breaker_threshold,
+            open_for: Duration::from_millis(tuning.breaker_open_ms),
         },
-        ..CoordinatorConfig::default()
+        read_repair: tuning.read_repair,
+        hedge_after: tuning.hedge_after_ms.map(Duration::from_millis),
+        hinted_handoff: if tuning.hints {
+            deployed.hinted_handoff.or(Some(HintLimits::default()))
+        } else {
+            None
+        },
+        anti_entropy: tuning.anti_entropy_ms.map(|ms| AntiEntropyConfig {
+            interval: Duration::from_millis(ms),
+            ..deployed.anti_entropy.unwrap_or_default()
+        }),
+        ..deployed
     }
 }
 
@@ -101,7 +116,7 @@ pub struct RunResult {
 impl RunResult {
     /// The fault log, one line per event.
     pub fn fault_log(&self) -> String {
-        self.faults.iter().map(|f| format!("{f}\n")).collect()
+        crate::fault::log_text(&self.faults)
     }
 }
 
@@ -172,7 +187,14 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
         // Past every client's stream (100 + client, at most 256 clients).
         |id| rng(seed, 1000 + u64::from(id)),
     );
-    let share = *ADVERSARIAL_SHARES.choose(&mut rng(seed, 3)).unwrap_or(&0.0);
+    // Drawn even when the scenario sets it, so that setting it changes
+    // nothing else.
+    let drawn = *ADVERSARIAL_SHARES.choose(&mut rng(seed, 3)).unwrap_or(&0.0);
+    let share = scenario
+        .mix
+        .adversarial_permille
+        .map_or(drawn, |permille| f64::from(permille) / 1000.0);
+    let client_timeout = Duration::from_millis(scenario.tuning.client_timeout_ms);
     let recorder = Recorder::new(started);
     let keys: Vec<String> = (0..scenario.hot_keys + scenario.cold_keys)
         .map(|k| format!("k{k}"))
@@ -185,9 +207,10 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
         let host = cluster.client_host(c);
         let client = SimClient {
             id: c as u32,
-            client: Client::new(cluster.coordinators(), CLIENT_TIMEOUT),
+            client: Client::new(cluster.coordinators(), client_timeout),
             recorder: recorder.clone(),
             levels: scenario.levels_of(c),
+            mix: scenario.mix,
             rng: rng(seed, 100 + c as u64),
             coordinators: cluster.n(),
             adversary: Adversary::new(share, BIG_VALUE_BYTES, cluster.n() as u32),
@@ -202,7 +225,13 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
     }
 
     let done = Arc::new(AtomicBool::new(false));
-    let mut nemesis = Nemesis::new(&cluster, scenario.faults, rng(seed, 1), started);
+    let mut nemesis = Nemesis::new(
+        &cluster,
+        scenario.fault_mix(),
+        scenario.script.clone(),
+        rng(seed, 1),
+        started,
+    );
     let workload = {
         let done = done.clone();
         async move {
@@ -216,15 +245,17 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
     let (_, _, over_limits) = tokio::join!(workload, nemesis.run(done), watch);
     nemesis.heal_all();
     let convergence = await_agreement(&cluster).await;
-    tokio::time::sleep(QUIESCENCE).await;
+    let config = sim_config(&scenario);
+    tokio::time::sleep(QUIESCENCE.max(config.breaker.open_for + config.replica_timeout * 2)).await;
 
     // The quiescent final read of every key, at ALL, by a fresh client.
     let final_host = cluster.client_host(scenario.clients);
     let mut reader = SimClient {
         id: scenario.clients as u32,
-        client: Client::new(cluster.coordinators(), CLIENT_TIMEOUT),
+        client: Client::new(cluster.coordinators(), client_timeout),
         recorder: recorder.clone(),
         levels: scenario.levels,
+        mix: scenario.mix,
         rng: rng(seed, 2),
         coordinators: cluster.n(),
         adversary: Adversary::new(0.0, BIG_VALUE_BYTES, cluster.n() as u32),
@@ -363,19 +394,13 @@ fn stats(history: &History, faults: &[FaultEvent], started: Instant) -> RunStats
         simulated_ms: Instant::now().duration_since(started).as_millis() as u64,
         ..RunStats::default()
     };
-    for op in history.operations().iter().filter(|op| !op.is_final) {
+    for op in history.operation_refs().iter().filter(|op| !op.is_final) {
         stats.operations += 1;
         match op.kind {
             OpKind::Read => stats.reads += 1,
             _ => stats.writes += 1,
         }
-        let outcome = match op.outcome {
-            Some(Outcome::Ok) => "ok",
-            Some(Outcome::Unavailable) => "unavailable",
-            Some(Outcome::Timeout) => "timeout",
-            Some(Outcome::Fail) => "fail",
-            None => "pending",
-        };
+        let outcome = op.outcome.map_or("pending", Outcome::name);
         *stats.outcomes.entry(outcome.to_string()).or_default() += 1;
     }
     for event in faults.iter().filter(|e| e.start) {

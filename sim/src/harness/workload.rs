@@ -4,7 +4,7 @@
 //! shared history.
 use super::adversary::Adversary;
 use crate::history::{self, Event, ObservedVersion, OpKind, Outcome};
-use crate::scenario::Levels;
+use crate::scenario::{Levels, WorkloadMix};
 use quorumlog_core::{
     Client, ClientError, Consistency, OpError, ReadRequest, Version, VersionVector, WriteRequest,
 };
@@ -125,6 +125,9 @@ pub struct SimClient {
     pub client: Client,
     pub recorder: Recorder,
     pub levels: Levels,
+    /// Shares of reads, blind writes and read-then-write pairs, the hot
+    /// keys' share, think time and value padding.
+    pub mix: WorkloadMix,
     pub rng: ChaCha8Rng,
     pub coordinators: usize,
     /// What the client does on its seed-drawn share of misbehaving writes.
@@ -262,15 +265,29 @@ impl SimClient {
         self.recorder.push(event);
     }
 
+    /// The client's `written`-th value: unique, with up to the mix's
+    /// padding (drawn only when the mix pads, so that the default mix
+    /// draws nothing more).
+    fn value(&mut self, written: u64) -> String {
+        let mut value = format!("c{}-{written}", self.id);
+        if self.mix.value_padding > 0 {
+            let padding = self.rng.gen_range(0..=self.mix.value_padding);
+            value.push('-');
+            value.extend(std::iter::repeat_n('p', padding));
+        }
+        value
+    }
+
     /// Run `operations` operations over `keys`, the first `hot` of which
     /// get most of the traffic.
     pub async fn run(mut self, operations: usize, keys: &[String], hot: usize) {
         let mut written = 0u64;
         let mut done = 0;
         while done < operations {
-            let think = Duration::from_millis(self.rng.gen_range(0..20));
+            let think = Duration::from_millis(self.rng.gen_range(0..self.mix.think_ms));
             tokio::time::sleep(think).await;
-            let key = if hot > 0 && (hot == keys.len() || self.rng.gen_bool(0.8)) {
+            let hot_share = f64::from(self.mix.hot_percent) / 100.0;
+            let key = if hot > 0 && (hot == keys.len() || self.rng.gen_bool(hot_share)) {
                 keys[self.rng.gen_range(0..hot)].clone()
             } else {
                 keys[self.rng.gen_range(hot..keys.len())].clone()
@@ -295,11 +312,15 @@ impl SimClient {
             }
             let roll: f64 = self.rng.gen();
             let read_level = self.levels.read;
-            if roll < 0.45 {
+            let reads = f64::from(self.mix.read_percent) / 100.0;
+            let blind =
+                f64::from(u16::from(self.mix.read_percent) + u16::from(self.mix.blind_percent))
+                    / 100.0;
+            if roll < reads {
                 self.read(&key, read_level, false).await;
                 done += 1;
-            } else if roll < 0.7 {
-                let value = format!("c{}-{written}", self.id);
+            } else if roll < blind {
+                let value = self.value(written);
                 written += 1;
                 let overwrite = self.overwrite;
                 self.write(&key, value, SentContext::default(), overwrite, None)
@@ -310,7 +331,7 @@ impl SimClient {
                 done += 1;
                 if let Some(context) = context {
                     if done < operations {
-                        let value = format!("c{}-{written}", self.id);
+                        let value = self.value(written);
                         written += 1;
                         self.write(&key, value, context, false, None).await;
                         done += 1;

@@ -1,4 +1,4 @@
-//! Consistency checkers over a [`crate::history::History`].
+//! Consistency checkers over a [`quorumlog_history::History`].
 //!
 //! Three independent judges, all working per key on the same history:
 //!
@@ -21,10 +21,10 @@
 //! replicas' stores read out after a run, without final reads.
 //!
 //! The checkers use the history's own version types
-//! ([`crate::history::Dot`], [`crate::history::Clock`]) and judge what
+//! ([`quorumlog_history::Dot`], [`quorumlog_history::Clock`]) and judge what
 //! clients did (values written, contexts sent, outcomes), so a bug in the
 //! system's version algebra cannot blind them.
-use crate::history::{History, OperationRef};
+use quorumlog_history::{History, OperationRef};
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
@@ -34,6 +34,7 @@ mod availability;
 pub(crate) mod common;
 mod convergence;
 mod durability;
+pub mod file;
 pub mod generate;
 mod linearizability;
 mod models;
@@ -53,7 +54,7 @@ pub use staleness::{
     check_staleness, PhantomKind, PhantomRead, SiblingViolation, StaleRead, StalenessReport,
     SupersededReturn,
 };
-pub use stores::{check_stores, MissingWrite, StoreContents, StoreReport};
+pub use stores::{check_stores, check_stores_ops, MissingWrite, StoreContents, StoreReport};
 
 /// Everything the checkers found in one history.
 #[derive(Debug, Clone, Serialize)]
@@ -186,6 +187,12 @@ impl FromStr for ModelKind {
 /// Staleness, durability and linearizability (multi-value register).
 pub fn check_history(history: &History) -> CheckSummary {
     check_with_model(history, ModelKind::MultiValueRegister)
+}
+
+/// [`check_history`] on operations already paired (see
+/// [`History::operation_refs`]): for a caller that runs several checkers.
+pub fn check_history_ops(ops: &[OperationRef<'_>]) -> CheckSummary {
+    summarize(ops, ModelKind::MultiValueRegister, Budget::default())
 }
 
 /// Staleness, durability and linearizability against `model`.

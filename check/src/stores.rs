@@ -23,7 +23,7 @@
 //! they hold.
 use super::common::{group_by_key, OpSummary, MAX_EXAMPLES, MAX_PRINTED};
 use super::durability::{latest_invocations, vouching_index};
-use crate::history::{History, ObservedVersion, OpKind};
+use quorumlog_history::{History, ObservedVersion, OpKind, OperationRef};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -138,7 +138,11 @@ fn show(v: &ObservedVersion) -> String {
 
 /// Judge the history's acknowledged writes against the replicas' stores.
 pub fn check_stores(history: &History, stores: &[StoreContents]) -> StoreReport {
-    let ops = history.operation_refs();
+    check_stores_ops(&history.operation_refs(), stores)
+}
+
+/// [`check_stores`] on operations already paired.
+pub fn check_stores_ops(ops: &[OperationRef<'_>], stores: &[StoreContents]) -> StoreReport {
     let mut report = StoreReport {
         replicas: stores.len(),
         keys_held: stores
@@ -155,7 +159,7 @@ pub fn check_stores(history: &History, stores: &[StoreContents]) -> StoreReport 
     };
     let done = |i: usize| ops[i].complete_us.unwrap_or(u64::MAX);
     let mut missing: Vec<usize> = Vec::new();
-    for (key, group) in group_by_key(&ops) {
+    for (key, group) in group_by_key(ops) {
         let acked: Vec<usize> = group
             .iter()
             .copied()
@@ -171,12 +175,12 @@ pub fn check_stores(history: &History, stores: &[StoreContents]) -> StoreReport 
             .filter_map(|s| s.keys.get(key))
             .flat_map(|vs| vs.iter().map(|v| v.value.as_str()))
             .collect();
-        let vouchers = vouching_index(&ops, &group);
+        let vouchers = vouching_index(ops, &group);
         let latest_held_invoke = acked
             .iter()
             .any(|&w| ops[w].written_dot().is_none())
             .then(|| {
-                let by_value = latest_invocations(&ops, &group);
+                let by_value = latest_invocations(ops, &group);
                 held_values
                     .iter()
                     .filter_map(|v| by_value.get(v).copied())

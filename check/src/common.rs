@@ -1,11 +1,9 @@
 //! Pieces the checkers share: readable operation summaries, distributions,
 //! per-key grouping, the "does this read cover that dot" test and the
 //! "which write's client-sent context covers that dot" index.
-use crate::history::{Actor, Clock, Dot, ObservedVersion, OpKind, OperationRef, Outcome};
+use quorumlog_history::{Actor, Clock, Dot, ObservedVersion, OpKind, OperationRef, Outcome};
 use serde::Serialize;
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 
 /// How many examples a report keeps of each kind of violation.
 pub(crate) const MAX_EXAMPLES: usize = 100;
@@ -45,13 +43,7 @@ fn show_version(v: &ObservedVersion) -> String {
 }
 
 fn outcome_name(outcome: Option<Outcome>) -> &'static str {
-    match outcome {
-        Some(Outcome::Ok) => "ok",
-        Some(Outcome::Unavailable) => "unavailable",
-        Some(Outcome::Timeout) => "timeout",
-        Some(Outcome::Fail) => "fail",
-        None => "pending",
-    }
+    outcome.map_or("pending", Outcome::name)
 }
 
 impl OpSummary {
@@ -284,62 +276,10 @@ impl ContextCover {
     }
 }
 
-/// Firefox/rustc's hash: fast, deterministic, fine for our small keys.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FxHasher {
-    hash: u64,
-}
-
-const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.add(i as u64);
-    }
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.add(i as u64);
-    }
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.hash
-    }
-}
-
-pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
-pub(crate) type FxHashMap<K, V> = HashMap<K, V, FxBuild>;
-pub(crate) type FxHashSet<K> = std::collections::HashSet<K, FxBuild>;
+// rustc's hash (the `rustc-hash` crate): fast and deterministic, fine
+// for the small keys the checkers hash.
+pub(crate) type FxBuild = rustc_hash::FxBuildHasher;
+pub(crate) use rustc_hash::{FxHashMap, FxHashSet};
 
 /// splitmix64: per-operation random words for Zobrist hashing.
 pub(crate) fn splitmix64(mut x: u64) -> u64 {

@@ -355,6 +355,24 @@ pub enum Outcome {
     Timeout,
     /// Rejected (bad request, storage error): it certainly did not happen.
     Fail,
+    /// Completed without effect, having observed that its condition did
+    /// not hold: a `cas` whose expected value was not the current one (the
+    /// CAS-register model checks that observation; every other checker
+    /// takes it as no effect, like `fail`). Only for `cas`.
+    Mismatch,
+}
+
+impl Outcome {
+    /// The outcome as the format writes it ("ok", "timeout", …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Unavailable => "unavailable",
+            Outcome::Timeout => "timeout",
+            Outcome::Fail => "fail",
+            Outcome::Mismatch => "mismatch",
+        }
+    }
 }
 
 /// A version as a client saw it: the value plus, when the system exposes
@@ -466,7 +484,15 @@ impl Operation {
 
     /// Certainly had no effect.
     pub fn is_failed(&self) -> bool {
-        matches!(self.outcome, Some(Outcome::Unavailable | Outcome::Fail))
+        matches!(
+            self.outcome,
+            Some(Outcome::Unavailable | Outcome::Fail | Outcome::Mismatch)
+        )
+    }
+
+    /// A `cas` that completed and observed its expected value absent.
+    pub fn is_mismatch(&self) -> bool {
+        self.outcome == Some(Outcome::Mismatch)
     }
 
     /// The version a write wrote, as far as the history knows it.
@@ -519,7 +545,15 @@ impl<'a> OperationRef<'a> {
 
     /// Certainly had no effect.
     pub fn is_failed(&self) -> bool {
-        matches!(self.outcome, Some(Outcome::Unavailable | Outcome::Fail))
+        matches!(
+            self.outcome,
+            Some(Outcome::Unavailable | Outcome::Fail | Outcome::Mismatch)
+        )
+    }
+
+    /// A `cas` that completed and observed its expected value absent.
+    pub fn is_mismatch(&self) -> bool {
+        self.outcome == Some(Outcome::Mismatch)
     }
 
     /// The dot of the version a write created, when the history has it.
@@ -598,7 +632,7 @@ impl History {
     /// Read JSON lines, checking every event; errors name the line.
     pub fn read_jsonl(input: impl BufRead) -> Result<Self, HistoryError> {
         let mut history = History::new();
-        let mut open: BTreeMap<u64, u32> = BTreeMap::new();
+        let mut open: BTreeMap<u64, (u32, OpKind)> = BTreeMap::new();
         let mut seen: std::collections::BTreeSet<u64> = Default::default();
         for (index, line) in input.lines().enumerate() {
             let number = index + 1;
@@ -630,17 +664,23 @@ impl History {
                             format!("cas {id}: value must be the JSON array [\"expected\",\"new\"]"),
                         ));
                     }
-                    open.insert(*id, *client);
+                    open.insert(*id, (*client, *op));
                 }
-                Event::Complete { id, client, .. } => match open.remove(id) {
+                Event::Complete { id, client, outcome, .. } => match open.remove(id) {
                     None if seen.contains(id) => {
                         return Err(line_error(number, format!("operation {id} completes twice")))
                     }
                     None => return Err(line_error(number, format!("operation {id} completes but was never invoked"))),
-                    Some(invoker) if invoker != *client => {
+                    Some((invoker, _)) if invoker != *client => {
                         return Err(line_error(
                             number,
                             format!("operation {id} was invoked by client {invoker} but completed by client {client}"),
+                        ))
+                    }
+                    Some((_, op)) if *outcome == Outcome::Mismatch && op != OpKind::Cas => {
+                        return Err(line_error(
+                            number,
+                            format!("operation {id} is a {op}: only a cas can complete with outcome \"mismatch\""),
                         ))
                     }
                     Some(_) => {}
@@ -718,7 +758,7 @@ impl History {
         // Ids are usually dense (0, 1, 2, ...): index those in a vector.
         let dense_limit = self.events.len() as u64;
         let mut dense: Vec<usize> = vec![usize::MAX; self.events.len()];
-        let mut sparse: crate::check::common::FxHashMap<u64, usize> = Default::default();
+        let mut sparse: rustc_hash::FxHashMap<u64, usize> = Default::default();
         ops.reserve(self.events.len() / 2);
         for event in &self.events {
             match event {
@@ -796,6 +836,19 @@ impl History {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn outcome_names_are_the_format_names() {
+        for outcome in [
+            Outcome::Ok,
+            Outcome::Unavailable,
+            Outcome::Timeout,
+            Outcome::Fail,
+            Outcome::Mismatch,
+        ] {
+            assert_eq!(serde_json::to_value(outcome).unwrap(), outcome.name());
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -46,7 +46,7 @@
 use super::common::{
     group_by_key, ContextCover, FxHashMap, OpSummary, SentContexts, MAX_EXAMPLES, MAX_PRINTED,
 };
-use crate::history::{Dot, History, OpKind, OperationRef};
+use quorumlog_history::{Dot, History, OpKind, OperationRef};
 use serde::Serialize;
 use std::fmt;
 

@@ -14,29 +14,44 @@
 //! linearized. Nondeterministic models are searched over *sets* of states
 //! (the powerset construction), so the cache stays exact.
 //!
-//! Each key has a step budget; exhausting it makes the key (and the
-//! verdict, unless another key is a definite violation) `Unknown`.
+//! Each key has a step budget and a bound on the memory its cache may
+//! take; exhausting either makes the key (and the verdict, unless another
+//! key is a definite violation) `Unknown`. The search may also stop at the
+//! first key without a linearization (as Porcupine does), leaving the rest
+//! unchecked.
 use super::common::{group_by_key, splitmix64, FxBuild, FxHashSet, OpSummary, MAX_PRINTED};
 use super::models::{Interner, Model};
-use crate::history::{History, OperationRef};
+use quorumlog_history::{History, OperationRef};
 use serde::Serialize;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
 
-/// How long the search may run before answering `Unknown`.
+/// How long, and in how much memory, the search may run before answering
+/// `Unknown`; and whether it stops at the first violation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Budget {
     /// Search steps per key (one step: one entry visited).
     pub steps_per_key: u64,
     /// Search steps over the whole history.
     pub total_steps: u64,
+    /// Bytes one key's memo cache may hold (counted from the entries'
+    /// linearized-set bits and model states).
+    pub cache_bytes_per_key: usize,
+    /// Stop at the first key without a linearization; the keys after it
+    /// are not checked.
+    pub stop_at_first_violation: bool,
 }
+
+/// The memory one key's search may take unless told otherwise.
+pub const DEFAULT_CACHE_BYTES_PER_KEY: usize = 1 << 30;
 
 impl Budget {
     pub const fn steps_per_key(steps: u64) -> Self {
         Budget {
             steps_per_key: steps,
             total_steps: u64::MAX,
+            cache_bytes_per_key: DEFAULT_CACHE_BYTES_PER_KEY,
+            stop_at_first_violation: false,
         }
     }
 
@@ -44,17 +59,21 @@ impl Budget {
         Budget {
             steps_per_key: u64::MAX,
             total_steps: u64::MAX,
+            cache_bytes_per_key: usize::MAX,
+            stop_at_first_violation: false,
         }
     }
 }
 
 impl Default for Budget {
     /// Two million steps per key, two hundred million in all (seconds, not
-    /// minutes, on one core).
+    /// minutes, on one core), a GiB of cache per key.
     fn default() -> Self {
         Budget {
             steps_per_key: 2_000_000,
             total_steps: 200_000_000,
+            cache_bytes_per_key: DEFAULT_CACHE_BYTES_PER_KEY,
+            stop_at_first_violation: false,
         }
     }
 }
@@ -165,6 +184,9 @@ pub struct LinReport {
     /// Keys without a linearization, sorted by key.
     pub violations: Vec<LinViolation>,
     pub unknown: Vec<UnknownKey>,
+    /// Keys left unchecked after the first violation (when the budget
+    /// says to stop there).
+    pub unchecked_keys: usize,
 }
 
 impl LinReport {
@@ -204,6 +226,13 @@ impl fmt::Display for LinReport {
                 self.unknown.len() - MAX_PRINTED
             )?;
         }
+        if self.unchecked_keys > 0 {
+            writeln!(
+                f,
+                "  stopped at the first key without a linearization: {} keys not checked",
+                self.unchecked_keys
+            )?;
+        }
         Ok(())
     }
 }
@@ -226,8 +255,15 @@ pub fn check_linearizability_ops<M: Model>(
         steps: 0,
         violations: Vec::new(),
         unknown: Vec::new(),
+        unchecked_keys: 0,
     };
-    for (key, group) in group_by_key(ops) {
+    let groups = group_by_key(ops);
+    let key_count = groups.len();
+    for (key, group) in groups {
+        if budget.stop_at_first_violation && !report.violations.is_empty() {
+            report.unchecked_keys = key_count - report.keys;
+            break;
+        }
         report.keys += 1;
         let key_ops: Vec<OperationRef<'_>> = group.iter().map(|&i| ops[i]).collect();
         let mut names = Interner::new();
@@ -259,7 +295,7 @@ pub fn check_linearizability_ops<M: Model>(
         }
         let limit = budget.steps_per_key.min(remaining);
         let mut search = Search::new(model, &kept, &model_ops);
-        let outcome = search.run(limit);
+        let outcome = search.run(limit, budget.cache_bytes_per_key);
         report.steps += search.steps;
         match outcome {
             Outcome::Linearizable => {}
@@ -267,6 +303,14 @@ pub fn check_linearizability_ops<M: Model>(
                 key: key.to_string(),
                 operations: kept.len(),
                 reason: format!("search budget of {limit} steps exhausted"),
+            }),
+            Outcome::OutOfMemory => report.unknown.push(UnknownKey {
+                key: key.to_string(),
+                operations: kept.len(),
+                reason: format!(
+                    "search memory bound of {} bytes reached",
+                    budget.cache_bytes_per_key
+                ),
             }),
             Outcome::Violation => report.violations.push(search.explain(key, &names)),
         }
@@ -285,6 +329,7 @@ enum Outcome {
     Linearizable,
     Violation,
     Exhausted,
+    OutOfMemory,
 }
 
 const NIL: usize = usize::MAX;
@@ -420,8 +465,9 @@ impl<'m, 'o, 'h, M: Model> Search<'m, 'o, 'h, M> {
         next
     }
 
-    fn run(&mut self, limit: u64) -> Outcome {
+    fn run(&mut self, limit: u64, max_cache_bytes: usize) -> Outcome {
         let n = self.ops.len();
+        let mut cache_bytes = 0usize;
         let mut bits = vec![0u64; n.div_ceil(64)];
         let mut bits_hash = 0u64;
         let mut states = vec![self.model.init()];
@@ -451,6 +497,14 @@ impl<'m, 'o, 'h, M: Model> Search<'m, 'o, 'h, M> {
                     };
                     if !cache.contains(&candidate) {
                         let next_states = candidate.states.clone();
+                        cache_bytes = cache_bytes.saturating_add(
+                            std::mem::size_of::<CacheEntry<M::State>>()
+                                + candidate.bits.len() * 8
+                                + candidate.states.len() * std::mem::size_of::<M::State>(),
+                        );
+                        if cache_bytes > max_cache_bytes {
+                            return Outcome::OutOfMemory;
+                        }
                         cache.insert(candidate);
                         bits_hash = new_hash;
                         stack.push((op, std::mem::replace(&mut states, next_states)));

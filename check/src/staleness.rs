@@ -43,7 +43,7 @@ use super::common::{
     group_by_key, ContextCover, Coverage, Distribution, FxHashMap, OpSummary, SentContexts,
     MAX_EXAMPLES, MAX_PRINTED,
 };
-use crate::history::{Actor, Clock, Dot, History, ObservedVersion, OpKind, OperationRef};
+use quorumlog_history::{Actor, Clock, Dot, History, ObservedVersion, OpKind, OperationRef};
 use serde::Serialize;
 use std::fmt;
 
@@ -920,8 +920,8 @@ fn check_staleness_threads(ops: &[OperationRef<'_>], threads: usize) -> Stalenes
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::generate::{generate, GenConfig};
-    use crate::history::{Clock, Event};
+    use crate::generate::{generate, GenConfig};
+    use quorumlog_history::{Clock, Event};
 
     #[test]
     fn the_report_does_not_depend_on_threads() {

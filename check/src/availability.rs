@@ -25,7 +25,7 @@
 //!
 //! Operations whose level the judge cannot read (no `R=`/`W=` level in the
 //! history) are not judged by the second rule.
-use crate::history::{OpKind, Operation, Outcome};
+use quorumlog_history::{OpKind, OperationRef, Outcome};
 use serde::Serialize;
 use std::fmt;
 
@@ -185,8 +185,8 @@ impl fmt::Display for AvailabilityReport {
 
 /// Replicas an operation needs, from the level the history records
 /// (`R=QUORUM`, `W=2`, …) and the replication factor.
-fn needed(op: &Operation, n: usize) -> Option<usize> {
-    let level = op.level.as_deref()?;
+fn needed(op: &OperationRef<'_>, n: usize) -> Option<usize> {
+    let level = op.level?;
     let (side, level) = level.split_once('=')?;
     let expected = match op.kind {
         OpKind::Read => "R",
@@ -205,14 +205,14 @@ fn needed(op: &Operation, n: usize) -> Option<usize> {
 }
 
 /// Judge every operation of `ops` against `truth`.
-pub fn check_availability(ops: &[Operation], truth: &GroundTruth) -> AvailabilityReport {
+pub fn check_availability(ops: &[OperationRef<'_>], truth: &GroundTruth) -> AvailabilityReport {
     let mut report = AvailabilityReport::default();
     let quiet = truth.outages.is_empty();
     // Keys whose final read never succeeded: (key, last attempt).
-    let mut final_reads: std::collections::BTreeMap<&str, Option<&Operation>> =
+    let mut final_reads: std::collections::BTreeMap<&str, Option<&OperationRef<'_>>> =
         std::collections::BTreeMap::new();
     for op in ops.iter().filter(|op| op.is_final) {
-        let entry = final_reads.entry(op.key.as_str()).or_insert(Some(op));
+        let entry = final_reads.entry(op.key).or_insert(Some(op));
         if op.is_ok() {
             *entry = None;
         } else if entry.is_some() {
@@ -223,7 +223,7 @@ pub fn check_availability(ops: &[Operation], truth: &GroundTruth) -> Availabilit
         report.push(Refusal {
             id: op.id,
             client: op.client,
-            key: op.key.clone(),
+            key: op.key.to_string(),
             invoke_us: op.invoke_us,
             answered: match op.outcome {
                 Some(Outcome::Unavailable) => "unavailable",
@@ -238,7 +238,9 @@ pub fn check_availability(ops: &[Operation], truth: &GroundTruth) -> Availabilit
     }
     for op in ops.iter().filter(|op| !op.is_final || quiet) {
         let answered = match op.outcome {
-            Some(Outcome::Ok | Outcome::Fail) => continue,
+            // An answer: the operation completed (a mismatch observed its
+            // compare fail), or was refused for what it asked.
+            Some(Outcome::Ok | Outcome::Fail | Outcome::Mismatch) => continue,
             Some(Outcome::Unavailable) => "unavailable",
             Some(Outcome::Timeout) => "timeout",
             None => "no answer",
@@ -246,7 +248,7 @@ pub fn check_availability(ops: &[Operation], truth: &GroundTruth) -> Availabilit
         let refusal = |why: String| Refusal {
             id: op.id,
             client: op.client,
-            key: op.key.clone(),
+            key: op.key.to_string(),
             invoke_us: op.invoke_us,
             answered,
             why,
@@ -282,20 +284,26 @@ pub fn check_availability(ops: &[Operation], truth: &GroundTruth) -> Availabilit
 mod tests {
     use super::*;
 
-    fn op(id: u64, kind: OpKind, level: &str, outcome: Option<Outcome>, at: u64) -> Operation {
-        Operation {
+    fn op(
+        id: u64,
+        kind: OpKind,
+        level: &'static str,
+        outcome: Option<Outcome>,
+        at: u64,
+    ) -> OperationRef<'static> {
+        OperationRef {
             id,
             client: 0,
-            key: "k".into(),
+            key: "k",
             kind,
             value: None,
             context: None,
-            level: Some(level.into()),
+            level: Some(level),
             is_final: false,
             invoke_us: at,
             complete_us: outcome.map(|_| at + 1_000),
             outcome,
-            values: Vec::new(),
+            values: &[],
             version: None,
             read_context: None,
             error: None,
@@ -460,8 +468,8 @@ mod tests {
             from_us: 0,
             to_us: 1,
         }]);
-        let final_read = |id, key: &str, outcome| Operation {
-            key: key.into(),
+        let final_read = |id, key: &'static str, outcome| OperationRef {
+            key,
             is_final: true,
             ..op(id, OpKind::Read, "R=ALL", Some(outcome), 60_000_000 + id)
         };

@@ -11,7 +11,7 @@
 //! The store is a few lines of dotted-version-vector logic written here on
 //! the history's own types, not the core's: the checkers' test histories
 //! must not inherit a bug of the system they judge.
-use crate::history::{
+use quorumlog_history::{
     Actor, Clock, Dot, Event, History, ObservedVersion, OpKind, Outcome, HISTORY_FORMAT,
 };
 use rand::{Rng, SeedableRng};
@@ -394,7 +394,7 @@ pub fn generate(config: &GenConfig) -> History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::{check_history, LinVerdict};
+    use crate::{check_history, LinVerdict};
 
     #[test]
     fn same_seed_same_history() {

@@ -12,7 +12,7 @@
 //! kept, and the search may place it anywhere after its invocation or at the
 //! very end (which is the same as never).
 use super::common::{FxHashMap, FxHashSet};
-use crate::history::{parse_cas_value, Actor, Dot, OpKind, OperationRef};
+use quorumlog_history::{parse_cas_value, Actor, Dot, OpKind, OperationRef};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::Hash;
@@ -156,6 +156,10 @@ pub enum RegisterOp {
         new: u32,
         certain: bool,
     },
+    /// A compare-and-set that observed its expected value absent.
+    CasMismatch {
+        expected: u32,
+    },
 }
 
 fn prepare_register(
@@ -167,6 +171,16 @@ fn prepare_register(
     let observed = observed_values(ops);
     let mut out = Vec::with_capacity(ops.len());
     for op in ops {
+        if allow_cas && op.kind == OpKind::Cas && op.is_mismatch() {
+            let (expected, _) = op
+                .value
+                .and_then(parse_cas_value)
+                .ok_or_else(|| format!("cas {} has no [expected, new] value", op.id))?;
+            out.push(Some(RegisterOp::CasMismatch {
+                expected: names.intern(&expected),
+            }));
+            continue;
+        }
         if op.is_failed() {
             out.push(None);
             continue;
@@ -223,6 +237,11 @@ fn step_register(state: &Option<u32>, op: &RegisterOp, next: &mut Vec<Option<u32
                 next.push(*state);
             }
         }
+        RegisterOp::CasMismatch { expected } => {
+            if *state != Some(*expected) {
+                next.push(*state);
+            }
+        }
     }
 }
 
@@ -265,7 +284,9 @@ impl Model for Register {
 
 /// A register with compare-and-set. An acknowledged `cas` requires the
 /// expected value; one that timed out may have applied or not
-/// (nondeterministic); a failed one is dropped like any failed operation.
+/// (nondeterministic); one that completed with `mismatch` requires any
+/// other value (it observed the compare fail, as Porcupine's model has
+/// it); a failed one is dropped like any failed operation.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CasRegister;
 
