@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run calls this):
 # formatting, clippy (normal and simulated builds), PostgreSQL set-up, the
-# normal tests (core, checkers, quorumd on SQLite and PostgreSQL, compose
-# checks) and the deterministic simulation tests under --cfg madsim.
+# normal tests (core, checkers, quorumd on SQLite and PostgreSQL, the
+# real-process nemesis, compose checks) and the deterministic simulation
+# tests under --cfg madsim.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,9 @@ cargo simclippy -- -D warnings
 
 step "PostgreSQL for the quorumd tests"
 bash scripts/setup-postgres.sh
+
+step "nftables and iproute2 for the real-process nemesis"
+bash scripts/setup-nemesis.sh
 
 step "cargo test (normal build)"
 cargo test --workspace

@@ -69,8 +69,15 @@ pub enum Response {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WriteOk {
     pub version: Version,
-    /// Signed context token of the written version: sending it with the
-    /// next write of this key supersedes this one.
+    /// The coordinator's siblings of the key after the write, the new
+    /// version among them: what `token` covers.
+    pub siblings: Vec<Version>,
+    /// Signed context token of `siblings` (the join of their clocks):
+    /// sending it with the next write of this key supersedes this write
+    /// and every sibling listed with it, as a read's token does. (The
+    /// written version's clock alone would not do: a version vector that
+    /// covers this write's dot `(n, k)` covers every earlier dot of `n`,
+    /// including a concurrent sibling's that the writer never saw.)
     pub token: String,
     pub coordinator: NodeId,
     pub needed: usize,

@@ -5,12 +5,16 @@
 //! owns its write keys and passes back the context its last write to a key
 //! returned, so writes supersede instead of piling up siblings; reads go to
 //! keys written during the fill phase. Latency goes into HDR histograms.
+use crate::gateway_client::{GatewayClient, KeyContext};
+use crate::record::Recorder;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use quorumlog_core::Consistency;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -25,6 +29,9 @@ pub struct BenchConfig {
     pub keys_per_worker: usize,
     pub value_size: usize,
     pub progress: bool,
+    /// Record every operation, and a final read of every key at ALL, as a
+    /// history file for `quorumd check`.
+    pub history: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -84,49 +91,45 @@ fn key(run: u64, worker: usize, i: usize) -> String {
 struct Worker {
     id: usize,
     run: u64,
-    http: reqwest::Client,
-    base: String,
-    contexts: Vec<Option<String>>,
+    client: GatewayClient,
+    contexts: Vec<KeyContext>,
     rng: Rng,
-    value: String,
+    value_size: usize,
+    /// Writes issued so far: numbers this worker's values.
+    written: u64,
 }
 
 impl Worker {
+    /// A value no other write of the run has: `c<worker>-<n>-` padded with
+    /// `x` to the value size (the checkers tell writes apart by value where
+    /// a version carries no dot).
+    fn next_value(&mut self) -> String {
+        let mut value = format!("c{}-{}-", self.client.id, self.written);
+        self.written += 1;
+        while value.len() < self.value_size {
+            value.push('x');
+        }
+        value
+    }
+
     /// One write; returns the HTTP status.
     async fn write(&mut self, level: Consistency, i: usize) -> u16 {
-        let mut body = json!({"key": key(self.run, self.id, i), "value": self.value});
-        if let Some(ctx) = &self.contexts[i] {
-            body["context"] = json!(ctx);
-        }
-        let url = format!("{}/api/logs?consistency={level}", self.base);
-        match self.http.post(url).json(&body).send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                if status == 200 {
-                    if let Ok(answer) = response.json::<Value>().await {
-                        self.contexts[i] = answer["context"].as_str().map(str::to_string);
-                    }
-                }
-                status
-            }
-            Err(_) => 599,
-        }
+        let value = self.next_value();
+        let key = key(self.run, self.id, i);
+        self.client
+            .write(level, &key, &value, &mut self.contexts[i])
+            .await
+            .status
     }
 
     async fn read(&mut self, level: Consistency, worker: usize, i: usize) -> u16 {
-        let url = format!(
-            "{}/api/logs/{}?consistency={level}",
-            self.base,
-            key(self.run, worker, i)
-        );
-        match self.http.get(url).send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let _ = response.bytes().await;
-                status
-            }
-            Err(_) => 599,
-        }
+        // A read of another worker's key must not change the context this
+        // worker's next write of its own key sends.
+        let mut scratch = KeyContext::default();
+        self.client
+            .read(level, &key(self.run, worker, i), false, &mut scratch)
+            .await
+            .status
     }
 }
 
@@ -155,16 +158,24 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<Vec<LevelReport>> {
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
-    let value = "x".repeat(config.value_size.max(1));
+    let recorder = match &config.history {
+        Some(path) => Some(Arc::new(Recorder::create(
+            path,
+            "bench",
+            None,
+            health["n"].as_u64().and_then(|n| usize::try_from(n).ok()),
+        )?)),
+        None => None,
+    };
     let mut workers: Vec<Worker> = (0..config.concurrency)
         .map(|id| Worker {
             id,
             run,
-            http: http.clone(),
-            base: base.clone(),
-            contexts: vec![None; config.keys_per_worker],
+            client: GatewayClient::new(http.clone(), &base, client_id(id), recorder.clone()),
+            contexts: vec![KeyContext::default(); config.keys_per_worker],
             rng: Rng(0x9E37_79B9_7F4A_7C15 ^ ((id as u64 + 1) * 0x1000_0001)),
-            value: value.clone(),
+            value_size: config.value_size.max(1),
+            written: 0,
         })
         .collect();
 
@@ -277,7 +288,61 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<Vec<LevelReport>> {
         reports.push(report);
     }
     print_summary(&mut out, &config, &reports)?;
+    if let Some(recorder) = recorder {
+        let client = GatewayClient::new(
+            http.clone(),
+            &base,
+            client_id(config.concurrency),
+            Some(recorder.clone()),
+        );
+        let keys: Vec<String> = (0..config.concurrency)
+            .flat_map(|w| (0..config.keys_per_worker).map(move |i| key(run, w, i)))
+            .collect();
+        let unread = final_reads(&client, &keys).await;
+        recorder.finish()?;
+        writeln!(
+            out,
+            "history    {} ({} keys read at ALL at the end{}); check it with: quorumd check {}",
+            recorder.path().display(),
+            keys.len(),
+            if unread == 0 {
+                String::new()
+            } else {
+                format!(", {unread} of them unreadable")
+            },
+            recorder.path().display()
+        )?;
+    }
     Ok(reports)
+}
+
+/// A worker's client id in the history (1-based, as the simulator's).
+fn client_id(worker: usize) -> u32 {
+    u32::try_from(worker + 1).unwrap_or(u32::MAX)
+}
+
+/// The quiescent read of every key at ALL that ends a recorded run, each
+/// tried a few times (every try is recorded); returns how many keys no
+/// try could read.
+pub async fn final_reads(client: &GatewayClient, keys: &[String]) -> usize {
+    const TRIES: u32 = 5;
+    let mut unread = 0;
+    for key in keys {
+        let mut read = false;
+        for attempt in 0..TRIES {
+            let mut scratch = KeyContext::default();
+            let answer = client.read(Consistency::All, key, true, &mut scratch).await;
+            if answer.outcome == quorumlog_history::Outcome::Ok {
+                read = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+        }
+        if !read {
+            unread += 1;
+        }
+    }
+    unread
 }
 
 fn humantime(d: Duration) -> String {

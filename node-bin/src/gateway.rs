@@ -22,7 +22,8 @@ use quorumlog_core::protocol::{BreakerState, HealthReport};
 use quorumlog_core::replica::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use quorumlog_core::rpc::RpcError;
 use quorumlog_core::{
-    Client, ClientError, Consistency, Dot, NodeId, OpError, ReadRequest, Refusal, WriteRequest,
+    Client, ClientError, Consistency, Dot, NodeId, OpError, ReadRequest, Refusal, Version,
+    VersionVector, WriteRequest,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -359,6 +360,21 @@ fn version_json(dot: &Dot) -> Value {
     json!({"node": dot.node, "incarnation": dot.incarnation, "counter": dot.counter})
 }
 
+/// A sibling as the API shows it: value, dot, and the version vector of
+/// what it superseded.
+fn sibling_json(v: &Version) -> Value {
+    json!({"value": v.value, "version": version_json(&v.dot), "covers": v.context})
+}
+
+/// The join of the siblings' clocks: what a token for them carries.
+fn clock_of(siblings: &[Version]) -> VersionVector {
+    let mut clock = VersionVector::default();
+    for v in siblings {
+        clock.join_in_place(&v.clock());
+    }
+    clock
+}
+
 impl Gateway {
     pub fn new(config: &GatewayConfig) -> Self {
         let coordinators = config
@@ -681,7 +697,11 @@ async fn write(
             "key": body.key,
             "value": body.value,
             "version": version_json(&ok.version.dot),
+            "covers": ok.version.context,
+            "siblings": ok.siblings.iter().map(sibling_json).collect::<Vec<_>>(),
+            "conflict": ok.siblings.len() > 1,
             "context": ok.token,
+            "clock": clock_of(&ok.siblings),
             "consistency": level.to_string(),
             "overwrite": overwrite,
             "needed": ok.needed,
@@ -761,11 +781,7 @@ async fn read(
             .with(json!({"key": key, "needed": ok.needed, "replied": ok.replied, "n": ok.n})));
         }
         let conflict = ok.siblings.len() > 1;
-        let siblings: Vec<Value> = ok
-            .siblings
-            .iter()
-            .map(|v| json!({"value": v.value, "version": version_json(&v.dot)}))
-            .collect();
+        let siblings: Vec<Value> = ok.siblings.iter().map(sibling_json).collect();
         let values: Vec<&str> = ok.siblings.iter().map(|v| v.value.as_str()).collect();
         Ok(json!({
             "key": key,
@@ -774,6 +790,7 @@ async fn read(
             "siblings": siblings,
             "conflict": conflict,
             "context": ok.token,
+            "clock": ok.context,
             "consistency": level.to_string(),
             "needed": ok.needed,
             "replied": ok.replied,

@@ -6,7 +6,10 @@
 pub mod bench;
 pub mod cluster;
 pub mod gateway;
+pub mod gateway_client;
+pub mod nemesis;
 pub mod node;
 pub mod peers;
+pub mod record;
 pub mod store;
 pub mod telemetry;

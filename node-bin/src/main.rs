@@ -37,6 +37,53 @@ enum Command {
     /// violation, 3 when nothing was violated but some key's
     /// linearizability is undecided, 2 on bad input.
     Check(CheckArgs),
+    /// Run a real cluster (one network namespace per node) under a seeded
+    /// fault schedule with a recording workload, then check the history.
+    /// Needs root, `ip`, `nft` and `tc`. Exits 0 when every guarantee the
+    /// level promises held, 1 when one broke, 2 when it cannot run.
+    Nemesis(NemesisArgs),
+}
+
+#[derive(clap::Args)]
+struct NemesisArgs {
+    /// Consistency of every read and write.
+    #[arg(long, default_value = "QUORUM")]
+    level: Consistency,
+    /// The schedule's seed (the same seed, the same faults at the same offsets).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Fault families: all, none, or a list of partitions, kills, pauses,
+    /// pg-restarts, disk-loss, loss, slow.
+    #[arg(long, default_value = "all")]
+    faults: quorumd::nemesis::schedule::Families,
+    /// sqlite, or a PostgreSQL server URL without a database
+    /// (postgres://USER:PASSWORD@HOST:PORT); node i gets the database
+    /// quorumlog_nemesis_i, dropped and created again.
+    #[arg(long, default_value = "sqlite")]
+    store: String,
+    #[arg(long, default_value_t = 5)]
+    nodes: u32,
+    /// Seconds of workload under faults.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    duration: u64,
+    /// Concurrent workload clients.
+    #[arg(long, default_value_t = 6)]
+    clients: u32,
+    /// Keys the clients share.
+    #[arg(long, default_value_t = 8)]
+    keys: u32,
+    /// Percentage of operations that are reads.
+    #[arg(long, default_value_t = 50)]
+    reads: u8,
+    /// Seconds of quiet after the heal, before the final reads.
+    #[arg(long, default_value_t = 5)]
+    quiet: u64,
+    /// Logs go here [default: quorumlog-nemesis-SEED in the temp dir].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// The history file [default: DIR/history.jsonl].
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -58,16 +105,107 @@ struct CheckArgs {
     first_violation: bool,
 }
 
+/// `quorumd nemesis`: 0 held, 1 broke, 2 could not run.
+fn nemesis(args: NemesisArgs) -> std::process::ExitCode {
+    use quorumd::nemesis::{self, NemesisConfig, NemesisStore};
+    let outcome = (|| -> anyhow::Result<nemesis::NemesisReport> {
+        let store = match args.store.as_str() {
+            "sqlite" => NemesisStore::Sqlite,
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                NemesisStore::Postgres(url.trim_end_matches('/').to_string())
+            }
+            other => anyhow::bail!(
+                "--store {other:?}: use sqlite or a postgres://USER:PASSWORD@HOST:PORT URL"
+            ),
+        };
+        let dir = args.dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("quorumlog-nemesis-{}", args.seed))
+        });
+        let history = args
+            .history
+            .clone()
+            .unwrap_or_else(|| dir.join("history.jsonl"));
+        let config = NemesisConfig {
+            bin: std::env::current_exe()?,
+            store,
+            level: args.level,
+            seed: args.seed,
+            faults: args.faults.clone(),
+            nodes: args.nodes,
+            duration: Duration::from_secs(args.duration),
+            clients: args.clients,
+            keys: args.keys,
+            read_percent: args.reads,
+            dir,
+            history,
+            quiet: Duration::from_secs(args.quiet),
+        };
+        telemetry::init_tracing();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(nemesis::run(config))
+    })();
+    match outcome {
+        Ok(report) => {
+            println!("\n{}\n{}", report.row.header(), report.row);
+            println!("\n{}", report.summary);
+            println!(
+                "promised   fresh reads: {}, durability: {} (by the level's quorum arithmetic)",
+                if report.promises_fresh_reads {
+                    "yes"
+                } else {
+                    "no"
+                },
+                if report.promises_durability {
+                    "yes"
+                } else {
+                    "no"
+                }
+            );
+            for exit in &report.unexpected_exits {
+                println!("bug        {exit}");
+            }
+            if report.unread_keys > 0 {
+                println!(
+                    "bug        {} keys could not be read at ALL after the heal",
+                    report.unread_keys
+                );
+            }
+            println!(
+                "history    {}; check it again with: quorumd check {}",
+                report.history.display(),
+                report.history.display()
+            );
+            if report.failed() {
+                println!("verdict    BROKEN: a guarantee the level promises did not hold");
+                std::process::ExitCode::from(1)
+            } else {
+                println!("verdict    every promised guarantee held");
+                std::process::ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 /// `quorumd check`: no runtime, no cluster; the verdict is the exit code.
 fn check(args: CheckArgs) -> std::process::ExitCode {
     use quorumlog_check::file::{budget_from_flags, check_file, undecided_note, Verdict};
     let budget = budget_from_flags(args.budget, args.memory_mib, args.first_violation);
     match check_file(&args.file, args.model, budget) {
         Ok(summary) => {
-            println!("{summary}");
+            use std::io::Write;
+            // A reader that stops early (`| head`) is not an error: the
+            // verdict is still the exit code.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{summary}");
             let verdict = Verdict::of(&summary);
             if verdict == Verdict::Undecided {
-                println!("{}", undecided_note(&summary));
+                let _ = writeln!(out, "{}", undecided_note(&summary));
             }
             std::process::ExitCode::from(verdict.exit_code())
         }
@@ -281,6 +419,10 @@ struct BenchArgs {
     /// Hide the progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Record every operation (and a final read of every key at ALL) in
+    /// this history file, for `quorumd check FILE`.
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
 }
 
 /// How long `node` and `gateway` wait for peer host names to resolve.
@@ -316,15 +458,17 @@ fn parse_repair(s: &str) -> Result<ReadRepair, String> {
 /// about the input or the environment, not a bug.
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Command::Check(args) = cli.command {
-        return check(args);
-    }
+    let command = match cli.command {
+        Command::Check(args) => return check(args),
+        Command::Nemesis(args) => return nemesis(args),
+        other => other,
+    };
     telemetry::init_tracing();
     let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(run(cli.command)));
+        .and_then(|runtime| runtime.block_on(run(command)));
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // `quorumd bench | head`: the reader left; stop quietly, as
@@ -402,6 +546,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             cluster::run(config, Duration::from_millis(args.replica_timeout_ms)).await
         }
         Command::Check(_) => unreachable!("`quorumd check` runs before the runtime starts"),
+        Command::Nemesis(_) => unreachable!("`quorumd nemesis` has its own exit codes"),
         Command::Bench(args) => {
             let config = bench::BenchConfig {
                 url: args.url,
@@ -412,6 +557,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 keys_per_worker: args.keys,
                 value_size: args.value_size,
                 progress: !args.no_progress,
+                history: args.history,
             };
             bench::run(config).await.map(|_| ())
         }

@@ -385,12 +385,57 @@ pub async fn siblings(ctx: Ctx) -> Ctx {
         "{last:?}"
     );
 
+    write_chains_through_a_coordinator_with_its_own_siblings(&ctx).await;
+
     let (_, metrics) = ctx.get("/metrics").await;
     assert!(
         metrics.contains("http_server_requests_seconds"),
         "{metrics}"
     );
     ctx
+}
+
+/// A client that writes with the token its last write returned, through a
+/// coordinator that holds a concurrent sibling it minted earlier (found by
+/// the real-process nemesis): the token must be one the replicas take, and
+/// it supersedes exactly what the write's answer listed.
+async fn write_chains_through_a_coordinator_with_its_own_siblings(ctx: &Ctx) {
+    let key = ctx.key("chain");
+    let y = ctx
+        .write_via(1, Consistency::All, &key, "y", None)
+        .await
+        .expect("write y");
+    // x supersedes y, minted by node 3 as its first dot of the key.
+    let x = ctx
+        .write_via(3, Consistency::All, &key, "x", Some(y.token))
+        .await
+        .expect("write x");
+    // A blind write through node 3: its dot is node 3's second, concurrent
+    // with x, which this client never read.
+    let blind = ctx
+        .write_via(3, Consistency::All, &key, "blind", None)
+        .await
+        .expect("blind write");
+    assert_eq!(blind.version.dot.node, x.version.dot.node);
+    let listed: BTreeSet<&str> = blind.siblings.iter().map(|v| v.value.as_str()).collect();
+    assert_eq!(
+        listed,
+        BTreeSet::from(["x", "blind"]),
+        "the answer lists what its token covers: {blind:?}"
+    );
+    // Writing on with that token is taken (by every replica: ALL) ...
+    let next = ctx
+        .write_via(2, Consistency::All, &key, "next", Some(blind.token))
+        .await
+        .expect("a write with the token the last write returned is taken");
+    assert!(next.siblings.iter().all(|v| v.value == "next"), "{next:?}");
+    // ... and supersedes the siblings that answer listed.
+    let last = ctx.read("ALL", &key).await;
+    assert_eq!(
+        values(&last),
+        BTreeSet::from(["next".to_string()]),
+        "{last:?}"
+    );
 }
 
 /// Every kind of bad input gets a 4xx with a JSON error naming the
@@ -661,5 +706,93 @@ pub async fn failures(mut ctx: Ctx) -> Ctx {
             "acknowledged {key}={value} lost: {answer:?}"
         );
     }
+    ctx
+}
+
+/// `quorumd bench --history FILE` records a history that `quorumd check`
+/// passes: every operation once, acknowledged writes with their dots, and
+/// a final read of every key at ALL.
+pub async fn recorded_bench(ctx: Ctx) -> Ctx {
+    let dir = std::env::temp_dir().join(format!("{}bench", ctx.prefix));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("bench.jsonl");
+    let path_arg = path.display().to_string();
+    let url = ctx.cluster.url.clone();
+    let bench = real_tokio::task::spawn_blocking(move || {
+        std::process::Command::new(crate::quorumd())
+            .args(["bench", "--url", &url, "-c", "4", "-d", "2", "--keys", "4"])
+            .args([
+                "--levels",
+                "QUORUM",
+                "--no-progress",
+                "--history",
+                &path_arg,
+            ])
+            .output()
+            .expect("run quorumd bench")
+    })
+    .await
+    .expect("bench task");
+    let stdout = String::from_utf8_lossy(&bench.stdout).into_owned();
+    assert!(
+        bench.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&bench.stderr)
+    );
+    assert!(stdout.contains("check it with: quorumd check"), "{stdout}");
+
+    let text = std::fs::read_to_string(&path).expect("the history file");
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(events[0]["type"], "header", "{}", events[0]);
+    assert_eq!(events[0]["n"], 5);
+    let invokes: Vec<&Value> = events.iter().filter(|e| e["type"] == "invoke").collect();
+    let completes: BTreeMap<u64, &Value> = events
+        .iter()
+        .filter(|e| e["type"] == "complete")
+        .filter_map(|e| Some((e["id"].as_u64()?, e)))
+        .collect();
+    let mut written = BTreeSet::new();
+    let mut final_keys = BTreeSet::new();
+    for invoke in &invokes {
+        let id = invoke["id"].as_u64().expect("id");
+        let complete = completes.get(&id).expect("every bench operation completes");
+        assert!(
+            complete["time_us"].as_u64() >= invoke["time_us"].as_u64(),
+            "{invoke} {complete}"
+        );
+        if invoke["op"] == "write" {
+            let value = invoke["value"].as_str().expect("value").to_string();
+            assert!(written.insert(value), "a value written twice: {invoke}");
+            if complete["outcome"] == "ok" {
+                assert!(
+                    complete["version"]["dot"]["counter"].as_u64().is_some(),
+                    "an acknowledged write without its dot: {complete}"
+                );
+            }
+        }
+        if invoke["final"] == true {
+            assert_eq!(invoke["level"], "ALL", "{invoke}");
+            if complete["outcome"] == "ok" {
+                final_keys.insert(invoke["key"].as_str().expect("key").to_string());
+            }
+        }
+    }
+    assert_eq!(final_keys.len(), 16, "4 clients × 4 keys read at the end");
+
+    let check = std::process::Command::new(crate::quorumd())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("run quorumd check");
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains(" 0 stale reads, 0 lost updates"),
+        "{report}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
     ctx
 }

@@ -14,6 +14,11 @@ fn sqlite_siblings_and_resolution() {
 }
 
 #[test]
+fn sqlite_bench_records_a_history_that_checks() {
+    run(Backend::Sqlite, "sqlite-bench", scenarios::recorded_bench);
+}
+
+#[test]
 fn sqlite_bad_input_changes_nothing() {
     run(Backend::Sqlite, "sqlite-bad", scenarios::bad_input);
 }

@@ -316,7 +316,15 @@ impl Coordinator {
         if siblings.len() > 1 {
             metrics::counter!("version_vector_conflicts").increment(1);
         }
-        let token = context::encode(&self.config.context_secret, &request.key, &version.clock());
+        // The token covers the coordinator's whole sibling set, which holds
+        // every earlier dot it minted for this key (or what superseded it):
+        // a causally closed context, like a read's.
+        let token = context::encode(
+            &self.config.context_secret,
+            &request.key,
+            &siblings.context(),
+        );
+        let after = siblings.versions().to_vec();
         let apply = Arc::new(Request::Apply {
             key: request.key,
             siblings,
@@ -331,6 +339,7 @@ impl Coordinator {
         if acked >= needed {
             Ok(WriteOk {
                 version,
+                siblings: after,
                 token,
                 coordinator: self.id(),
                 needed,

@@ -1,13 +1,13 @@
 //! The checkers judged: valid histories pass, broken ones are caught.
 #![allow(clippy::too_many_arguments)] // the hand-written-history builder
 use proptest::prelude::*;
-use quorumlog_sim::check::generate::{generate, GenConfig};
-use quorumlog_sim::check::{
+use quorumlog_check::generate::{generate, GenConfig};
+use quorumlog_check::{
     check_durability, check_history, check_linearizability, check_staleness, check_with_model,
     Budget, CasRegister, Interner, KeyValue, LinVerdict, Model, ModelKind, MultiValueRegister,
     PhantomKind, Register,
 };
-use quorumlog_sim::history::{
+use quorumlog_history::{
     cas_value, Actor, Clock, Dot, Event, History, ObservedVersion, OpKind, Outcome,
 };
 
@@ -988,7 +988,7 @@ fn a_read_stale_twice_over_counts_once() {
 
 #[test]
 fn stores_are_checked_without_final_reads() {
-    use quorumlog_sim::check::{check_stores, StoreContents};
+    use quorumlog_check::{check_stores, StoreContents};
     // a superseded by b (its client sent {n1:1}); c a blind write; d a
     // blind write whose only superseder was refused.
     let history = Builder::default()
@@ -1236,7 +1236,7 @@ fn brute_force<M: Model>(model: &M, history: &History) -> bool {
     fn go<M: Model>(
         model: &M,
         kept: &[(usize, M::Op)],
-        ops: &[quorumlog_sim::history::OperationRef<'_>],
+        ops: &[quorumlog_history::OperationRef<'_>],
         end: &dyn Fn(usize) -> u64,
         used: &mut Vec<bool>,
         states: Vec<M::State>,
@@ -1366,7 +1366,7 @@ fn a_context_cannot_vouch_for_writes_made_after_it() {
     let history = forged(&[(1, 500)]);
     let durability = check_durability(&history);
     assert_eq!(durability.lost_updates, 2, "{durability}");
-    use quorumlog_sim::check::{check_stores, StoreContents};
+    use quorumlog_check::{check_stores, StoreContents};
     let mut store = StoreContents::new(1);
     store.insert("k", vec![ver("x", (2, 1), &[(1, 500)])]);
     let stores = check_stores(&history, &[store]);
