@@ -103,6 +103,12 @@ fn bad_arguments_get_one_clear_line() {
             ],
             "--anti-entropy-max-keys must be at least 1",
         ),
+        (
+            &["nemesis", "--store", "mysql://x"],
+            "--store \"mysql://x\": use sqlite or a postgres://",
+        ),
+        (&["nemesis", "--faults", "kills,floods"], "\"floods\""),
+        (&["nemesis", "--duration", "0"], "--duration"),
     ];
     for (args, names) in cases {
         let (code, stderr) = run(args);

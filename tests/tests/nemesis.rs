@@ -94,6 +94,41 @@ fn row(stdout: &str, level: &str) -> (f64, usize, usize) {
     (avail, stale, lost)
 }
 
+/// Without root the nemesis names what it lacks and exits 2 before it
+/// touches anything (run as `nobody` through setpriv).
+#[test]
+fn without_root_the_nemesis_says_what_is_missing() {
+    if !may_run() {
+        return;
+    }
+    // A copy `nobody` can execute wherever the build lives.
+    let dir = std::env::temp_dir().join(format!("quorumd-nobody-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let bin = dir.join("quorumd");
+    std::fs::copy(quorumd(), &bin).expect("copy quorumd");
+    let open = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&dir, open).expect("chmod dir");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args([
+            "nemesis",
+            "--duration",
+            "5",
+            "--dir",
+            "/tmp/quorumlog-nemesis-nobody",
+        ])
+        .output()
+        .expect("run setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the nemesis cannot run here; missing: root"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn quorum_on_postgres_survives_partitions_kills_and_pauses_and_one_shows_stale_reads() {
     if !may_run() {
