@@ -9,6 +9,7 @@ pub mod client;
 pub mod context;
 pub mod coordinator;
 pub mod hints;
+pub mod input;
 pub mod node;
 pub mod protocol;
 pub mod quorum;

@@ -9,10 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use thiserror::Error;
 
-/// Largest accepted key, in bytes.
-pub const MAX_KEY_LEN: usize = 1024;
-/// Largest accepted value, in bytes.
-pub const MAX_VALUE_LEN: usize = 1024 * 1024;
+pub use crate::input::{MAX_KEY_LEN, MAX_VALUE_LEN};
 
 /// Bounds on one key's sibling set, checked on the merged set before
 /// anything is stored (by the coordinator for a write, by every replica for

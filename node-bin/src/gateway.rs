@@ -18,8 +18,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use quorumlog_core::context::MAX_TOKEN_LEN;
+use quorumlog_core::input::{self, InputError, MAX_VALUE_LEN};
 use quorumlog_core::protocol::{BreakerState, HealthReport};
-use quorumlog_core::replica::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use quorumlog_core::rpc::RpcError;
 use quorumlog_core::{
     Client, ClientError, Consistency, Dot, NodeId, OpError, ReadRequest, Refusal, Version,
@@ -103,8 +103,34 @@ pub struct ApiError {
     extra: Value,
 }
 
+/// Every (status, `error`) pair the gateway answers with: the error
+/// table in docs/deployment.md lists exactly these (a test checks it),
+/// and debug builds refuse to make any other.
+pub const ERRORS: &[(u16, &str)] = &[
+    (400, "bad_request"),
+    (404, "no_route"),
+    (404, "not_found"),
+    (405, "method_not_allowed"),
+    (409, "key_limit"),
+    (413, "bad_request"),
+    (414, "uri_too_long"),
+    (500, "replica_refused"),
+    (500, "storage_error"),
+    (502, "protocol_error"),
+    (503, "unavailable"),
+    (504, "timeout"),
+];
+
+/// Longest request target (path and query) the gateway reads, in bytes:
+/// room for a key of the longest size percent-encoded, and a query.
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        debug_assert!(
+            ERRORS.contains(&(status.as_u16(), kind)),
+            "({status}, {kind}) is not in gateway::ERRORS and the documented error table"
+        );
         Self {
             status,
             kind,
@@ -263,7 +289,8 @@ impl ApiError {
                 StatusCode::BAD_GATEWAY,
                 "protocol_error",
                 format!("coordinator n{coordinator} sent an unexpected answer: {answer}"),
-            ),
+            )
+            .with(json!({"coordinator": coordinator, "indeterminate": op == "write"})),
         }
     }
 }
@@ -416,7 +443,22 @@ impl Gateway {
             .route("/api/logs/:key", get(read))
             .with_state(self.clone())
             .merge(telemetry::metrics_router(handle))
-            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
+            .fallback(no_route)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(axum::middleware::from_fn(limit_uri)))
+    }
+
+    /// The cluster's replication factor, as its coordinators report it
+    /// (the largest any reported): a gateway may know only some of the
+    /// nodes. Before the first health report, the number it knows.
+    fn n(&self) -> usize {
+        let views = self.0.views.read().unwrap_or_else(|p| p.into_inner());
+        views
+            .iter()
+            .filter_map(|v| v.report.as_ref().map(|r| r.n))
+            .max()
+            .unwrap_or(self.0.coordinators.len())
     }
 
     fn parse_level(&self, consistency: Option<String>) -> Result<Consistency, ApiError> {
@@ -428,7 +470,7 @@ impl Gateway {
                         .map_err(|e: quorumlog_core::quorum::QuorumError| {
                             ApiError::bad_request(e.to_string()).with(json!({"consistency": text}))
                         })?;
-                let n = self.0.coordinators.len();
+                let n = self.n();
                 level.validate(n, "consistency").map_err(|e| {
                     ApiError::bad_request(e.to_string()).with(json!({"consistency": text, "n": n}))
                 })?;
@@ -574,6 +616,21 @@ impl Gateway {
     }
 }
 
+/// A method as a metric label: the standard ones by name, anything else
+/// `other`, so no client can mint label values.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
 fn observe(
     method: &Method,
     uri: &'static str,
@@ -584,7 +641,7 @@ fn observe(
 ) {
     metrics::histogram!(
         "http_server_requests_seconds",
-        "method" => method.to_string(),
+        "method" => method_label(method),
         "uri" => uri,
         "level" => level.to_string(),
         "outcome" => outcome.to_string(),
@@ -600,18 +657,17 @@ fn level_label(level: &Result<Consistency, ApiError>) -> String {
     }
 }
 
+/// The core's key and value rules (`quorumlog_core::input`), as a 400.
+fn bad_input(e: InputError) -> ApiError {
+    let error = ApiError::bad_request(e.to_string());
+    match e.limit() {
+        Some(limit) => error.with(json!({"limit": limit})),
+        None => error,
+    }
+}
+
 fn check_key(key: &str) -> Result<(), ApiError> {
-    if key.is_empty() {
-        return Err(ApiError::bad_request("key is empty"));
-    }
-    if key.len() > MAX_KEY_LEN {
-        return Err(ApiError::bad_request(format!(
-            "key is {} bytes; the limit is {MAX_KEY_LEN}",
-            key.len()
-        ))
-        .with(json!({"limit": MAX_KEY_LEN})));
-    }
-    Ok(())
+    input::check_key(key).map_err(bad_input)
 }
 
 fn finish(
@@ -631,6 +687,89 @@ fn finish(
             e.into_response()
         }
     }
+}
+
+/// 404 for a path no route serves, as JSON like every other error.
+async fn no_route(method: Method, uri: axum::http::Uri) -> Response {
+    let error = ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!(
+            "no route {method} {}: the API is POST /api/logs, GET /api/logs/{{key}}, GET /api/logs/health, GET /metrics",
+            uri.path()
+        ),
+    );
+    observe(
+        &method,
+        "unknown",
+        "none",
+        error.outcome(),
+        error.status,
+        Instant::now(),
+    );
+    error.into_response()
+}
+
+/// 405 for a known path with another method.
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
+    let allowed = match uri.path() {
+        "/api/logs" => "POST",
+        _ => "GET",
+    };
+    let error = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not take {method}; use {allowed}", uri.path()),
+    )
+    .with(json!({"allowed": allowed}));
+    observe(
+        &method,
+        "unknown",
+        "none",
+        error.outcome(),
+        error.status,
+        Instant::now(),
+    );
+    let mut response = error.into_response();
+    response.headers_mut().insert(
+        axum::http::header::ALLOW,
+        axum::http::HeaderValue::from_static(allowed),
+    );
+    response
+}
+
+/// 414 for a request target past [`MAX_URI_BYTES`], before any route
+/// reads it. (A target past 64 KiB is refused by the HTTP parser itself,
+/// with an empty 414, before the gateway sees a request.)
+async fn limit_uri(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if len > MAX_URI_BYTES {
+        let method = request.method().clone();
+        let error = ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("request target is {len} bytes; the limit is {MAX_URI_BYTES}"),
+        )
+        .with(json!({"limit": MAX_URI_BYTES}));
+        observe(
+            &method,
+            "unknown",
+            "none",
+            error.outcome(),
+            error.status,
+            Instant::now(),
+        );
+        return error.into_response();
+    }
+    next.run(request).await
+}
+
+/// A key in the path that is not valid percent-encoded UTF-8.
+fn bad_path(e: axum::extract::rejection::PathRejection) -> ApiError {
+    ApiError::bad_request(format!("bad key in the path: {}", e.body_text()))
 }
 
 fn bad_query(e: QueryRejection) -> ApiError {
@@ -658,16 +797,7 @@ async fn write(
         })?;
         let overwrite = overwrite_of(overwrite.as_deref(), body.overwrite.as_ref())?;
         check_key(&body.key)?;
-        if body.value.is_empty() {
-            return Err(ApiError::bad_request("value is empty"));
-        }
-        if body.value.len() > MAX_VALUE_LEN {
-            return Err(ApiError::bad_request(format!(
-                "value is {} bytes; the limit is {MAX_VALUE_LEN}",
-                body.value.len()
-            ))
-            .with(json!({"limit": MAX_VALUE_LEN})));
-        }
+        input::check_value(&body.value).map_err(bad_input)?;
         if let Some(token) = body.context.as_deref() {
             if token.len() > MAX_TOKEN_LEN {
                 return Err(ApiError::bad_request(format!(
@@ -746,7 +876,7 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
 
 async fn read(
     State(gw): State<Gateway>,
-    Path(key): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     query: Result<Query<LevelQuery>, QueryRejection>,
 ) -> Response {
     let started = Instant::now();
@@ -756,6 +886,7 @@ async fn read(
     };
     let label = level_label(&level);
     let result = async {
+        let Path(key) = path.map_err(bad_path)?;
         let level = level?;
         check_key(&key)?;
         let request = ReadRequest {
@@ -804,7 +935,7 @@ async fn read(
 
 async fn health(State(gw): State<Gateway>) -> Response {
     let views = gw.poll_health().await;
-    let n = views.len();
+    let n = gw.n();
     let up = views.iter().filter(|v| v.up).count();
     let nodes: Vec<Value> = gw
         .0
@@ -1207,6 +1338,155 @@ mod http_tests {
             let status = answer.status().as_u16();
             (status, answer.json().await.expect("JSON answer"))
         }
+    }
+
+    #[tokio::test]
+    async fn every_error_is_documented_json() {
+        let one = One::start(4).await;
+        let long_key = "k".repeat(MAX_URI_BYTES + 1);
+        let get = reqwest::Method::GET;
+        // (method, path, JSON body, status, `error`, part of the message)
+        type Case = (
+            reqwest::Method,
+            String,
+            Option<Value>,
+            u16,
+            &'static str,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                get.clone(),
+                "/nope".into(),
+                None,
+                404,
+                "no_route",
+                "no route GET /nope",
+            ),
+            (
+                get.clone(),
+                "/api/logs/".into(),
+                None,
+                404,
+                "no_route",
+                "no route",
+            ),
+            (
+                reqwest::Method::PUT,
+                "/api/logs".into(),
+                None,
+                405,
+                "method_not_allowed",
+                "use POST",
+            ),
+            (
+                reqwest::Method::DELETE,
+                "/api/logs/k".into(),
+                None,
+                405,
+                "method_not_allowed",
+                "use GET",
+            ),
+            (
+                get.clone(),
+                "/api/logs/%FF%FE".into(),
+                None,
+                400,
+                "bad_request",
+                "bad key in the path",
+            ),
+            (
+                get.clone(),
+                "/api/logs/a%00b".into(),
+                None,
+                400,
+                "bad_request",
+                "U+0000",
+            ),
+            (
+                get.clone(),
+                format!("/api/logs/{long_key}"),
+                None,
+                414,
+                "uri_too_long",
+                "the limit is",
+            ),
+            (
+                get.clone(),
+                "/api/logs/k?consistency=9".into(),
+                None,
+                400,
+                "bad_request",
+                "consistency",
+            ),
+            (
+                reqwest::Method::POST,
+                "/api/logs".into(),
+                Some(json!({"key": "a\u{0}b", "value": "v"})),
+                400,
+                "bad_request",
+                "U+0000",
+            ),
+            (
+                reqwest::Method::POST,
+                "/api/logs".into(),
+                Some(json!({"key": "a", "value": ""})),
+                400,
+                "bad_request",
+                "value is empty",
+            ),
+            (
+                get,
+                "/api/logs/absent".into(),
+                None,
+                404,
+                "not_found",
+                "no value",
+            ),
+        ];
+        for (method, path, body, status, kind, says) in cases {
+            let mut request = one
+                .http
+                .request(method.clone(), format!("{}{path}", one.base));
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            let answer = request.send().await.expect("request");
+            let got = answer.status().as_u16();
+            let text = answer.text().await.expect("body");
+            let json: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text:?}"));
+            assert_eq!(got, status, "{method} {path}: {json}");
+            assert_eq!(json["error"], json!(kind), "{method} {path}: {json}");
+            assert_eq!(json["status"], json!(status), "{method} {path}: {json}");
+            assert!(
+                json["message"].as_str().is_some_and(|m| m.contains(says)),
+                "{method} {path}: {json}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_documented_error_table_is_the_list_of_errors() {
+        let docs = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/deployment.md"
+        ))
+        .expect("docs/deployment.md");
+        let mut documented: Vec<(u16, String)> = docs
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let status = cells.get(1)?.parse::<u16>().ok()?;
+                let kind = cells.get(2)?.strip_prefix('`')?.strip_suffix('`')?;
+                (status >= 400).then(|| (status, kind.to_string()))
+            })
+            .collect();
+        documented.sort();
+        let mut errors: Vec<(u16, String)> =
+            ERRORS.iter().map(|&(s, k)| (s, k.to_string())).collect();
+        errors.sort();
+        assert_eq!(documented, errors);
     }
 
     #[tokio::test]

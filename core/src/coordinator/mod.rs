@@ -21,7 +21,7 @@ use crate::protocol::{
     WriteRequest,
 };
 use crate::quorum::Consistency;
-use crate::replica::{KeyLimits, Refusal, Replica, ReplicaError, MAX_KEY_LEN, MAX_VALUE_LEN};
+use crate::replica::{KeyLimits, Refusal, Replica, ReplicaError};
 use crate::rpc::{RpcClient, RpcError};
 use crate::version::{NodeId, Siblings, VersionVector};
 use std::net::SocketAddr;
@@ -269,16 +269,7 @@ impl Coordinator {
     }
 
     fn check_key(key: &str) -> Result<(), OpError> {
-        if key.is_empty() {
-            return Err(OpError::Invalid("key is empty".into()));
-        }
-        if key.len() > MAX_KEY_LEN {
-            return Err(OpError::Invalid(format!(
-                "key is {} bytes; the limit is {MAX_KEY_LEN}",
-                key.len()
-            )));
-        }
-        Ok(())
+        crate::input::check_key(key).map_err(|e| OpError::Invalid(e.to_string()))
     }
 
     pub async fn write(&self, request: WriteRequest) -> Result<WriteOk, OpError> {
@@ -290,12 +281,7 @@ impl Coordinator {
 
     async fn write_inner(&self, request: WriteRequest) -> Result<WriteOk, OpError> {
         Self::check_key(&request.key)?;
-        if request.value.len() > MAX_VALUE_LEN {
-            return Err(OpError::Invalid(format!(
-                "value is {} bytes; the limit is {MAX_VALUE_LEN}",
-                request.value.len()
-            )));
-        }
+        crate::input::check_value(&request.value).map_err(|e| OpError::Invalid(e.to_string()))?;
         let context = self.open_context(&request.key, request.context.as_deref())?;
         let n = self.n();
         let needed = self.needed(request.level, "W")?;

@@ -1,0 +1,116 @@
+//! The rules for keys and values, in one place: the coordinator applies
+//! them to every request, whichever path it came by (the REST gateway, the
+//! internal RPC), and the gateway applies the same functions so that a bad
+//! request is answered before it costs a round trip.
+//!
+//! Keys are printable text: non-empty, at most [`MAX_KEY_LEN`] bytes of
+//! UTF-8, and no control characters (U+0000–U+001F, U+007F–U+009F). A key
+//! holding NUL cannot be stored faithfully by every backend (PostgreSQL's
+//! `text` refuses it), and control characters in keys make logs, URLs and
+//! metrics ambiguous; refusing them everywhere keeps every store the same.
+//! Values are any non-empty UTF-8 text up to [`MAX_VALUE_LEN`] bytes.
+use thiserror::Error;
+
+/// Largest accepted key, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+/// Largest accepted value, in bytes.
+pub const MAX_VALUE_LEN: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum InputError {
+    #[error("key is empty")]
+    EmptyKey,
+    #[error("key is {len} bytes; the limit is {limit}")]
+    KeyTooLong { len: usize, limit: usize },
+    #[error(
+        "key contains the control character U+{code:04X} at byte {at}; keys are printable text"
+    )]
+    KeyControl { code: u32, at: usize },
+    #[error("value is empty")]
+    EmptyValue,
+    #[error("value is {len} bytes; the limit is {limit}")]
+    ValueTooLong { len: usize, limit: usize },
+}
+
+impl InputError {
+    /// The limit a request went past, if it went past one.
+    pub fn limit(&self) -> Option<usize> {
+        match self {
+            InputError::KeyTooLong { limit, .. } | InputError::ValueTooLong { limit, .. } => {
+                Some(*limit)
+            }
+            _ => None,
+        }
+    }
+}
+
+pub fn check_key(key: &str) -> Result<(), InputError> {
+    if key.is_empty() {
+        return Err(InputError::EmptyKey);
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(InputError::KeyTooLong {
+            len: key.len(),
+            limit: MAX_KEY_LEN,
+        });
+    }
+    if let Some((at, c)) = key.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(InputError::KeyControl {
+            code: u32::from(c),
+            at,
+        });
+    }
+    Ok(())
+}
+
+pub fn check_value(value: &str) -> Result<(), InputError> {
+    if value.is_empty() {
+        return Err(InputError::EmptyValue);
+    }
+    if value.len() > MAX_VALUE_LEN {
+        return Err(InputError::ValueTooLong {
+            len: value.len(),
+            limit: MAX_VALUE_LEN,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_printable_text_within_the_limit() {
+        assert_eq!(check_key("user-456"), Ok(()));
+        assert_eq!(check_key("é/ü ☃"), Ok(()), "any printable text");
+        assert_eq!(check_key(""), Err(InputError::EmptyKey));
+        assert_eq!(
+            check_key(&"k".repeat(MAX_KEY_LEN + 1)),
+            Err(InputError::KeyTooLong {
+                len: MAX_KEY_LEN + 1,
+                limit: MAX_KEY_LEN
+            })
+        );
+        assert_eq!(check_key(&"k".repeat(MAX_KEY_LEN)), Ok(()));
+        assert_eq!(
+            check_key("a\0b"),
+            Err(InputError::KeyControl { code: 0, at: 1 })
+        );
+        assert_eq!(
+            check_key("ab\u{9f}"),
+            Err(InputError::KeyControl { code: 0x9f, at: 2 })
+        );
+        let text = check_key("a\nb").expect_err("newline").to_string();
+        assert!(text.contains("U+000A at byte 1"), "{text}");
+    }
+
+    #[test]
+    fn values_are_non_empty_within_the_limit() {
+        assert_eq!(check_value("v"), Ok(()));
+        assert_eq!(check_value("a\0b"), Ok(()), "values are opaque text");
+        assert_eq!(check_value(""), Err(InputError::EmptyValue));
+        let e = check_value(&"v".repeat(MAX_VALUE_LEN + 1)).expect_err("too long");
+        assert_eq!(e.limit(), Some(MAX_VALUE_LEN));
+    }
+}
