@@ -2,8 +2,8 @@
 # The whole test suite, exactly as CI runs it (.ci/run calls this):
 # formatting, clippy (normal and simulated builds), PostgreSQL set-up, the
 # normal tests (core, checkers, quorumd on SQLite and PostgreSQL, the
-# real-process nemesis, compose checks) and the deterministic simulation
-# tests under --cfg madsim.
+# real-process nemesis, compose checks), schemathesis against a live
+# gateway and the deterministic simulation tests under --cfg madsim.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +26,9 @@ bash scripts/setup-nemesis.sh
 
 step "cargo test (normal build)"
 cargo test --workspace
+
+step "schemathesis against a live gateway (OpenAPI document, no server errors)"
+bash scripts/schemathesis.sh
 
 step "cargo simtest (deterministic simulation, --cfg madsim)"
 cargo simtest

@@ -121,6 +121,28 @@ pub const ERRORS: &[(u16, &str)] = &[
     (504, "timeout"),
 ];
 
+/// The OpenAPI document of this API (docs/openapi.json), served at
+/// `GET /api/openapi.json`; tests keep it in step with the routes, the
+/// answers and [`ERRORS`].
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// Every path the gateway serves, as the OpenAPI document names them.
+pub const ROUTES: &[&str] = &[
+    "/api/logs",
+    "/api/logs/{key}",
+    "/api/logs/health",
+    "/api/openapi.json",
+    "/metrics",
+];
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
+}
+
 /// Longest request target (path and query) the gateway reads, in bytes:
 /// room for a key of the longest size percent-encoded, and a query.
 pub const MAX_URI_BYTES: usize = 16 * 1024;
@@ -441,6 +463,7 @@ impl Gateway {
             .route("/api/logs", post(write))
             .route("/api/logs/health", get(health))
             .route("/api/logs/:key", get(read))
+            .route("/api/openapi.json", get(openapi))
             .with_state(self.clone())
             .merge(telemetry::metrics_router(handle))
             .fallback(no_route)
@@ -999,11 +1022,17 @@ async fn health(State(gw): State<Gateway>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        code,
-        Json(json!({"status": status, "n": n, "up": up, "available": levels, "nodes": nodes})),
-    )
-        .into_response()
+    let mut body = json!({"status": status, "n": n, "up": up, "available": levels, "nodes": nodes});
+    if code != StatusCode::OK {
+        // Every non-2xx answer carries the error fields.
+        let error = ApiError::new(code, "unavailable", "no node is up");
+        if let (Some(body), Some(fields)) = (body.as_object_mut(), error.body().as_object()) {
+            for (k, v) in fields {
+                body.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    (code, Json(body)).into_response()
 }
 
 /// Decide which nodes can serve. A node is up when it answered the health
@@ -1464,6 +1493,83 @@ mod http_tests {
                 "{method} {path}: {json}"
             );
         }
+    }
+
+    #[test]
+    fn the_openapi_document_names_every_route_and_error() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("docs/openapi.json is JSON");
+        let mut paths: Vec<&str> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        paths.sort_unstable();
+        let mut routes = ROUTES.to_vec();
+        routes.sort_unstable();
+        assert_eq!(paths, routes);
+        let mut kinds: Vec<&str> = doc["components"]["schemas"]["Error"]["properties"]["error"]
+            ["enum"]
+            .as_array()
+            .expect("error enum")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        kinds.sort_unstable();
+        let mut errors: Vec<&str> = ERRORS.iter().map(|&(_, k)| k).collect();
+        errors.sort_unstable();
+        errors.dedup();
+        assert_eq!(kinds, errors);
+        // Every status an API route can answer is declared on it (a read
+        // is never refused for key limits, nor has a body to be too large).
+        for (path, method, never) in [
+            ("/api/logs", "post", &[][..]),
+            ("/api/logs/{key}", "get", &[409, 413][..]),
+        ] {
+            let declared = doc["paths"][path][method]["responses"]
+                .as_object()
+                .expect("responses");
+            for (status, kind) in ERRORS.iter().filter(|(s, _)| !never.contains(s)) {
+                assert!(
+                    declared.contains_key(&status.to_string()),
+                    "{method} {path} does not declare {status} ({kind})"
+                );
+            }
+        }
+    }
+
+    /// The required fields of the OpenAPI answers are in real answers.
+    fn assert_has_required(doc: &Value, schema: &str, answer: &Value) {
+        for field in doc["components"]["schemas"][schema]["required"]
+            .as_array()
+            .expect("required")
+        {
+            let field = field.as_str().expect("a field name");
+            assert!(
+                answer.get(field).is_some(),
+                "{schema}: no {field} in {answer}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_have_the_fields_the_openapi_document_requires() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("docs/openapi.json is JSON");
+        let one = One::start(4).await;
+        let (status, w) = one.post("", json!({"key": "o", "value": "v"})).await;
+        assert_eq!(status, 200, "{w}");
+        assert_has_required(&doc, "WriteAnswer", &w);
+        let (status, r) = one.get("/api/logs/o?consistency=ONE").await;
+        assert_eq!(status, 200, "{r}");
+        assert_has_required(&doc, "ReadAnswer", &r);
+        let (status, h) = one.get("/api/logs/health").await;
+        assert_eq!(status, 200, "{h}");
+        assert_has_required(&doc, "Health", &h);
+        let (status, served) = one.get("/api/openapi.json").await;
+        assert_eq!(status, 200);
+        assert_eq!(served, doc);
+        let (_, e) = one.get("/api/logs/o?consistency=7").await;
+        assert_has_required(&doc, "Error", &e);
     }
 
     #[test]
