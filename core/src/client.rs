@@ -70,27 +70,49 @@ impl Client {
         self.coordinators.len()
     }
 
-    /// Send `request`, starting with coordinator number `first` (modulo the
-    /// number of coordinators) and failing over in order.
+    /// Coordinator positions from `first` (modulo their number) round.
+    fn from(&self, first: usize) -> Vec<usize> {
+        let count = self.coordinators.len();
+        (0..count).map(|a| (first + a) % count).collect()
+    }
+
+    /// Send `request` to the coordinators at positions `order` (modulo
+    /// their number), one after the other, moving on only when nothing was
+    /// sent: the coordinator could not be reached (its position and why go
+    /// to `unreachable`), or answered `Unavailable`.
     async fn send(
         &self,
         request: Request,
-        first: usize,
+        order: &[usize],
+        unreachable: &mut Vec<(usize, String)>,
     ) -> Result<(NodeId, Response), ClientError> {
         let count = self.coordinators.len();
         let mut last = String::from("no coordinators configured");
         // An `Unavailable` answer is the most useful error to end with: it
-        // says how many replicas were needed and alive.
-        let mut unavailable = None;
-        for attempt in 0..count {
-            let (id, rpc) = &self.coordinators[(first + attempt) % count];
+        // says how many replicas were needed and alive; of several, the
+        // one that saw the most alive.
+        let mut unavailable: Option<(NodeId, OpError)> = None;
+        for &position in order.iter().take(count) {
+            let (id, rpc) = &self.coordinators[position % count];
             match rpc.call(&request, self.timeout).await {
                 Ok(Response::Write(Err(error @ OpError::Unavailable { .. })))
                 | Ok(Response::Read(Err(error @ OpError::Unavailable { .. }))) => {
-                    unavailable = Some((*id, error));
+                    let alive = |e: &OpError| match e {
+                        OpError::Unavailable { alive, .. } => *alive,
+                        _ => 0,
+                    };
+                    if unavailable
+                        .as_ref()
+                        .is_none_or(|(_, best)| alive(&error) > alive(best))
+                    {
+                        unavailable = Some((*id, error));
+                    }
                 }
                 Ok(response) => return Ok((*id, response)),
-                Err(error @ RpcError::Connect { .. }) => last = error.to_string(),
+                Err(error @ RpcError::Connect { .. }) => {
+                    last = error.to_string();
+                    unreachable.push((position % count, last.clone()));
+                }
                 Err(error @ RpcError::TooLarge { .. }) => return Err(ClientError::TooLarge(error)),
                 Err(error) => {
                     return Err(ClientError::Indeterminate {
@@ -102,12 +124,32 @@ impl Client {
         }
         match unavailable {
             Some((coordinator, error)) => Err(ClientError::Op { coordinator, error }),
-            None => Err(ClientError::NoCoordinator { tried: count, last }),
+            None => Err(ClientError::NoCoordinator {
+                tried: order.len().min(count),
+                last,
+            }),
         }
     }
 
+    /// Write through coordinator `first`, failing over to the next ones.
     pub async fn write(&self, request: WriteRequest, first: usize) -> Result<WriteOk, ClientError> {
-        match self.send(Request::Write(request), first).await? {
+        self.write_in_order(request, &self.from(first), &mut Vec::new())
+            .await
+    }
+
+    /// Write through the coordinators at positions `order`, failing over
+    /// (see [`Client::send`]); those that could not be reached are pushed to
+    /// `unreachable`.
+    pub async fn write_in_order(
+        &self,
+        request: WriteRequest,
+        order: &[usize],
+        unreachable: &mut Vec<(usize, String)>,
+    ) -> Result<WriteOk, ClientError> {
+        match self
+            .send(Request::Write(request), order, unreachable)
+            .await?
+        {
             (_, Response::Write(Ok(ok))) => Ok(ok),
             (coordinator, Response::Write(Err(error))) => {
                 Err(ClientError::Op { coordinator, error })
@@ -119,8 +161,24 @@ impl Client {
         }
     }
 
+    /// Read through coordinator `first`, failing over to the next ones.
     pub async fn read(&self, request: ReadRequest, first: usize) -> Result<ReadOk, ClientError> {
-        match self.send(Request::Read(request), first).await? {
+        self.read_in_order(request, &self.from(first), &mut Vec::new())
+            .await
+    }
+
+    /// Read through the coordinators at positions `order`, as
+    /// [`Client::write_in_order`] writes.
+    pub async fn read_in_order(
+        &self,
+        request: ReadRequest,
+        order: &[usize],
+        unreachable: &mut Vec<(usize, String)>,
+    ) -> Result<ReadOk, ClientError> {
+        match self
+            .send(Request::Read(request), order, unreachable)
+            .await?
+        {
             (_, Response::Read(Ok(ok))) => Ok(ok),
             (coordinator, Response::Read(Err(error))) => {
                 Err(ClientError::Op { coordinator, error })

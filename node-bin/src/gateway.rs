@@ -22,8 +22,8 @@ use quorumlog_core::input::{self, InputError, MAX_VALUE_LEN};
 use quorumlog_core::protocol::{BreakerState, HealthReport};
 use quorumlog_core::rpc::RpcError;
 use quorumlog_core::{
-    Client, ClientError, Consistency, Dot, NodeId, OpError, ReadRequest, Refusal, Version,
-    VersionVector, WriteRequest,
+    Client, ClientError, Consistency, Dot, NodeId, OpError, ReadOk, ReadRequest, Refusal, Version,
+    VersionVector, WriteOk, WriteRequest,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -63,7 +63,6 @@ impl GatewayConfig {
 struct Coordinator {
     id: NodeId,
     addr: SocketAddr,
-    client: Arc<Client>,
     /// For health polls: short, so a hung node does not stall the poll.
     probe: Client,
 }
@@ -84,6 +83,9 @@ struct NodeView {
 
 struct Inner {
     coordinators: Vec<Coordinator>,
+    /// Every coordinator, in the order of `coordinators`: requests go
+    /// through its failover.
+    client: Client,
     next: AtomicUsize,
     views: RwLock<Vec<NodeView>>,
     default_level: Consistency,
@@ -432,7 +434,6 @@ impl Gateway {
             .map(|&(id, addr)| Coordinator {
                 id,
                 addr,
-                client: Arc::new(Client::new(vec![(id, addr)], config.timeout)),
                 probe: Client::new(
                     vec![(id, addr)],
                     Duration::from_millis(500).min(config.timeout),
@@ -448,6 +449,7 @@ impl Gateway {
             coordinators.len()
         ];
         Gateway(Arc::new(Inner {
+            client: Client::new(config.nodes.clone(), config.timeout),
             coordinators,
             next: AtomicUsize::new(0),
             views: RwLock::new(views),
@@ -512,55 +514,35 @@ impl Gateway {
         order
     }
 
-    /// Run `call` against coordinators until one takes the request. Only a
-    /// request that was certainly not sent moves on to the next one.
-    async fn failover<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
-    where
-        F: Fn(Arc<Client>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, ClientError>>,
-    {
-        let mut unavailable: Option<ClientError> = None;
-        let mut last = String::from("no coordinators configured");
-        let order = self.order();
-        for &i in &order {
-            let coordinator = &self.0.coordinators[i];
-            match call(coordinator.client.clone()).await {
-                Ok(ok) => return Ok(ok),
-                Err(
-                    e @ ClientError::Op {
-                        error: OpError::Unavailable { .. },
-                        ..
-                    },
-                ) => {
-                    // Keep the answer from the coordinator that saw most alive.
-                    let better = match (&unavailable, &e) {
-                        (
-                            Some(ClientError::Op {
-                                error: OpError::Unavailable { alive: a, .. },
-                                ..
-                            }),
-                            ClientError::Op {
-                                error: OpError::Unavailable { alive: b, .. },
-                                ..
-                            },
-                        ) => b > a,
-                        _ => true,
-                    };
-                    if better {
-                        unavailable = Some(e);
-                    }
-                }
-                Err(ClientError::NoCoordinator { last: reason, .. }) => {
-                    self.mark(i, false, Some(reason.clone()));
-                    last = format!("n{} at {}: {reason}", coordinator.id, coordinator.addr);
-                }
-                Err(other) => return Err(other),
-            }
+    /// Write through the core client's failover (only a request that was
+    /// certainly not sent moves on), in this gateway's order; coordinators
+    /// it could not reach are marked so the next requests try them last.
+    async fn write(&self, request: WriteRequest) -> Result<WriteOk, ClientError> {
+        let mut unreachable = Vec::new();
+        let result = self
+            .0
+            .client
+            .write_in_order(request, &self.order(), &mut unreachable)
+            .await;
+        self.mark_unreachable(unreachable);
+        result
+    }
+
+    async fn read(&self, request: ReadRequest) -> Result<ReadOk, ClientError> {
+        let mut unreachable = Vec::new();
+        let result = self
+            .0
+            .client
+            .read_in_order(request, &self.order(), &mut unreachable)
+            .await;
+        self.mark_unreachable(unreachable);
+        result
+    }
+
+    fn mark_unreachable(&self, unreachable: Vec<(usize, String)>) {
+        for (index, reason) in unreachable {
+            self.mark(index, false, Some(reason));
         }
-        Err(unavailable.unwrap_or(ClientError::NoCoordinator {
-            tried: order.len(),
-            last,
-        }))
     }
 
     fn mark(&self, index: usize, reachable: bool, error: Option<String>) {
@@ -838,12 +820,7 @@ async fn write(
             level,
             overwrite,
         };
-        let outcome = gw
-            .failover(|client| {
-                let request = request.clone();
-                async move { client.write(request, 0).await }
-            })
-            .await;
+        let outcome = gw.write(request).await;
         gw.count_write(level, outcome.is_ok());
         let ok = outcome.map_err(|e| ApiError::from_client(e, "write"))?;
         Ok(json!({
@@ -917,10 +894,7 @@ async fn read(
             level,
         };
         let ok = gw
-            .failover(|client| {
-                let request = request.clone();
-                async move { client.read(request, 0).await }
-            })
+            .read(request)
             .await
             .map_err(|e| ApiError::from_client(e, "read"))?;
         if ok.siblings.is_empty() {

@@ -796,3 +796,48 @@ pub async fn recorded_bench(ctx: Ctx) -> Ctx {
     let _ = std::fs::remove_dir_all(&dir);
     ctx
 }
+
+/// A gateway that knows one node of five takes every level the cluster
+/// can serve: N comes from the coordinators' health reports, not from how
+/// many coordinators the gateway was given.
+pub async fn gateway_knowing_one_node(ctx: Ctx) -> Ctx {
+    let port = crate::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut gateway = std::process::Command::new(crate::quorumd())
+        .args(["gateway", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--nodes", &format!("1={}", ctx.cluster.node_addr(1))])
+        .args(["--health-interval-ms", "100"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn a second gateway");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut health = Value::Null;
+    while Instant::now() < deadline {
+        if let Ok(answer) = ctx.http.get(format!("{url}/api/logs/health")).send().await {
+            health = answer.json().await.unwrap_or(Value::Null);
+            if health["n"] == json!(5) {
+                break;
+            }
+        }
+        real_tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let key = ctx.key("one-gateway");
+    let answer = ctx
+        .http
+        .post(format!("{url}/api/logs?consistency=3"))
+        .json(&json!({"key": key, "value": "v"}))
+        .send()
+        .await
+        .expect("POST through the second gateway");
+    let status = answer.status().as_u16();
+    let body: Value = answer.json().await.unwrap_or(Value::Null);
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    assert_eq!(health["n"], json!(5), "{health}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["needed"], json!(3), "{body}");
+    assert_eq!(body["n"], json!(5), "{body}");
+    ctx
+}

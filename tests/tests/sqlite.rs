@@ -19,6 +19,15 @@ fn sqlite_bench_records_a_history_that_checks() {
 }
 
 #[test]
+fn sqlite_a_gateway_knowing_one_node_takes_every_level() {
+    run(
+        Backend::Sqlite,
+        "sqlite-one-gateway",
+        scenarios::gateway_knowing_one_node,
+    );
+}
+
+#[test]
 fn sqlite_bad_input_changes_nothing() {
     run(Backend::Sqlite, "sqlite-bad", scenarios::bad_input);
 }
