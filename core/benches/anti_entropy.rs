@@ -1,6 +1,6 @@
 //! The anti-entropy index at 1,000,000 keys: building it, one upsert, and
 //! finding one differing key against a peer's index (in process, messages
-//! through bincode). Prints once, before the timings, the memory the index
+//! through the codec). Prints once, before the timings, the memory the index
 //! holds (counted by this binary's allocator) and the round trips and
 //! bytes of the comparison.
 //!
@@ -11,6 +11,7 @@ use futures::executor::block_on;
 use quorumlog_core::anti_entropy::{
     differences, AePeer, AeRequest, AeResponse, Budget, Index, KeyDigest,
 };
+use quorumlog_core::codec;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -54,7 +55,7 @@ fn entries() -> impl Iterator<Item = (String, KeyDigest)> {
     (0..N).map(|i| (key(i), digest(i)))
 }
 
-/// The peer, answering through bincode as the RPC would carry it.
+/// The peer, answering through the codec as the RPC would carry it.
 struct Peer<'a>(&'a Index);
 
 #[async_trait]
@@ -62,12 +63,9 @@ impl AePeer for Peer<'_> {
     type Error = Infallible;
     async fn call(&self, request: AeRequest) -> Result<AeResponse, Infallible> {
         let request: AeRequest =
-            bincode::deserialize(&bincode::serialize(&request).expect("encodes")).expect("decodes");
+            codec::decode(&codec::encode(&request).expect("encodes")).expect("decodes");
         let response = self.0.answer(&request);
-        Ok(
-            bincode::deserialize(&bincode::serialize(&response).expect("encodes"))
-                .expect("decodes"),
-        )
+        Ok(codec::decode(&codec::encode(&response).expect("encodes")).expect("decodes"))
     }
 }
 

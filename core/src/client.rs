@@ -109,7 +109,9 @@ impl Client {
                     }
                 }
                 Ok(response) => return Ok((*id, response)),
-                Err(error @ RpcError::Connect { .. }) => {
+                // Refused before anything was read (the peer speaks another
+                // protocol): nothing was applied there either.
+                Err(error @ (RpcError::Connect { .. } | RpcError::Incompatible { .. })) => {
                     last = error.to_string();
                     unreachable.push((position % count, last.clone()));
                 }

@@ -1,6 +1,6 @@
 //! The causal context a client carries from a read to its next write, as an
 //! opaque token:
-//! `base64url( 3 || bincode((key-hash, VersionVector)) || tag )`, where
+//! `base64url( 4 || codec((key-hash, VersionVector)) || tag )`, where
 //! `tag` is the first 16 bytes of HMAC-SHA256 over everything before it,
 //! keyed with the cluster's context secret. Coordinators sign the contexts
 //! their reads and writes return and check the tokens writes bring back,
@@ -25,11 +25,14 @@ use std::fmt;
 use thiserror::Error;
 
 /// Format bytes of earlier encodings (1: no key binding, node ids without
-/// incarnations; 2: not signed): refused with a request to read again.
+/// incarnations; 2: not signed; 3: bincode, before the project's codec):
+/// refused with a request to read again.
 const FORMAT_V1: u8 = 1;
 const FORMAT_V2: u8 = 2;
-/// Format byte of the current token encoding.
 const FORMAT_V3: u8 = 3;
+/// Format byte of the current token encoding: the codec
+/// ([`crate::codec`]) of (key hash, context), then the tag.
+const FORMAT_V4: u8 = 4;
 /// Bytes of the HMAC-SHA256 tag a token carries (truncated: 128 bits).
 const TAG_BYTES: usize = 16;
 /// Largest accepted token, in characters (about 190 vector entries).
@@ -96,7 +99,7 @@ pub enum ContextError {
     NotBase64(String),
     #[error("causal context is empty")]
     Empty,
-    #[error("causal context has unknown format {0} (this server understands format {FORMAT_V3})")]
+    #[error("causal context has unknown format {0} (this server understands format {FORMAT_V4})")]
     UnknownFormat(u8),
     #[error("causal context is from an older version of quorumlog (format {0}): read the key again and send the new context")]
     Outdated(u8),
@@ -127,10 +130,11 @@ fn key_hash(key: &str) -> u64 {
 
 /// Encode a context read from `key` as a client token signed with `secret`.
 pub fn encode(secret: &ContextSecret, key: &str, context: &VersionVector) -> String {
-    let mut bytes = vec![FORMAT_V3];
-    bytes.extend(
-        bincode::serialize(&(key_hash(key), context)).expect("a version vector always serialises"),
-    );
+    // A version vector always encodes (its types have no failing case);
+    // were it ever not to, the token would fail to decode, never misread.
+    let bytes = crate::codec::encode_into(&(key_hash(key), context), vec![FORMAT_V4])
+        .unwrap_or_else(|_| vec![FORMAT_V4]);
+    let mut bytes = bytes;
     let tag = secret.tag(&bytes).finalize().into_bytes();
     bytes.extend_from_slice(&tag[..TAG_BYTES]);
     URL_SAFE_NO_PAD.encode(bytes)
@@ -152,8 +156,8 @@ pub fn decode(
         .map_err(|e| ContextError::NotBase64(e.to_string()))?;
     let format = *bytes.first().ok_or(ContextError::Empty)?;
     match format {
-        FORMAT_V3 => {}
-        FORMAT_V1 | FORMAT_V2 => return Err(ContextError::Outdated(format)),
+        FORMAT_V4 => {}
+        FORMAT_V1 | FORMAT_V2 | FORMAT_V3 => return Err(ContextError::Outdated(format)),
         other => return Err(ContextError::UnknownFormat(other)),
     }
     let signed_len = bytes
@@ -163,20 +167,10 @@ pub fn decode(
         .ok_or_else(|| ContextError::Corrupt("too short to carry a signature".into()))?;
     let (signed, tag) = bytes.split_at(signed_len);
     let body = &signed[1..];
-    use bincode::Options;
-    // fixint, like `bincode::serialize`; bounded by the token we hold, so a
-    // length prefix inside cannot make us allocate more.
-    let (hash, vv): (u64, VersionVector) = bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .with_limit(body.len() as u64)
-        .deserialize(body)
-        .map_err(|e| ContextError::Corrupt(e.to_string()))?;
-    // bincode ignores trailing bytes; a token with extra bytes is not one we minted.
-    let reencoded =
-        bincode::serialized_size(&(hash, &vv)).map_err(|e| ContextError::Corrupt(e.to_string()))?;
-    if reencoded as usize != body.len() {
-        return Err(ContextError::Corrupt("trailing bytes".into()));
-    }
+    // Bounded by the token we hold (a length prefix inside cannot make us
+    // allocate more); trailing bytes are not a token we minted.
+    let (hash, vv): (u64, VersionVector) =
+        crate::codec::decode(body).map_err(|e| ContextError::Corrupt(e.to_string()))?;
     if vv.len() > MAX_CONTEXT_ENTRIES {
         return Err(ContextError::TooManyEntries(vv.len()));
     }
@@ -239,7 +233,7 @@ mod tests {
         );
         // flip one bit of the vector: the tag no longer matches
         let mut bytes = URL_SAFE_NO_PAD.decode(enc("k", &vv)).unwrap();
-        let last_counter = bytes.len() - TAG_BYTES - 8; // its lowest byte
+        let last_counter = bytes.len() - TAG_BYTES - 1; // a one-byte varint
         bytes[last_counter] ^= 1;
         assert_eq!(
             dec("k", &URL_SAFE_NO_PAD.encode(bytes)),
@@ -280,14 +274,14 @@ mod tests {
             dec("k", &URL_SAFE_NO_PAD.encode([9u8, 0, 0])),
             Err(ContextError::UnknownFormat(9))
         );
-        for old in [FORMAT_V1, FORMAT_V2] {
+        for old in [FORMAT_V1, FORMAT_V2, FORMAT_V3] {
             assert_eq!(
                 dec("k", &URL_SAFE_NO_PAD.encode([old, 0, 0, 0, 0, 0, 0, 0, 0])),
                 Err(ContextError::Outdated(old))
             );
         }
         assert!(matches!(
-            dec("k", &URL_SAFE_NO_PAD.encode([FORMAT_V3, 5])),
+            dec("k", &URL_SAFE_NO_PAD.encode([FORMAT_V4, 5])),
             Err(ContextError::Corrupt(_))
         ));
         let long = "A".repeat(MAX_TOKEN_LEN + 1);
@@ -303,9 +297,10 @@ mod tests {
     fn a_huge_length_prefix_does_not_allocate() {
         // format byte, key hash, a map length of u64::MAX with no entries
         // behind it, and a tag.
-        let mut bytes = vec![FORMAT_V3];
-        bytes.extend(key_hash("k").to_le_bytes());
-        bytes.extend(u64::MAX.to_le_bytes());
+        let mut bytes = vec![FORMAT_V4];
+        bytes.extend(crate::codec::encode(&key_hash("k")).expect("a u64 encodes"));
+        // varint u64::MAX
+        bytes.extend([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
         bytes.extend([0u8; TAG_BYTES]);
         assert!(matches!(
             dec("k", &URL_SAFE_NO_PAD.encode(bytes)),

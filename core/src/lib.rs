@@ -6,6 +6,7 @@ pub mod anti_entropy;
 pub mod breaker;
 pub mod buggify;
 pub mod client;
+pub mod codec;
 pub mod context;
 pub mod coordinator;
 pub mod hints;

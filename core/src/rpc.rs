@@ -1,6 +1,11 @@
 //! The one implementation of quorumlog's internal RPC, used by the real
-//! cluster (tokio) and the simulated one (madsim-tokio): bincode messages in
-//! length-delimited frames over `tokio::net::TcpStream`.
+//! cluster (tokio) and the simulated one (madsim-tokio): messages in the
+//! project's codec ([`crate::codec`]), each frame headed by the protocol
+//! version, in length-delimited frames over `tokio::net::TcpStream`. A
+//! peer whose first frame is of another protocol version is refused: the
+//! connection closes, the refusal is logged with the peer's address and
+//! counted (`rpc_refused_total{reason="protocol_version"}`), and the caller
+//! on the other side gets [`RpcError::Incompatible`].
 //!
 //! A connection carries many requests at once, matched to responses by id,
 //! so a coordinator keeps one connection per peer and reuses it. A broken
@@ -8,6 +13,7 @@
 //! which is how a restarted peer is reached again. A message larger than
 //! [`MAX_FRAME_BYTES`] fails only its own request, never the connection.
 use crate::buggify::{self, FaultPoint};
+use crate::codec::{self, FrameHeader, PROTOCOL_VERSION};
 use crate::protocol::{Request, Response};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -64,9 +70,26 @@ pub enum RpcError {
     ConnectionLost { addr: SocketAddr },
     #[error("malformed frame: {0}")]
     Codec(String),
+    /// The peer speaks another RPC protocol version (or is not quorumd).
+    #[error("{addr} does not speak RPC protocol version {ours}: {}", incompatible_note(*.theirs))]
+    Incompatible {
+        addr: SocketAddr,
+        /// The version its frames carry; `None` when they carry none.
+        theirs: Option<u8>,
+        ours: u8,
+    },
     /// The request encodes to more than the frame limit; nothing was sent.
     #[error("request is {bytes} bytes; the RPC frame limit is {limit}; nothing was sent")]
     TooLarge { bytes: usize, limit: usize },
+}
+
+fn incompatible_note(theirs: Option<u8>) -> String {
+    match theirs {
+        Some(v) => format!(
+            "it speaks version {v}; run the same quorumd release on every node of the cluster"
+        ),
+        None => "its frames carry no protocol version (an older quorumd, or not quorumd)".into(),
+    }
 }
 
 fn codec() -> LengthDelimitedCodec {
@@ -76,20 +99,40 @@ fn codec() -> LengthDelimitedCodec {
 }
 
 fn encode<T: Serialize>(id: u64, body: &T) -> Result<Bytes, RpcError> {
-    bincode::serialize(&Envelope { id, body })
+    codec::encode_into(&Envelope { id, body }, codec::frame_header())
         .map(Bytes::from)
         .map_err(|e| RpcError::Codec(e.to_string()))
 }
 
-fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<Envelope<T>, RpcError> {
-    use bincode::Options;
-    // Bound allocations by the frame we actually received: a length prefix
-    // inside the message can never make us allocate more than that.
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .with_limit(frame.len() as u64)
-        .deserialize(frame)
-        .map_err(|e| RpcError::Codec(e.to_string()))
+/// Why a frame could not be read: another protocol, or a broken frame.
+#[derive(Debug)]
+enum Unreadable {
+    Incompatible(Option<u8>),
+    Malformed(String),
+}
+
+impl Unreadable {
+    fn into_error(self, addr: SocketAddr) -> RpcError {
+        match self {
+            Unreadable::Incompatible(theirs) => RpcError::Incompatible {
+                addr,
+                theirs,
+                ours: PROTOCOL_VERSION,
+            },
+            Unreadable::Malformed(reason) => RpcError::Codec(reason),
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<Envelope<T>, Unreadable> {
+    match codec::read_frame_header(frame) {
+        // Bounded by the frame we received: a length prefix inside the
+        // message can never make us allocate more than that.
+        FrameHeader::Current => codec::decode(&frame[codec::FRAME_HEADER_LEN..])
+            .map_err(|e| Unreadable::Malformed(e.to_string())),
+        FrameHeader::Other(version) => Err(Unreadable::Incompatible(Some(version))),
+        FrameHeader::Unknown => Err(Unreadable::Incompatible(None)),
+    }
 }
 
 /// A short description of a request for error messages and logs: its kind
@@ -161,11 +204,21 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
-                result = serve_connection(stream, handler) => {
-                    if let Err(e) = result {
+                result = serve_connection(stream, handler) => match result {
+                    Ok(()) => {}
+                    Err(ConnectionEnd::Incompatible(theirs)) => {
+                        metrics::counter!("rpc_refused_total", "reason" => "protocol_version")
+                            .increment(1);
+                        tracing::warn!(
+                            %peer,
+                            "refused an RPC peer: it does not speak protocol version {PROTOCOL_VERSION}: {}",
+                            incompatible_note(theirs)
+                        );
+                    }
+                    Err(ConnectionEnd::Failed(e)) => {
                         tracing::debug!(%peer, "connection closed: {e}");
                     }
-                }
+                },
                 _ = shutdown.cancelled() => {}
             }
         });
@@ -190,7 +243,27 @@ impl<T> Drop for AbortOnDrop<T> {
 /// less than a replica timeout, so it is usually still awaited.
 const REORDER_DELAY: Duration = Duration::from_millis(300);
 
-async fn serve_connection<S>(stream: S, handler: Arc<dyn Handler>) -> Result<(), String>
+/// How a served connection ended, when not cleanly.
+#[derive(Debug)]
+enum ConnectionEnd {
+    /// The peer's frames are of another protocol version.
+    Incompatible(Option<u8>),
+    Failed(String),
+}
+
+impl From<String> for ConnectionEnd {
+    fn from(reason: String) -> Self {
+        ConnectionEnd::Failed(reason)
+    }
+}
+
+impl From<&str> for ConnectionEnd {
+    fn from(reason: &str) -> Self {
+        ConnectionEnd::Failed(reason.to_string())
+    }
+}
+
+async fn serve_connection<S>(stream: S, handler: Arc<dyn Handler>) -> Result<(), ConnectionEnd>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -222,9 +295,27 @@ where
         let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| format!("reading a request failed: {e}"))?;
         // A frame we cannot parse poisons the stream: we cannot even say
-        // which request it was. Close the connection.
-        let envelope: Envelope<Request> =
-            decode(&frame).map_err(|e| format!("unreadable request: {e}"))?;
+        // which request it was. Close the connection; a peer of another
+        // protocol version is told so first, in our protocol (a peer of a
+        // later release can read it).
+        let envelope: Envelope<Request> = match decode(&frame) {
+            Ok(envelope) => envelope,
+            Err(Unreadable::Incompatible(theirs)) => {
+                let message = format!(
+                    "this node speaks RPC protocol version {PROTOCOL_VERSION}; {}",
+                    incompatible_note(theirs)
+                );
+                if let Ok(refusal) = encode(0, &Response::Error(message)) {
+                    let _ = replies_tx.send(refusal).await;
+                }
+                drop(replies_tx);
+                let _ = (&mut writer.0).await;
+                return Err(ConnectionEnd::Incompatible(theirs));
+            }
+            Err(Unreadable::Malformed(reason)) => {
+                return Err(format!("unreadable request: {reason}").into())
+            }
+        };
         let handler = handler.clone();
         let replies = replies_tx.clone();
         tokio::spawn(async move {
@@ -254,7 +345,7 @@ where
     }
     // The peer is done sending: answer what is still being handled.
     drop(replies_tx);
-    written((&mut writer.0).await)
+    written((&mut writer.0).await).map_err(ConnectionEnd::Failed)
 }
 
 /// Callers waiting on one connection, and whether it has ended.
@@ -266,6 +357,9 @@ struct Pending {
     waiters: BTreeMap<u64, oneshot::Sender<Response>>,
     /// Set once, when the connection ends; no caller registers after that.
     closed: bool,
+    /// Why it ended, when that is more than a lost connection (the peer
+    /// speaks another protocol): what its callers are told.
+    end_error: Option<RpcError>,
 }
 
 #[derive(Default)]
@@ -283,14 +377,25 @@ impl Shared {
     }
 
     /// Mark the connection ended and wake every waiting caller (dropping
-    /// its sender makes it see `ConnectionLost`).
-    fn close(&self) {
+    /// its sender makes it see `ConnectionLost`, or `error` when given).
+    fn close(&self, error: Option<RpcError>) {
         let waiters = {
             let mut pending = self.lock();
             pending.closed = true;
+            if pending.end_error.is_none() {
+                pending.end_error = error;
+            }
             std::mem::take(&mut pending.waiters)
         };
         drop(waiters);
+    }
+
+    /// What a caller of the ended connection is told.
+    fn end_error(&self, addr: SocketAddr) -> RpcError {
+        self.lock()
+            .end_error
+            .clone()
+            .unwrap_or(RpcError::ConnectionLost { addr })
     }
 }
 
@@ -368,7 +473,7 @@ impl Connection {
                 reason = writing => reason,
             };
             tracing::debug!(%addr, "connection ended: {reason}");
-            writer_shared.close();
+            writer_shared.close(None);
             writer_ended.cancel();
         });
 
@@ -377,13 +482,16 @@ impl Connection {
             let reading = async {
                 loop {
                     let frame = match frames.next().await {
-                        None => return "the peer closed the connection".to_string(),
-                        Some(Err(e)) => return format!("reading a response failed: {e}"),
+                        None => return ("the peer closed the connection".to_string(), None),
+                        Some(Err(e)) => return (format!("reading a response failed: {e}"), None),
                         Some(Ok(frame)) => frame,
                     };
                     let envelope = match decode::<Response>(&frame) {
                         Ok(envelope) => envelope,
-                        Err(e) => return format!("unreadable response: {e}"),
+                        Err(unreadable) => {
+                            let error = unreadable.into_error(addr);
+                            return (error.to_string(), Some(error));
+                        }
                     };
                     let waiter = reader_shared.lock().waiters.remove(&envelope.id);
                     if let Some(waiter) = waiter {
@@ -391,13 +499,13 @@ impl Connection {
                     }
                 }
             };
-            let reason = tokio::select! {
+            let (reason, error) = tokio::select! {
                 biased;
                 _ = ended.cancelled() => return,
-                reason = reading => reason,
+                ended = reading => ended,
             };
             tracing::debug!(%addr, "connection ended: {reason}");
-            reader_shared.close();
+            reader_shared.close(error);
             ended.cancel();
         });
         Connection {
@@ -414,12 +522,12 @@ impl Connection {
     /// Send one encoded request and wait for its response (no deadline:
     /// the caller bounds it).
     async fn request(&self, id: u64, frame: Bytes) -> Result<Response, RpcError> {
-        let lost = RpcError::ConnectionLost { addr: self.addr };
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = self.shared.lock();
             if pending.closed {
-                return Err(lost);
+                drop(pending);
+                return Err(self.shared.end_error(self.addr));
             }
             pending.waiters.insert(id, tx);
         }
@@ -427,8 +535,10 @@ impl Connection {
             shared: &self.shared,
             id,
         };
-        self.outbound.send(frame).await.map_err(|_| lost.clone())?;
-        rx.await.map_err(|_| lost)
+        if self.outbound.send(frame).await.is_err() {
+            return Err(self.shared.end_error(self.addr));
+        }
+        rx.await.map_err(|_| self.shared.end_error(self.addr))
     }
 }
 
@@ -589,15 +699,24 @@ mod tests {
 
     #[test]
     fn a_response_up_to_the_frame_limit_passes_and_one_byte_more_is_replaced() {
-        let overhead = encode(7, &Response::Error(String::new())).unwrap().len();
-        let fits = Response::Error("x".repeat(MAX_FRAME_BYTES - overhead));
+        // The message whose frame is exactly the limit (its length prefix is
+        // a varint, so the overhead depends on the length).
+        let mut len = MAX_FRAME_BYTES;
+        let fits = loop {
+            let message = Response::Error("x".repeat(len));
+            let size = encode(7, &message).unwrap().len();
+            if size == MAX_FRAME_BYTES {
+                break message;
+            }
+            len -= size - MAX_FRAME_BYTES;
+        };
         let frame = response_frame(7, "Fetch \"k\"", &fits).unwrap();
         assert_eq!(frame.len(), MAX_FRAME_BYTES);
         // the codec on the wire agrees: a frame of exactly the limit is sent
         let mut wire = bytes::BytesMut::new();
         codec().encode(frame, &mut wire).unwrap();
 
-        let too_big = Response::Error("x".repeat(MAX_FRAME_BYTES - overhead + 1));
+        let too_big = Response::Error("x".repeat(len + 1));
         let raw = encode(7, &too_big).unwrap();
         assert!(
             codec().encode(raw, &mut bytes::BytesMut::new()).is_err(),
@@ -667,6 +786,9 @@ mod tests {
             .expect("the connection lingered")
             .unwrap()
             .unwrap_err();
+        let ConnectionEnd::Failed(error) = error else {
+            panic!("expected a failed connection, got {error:?}");
+        };
         assert!(error.contains("injected write failure"), "{error}");
     }
 

@@ -131,7 +131,7 @@ pub enum VersionError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct VersionVector(BTreeMap<Actor, u64>);
 
-/// Compact formats (bincode) carry the map of actors as it is;
+/// Compact formats (the codec) carry the map of actors as it is;
 /// human-readable ones (JSON) key it by `"3"` or `"3.7"` strings.
 impl Serialize for VersionVector {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -376,6 +376,23 @@ impl Siblings {
         versions: impl IntoIterator<Item = Version>,
     ) -> Result<Self, VersionError> {
         let mut set = Self::new();
+        for v in versions {
+            set.sync_one(v)?;
+        }
+        Ok(set)
+    }
+
+    /// Rebuild a stored set from its versions and what it had seen,
+    /// checking it again on the way (a version `seen` covers is dropped, as
+    /// merging it would; two versions under one dot are refused).
+    pub fn from_parts(
+        versions: impl IntoIterator<Item = Version>,
+        seen: VersionVector,
+    ) -> Result<Self, VersionError> {
+        let mut set = Siblings {
+            versions: Vec::new(),
+            seen,
+        };
         for v in versions {
             set.sync_one(v)?;
         }

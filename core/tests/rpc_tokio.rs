@@ -567,6 +567,103 @@ async fn garbage_and_oversized_frames_close_the_connection_not_the_server() {
     assert_eq!(pong, Response::Pong { node: 1 });
 }
 
+/// A peer of another protocol version (here: a protocol 1 frame, bincode
+/// with no header, and a frame of a future version 9) is refused: the
+/// server answers, in its own protocol, why, and closes the connection;
+/// proper clients are still served.
+#[tokio::test]
+async fn a_peer_of_another_protocol_version_is_refused_with_a_reason() {
+    use quorumlog_core::codec::{self, FrameHeader, PROTOCOL_VERSION};
+    use tokio::io::AsyncReadExt;
+    let cluster = TestCluster::start(1).await;
+    let addr = cluster.addrs[0].1;
+    // A protocol-1 Ping: bincode of (id = 1u64, variant index of Ping).
+    let mut v1 = vec![1, 0, 0, 0, 0, 0, 0, 0];
+    v1.extend(5u32.to_le_bytes());
+    let mut future = codec::FRAME_MAGIC.to_vec();
+    future.push(9);
+    future.extend([1, 5]);
+    for (frame, names) in [(v1, "carry no protocol version"), (future, "version 9")] {
+        let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+        raw.write_all(&(frame.len() as u32).to_be_bytes())
+            .await
+            .unwrap();
+        raw.write_all(&frame).await.unwrap();
+        let mut len = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(3), raw.read_exact(&mut len))
+            .await
+            .expect("an answer")
+            .expect("a frame length");
+        let mut answer = vec![0u8; u32::from_be_bytes(len) as usize];
+        raw.read_exact(&mut answer).await.unwrap();
+        assert_eq!(codec::read_frame_header(&answer), FrameHeader::Current);
+        let (id, response): (u64, Response) =
+            codec::decode(&answer[codec::FRAME_HEADER_LEN..]).expect("our protocol");
+        assert_eq!(id, 0);
+        let Response::Error(message) = response else {
+            panic!("expected an error, got {response:?}")
+        };
+        assert!(
+            message.contains(&format!("protocol version {PROTOCOL_VERSION}"))
+                && message.contains(names),
+            "{message}"
+        );
+        // and the connection is closed
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(3), raw.read_to_end(&mut rest)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    }
+    let pong = RpcClient::new(addr)
+        .call(&Request::Ping, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(pong, Response::Pong { node: 1 });
+}
+
+/// A client whose peer answers in another protocol version gets an error
+/// naming both versions, not a lost connection.
+#[tokio::test]
+async fn a_client_told_of_another_protocol_version_says_so() {
+    use quorumlog_core::codec::{self, PROTOCOL_VERSION};
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len).await.unwrap();
+        let mut request = vec![0u8; u32::from_be_bytes(len) as usize];
+        stream.read_exact(&mut request).await.unwrap();
+        let mut answer = codec::FRAME_MAGIC.to_vec();
+        answer.push(PROTOCOL_VERSION + 1);
+        answer.extend([1, 0]);
+        stream
+            .write_all(&(answer.len() as u32).to_be_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&answer).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    });
+    let error = RpcClient::new(addr)
+        .call(&Request::Ping, Duration::from_secs(3))
+        .await
+        .expect_err("another protocol");
+    assert_eq!(
+        error,
+        RpcError::Incompatible {
+            addr,
+            theirs: Some(PROTOCOL_VERSION + 1),
+            ours: PROTOCOL_VERSION
+        }
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!("version {}", PROTOCOL_VERSION + 1)),
+        "{text}"
+    );
+    server.abort();
+}
+
 #[tokio::test]
 async fn client_reconnects_after_the_peer_restarts() {
     let mut cluster = TestCluster::start(1).await;

@@ -60,7 +60,7 @@ pub fn is_absent(siblings: &Siblings) -> bool {
 /// The digest of a key's sibling set.
 ///
 /// SHA-256 (truncated to [`KEY_DIGEST_BYTES`]) over a canonical, injective
-/// encoding, written out field by field rather than through bincode or
+/// encoding, written out field by field rather than through the codec or
 /// serde so that nothing (map encoding, field order, a serde attribute)
 /// can change it by accident:
 ///
@@ -259,8 +259,8 @@ mod tests {
                 let half = versions.len() / 2;
                 versions.rotate_left(half);
             }
-            let bytes = bincode::serialize(&RawSiblings { versions, seen: set.seen() }).unwrap();
-            let decoded: Siblings = bincode::deserialize(&bytes).unwrap();
+            let bytes = crate::codec::encode(&RawSiblings { versions, seen: set.seen() }).unwrap();
+            let decoded: Siblings = crate::codec::decode(&bytes).unwrap();
             prop_assert_eq!(digest(&decoded), digest(&set));
         }
     }

@@ -1,6 +1,7 @@
 //! Messages of the comparison protocol and the limits on them. Plain serde
 //! enums and structs (no untagged enums, no `deserialize_any`), so they
-//! travel inside the node's `Request`/`Response` under bincode 1.x.
+//! travel inside the node's `Request`/`Response` in the project's codec
+//! (postcard, [`crate::codec`]).
 use super::digest::{KeyDigest, KEY_DIGEST_BYTES};
 use super::index::{Summary, TrieNode, FANOUT, LEAF_ENTRIES, NODE_HASH_BYTES};
 use crate::replica::MAX_KEY_LEN;
@@ -16,10 +17,13 @@ pub const MAX_PROBES: usize = 32;
 /// and its answer is cut here and flagged `truncated`.
 pub const MAX_ENTRIES_PER_NODE: usize = 2 * LEAF_ENTRIES;
 
-/// bincode 1.x (fixint) sizes of the parts of an answer.
-const TAG: usize = 4;
-const LEN: usize = 8;
-const SUMMARY: usize = NODE_HASH_BYTES + 8;
+/// The codec's largest sizes of the parts of an answer (postcard writes
+/// enum tags as u32 varints, lengths and u64s as varints: at most 5, 10
+/// and 10 bytes).
+const TAG: usize = 5;
+const LEN: usize = 10;
+const U64: usize = 10;
+const SUMMARY: usize = NODE_HASH_BYTES + U64;
 const ENTRY: usize = LEN + MAX_KEY_LEN + KEY_DIGEST_BYTES;
 
 /// Largest [`AeResponse`] an honest replica sends (probes answered with
@@ -40,7 +44,7 @@ pub const MAX_RESPONSE_BYTES: usize = TAG
 const _: () = assert!(MAX_RESPONSE_BYTES < crate::rpc::MAX_FRAME_BYTES);
 
 /// Largest [`AeRequest`] the driver sends.
-pub const MAX_REQUEST_BYTES: usize = TAG + LEN + MAX_PROBES * (1 + 8 + SUMMARY);
+pub const MAX_REQUEST_BYTES: usize = TAG + LEN + MAX_PROBES * (1 + U64 + SUMMARY);
 
 const fn max(a: usize, b: usize) -> usize {
     if a > b {

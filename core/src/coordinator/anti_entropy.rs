@@ -93,7 +93,7 @@ impl AePeer for RemoteIndex<'_> {
 }
 
 fn size_of<T: serde::Serialize>(message: &T) -> u64 {
-    bincode::serialized_size(message).unwrap_or(0)
+    crate::codec::encoded_size(message) as u64
 }
 
 impl Coordinator {

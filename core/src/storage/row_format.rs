@@ -1,103 +1,131 @@
 //! How a key's sibling set is stored in a row: a format marker, then the
-//! bincode of [`Siblings`]; rows from before incarnations (no marker) are
-//! still read. One copy, used by every row backend and by the simulator's
-//! checks that read a node's committed rows.
+//! sibling set in the project's codec ([`crate::codec`]). Rows of every
+//! earlier format are still read. One copy, used by every row backend and
+//! by the simulator's checks that read a node's committed rows.
+//!
+//! | format | marker | layout |
+//! | --- | --- | --- |
+//! | 3 (written) | `qlrow3\0\xff` | postcard of [`Siblings`] |
+//! | 2 | `qlrow2\0\xff` | bincode 1 (fixint) of the sibling set: versions with incarnations, and `seen` |
+//! | 1 | none | bincode 1 (fixint) of the versions, before incarnations |
+use crate::codec::{self, legacy::Reader};
 use crate::store::StoreError;
-use crate::version::Siblings;
+use crate::version::{Actor, Dot, Siblings, Version, VersionVector};
 
-/// Marks a row in the current format (sibling sets with incarnations),
-/// followed by the bincode of [`Siblings`]. Rows written before it have no
-/// marker: they start with their sibling count as a little-endian u64,
-/// whose last byte is 0xFF only for a count above 2^56 — so a row whose
-/// eighth byte is 0xFF is never a legacy row.
+/// Marks a row in the current format, followed by the codec of
+/// [`Siblings`]. Rows of format 1 have no marker: they start with their
+/// version count as a little-endian u64, whose last byte is 0xFF only for
+/// a count above 2^56 — so a row whose eighth byte is 0xFF is never one.
+pub const ROW_FORMAT_3: [u8; 8] = *b"qlrow3\x00\xff";
+/// The marker of format 2 rows (bincode, with incarnations), still read.
 pub const ROW_FORMAT_2: [u8; 8] = *b"qlrow2\x00\xff";
 /// Length of a format marker; the marker's last byte is always 0xFF.
-pub const MARKER_LEN: usize = ROW_FORMAT_2.len();
+pub const MARKER_LEN: usize = ROW_FORMAT_3.len();
 
-/// Stored form of a sibling set: the format marker, then its bincode.
+/// Stored form of a sibling set: the format marker, then its encoding.
 pub fn encode(siblings: &Siblings) -> Result<Vec<u8>, StoreError> {
-    let size = bincode::serialized_size(siblings)
-        .map_err(|e| StoreError::Backend(format!("cannot encode siblings: {e}")))?;
-    let mut row = Vec::with_capacity(MARKER_LEN.saturating_add(size as usize));
-    row.extend_from_slice(&ROW_FORMAT_2);
-    bincode::serialize_into(&mut row, siblings)
-        .map_err(|e| StoreError::Backend(format!("cannot encode siblings: {e}")))?;
-    Ok(row)
+    let mut row = Vec::with_capacity(MARKER_LEN + codec::encoded_size(siblings));
+    row.extend_from_slice(&ROW_FORMAT_3);
+    codec::encode_into(siblings, row)
+        .map_err(|e| StoreError::Backend(format!("cannot encode siblings: {e}")))
 }
 
-/// Decode a stored row, in the current format or the legacy one (before
-/// incarnations: every dot and context entry then is incarnation 0).
+/// Decode a stored row, in the current format or an earlier one.
 pub fn decode(key: &str, data: &[u8]) -> Result<Siblings, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         key: key.to_string(),
         reason,
     };
     match data.get(..MARKER_LEN) {
+        Some(marker) if marker == ROW_FORMAT_3 => {
+            codec::decode(&data[MARKER_LEN..]).map_err(|e| corrupt(e.to_string()))
+        }
         Some(marker) if marker == ROW_FORMAT_2 => {
-            bounded_bincode(&data[MARKER_LEN..]).map_err(|e| corrupt(e.to_string()))
+            format2(&data[MARKER_LEN..]).map_err(|e| corrupt(format!("format 2 row: {e}")))
         }
         Some(marker) if marker[MARKER_LEN - 1] == 0xFF => Err(corrupt(format!(
             "unknown row format {:?} (written by a newer quorumd?)",
             String::from_utf8_lossy(marker)
         ))),
-        _ => legacy::decode(data).map_err(corrupt),
+        _ => format1(data).map_err(|e| corrupt(format!("legacy row (no format marker): {e}"))),
     }
 }
 
-/// bincode as `bincode::serialize` writes it (fixint), bounded by the
-/// row's own length so a corrupt length prefix cannot allocate more, and
-/// refusing trailing bytes.
-fn bounded_bincode<T: serde::de::DeserializeOwned>(data: &[u8]) -> bincode::Result<T> {
-    use bincode::Options;
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .with_limit(data.len() as u64)
-        .deserialize(data)
+/// Smallest encodings, to bound length prefixes by what a row can hold.
+const MIN_VERSION_2: usize = 16 + 8 + 8;
+const MIN_ENTRY_2: usize = 16;
+const MIN_VERSION_1: usize = 12 + 8 + 8;
+const MIN_ENTRY_1: usize = 12;
+
+fn vector2(reader: &mut Reader<'_>) -> Result<VersionVector, String> {
+    let len = reader.len(MIN_ENTRY_2).map_err(|e| e.to_string())?;
+    let mut entries = Vec::with_capacity(len);
+    for _ in 0..len {
+        let node = reader.u32().map_err(|e| e.to_string())?;
+        let incarnation = reader.u32().map_err(|e| e.to_string())?;
+        let counter = reader.u64().map_err(|e| e.to_string())?;
+        entries.push((Actor::new(node, incarnation), counter));
+    }
+    Ok(VersionVector::from_entries(entries))
 }
 
-/// Rows as written before incarnations existed: a dot was `(node,
-/// counter)` and a context a map from node id to counter. Mirrored here,
-/// privately, so those rows stay readable whatever the core's types become.
-mod legacy {
-    use crate::version::{Dot, Siblings, Version, VersionVector};
-    use serde::{Deserialize, Serialize};
-    use std::collections::BTreeMap;
-
-    #[derive(Serialize, Deserialize)]
-    pub(super) struct Dot1 {
-        pub node: u32,
-        pub counter: u64,
-    }
-
-    #[derive(Serialize, Deserialize)]
-    pub(super) struct Version1 {
-        pub dot: Dot1,
-        pub context: BTreeMap<u32, u64>,
-        pub value: String,
-    }
-
-    #[derive(Serialize, Deserialize)]
-    pub(super) struct Siblings1(pub Vec<Version1>);
-
-    /// The legacy row as today's siblings, every actor in incarnation 0.
-    pub(super) fn decode(data: &[u8]) -> Result<Siblings, String> {
-        let Siblings1(versions) = super::bounded_bincode(data)
-            .map_err(|e| format!("legacy row (no format marker): {e}"))?;
-        let versions = versions.into_iter().map(|v| Version {
-            dot: Dot::new(v.dot.node, v.dot.counter),
-            context: VersionVector::from_entries(v.context),
-            value: v.value,
+/// Format 2: `Siblings { versions: Vec<Version { dot: Dot { node: u32,
+/// incarnation: u32, counter: u64 }, context: map Actor → u64, value:
+/// String }>, seen: map Actor → u64 }`, bincode 1 fixint.
+fn format2(data: &[u8]) -> Result<Siblings, String> {
+    let mut reader = Reader::new(data);
+    let count = reader.len(MIN_VERSION_2).map_err(|e| e.to_string())?;
+    let mut versions = Vec::with_capacity(count);
+    for _ in 0..count {
+        let node = reader.u32().map_err(|e| e.to_string())?;
+        let incarnation = reader.u32().map_err(|e| e.to_string())?;
+        let counter = reader.u64().map_err(|e| e.to_string())?;
+        let context = vector2(&mut reader)?;
+        let value = reader.string().map_err(|e| e.to_string())?;
+        versions.push(Version {
+            dot: Dot::new(Actor::new(node, incarnation), counter),
+            context,
+            value,
         });
-        // The legacy set was a valid sibling set; rebuilding it checks that
-        // again (two versions under one dot are corruption, not a choice).
-        Siblings::from_versions(versions).map_err(|e| format!("legacy row: {e}"))
     }
+    let seen = vector2(&mut reader)?;
+    reader.finish().map_err(|e| e.to_string())?;
+    Siblings::from_parts(versions, seen).map_err(|e| e.to_string())
+}
+
+/// Format 1, before incarnations: `Vec<Version { dot: { node: u32,
+/// counter: u64 }, context: map u32 → u64, value: String }>`; every actor
+/// is incarnation 0.
+fn format1(data: &[u8]) -> Result<Siblings, String> {
+    let mut reader = Reader::new(data);
+    let count = reader.len(MIN_VERSION_1).map_err(|e| e.to_string())?;
+    let mut versions = Vec::with_capacity(count);
+    for _ in 0..count {
+        let node = reader.u32().map_err(|e| e.to_string())?;
+        let counter = reader.u64().map_err(|e| e.to_string())?;
+        let len = reader.len(MIN_ENTRY_1).map_err(|e| e.to_string())?;
+        let mut entries = Vec::with_capacity(len);
+        for _ in 0..len {
+            let node = reader.u32().map_err(|e| e.to_string())?;
+            let counter = reader.u64().map_err(|e| e.to_string())?;
+            entries.push((Actor::new(node, 0), counter));
+        }
+        let value = reader.string().map_err(|e| e.to_string())?;
+        versions.push(Version {
+            dot: Dot::new(Actor::new(node, 0), counter),
+            context: VersionVector::from_entries(entries),
+            value,
+        });
+    }
+    reader.finish().map_err(|e| e.to_string())?;
+    // The legacy set was a valid sibling set; rebuilding it checks that
+    // again (two versions under one dot are corruption, not a choice).
+    Siblings::from_versions(versions).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::version::{Actor, Dot, Version, VersionVector};
 
     #[test]
     fn corrupt_rows_are_reported_not_panicked_on() {
@@ -111,13 +139,16 @@ mod tests {
             decode("k", &huge),
             Err(StoreError::Corrupt { .. })
         ));
-        // A current row whose sibling count is absurd allocates nothing.
-        let mut huge = ROW_FORMAT_2.to_vec();
-        huge.extend(u64::MAX.to_le_bytes());
-        assert!(matches!(
-            decode("k", &huge),
-            Err(StoreError::Corrupt { .. })
-        ));
+        // Rows whose sibling count is absurd allocate nothing.
+        for marker in [ROW_FORMAT_3, ROW_FORMAT_2] {
+            let mut huge = marker.to_vec();
+            huge.extend([0xff; 9]);
+            huge.push(0x01);
+            assert!(matches!(
+                decode("k", &huge),
+                Err(StoreError::Corrupt { .. })
+            ));
+        }
     }
 
     fn sample() -> Siblings {
@@ -140,7 +171,7 @@ mod tests {
     fn rows_carry_a_format_marker_and_round_trip() {
         let set = sample();
         let row = encode(&set).expect("encode");
-        assert_eq!(&row[..MARKER_LEN], &ROW_FORMAT_2);
+        assert_eq!(&row[..MARKER_LEN], &ROW_FORMAT_3);
         assert_eq!(decode("k", &row), Ok(set));
         assert_eq!(
             decode("k", &encode(&Siblings::new()).expect("encode")),
@@ -155,19 +186,55 @@ mod tests {
         ));
     }
 
-    /// No legacy row can look like a marked one: its first eight bytes are
-    /// its sibling count, and no count decodes with a top byte of 0xFF.
+    /// No format 1 row can look like a marked one: its first eight bytes
+    /// are its version count, and no count has a top byte of 0xFF.
     #[test]
-    fn the_marker_is_never_a_legacy_prefix() {
-        assert_eq!(ROW_FORMAT_2[MARKER_LEN - 1], 0xFF);
-        let count = u64::from_le_bytes(ROW_FORMAT_2);
-        assert!(count >= 0xFF << 56, "{count}");
-        let legacy = bincode::serialize(&legacy::Siblings1(Vec::new())).expect("encode");
-        assert_eq!(legacy, 0u64.to_le_bytes());
+    fn the_markers_are_never_a_legacy_prefix() {
+        for marker in [ROW_FORMAT_3, ROW_FORMAT_2] {
+            assert_eq!(marker[MARKER_LEN - 1], 0xFF);
+            assert!(u64::from_le_bytes(marker) >= 0xFF << 56);
+        }
     }
 
-    /// A row as the previous release wrote it, byte for byte: one version
-    /// with dot n3:2, context {n1: 4}, value "v".
+    /// A format 2 row as the previous release wrote it, byte for byte (from
+    /// a node's SQLite database): versions n1.349444580:1 "left" and :2
+    /// "right", no contexts, nothing seen.
+    const FORMAT_2_ROW: &str = "716C726F773200FF020000000000000001000000E419D4140100000000000000000000000000000004000000000000006C65667401000000E419D41402000000000000000000000000000000050000000000000072696768740000000000000000";
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    #[test]
+    fn format_2_rows_still_read() {
+        let row = unhex(FORMAT_2_ROW);
+        let set = decode("fixture-b", &row).expect("a format 2 row");
+        let actor = Actor::new(1, 349_444_580);
+        let found: Vec<(Dot, &str)> = set
+            .versions()
+            .iter()
+            .map(|v| (v.dot, v.value.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![(Dot::new(actor, 1), "left"), (Dot::new(actor, 2), "right")]
+        );
+        // Rewritten, it is a format 3 row of the same siblings.
+        let rewritten = encode(&set).expect("encode");
+        assert_eq!(&rewritten[..MARKER_LEN], &ROW_FORMAT_3);
+        assert_eq!(decode("k", &rewritten), Ok(set));
+        // Cut short, it is corrupt, not a panic.
+        assert!(matches!(
+            decode("k", &row[..row.len() - 3]),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    /// A row as the release before incarnations wrote it, byte for byte:
+    /// one version with dot n3:2, context {n1: 4}, value "v".
     const LEGACY_ROW: &[u8] = &[
         1, 0, 0, 0, 0, 0, 0, 0, // one version
         3, 0, 0, 0, // dot.node
@@ -186,40 +253,23 @@ mod tests {
         }])
         .expect("a sibling set");
         assert_eq!(decode("k", LEGACY_ROW), Ok(expected.clone()));
-        // The mirror encodes exactly that layout.
-        let mirrored = bincode::serialize(&legacy::Siblings1(vec![legacy::Version1 {
-            dot: legacy::Dot1 {
-                node: 3,
-                counter: 2,
-            },
-            context: [(1, 4)].into_iter().collect(),
-            value: "v".into(),
-        }]))
-        .expect("encode");
-        assert_eq!(mirrored, LEGACY_ROW);
-        // Rewritten, it carries the marker and the same siblings.
         let rewritten = encode(&expected).expect("encode");
-        assert_eq!(&rewritten[..MARKER_LEN], &ROW_FORMAT_2);
+        assert_eq!(&rewritten[..MARKER_LEN], &ROW_FORMAT_3);
         assert_eq!(decode("k", &rewritten), Ok(expected));
     }
 
     #[test]
     fn bad_legacy_rows_and_unknown_formats_are_corrupt() {
         // Two versions under one dot with different values.
-        let conflicting = bincode::serialize(&legacy::Siblings1(
-            ["x", "y"]
-                .into_iter()
-                .map(|value| legacy::Version1 {
-                    dot: legacy::Dot1 {
-                        node: 1,
-                        counter: 1,
-                    },
-                    context: Default::default(),
-                    value: value.into(),
-                })
-                .collect(),
-        ))
-        .expect("encode");
+        let mut conflicting = Vec::new();
+        conflicting.extend(2u64.to_le_bytes());
+        for value in [b'x', b'y'] {
+            conflicting.extend(1u32.to_le_bytes());
+            conflicting.extend(1u64.to_le_bytes());
+            conflicting.extend(0u64.to_le_bytes());
+            conflicting.extend(1u64.to_le_bytes());
+            conflicting.push(value);
+        }
         match decode("k", &conflicting) {
             Err(StoreError::Corrupt { key, reason }) => {
                 assert_eq!(key, "k");
@@ -227,7 +277,7 @@ mod tests {
             }
             other => panic!("expected Corrupt, got {other:?}"),
         }
-        let future = *b"qlrow3\x00\xff";
+        let future = *b"qlrow4\x00\xff";
         match decode("k", &future) {
             Err(StoreError::Corrupt { reason, .. }) => {
                 assert!(reason.contains("unknown row format"), "{reason}")

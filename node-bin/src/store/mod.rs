@@ -226,7 +226,7 @@ impl From<SqlHintTotals> for HintTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quorumlog_core::storage::{decode, MARKER_LEN, ROW_FORMAT_2};
+    use quorumlog_core::storage::{decode, MARKER_LEN, ROW_FORMAT_2, ROW_FORMAT_3};
     use quorumlog_core::{Actor, Dot, Version, VersionVector};
 
     /// A row as the release before incarnations wrote it (one version with
@@ -355,9 +355,93 @@ mod tests {
             .fetch_one(&mut conn)
             .await
             .expect("read back");
-        assert_eq!(&data[..MARKER_LEN], &ROW_FORMAT_2);
+        assert_eq!(&data[..MARKER_LEN], &ROW_FORMAT_3);
         assert_eq!(
             decode("old", &data).map(|s| s.versions().to_vec()),
+            Ok(vec![newer])
+        );
+        let _ = conn.close().await;
+        store.close().await;
+    }
+
+    /// A node's SQLite database as the release before the project's codec
+    /// wrote it (rows of format 2, bincode; `node-bin/tests/fixtures/`,
+    /// made with `quorumd cluster --nodes 1`: key a one value, b two
+    /// siblings, c a value that superseded another). It opens, keeps its
+    /// incarnation, reads every row as it was, and a changed row is written
+    /// back in format 3 and reads again.
+    #[tokio::test]
+    async fn a_database_of_format_2_rows_still_reads_and_upgrades() {
+        use sqlx::Connection;
+        let (path, _dir) = temp_sqlite("format-2");
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("dir");
+        std::fs::copy(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/rows-format-2.db"
+            ),
+            &path,
+        )
+        .expect("copy the fixture");
+        let store = SqliteRows::open(&path).await.expect("open");
+        let incarnation = 349_444_580;
+        assert_eq!(store.incarnation(1).await, Ok(incarnation));
+        let actor = Actor::new(1, incarnation);
+        let held = |set: &quorumlog_core::Siblings| -> Vec<(u64, String)> {
+            set.versions()
+                .iter()
+                .map(|v| {
+                    assert_eq!(v.dot.actor(), actor);
+                    (v.dot.counter, v.value.clone())
+                })
+                .collect()
+        };
+        let a = store.get("fixture-a").await.expect("read a");
+        assert_eq!(held(&a), vec![(1, "alpha".to_string())]);
+        let b = store.get("fixture-b").await.expect("read b");
+        assert_eq!(
+            held(&b),
+            vec![(1, "left".to_string()), (2, "right".to_string())]
+        );
+        let c = store.get("fixture-c").await.expect("read c");
+        assert_eq!(held(&c), vec![(2, "second".to_string())]);
+        assert!(
+            c.seen().covers(Dot::new(actor, 1)),
+            "c superseded its first value"
+        );
+        assert_eq!(
+            c.versions()[0].context,
+            VersionVector::from_entries([(actor, 1)])
+        );
+
+        let newer = b.mint(actor, &b.context(), "merged".into()).expect("mint");
+        store
+            .update("fixture-b", &mut |s| {
+                s.sync_one(newer.clone()).unwrap_or(false)
+            })
+            .await
+            .expect("update");
+        let url = format!("sqlite:{}", path.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("connect");
+        let data: Vec<u8> = sqlx::query_scalar("SELECT data FROM siblings WHERE key = 'fixture-b'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("read back");
+        assert_eq!(&data[..MARKER_LEN], &ROW_FORMAT_3);
+        let untouched: Vec<u8> =
+            sqlx::query_scalar("SELECT data FROM siblings WHERE key = 'fixture-a'")
+                .fetch_one(&mut conn)
+                .await
+                .expect("read back");
+        assert_eq!(
+            &untouched[..MARKER_LEN],
+            &ROW_FORMAT_2,
+            "rows are rewritten only when they change"
+        );
+        assert_eq!(
+            decode("fixture-b", &data).map(|s| s.versions().to_vec()),
             Ok(vec![newer])
         );
         let _ = conn.close().await;

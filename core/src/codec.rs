@@ -1,0 +1,233 @@
+//! The one binary encoding of quorumlog: RPC frames ([`crate::rpc`]),
+//! context tokens ([`crate::context`]) and stored rows
+//! ([`crate::storage`]) are all [postcard](https://docs.rs/postcard) of
+//! their serde types, behind a version marker each owner keeps:
+//!
+//! - an RPC frame starts with [`FRAME_MAGIC`] and [`PROTOCOL_VERSION`], so a
+//!   node of another protocol version is told apart at its first frame;
+//! - a context token starts with its format byte;
+//! - a stored row starts with its row-format marker.
+//!
+//! **Upgrade rule.** A change to a type any of these carry (a field of
+//! `Version`, a `Request` variant) is a new version of that encoding: bump
+//! the marker, and keep reading every earlier marker of stored rows (rows
+//! live for ever) — as rows of format 1 and 2, bincode from before this
+//! codec, are still read ([`legacy`]). Tokens and frames are not stored: an
+//! old token is refused with "read the key again", and a node refuses a
+//! peer of another protocol version with an error naming both versions, so
+//! a cluster is upgraded by replacing all its nodes (a mixed cluster
+//! refuses, it never misreads).
+//!
+//! Decoding is bounded by the input: a length prefix inside a message can
+//! never allocate more than the bytes received, and trailing bytes are an
+//! error.
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+
+/// The first bytes of every RPC frame.
+pub const FRAME_MAGIC: [u8; 2] = *b"QL";
+/// The RPC protocol version this build speaks. 1 was bincode frames
+/// without a header, before this codec.
+pub const PROTOCOL_VERSION: u8 = 2;
+/// Length of the frame header: magic and version.
+pub const FRAME_HEADER_LEN: usize = FRAME_MAGIC.len() + 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CodecError {
+    #[error("cannot encode: {0}")]
+    Encode(String),
+    #[error("cannot decode: {0}")]
+    Decode(String),
+    #[error("{0} trailing bytes after the message")]
+    Trailing(usize),
+}
+
+/// Append the encoding of `value` to `out`.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: Vec<u8>) -> Result<Vec<u8>, CodecError> {
+    postcard::to_extend(value, out).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    encode_into(value, Vec::new())
+}
+
+/// Bytes `value` encodes to (for budgets; 0 if it cannot be encoded).
+pub fn encoded_size<T: Serialize + ?Sized>(value: &T) -> usize {
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default()).unwrap_or(0)
+}
+
+/// Decode exactly one value from `bytes`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| CodecError::Decode(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CodecError::Trailing(rest.len()));
+    }
+    Ok(value)
+}
+
+/// A frame's header: which protocol version sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameHeader {
+    /// This build's version: the payload follows.
+    Current,
+    /// A quorumlog frame of another protocol version.
+    Other(u8),
+    /// Not a quorumlog frame of any version this build knows to have a
+    /// header (e.g. a bincode frame of protocol 1, or not quorumlog at all).
+    Unknown,
+}
+
+/// Start a frame: the header, then (by [`encode_into`]) the payload.
+pub fn frame_header() -> Vec<u8> {
+    let mut frame = Vec::with_capacity(64);
+    frame.extend_from_slice(&FRAME_MAGIC);
+    frame.push(PROTOCOL_VERSION);
+    frame
+}
+
+/// Read a frame's header; the payload is `&frame[FRAME_HEADER_LEN..]`.
+pub fn read_frame_header(frame: &[u8]) -> FrameHeader {
+    match frame {
+        [m0, m1, version, ..] if [*m0, *m1] == FRAME_MAGIC => {
+            if *version == PROTOCOL_VERSION {
+                FrameHeader::Current
+            } else {
+                FrameHeader::Other(*version)
+            }
+        }
+        _ => FrameHeader::Unknown,
+    }
+}
+
+/// Readers of the frozen bincode layouts stored rows had before this codec
+/// (bincode 1 with fixed-width integers, little-endian; strings, sequences
+/// and maps prefixed by a u64 length). They are written out here rather
+/// than kept on the bincode crate, which is no longer maintained: these
+/// layouts never change again, and only reading them is needed.
+pub mod legacy {
+    use thiserror::Error;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Error)]
+    #[error("at byte {at}: {reason}")]
+    pub struct LegacyError {
+        pub at: usize,
+        pub reason: String,
+    }
+
+    /// A cursor over fixed-width bincode.
+    pub struct Reader<'a> {
+        data: &'a [u8],
+        at: usize,
+    }
+
+    impl<'a> Reader<'a> {
+        pub fn new(data: &'a [u8]) -> Self {
+            Reader { data, at: 0 }
+        }
+
+        fn fail(&self, reason: impl Into<String>) -> LegacyError {
+            LegacyError {
+                at: self.at,
+                reason: reason.into(),
+            }
+        }
+
+        fn take(&mut self, n: usize) -> Result<&'a [u8], LegacyError> {
+            let end = self
+                .at
+                .checked_add(n)
+                .filter(|&end| end <= self.data.len())
+                .ok_or_else(|| self.fail(format!("{n} bytes needed, the row ends first")))?;
+            let bytes = &self.data[self.at..end];
+            self.at = end;
+            Ok(bytes)
+        }
+
+        pub fn u32(&mut self) -> Result<u32, LegacyError> {
+            let bytes = self.take(4)?;
+            Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+        }
+
+        pub fn u64(&mut self) -> Result<u64, LegacyError> {
+            let bytes = self.take(8)?;
+            let mut word = [0u8; 8];
+            word.copy_from_slice(bytes);
+            Ok(u64::from_le_bytes(word))
+        }
+
+        /// A length prefix, bounded by what is left (each element takes
+        /// at least `min_element` bytes), so it cannot make us allocate
+        /// more than the row holds.
+        pub fn len(&mut self, min_element: usize) -> Result<usize, LegacyError> {
+            let len = self.u64()?;
+            let left = (self.data.len() - self.at) as u64;
+            if len.saturating_mul(min_element.max(1) as u64) > left {
+                return Err(self.fail(format!("a length of {len} with {left} bytes left")));
+            }
+            usize::try_from(len).map_err(|_| self.fail("a length past usize"))
+        }
+
+        pub fn string(&mut self) -> Result<String, LegacyError> {
+            let len = self.len(1)?;
+            let bytes = self.take(len)?;
+            String::from_utf8(bytes.to_vec()).map_err(|e| self.fail(e.to_string()))
+        }
+
+        /// Every byte was read.
+        pub fn finish(&self) -> Result<(), LegacyError> {
+            if self.at == self.data.len() {
+                Ok(())
+            } else {
+                Err(self.fail(format!("{} trailing bytes", self.data.len() - self.at)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn values_round_trip_and_trailing_bytes_are_refused() {
+        let value: (u64, String, BTreeMap<u32, u64>) =
+            (7, "v".into(), [(1, 2), (3, 4)].into_iter().collect());
+        let bytes = encode(&value).expect("encode");
+        assert_eq!(encoded_size(&value), bytes.len());
+        let back: (u64, String, BTreeMap<u32, u64>) = decode(&bytes).expect("decode");
+        assert_eq!(back, value);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(
+            decode::<(u64, String, BTreeMap<u32, u64>)>(&longer),
+            Err(CodecError::Trailing(1))
+        );
+    }
+
+    #[test]
+    fn a_huge_length_prefix_allocates_nothing() {
+        // A sequence claiming u64::MAX elements (varint), then nothing.
+        let bytes = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        assert!(decode::<Vec<String>>(&bytes).is_err());
+        let mut reader = legacy::Reader::new(&[0xff; 8]);
+        assert!(reader.len(1).is_err());
+    }
+
+    #[test]
+    fn frame_headers_name_the_version() {
+        let mut frame = frame_header();
+        frame = encode_into(&5u8, frame).expect("encode");
+        assert_eq!(read_frame_header(&frame), FrameHeader::Current);
+        frame[2] = PROTOCOL_VERSION + 1;
+        assert_eq!(
+            read_frame_header(&frame),
+            FrameHeader::Other(PROTOCOL_VERSION + 1)
+        );
+        // A protocol-1 frame (bincode, starting with a u64 request id).
+        assert_eq!(read_frame_header(&[7, 0, 0, 0]), FrameHeader::Unknown);
+        assert_eq!(read_frame_header(&[]), FrameHeader::Unknown);
+    }
+}
