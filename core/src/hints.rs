@@ -331,6 +331,7 @@ mod tests {
             dot: Dot::new(node, 1),
             context: VersionVector::new(),
             value: value.into(),
+            timestamp_ms: 0,
         }])
         .expect("one version")
     }
@@ -431,6 +432,7 @@ mod tests {
                 dot: Dot::new(2, 1),
                 context: held.siblings.context(),
                 value: "b".into(),
+                timestamp_ms: 0,
             })
             .expect("sync");
         match plan_put(

@@ -19,6 +19,7 @@ pub mod rpc;
 pub mod storage;
 pub mod store;
 pub mod version;
+pub mod wall_clock;
 
 pub use client::{Client, ClientError};
 pub use coordinator::{AntiEntropyConfig, Coordinator, CoordinatorConfig, ReadRepair};

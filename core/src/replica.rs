@@ -356,6 +356,7 @@ impl Replica {
         let mut refusal = None;
         let mut bad_context = None;
         let actor = self.actor;
+        let now = crate::wall_clock::now_ms();
         let after = self
             .store
             .update(key, &mut |local| {
@@ -372,7 +373,7 @@ impl Replica {
                 } else {
                     context.clone()
                 };
-                let version = match local.mint(actor, &context, value.clone()) {
+                let version = match local.mint(actor, &context, value.clone(), now) {
                     Ok(version) => version,
                     Err(e) => {
                         refusal = Some(version_refusal(key, e));

@@ -360,6 +360,7 @@ mod tests {
             dot: Dot::new(node, 1),
             context: context.clone(),
             value: value.into(),
+            timestamp_ms: 0,
         }
     }
 

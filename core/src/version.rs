@@ -296,13 +296,19 @@ impl fmt::Display for VersionVector {
     }
 }
 
-/// A stored value with its dotted version: the dot minted for the write and
-/// the causal context (what the writer had seen, excluding the dot itself).
+/// A stored value with its dotted version: the dot minted for the write,
+/// the causal context (what the writer had seen, excluding the dot itself)
+/// and when it was written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Version {
     pub dot: Dot,
     pub context: VersionVector,
     pub value: String,
+    /// The coordinator's wall clock when it minted the dot, in ms since the
+    /// Unix epoch (0: unknown, for versions stored before timestamps).
+    /// Informational — what `resolve=lww` picks the newest sibling by —
+    /// and never used for causality: clocks of different nodes disagree.
+    pub timestamp_ms: u64,
 }
 
 /// Bytes a version is counted as when a key's size is bounded: its value,
@@ -508,6 +514,7 @@ impl Siblings {
         actor: impl Into<Actor>,
         context: &VersionVector,
         value: String,
+        timestamp_ms: u64,
     ) -> Result<Version, VersionError> {
         let actor = actor.into();
         let counter = self
@@ -520,6 +527,7 @@ impl Siblings {
             dot: Dot::new(actor, counter),
             context: context.clone(),
             value,
+            timestamp_ms,
         })
     }
 }
@@ -535,9 +543,9 @@ mod tests {
     #[test]
     fn blind_writes_become_siblings_and_a_covering_write_resolves_them() {
         let mut set = Siblings::new();
-        let a = set.mint(1, &VersionVector::new(), "a".into()).unwrap();
+        let a = set.mint(1, &VersionVector::new(), "a".into(), 0).unwrap();
         set.sync_one(a.clone()).unwrap();
-        let b = set.mint(1, &VersionVector::new(), "b".into()).unwrap();
+        let b = set.mint(1, &VersionVector::new(), "b".into(), 0).unwrap();
         assert_eq!(b.dot, dot(1, 2));
         set.sync_one(b.clone()).unwrap();
         assert_eq!(
@@ -546,7 +554,7 @@ mod tests {
             "a blind write must not discard an acked sibling"
         );
         let ctx = set.context();
-        let c = set.mint(2, &ctx, "c".into()).unwrap();
+        let c = set.mint(2, &ctx, "c".into(), 0).unwrap();
         set.sync_one(c.clone()).unwrap();
         assert_eq!(set.versions(), &[c]);
     }
@@ -554,9 +562,9 @@ mod tests {
     #[test]
     fn stale_version_is_ignored() {
         let mut set = Siblings::new();
-        let a = set.mint(1, &VersionVector::new(), "a".into()).unwrap();
+        let a = set.mint(1, &VersionVector::new(), "a".into(), 0).unwrap();
         set.sync_one(a.clone()).unwrap();
-        let b = set.mint(2, &set.context(), "b".into()).unwrap();
+        let b = set.mint(2, &set.context(), "b".into(), 0).unwrap();
         set.sync_one(b.clone()).unwrap();
         assert!(!set.sync_one(a).unwrap());
         assert_eq!(set.versions(), &[b]);
@@ -568,16 +576,19 @@ mod tests {
             dot: dot(1, 1),
             context: VersionVector::new(),
             value: "a".into(),
+            timestamp_ms: 0,
         };
         let b = Version {
             dot: dot(2, 1),
             context: VersionVector::from_entries([(1, 1)]),
             value: "b".into(),
+            timestamp_ms: 0,
         };
         let c = Version {
             dot: dot(3, 1),
             context: VersionVector::new(),
             value: "c".into(),
+            timestamp_ms: 0,
         };
         assert_eq!(a.compare(&b), Causality::Before);
         assert_eq!(b.compare(&a), Causality::After);
@@ -588,7 +599,7 @@ mod tests {
     #[test]
     fn a_dot_held_with_other_contents_is_refused_and_nothing_changes() {
         let mut set = Siblings::new();
-        let x = set.mint(3, &VersionVector::new(), "X".into()).unwrap();
+        let x = set.mint(3, &VersionVector::new(), "X".into(), 0).unwrap();
         set.sync_one(x.clone()).unwrap();
         let mut y = x.clone();
         y.value = "Y".into();
@@ -596,7 +607,7 @@ mod tests {
             set.sync_one(y.clone()),
             Err(VersionError::DotConflict { dot: x.dot })
         );
-        let other = set.mint(4, &VersionVector::new(), "Z".into()).unwrap();
+        let other = set.mint(4, &VersionVector::new(), "Z".into(), 0).unwrap();
         let incoming = Siblings::from_versions([other, y]).unwrap();
         assert!(set.sync(&incoming).is_err());
         assert_eq!(
@@ -611,11 +622,11 @@ mod tests {
     #[test]
     fn a_new_incarnation_is_a_new_actor() {
         let mut set = Siblings::new();
-        let old = set.mint(3, &VersionVector::new(), "X".into()).unwrap();
+        let old = set.mint(3, &VersionVector::new(), "X".into(), 0).unwrap();
         set.sync_one(old.clone()).unwrap();
         // node 3 lost its store: its new incarnation knows nothing of n3:1
         let fresh = Siblings::new()
-            .mint(Actor::new(3, 7), &VersionVector::new(), "Y".into())
+            .mint(Actor::new(3, 7), &VersionVector::new(), "Y".into(), 0)
             .unwrap();
         assert_eq!(fresh.dot.to_string(), "n3.7:1");
         assert_ne!(fresh.dot, old.dot);
@@ -627,15 +638,15 @@ mod tests {
     fn counters_never_overflow() {
         let huge = VersionVector::from_entries([(1, u64::MAX)]);
         assert_eq!(
-            Siblings::new().mint(1, &huge, "v".into()),
+            Siblings::new().mint(1, &huge, "v".into(), 0),
             Err(VersionError::CounterOverflow { actor: 1.into() })
         );
         let edge = VersionVector::from_entries([(1, MAX_COUNTER)]);
-        assert!(Siblings::new().mint(1, &edge, "v".into()).is_err());
+        assert!(Siblings::new().mint(1, &edge, "v".into(), 0).is_err());
         let below = VersionVector::from_entries([(1, MAX_COUNTER - 1)]);
         assert_eq!(
             Siblings::new()
-                .mint(1, &below, "v".into())
+                .mint(1, &below, "v".into(), 0)
                 .unwrap()
                 .dot
                 .counter,
@@ -660,22 +671,24 @@ mod tests {
         // from another key, say). The set must still know n5:1, or n5
         // would mint n5:1 again.
         let a = Siblings::new()
-            .mint(5, &VersionVector::new(), "a".into())
+            .mint(5, &VersionVector::new(), "a".into(), 0)
             .unwrap();
         let b = Version {
             dot: dot(2, 1),
             context: VersionVector::from_entries([(5, 1)]),
             value: "b".into(),
+            timestamp_ms: 0,
         };
         let c = Version {
             dot: dot(3, 1),
             context: VersionVector::from_entries([(2, 1)]),
             value: "c".into(),
+            timestamp_ms: 0,
         };
         let set = Siblings::from_versions([a.clone(), b, c.clone()]).unwrap();
         assert_eq!(set.versions(), std::slice::from_ref(&c));
         assert_eq!(set.max_counter(5), 1);
-        let next = set.mint(5, &VersionVector::new(), "d".into()).unwrap();
+        let next = set.mint(5, &VersionVector::new(), "d".into(), 0).unwrap();
         assert_eq!(next.dot, dot(5, 2), "a dot is never minted twice");
         // and the superseded version does not come back
         let mut again = set.clone();

@@ -21,7 +21,7 @@ fn history() -> impl Strategy<Value = Vec<Version>> {
                 _ => snapshots[pick % snapshots.len()].clone(),
             };
             let v = set
-                .mint(node, &context, format!("v{i}"))
+                .mint(node, &context, format!("v{i}"), 0)
                 .expect("small counters");
             set.sync_one(v.clone())
                 .expect("a freshly minted dot is new");
@@ -117,7 +117,7 @@ proptest! {
     #[test]
     fn minted_dots_are_fresh(versions in history(), node in 1u32..4) {
         let set = Siblings::from_versions(versions.clone()).unwrap();
-        let v = set.mint(node, &set.context(), "new".into()).unwrap();
+        let v = set.mint(node, &set.context(), "new".into(), 0).unwrap();
         prop_assert!(versions.iter().all(|w| w.dot != v.dot));
         prop_assert!(!set.covers(v.dot));
     }

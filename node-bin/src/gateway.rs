@@ -351,6 +351,29 @@ impl IntoResponse for ApiError {
 #[derive(Debug, Deserialize)]
 pub struct LevelQuery {
     consistency: Option<String>,
+    /// `lww`: answer the newest sibling (by its timestamp) as `value`.
+    resolve: Option<String>,
+}
+
+/// How a read with siblings picks its `value`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolve {
+    /// `value` is null when there are siblings: the client resolves.
+    None,
+    /// Last writer wins: the sibling with the newest timestamp (ties by
+    /// dot), all siblings and the context still returned.
+    Lww,
+}
+
+fn parse_resolve(text: Option<&str>) -> Result<Resolve, ApiError> {
+    match text {
+        None => Ok(Resolve::None),
+        Some(t) if t.eq_ignore_ascii_case("lww") => Ok(Resolve::Lww),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "unknown resolve {other:?}: use resolve=lww, or leave it out to get every sibling"
+        ))
+        .with(json!({"resolve": other}))),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -414,7 +437,12 @@ fn version_json(dot: &Dot) -> Value {
 /// A sibling as the API shows it: value, dot, and the version vector of
 /// what it superseded.
 fn sibling_json(v: &Version) -> Value {
-    json!({"value": v.value, "version": version_json(&v.dot), "covers": v.context})
+    json!({
+        "value": v.value,
+        "version": version_json(&v.dot),
+        "covers": v.context,
+        "timestamp_ms": v.timestamp_ms,
+    })
 }
 
 /// The join of the siblings' clocks: what a token for them carries.
@@ -880,14 +908,18 @@ async fn read(
     query: Result<Query<LevelQuery>, QueryRejection>,
 ) -> Response {
     let started = Instant::now();
-    let level = match query {
-        Ok(Query(query)) => gw.parse_level(query.consistency),
-        Err(e) => Err(bad_query(e)),
+    let (level, resolve) = match query {
+        Ok(Query(query)) => (
+            gw.parse_level(query.consistency),
+            parse_resolve(query.resolve.as_deref()),
+        ),
+        Err(e) => (Err(bad_query(e)), Ok(Resolve::None)),
     };
     let label = level_label(&level);
     let result = async {
         let Path(key) = path.map_err(bad_path)?;
         let level = level?;
+        let resolve = resolve?;
         check_key(&key)?;
         let request = ReadRequest {
             key: key.clone(),
@@ -911,9 +943,22 @@ async fn read(
         let conflict = ok.siblings.len() > 1;
         let siblings: Vec<Value> = ok.siblings.iter().map(sibling_json).collect();
         let values: Vec<&str> = ok.siblings.iter().map(|v| v.value.as_str()).collect();
+        let value = match (conflict, resolve) {
+            (false, _) => json!(values[0]),
+            (true, Resolve::None) => Value::Null,
+            (true, Resolve::Lww) => ok
+                .siblings
+                .iter()
+                .max_by_key(|v| (v.timestamp_ms, v.dot))
+                .map_or(Value::Null, |v| json!(v.value)),
+        };
         Ok(json!({
             "key": key,
-            "value": if conflict { Value::Null } else { json!(values[0]) },
+            "value": value,
+            "resolved": match resolve {
+                Resolve::None => Value::Null,
+                Resolve::Lww => json!("lww"),
+            },
             "values": values,
             "siblings": siblings,
             "conflict": conflict,
@@ -1544,6 +1589,44 @@ mod http_tests {
         assert_eq!(served, doc);
         let (_, e) = one.get("/api/logs/o?consistency=7").await;
         assert_has_required(&doc, "Error", &e);
+    }
+
+    #[tokio::test]
+    async fn resolve_lww_answers_the_newest_sibling_and_keeps_them_all() {
+        let one = One::start(8).await;
+        let (status, first) = one.post("", json!({"key": "l", "value": "older"})).await;
+        assert_eq!(status, 200, "{first}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (status, second) = one.post("", json!({"key": "l", "value": "newer"})).await;
+        assert_eq!(status, 200, "{second}");
+        let (status, plain) = one.get("/api/logs/l?consistency=ONE").await;
+        assert_eq!(status, 200, "{plain}");
+        assert_eq!(plain["value"], Value::Null, "{plain}");
+        assert_eq!(plain["conflict"], json!(true));
+        let stamps: Vec<u64> = plain["siblings"]
+            .as_array()
+            .expect("siblings")
+            .iter()
+            .map(|s| s["timestamp_ms"].as_u64().expect("a timestamp"))
+            .collect();
+        assert!(stamps.iter().all(|&t| t > 1_600_000_000_000), "{stamps:?}");
+        let (status, lww) = one.get("/api/logs/l?consistency=ONE&resolve=lww").await;
+        assert_eq!(status, 200, "{lww}");
+        assert_eq!(lww["value"], json!("newer"), "{lww}");
+        assert_eq!(lww["resolved"], json!("lww"));
+        assert_eq!(
+            lww["siblings"], plain["siblings"],
+            "every sibling is still returned"
+        );
+        assert!(lww["context"].as_str().is_some(), "{lww}");
+        let (status, e) = one.get("/api/logs/l?resolve=newest").await;
+        assert_eq!(status, 400, "{e}");
+        assert!(
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("resolve=lww")),
+            "{e}"
+        );
     }
 
     #[test]

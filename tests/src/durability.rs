@@ -370,6 +370,7 @@ pub async fn conflicting_dot(ctx: Ctx) -> Ctx {
         dot,
         context,
         value: value.to_string(),
+        timestamp_ms: 0,
     };
     let first = version("first", VersionVector::new());
     let apply = |versions: Vec<Version>| Request::Apply {
@@ -386,6 +387,7 @@ pub async fn conflicting_dot(ctx: Ctx) -> Ctx {
         dot: Dot::new(actor, 2),
         context: VersionVector::new(),
         value: "newer".into(),
+        timestamp_ms: 0,
     };
     let conflicting = [
         (

@@ -132,6 +132,7 @@ fn concurrent(writer: u32) -> Version {
         dot: Dot::new(writer, 1),
         context: VersionVector::new(),
         value: format!("w{writer}"),
+        timestamp_ms: 0,
     }
 }
 
@@ -205,7 +206,7 @@ async fn racing_read_modify_writes_lose_no_update(backend: Backend) {
                 // already used, and the count would fall short.
                 store
                     .update(&key, &mut |s: &mut Siblings| {
-                        let next = s.mint(1, &s.context(), String::new()).expect("mint");
+                        let next = s.mint(1, &s.context(), String::new(), 0).expect("mint");
                         sync(s, &next)
                     })
                     .await
@@ -686,6 +687,7 @@ fn blind(writer: NodeId, value: &str) -> Siblings {
         dot: Dot::new(writer, 1),
         context: VersionVector::new(),
         value: value.into(),
+        timestamp_ms: 0,
     }])
     .expect("a sibling set")
 }

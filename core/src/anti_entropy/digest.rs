@@ -187,6 +187,7 @@ mod tests {
                 dot: Dot::new(Actor::new(write.actor, 1), counters[actor]),
                 context,
                 value: format!("v{}", write.value),
+                timestamp_ms: 0,
             });
         }
         versions
@@ -271,6 +272,7 @@ mod tests {
             dot: Dot::new(Actor::new(1, 2), 3),
             context: VersionVector::from_entries([(Actor::new(4, 0), 5)]),
             value: "x".into(),
+            timestamp_ms: 0,
         };
         let set = |v: Version| Siblings::from_versions([v]).unwrap();
         let d = digest(&set(base.clone()));
@@ -297,6 +299,7 @@ mod tests {
                 dot: Dot::new(7, 1),
                 context: VersionVector::from_entries([(Actor::new(8, 0), 1)]),
                 value: "z".into(),
+                timestamp_ms: 0,
             })
             .unwrap();
         assert_ne!(digest(&with_seen), d);
@@ -313,6 +316,7 @@ mod tests {
             dot: Dot::new(1, 1),
             context: VersionVector::new(),
             value: "ab".into(),
+            timestamp_ms: 0,
         };
         let mut b = a.clone();
         b.value = "a".into();

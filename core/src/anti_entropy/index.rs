@@ -518,6 +518,7 @@ mod tests {
             dot: crate::version::Dot::new(1, 1),
             context: Default::default(),
             value: "v".into(),
+            timestamp_ms: 0,
         }])
         .unwrap();
         index.record("a", &set);

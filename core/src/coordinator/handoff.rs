@@ -15,22 +15,14 @@ use crate::protocol::{Request, Response};
 use crate::version::NodeId;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Hints replayed per target per round: bounds how long one round takes
 /// and how much it sends at once to a replica that just came back.
 pub const REPLAY_BATCH: usize = 64;
 
-/// Milliseconds since the Unix epoch, for hint ages that must survive a
-/// restart. Under the simulator this is madsim's simulated clock (it
-/// intercepts the system clock), so runs stay deterministic.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+use crate::wall_clock::now_ms;
 
 impl Coordinator {
     /// After a write's `Apply` went out: every peer that has not

@@ -160,6 +160,7 @@ mod tests {
             dot: Dot::new(1, version as u64 + 1),
             context: VersionVector::new(),
             value: value.into(),
+            timestamp_ms: 0,
         }])
         .expect("one version is a sibling set");
         (set, version)

@@ -5,7 +5,7 @@
 //!
 //! | format | marker | layout |
 //! | --- | --- | --- |
-//! | 3 (written) | `qlrow3\0\xff` | postcard of [`Siblings`] |
+//! | 3 (written) | `qlrow3\0\xff` | postcard of [`Siblings`] (versions with timestamps) |
 //! | 2 | `qlrow2\0\xff` | bincode 1 (fixint) of the sibling set: versions with incarnations, and `seen` |
 //! | 1 | none | bincode 1 (fixint) of the versions, before incarnations |
 use crate::codec::{self, legacy::Reader};
@@ -86,6 +86,7 @@ fn format2(data: &[u8]) -> Result<Siblings, String> {
             dot: Dot::new(Actor::new(node, incarnation), counter),
             context,
             value,
+            timestamp_ms: 0,
         });
     }
     let seen = vector2(&mut reader)?;
@@ -115,6 +116,7 @@ fn format1(data: &[u8]) -> Result<Siblings, String> {
             dot: Dot::new(Actor::new(node, 0), counter),
             context: VersionVector::from_entries(entries),
             value,
+            timestamp_ms: 0,
         });
     }
     reader.finish().map_err(|e| e.to_string())?;
@@ -157,11 +159,13 @@ mod tests {
                 dot: Dot::new(Actor::new(3, 7), 2),
                 context: VersionVector::from_entries([(Actor::new(1, 0), 4)]),
                 value: "a".into(),
+                timestamp_ms: 0,
             },
             Version {
                 dot: Dot::new(Actor::new(2, 9), 1),
                 context: VersionVector::new(),
                 value: "b".into(),
+                timestamp_ms: 0,
             },
         ])
         .expect("a sibling set")
@@ -250,6 +254,7 @@ mod tests {
             dot: Dot::new(Actor::new(3, 0), 2),
             context: VersionVector::from_entries([(Actor::new(1, 0), 4)]),
             value: "v".into(),
+            timestamp_ms: 0,
         }])
         .expect("a sibling set");
         assert_eq!(decode("k", LEGACY_ROW), Ok(expected.clone()));

@@ -280,6 +280,7 @@ mod tests {
             dot: Dot::new(1, 1),
             context: VersionVector::new(),
             value: "old".into(),
+            timestamp_ms: 0,
         };
         store
             .update("legacy", &mut |s| {
@@ -345,7 +346,7 @@ mod tests {
         assert_eq!(old.versions()[0].dot, Dot::new(Actor::new(3, 0), 2));
         assert_eq!(store.incarnation(77).await, Ok(0));
         let newer = old
-            .mint(Actor::new(1, 0), &old.context(), "w".into())
+            .mint(Actor::new(1, 0), &old.context(), "w".into(), 0)
             .expect("mint");
         store
             .update("old", &mut |s| s.sync_one(newer.clone()).unwrap_or(false))
@@ -414,7 +415,9 @@ mod tests {
             VersionVector::from_entries([(actor, 1)])
         );
 
-        let newer = b.mint(actor, &b.context(), "merged".into()).expect("mint");
+        let newer = b
+            .mint(actor, &b.context(), "merged".into(), 0)
+            .expect("mint");
         store
             .update("fixture-b", &mut |s| {
                 s.sync_one(newer.clone()).unwrap_or(false)

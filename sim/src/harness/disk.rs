@@ -521,6 +521,7 @@ mod tests {
             dot: Dot::new(1, counter),
             context: VersionVector::new(),
             value: value.into(),
+            timestamp_ms: 0,
         }])
         .expect("one version is a sibling set")
     }
@@ -531,6 +532,7 @@ mod tests {
             dot: Dot::new(node, counter),
             context: VersionVector::new(),
             value: format!("v{node}-{counter}"),
+            timestamp_ms: 0,
         });
         encode(&Siblings::from_versions(versions).expect("concurrent versions")).expect("encode")
     }
