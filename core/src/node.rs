@@ -74,12 +74,23 @@ impl Node {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
+        self.serve_with(listener, shutdown, rpc::ServerLimits::default())
+            .await
+    }
+
+    /// [`Node::serve_until`] within `limits` on what peers may take.
+    pub async fn serve_with(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        limits: rpc::ServerLimits,
+    ) -> std::io::Result<()> {
         let node = self.clone();
         // Background work lives exactly as long as the server does.
         let _maintenance = AbortOnDrop(tokio::spawn(async move {
             node.coordinator.maintain().await;
         }));
-        rpc::serve(listener, self, shutdown).await
+        rpc::serve_with(listener, self, shutdown, limits).await
     }
 }
 

@@ -179,6 +179,43 @@ fn response_frame(id: u64, request: &str, response: &Response) -> Option<Bytes> 
     encode(id, &Response::Error(message)).ok()
 }
 
+/// Bounds on what one RPC server takes from its peers, so no peer (or
+/// crowd of them) can pin unbounded memory or tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Connections served at once; one more is closed at accept
+    /// (`rpc_refused_total{reason="connections"}`).
+    pub max_connections: usize,
+    /// Requests of one connection handled at once; past it the server
+    /// stops reading that connection until one finishes (backpressure,
+    /// `rpc_backpressure_total`).
+    pub max_in_flight_per_connection: usize,
+    /// A connection that completes no frame for this long is closed
+    /// (`rpc_idle_closed_total`): an idle peer, or one trickling a frame
+    /// that pins its buffer. Peers reconnect on their next call.
+    pub idle_timeout: Duration,
+}
+
+impl ServerLimits {
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+    pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            max_in_flight_per_connection: Self::DEFAULT_MAX_IN_FLIGHT,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// The longest an accept error (out of file descriptors, say) holds the
+/// listener back before it tries again.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// What a server does with each request.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
@@ -187,24 +224,65 @@ pub trait Handler: Send + Sync + 'static {
 
 /// Accept connections until `shutdown` is cancelled, serving each request
 /// on its own task so a slow request never holds up the others on the same
-/// connection. On shutdown every open connection is closed too, as when
-/// the process exits.
+/// connection, within the default [`ServerLimits`]. On shutdown every open
+/// connection is closed too, as when the process exits.
 pub async fn serve(
     listener: TcpListener,
     handler: Arc<dyn Handler>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with(listener, handler, shutdown, ServerLimits::default()).await
+}
+
+/// [`serve`] within `limits`. An accept error does not end the server: it
+/// is logged and counted (`rpc_accept_errors_total`), and the listener
+/// tries again after a backoff of up to a second.
+pub async fn serve_with(
+    listener: TcpListener,
+    handler: Arc<dyn Handler>,
+    shutdown: CancellationToken,
+    limits: ServerLimits,
+) -> std::io::Result<()> {
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut backoff = Duration::from_millis(10);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = shutdown.cancelled() => return Ok(()),
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                backoff = Duration::from_millis(10);
+                accepted
+            }
+            Err(e) => {
+                metrics::counter!("rpc_accept_errors_total").increment(1);
+                tracing::warn!("accepting an RPC connection failed: {e}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            metrics::counter!("rpc_refused_total", "reason" => "connections").increment(1);
+            tracing::warn!(
+                %peer,
+                "refused an RPC connection: {} are open, the limit (--rpc-max-connections)",
+                limits.max_connections
+            );
+            drop(stream);
+            continue;
         };
         stream.set_nodelay(true).ok();
         let handler = handler.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             tokio::select! {
-                result = serve_connection(stream, handler) => match result {
+                result = serve_connection(stream, handler, limits) => match result {
                     Ok(()) => {}
                     Err(ConnectionEnd::Incompatible(theirs)) => {
                         metrics::counter!("rpc_refused_total", "reason" => "protocol_version")
@@ -263,12 +341,19 @@ impl From<&str> for ConnectionEnd {
     }
 }
 
-async fn serve_connection<S>(stream: S, handler: Arc<dyn Handler>) -> Result<(), ConnectionEnd>
+async fn serve_connection<S>(
+    stream: S,
+    handler: Arc<dyn Handler>,
+    limits: ServerLimits,
+) -> Result<(), ConnectionEnd>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut sink, mut frames) = Framed::new(stream, codec()).split();
     let (replies_tx, mut replies_rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(
+        limits.max_in_flight_per_connection.max(1),
+    ));
     let mut writer = AbortOnDrop(tokio::spawn(async move {
         while let Some(frame) = replies_rx.recv().await {
             sink.send(frame).await?;
@@ -290,7 +375,17 @@ where
                 written(outcome)?;
                 return Err("the writer stopped".into());
             }
-            frame = frames.next() => frame,
+            frame = tokio::time::timeout(limits.idle_timeout, frames.next()) => match frame {
+                Ok(frame) => frame,
+                Err(_) => {
+                    metrics::counter!("rpc_idle_closed_total").increment(1);
+                    return Err(format!(
+                        "no complete frame for {:?} (--rpc-idle-timeout-ms)",
+                        limits.idle_timeout
+                    )
+                    .into());
+                }
+            },
         };
         let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| format!("reading a request failed: {e}"))?;
@@ -316,9 +411,22 @@ where
                 return Err(format!("unreadable request: {reason}").into())
             }
         };
+        // Past the in-flight limit, stop reading until a request finishes.
+        let slot = match in_flight.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                metrics::counter!("rpc_backpressure_total").increment(1);
+                in_flight
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| format!("in-flight limit: {e}"))?
+            }
+        };
         let handler = handler.clone();
         let replies = replies_tx.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let between_replicas = matches!(
                 envelope.body,
                 Request::Apply { .. } | Request::Fetch { .. } | Request::AntiEntropy(_)
@@ -756,7 +864,7 @@ mod tests {
                 inner: stream,
                 fail: server_fail,
             };
-            serve_connection(stream, Arc::new(SlowAndPing)).await
+            serve_connection(stream, Arc::new(SlowAndPing), ServerLimits::default()).await
         });
         let rpc = Arc::new(RpcClient::new(addr));
         assert_eq!(

@@ -875,3 +875,115 @@ async fn frames_up_to_the_limit_pass_both_ways() {
     ping(&rpc).await;
     assert_eq!(server.connections(), 1);
 }
+
+/// Counts the requests it is handling at once (and the most ever), each
+/// taking a while.
+#[derive(Default)]
+struct Concurrency {
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+#[async_trait]
+impl Handler for Concurrency {
+    async fn handle(&self, _request: Request) -> Response {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        Response::Pong { node: 3 }
+    }
+}
+
+async fn limited_server(
+    handler: Arc<dyn Handler>,
+    limits: rpc::ServerLimits,
+) -> (SocketAddr, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move { rpc::serve_with(listener, handler, stop, limits).await });
+    (addr, shutdown)
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_are_closed_and_the_slot_comes_back() {
+    let limits = rpc::ServerLimits {
+        max_connections: 2,
+        ..Default::default()
+    };
+    let (addr, shutdown) = limited_server(Arc::new(Concurrency::default()), limits).await;
+    let first = RpcClient::new(addr);
+    let second = RpcClient::new(addr);
+    for client in [&first, &second] {
+        client
+            .call(&Request::Ping, Duration::from_secs(2))
+            .await
+            .expect("within the limit");
+    }
+    let third = RpcClient::new(addr);
+    let refused = third.call(&Request::Ping, Duration::from_secs(2)).await;
+    assert!(
+        matches!(refused, Err(RpcError::ConnectionLost { .. })),
+        "{refused:?}"
+    );
+    drop(first);
+    let mut served = false;
+    for _ in 0..40 {
+        if third
+            .call(&Request::Ping, Duration::from_secs(1))
+            .await
+            .is_ok()
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "a closed connection's slot was never given back");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_connection_that_completes_no_frame_is_closed_after_the_idle_timeout() {
+    use tokio::io::AsyncReadExt;
+    let limits = rpc::ServerLimits {
+        idle_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let (addr, shutdown) = limited_server(Arc::new(Concurrency::default()), limits).await;
+    // Half a frame, and then nothing: the buffer it pins is given back.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(&1000u32.to_be_bytes()).await.unwrap();
+    raw.write_all(&[0; 10]).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the trickling connection stayed open: {closed:?}"
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn one_connection_has_at_most_its_limit_of_requests_in_flight() {
+    let handler = Arc::new(Concurrency::default());
+    let limits = rpc::ServerLimits {
+        max_in_flight_per_connection: 2,
+        ..Default::default()
+    };
+    let (addr, shutdown) = limited_server(handler.clone(), limits).await;
+    let client = Arc::new(RpcClient::new(addr));
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.call(&Request::Ping, Duration::from_secs(5)).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), Ok(Response::Pong { node: 3 }));
+    }
+    assert_eq!(handler.most.load(Ordering::SeqCst), 2);
+    shutdown.cancel();
+}

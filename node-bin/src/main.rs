@@ -6,6 +6,7 @@ use quorumd::node::NodeConfig;
 use quorumd::store::StoreSpec;
 use quorumd::{bench, cluster, gateway, node, peers, telemetry};
 use quorumlog_core::context::ContextSecret;
+use quorumlog_core::rpc::ServerLimits;
 use quorumlog_core::{AntiEntropyConfig, Consistency, HintLimits, KeyLimits, NodeId, ReadRepair};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -268,6 +269,17 @@ struct NodeArgs {
     /// every other.
     #[arg(long, value_name = "HEX", env = "QUORUMD_CONTEXT_SECRET", hide_env_values = true, value_parser = parse_context_secret)]
     context_secret: Option<ContextSecret>,
+    /// RPC connections served at once; one more is closed at once.
+    #[arg(long, value_name = "N", default_value_t = ServerLimits::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    rpc_max_connections: usize,
+    /// Requests of one RPC connection handled at once; past it the node
+    /// stops reading that connection until one finishes.
+    #[arg(long, value_name = "N", default_value_t = ServerLimits::DEFAULT_MAX_IN_FLIGHT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    rpc_max_in_flight: usize,
+    /// An RPC connection that completes no frame for this long is closed
+    /// (an idle peer, or one trickling a frame); peers reconnect.
+    #[arg(long, value_name = "MS", default_value_t = ServerLimits::DEFAULT_IDLE_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
+    rpc_idle_timeout_ms: u64,
 }
 
 /// Per-key limits, shared by `node` and `cluster`.
@@ -509,14 +521,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
                      (64 hex digits, e.g. from `openssl rand -hex 32`), the same on every node of the cluster"
                 )
             })?;
+            config.rpc_limits = ServerLimits {
+                max_connections: args.rpc_max_connections,
+                max_in_flight_per_connection: args.rpc_max_in_flight,
+                idle_timeout: Duration::from_millis(args.rpc_idle_timeout_ms),
+            };
             let id = config.id;
-            let running = node::start(config)
+            let mut running = node::start(config)
                 .await
                 .with_context(|| format!("starting node {id}"))?;
-            shutdown_signal().await;
-            tracing::info!(node = id, "shutting down");
-            running.stop();
-            Ok(())
+            tokio::select! {
+                _ = shutdown_signal() => {
+                    tracing::info!(node = id, "shutting down");
+                    running.stop();
+                    Ok(())
+                }
+                // A node without its RPC server must not live on holding
+                // its store: exit, so a supervisor restarts it.
+                reason = running.serving_ended() => Err(anyhow::anyhow!(
+                    "node {id}: the internal RPC server stopped ({reason}); exiting so that a supervisor restarts the node"
+                )),
+            }
         }
         Command::Gateway(args) => {
             let nodes = peers::collect_resolving(&args.node, &args.nodes, RESOLVE_WAIT).await?;

@@ -97,6 +97,8 @@ pub struct NodeConfig {
     pub hinted_handoff: Option<HintLimits>,
     /// Anti-entropy settings (`None`: off).
     pub anti_entropy: Option<AntiEntropyConfig>,
+    /// Bounds on what RPC peers may take of this node.
+    pub rpc_limits: quorumlog_core::rpc::ServerLimits,
 }
 
 impl NodeConfig {
@@ -122,6 +124,7 @@ impl NodeConfig {
             context_secret: random_context_secret(),
             hinted_handoff: defaults.hinted_handoff,
             anti_entropy: defaults.anti_entropy,
+            rpc_limits: quorumlog_core::rpc::ServerLimits::default(),
         }
     }
 
@@ -148,11 +151,21 @@ pub struct RunningNode {
     pub addr: SocketAddr,
     /// The incarnation this node mints dots in.
     pub incarnation: Incarnation,
-    serve: JoinHandle<()>,
+    serve: JoinHandle<String>,
     metrics: Option<JoinHandle<()>>,
 }
 
 impl RunningNode {
+    /// Wait until the internal RPC server stops by itself (it should not:
+    /// accept errors are retried), with why. A node whose server is gone
+    /// must not live on holding its store's lock: its caller exits.
+    pub async fn serving_ended(&mut self) -> String {
+        match (&mut self.serve).await {
+            Ok(reason) => reason,
+            Err(e) => format!("the server task ended: {e}"),
+        }
+    }
+
     pub fn stop(&self) {
         self.serve.abort();
         if let Some(m) = &self.metrics {
@@ -205,10 +218,21 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     // f64 holds every u32 exactly.
     metrics::gauge!("node_incarnation", "node" => id.to_string()).set(f64::from(incarnation));
     let node = Arc::new(node);
+    let limits = config.rpc_limits;
     let serve = tokio::spawn(async move {
-        if let Err(e) = node.serve(listener).await {
-            tracing::error!(node = id, "internal RPC server stopped: {e}");
-        }
+        let reason = match node
+            .serve_with(
+                listener,
+                quorumlog_core::rpc::CancellationToken::new(),
+                limits,
+            )
+            .await
+        {
+            Ok(()) => "it returned".to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(node = id, "internal RPC server stopped: {reason}");
+        reason
     });
     let metrics = match config.metrics_listen {
         Some(listen) => Some(telemetry::serve_metrics(listen, handle).await?),
