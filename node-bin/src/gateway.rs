@@ -46,6 +46,8 @@ pub struct GatewayConfig {
     pub health_interval: Duration,
     /// Level used when a request names none.
     pub default_level: Consistency,
+    /// Bounds on HTTP connections.
+    pub http_limits: crate::http_server::HttpLimits,
 }
 
 impl GatewayConfig {
@@ -56,6 +58,7 @@ impl GatewayConfig {
             timeout: Duration::from_secs(2),
             health_interval: Duration::from_millis(500),
             default_level: Consistency::Quorum,
+            http_limits: crate::http_server::HttpLimits::default(),
         }
     }
 }
@@ -1104,11 +1107,8 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
         .await
         .map_err(|e| anyhow::anyhow!("gateway: cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
-    let serve = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("gateway stopped: {e}");
-        }
-    });
+    let limits = config.http_limits;
+    let serve = tokio::spawn(crate::http_server::serve(listener, app, limits));
     let poller = gateway.clone();
     let interval = config.health_interval;
     let poll = tokio::spawn(async move {
@@ -1627,6 +1627,80 @@ mod http_tests {
                 .is_some_and(|m| m.contains("resolve=lww")),
             "{e}"
         );
+    }
+
+    /// A raw connection that sends `bytes` and then nothing: whether the
+    /// server closed it within `within`.
+    async fn closed_within(
+        addr: SocketAddr,
+        bytes: &[u8],
+        within: Duration,
+    ) -> (bool, tokio::net::TcpStream) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut raw = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        raw.write_all(bytes).await.expect("write");
+        let mut buf = [0u8; 512];
+        let closed = matches!(
+            tokio::time::timeout(within, raw.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        );
+        (closed, raw)
+    }
+
+    #[tokio::test]
+    async fn http_connections_are_bounded_and_must_send_their_headers_in_time() {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let node = node::start(NodeConfig::new(7, loopback, Vec::new(), StoreSpec::Memory))
+            .await
+            .expect("start the node");
+        let mut config = GatewayConfig::new(loopback, vec![(7, node.addr)]);
+        config.http_limits = crate::http_server::HttpLimits {
+            max_connections: 3,
+            header_timeout: Duration::from_millis(1500),
+        };
+        let gateway = start(config).await.expect("start the gateway");
+        // Headers begun and never finished: closed after the timeout.
+        let (closed, _) = closed_within(
+            gateway.addr,
+            b"GET /api/logs/health HTTP/1.1\r\nHost: x\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(
+            closed,
+            "a connection that never finished its headers stayed open"
+        );
+        // Three connections hold every slot: a fourth is closed at once,
+        // while they are still open.
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let (closed, raw) = closed_within(gateway.addr, b"", Duration::from_millis(50)).await;
+            assert!(!closed);
+            held.push(raw);
+        }
+        let (refused, _) = closed_within(gateway.addr, b"", Duration::from_millis(300)).await;
+        assert!(
+            refused,
+            "a fourth connection was served past the limit of 3"
+        );
+        drop(held);
+        // Once they are gone, requests are served again.
+        let http = reqwest::Client::new();
+        let mut served = false;
+        for _ in 0..40 {
+            if let Ok(answer) = http
+                .get(format!("http://{}/api/logs/health", gateway.addr))
+                .send()
+                .await
+            {
+                served = answer.status().is_success();
+                if served {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(served);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cluster;
 pub mod gateway;
 pub mod gateway_client;
+pub mod http_server;
 pub mod nemesis;
 pub mod node;
 pub mod peers;

@@ -2,6 +2,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use quorumd::cluster::ClusterConfig;
 use quorumd::gateway::GatewayConfig;
+use quorumd::http_server::HttpLimits;
 use quorumd::node::NodeConfig;
 use quorumd::store::StoreSpec;
 use quorumd::{bench, cluster, gateway, node, peers, telemetry};
@@ -373,6 +374,13 @@ struct GatewayArgs {
     /// Level used when a request names none.
     #[arg(long, default_value = "QUORUM")]
     default_consistency: Consistency,
+    /// HTTP connections served at once; one more is closed at once.
+    #[arg(long, value_name = "N", default_value_t = HttpLimits::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    http_max_connections: usize,
+    /// How long a client has to send a request's headers (also how long a
+    /// keep-alive connection may sit idle), in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = HttpLimits::DEFAULT_HEADER_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    http_header_timeout_ms: u64,
 }
 
 fn parse_context_secret(text: &str) -> Result<ContextSecret, String> {
@@ -549,6 +557,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config.timeout = Duration::from_millis(args.timeout_ms);
             config.health_interval = Duration::from_millis(args.health_interval_ms.max(50));
             config.default_level = args.default_consistency;
+            config.http_limits = HttpLimits {
+                max_connections: args.http_max_connections,
+                header_timeout: Duration::from_millis(args.http_header_timeout_ms),
+            };
             let running = gateway::start(config)
                 .await
                 .context("starting the gateway")?;

@@ -96,9 +96,9 @@ pub async fn serve_metrics(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {listen}: {e}"))?;
     let app = metrics_router(handle);
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("metrics server stopped: {e}");
-        }
-    }))
+    Ok(tokio::spawn(crate::http_server::serve(
+        listener,
+        app,
+        crate::http_server::HttpLimits::default(),
+    )))
 }
