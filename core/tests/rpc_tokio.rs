@@ -987,3 +987,45 @@ async fn one_connection_has_at_most_its_limit_of_requests_in_flight() {
     assert_eq!(handler.most.load(Ordering::SeqCst), 2);
     shutdown.cancel();
 }
+
+/// Background read repairs past the limit are skipped (hints and
+/// anti-entropy cover for them), never piled up: with one slot, a read
+/// that finds two replicas behind repairs one of them.
+#[tokio::test]
+async fn background_repairs_past_the_limit_are_skipped() {
+    use quorumlog_core::{Actor, Siblings};
+    let config = CoordinatorConfig {
+        replica_timeout: Duration::from_millis(300),
+        read_repair: ReadRepair::Background,
+        hedge_after: None,
+        hinted_handoff: None,
+        anti_entropy: None,
+        max_background_repairs: 1,
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(3, config).await;
+    let version = Siblings::new()
+        .mint(Actor::new(9, 0), &VersionVector::new(), "v".into(), 0)
+        .expect("mint");
+    cluster.stores[0]
+        .update("k", &mut |s| s.sync_one(version.clone()).unwrap_or(false))
+        .await
+        .expect("store on node 1 only");
+    let read = Client::new(vec![cluster.addrs[0]], Duration::from_secs(2))
+        .read(
+            ReadRequest {
+                key: "k".into(),
+                level: Consistency::All,
+            },
+            0,
+        )
+        .await
+        .expect("read at ALL");
+    assert_eq!(read.siblings.len(), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let repaired = (1..3).filter(|&i| held(&cluster, i, "k") == ["v"]).count();
+    assert_eq!(
+        repaired, 1,
+        "one slot: one replica repaired, the other skipped"
+    );
+}

@@ -8,7 +8,9 @@ use quorumd::store::StoreSpec;
 use quorumd::{bench, cluster, gateway, node, peers, telemetry};
 use quorumlog_core::context::ContextSecret;
 use quorumlog_core::rpc::ServerLimits;
-use quorumlog_core::{AntiEntropyConfig, Consistency, HintLimits, KeyLimits, NodeId, ReadRepair};
+use quorumlog_core::{
+    AntiEntropyConfig, Consistency, CoordinatorConfig, HintLimits, KeyLimits, NodeId, ReadRepair,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -254,6 +256,10 @@ struct NodeArgs {
     /// Read repair: off, background or blocking.
     #[arg(long, default_value = "background", value_parser = parse_repair)]
     read_repair: ReadRepair,
+    /// Background read repairs in flight at once; past it a repair is
+    /// skipped (hints and anti-entropy still bring the replica up to date).
+    #[arg(long, value_name = "N", default_value_t = CoordinatorConfig::DEFAULT_MAX_BACKGROUND_REPAIRS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    read_repair_max_pending: usize,
     #[command(flatten)]
     key_limits: KeyLimitArgs,
     #[command(flatten)]
@@ -519,6 +525,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config.breaker_threshold = args.breaker_threshold;
             config.breaker_open_for = Duration::from_millis(args.breaker_open_ms);
             config.read_repair = args.read_repair;
+            config.max_background_repairs = args.read_repair_max_pending;
             config.key_limits = args.key_limits.limits();
             config.new_incarnation = args.new_incarnation;
             config.hinted_handoff = args.repair.hints();

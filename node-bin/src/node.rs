@@ -99,6 +99,8 @@ pub struct NodeConfig {
     pub anti_entropy: Option<AntiEntropyConfig>,
     /// Bounds on what RPC peers may take of this node.
     pub rpc_limits: quorumlog_core::rpc::ServerLimits,
+    /// Background read repairs in flight at once.
+    pub max_background_repairs: usize,
 }
 
 impl NodeConfig {
@@ -125,6 +127,7 @@ impl NodeConfig {
             hinted_handoff: defaults.hinted_handoff,
             anti_entropy: defaults.anti_entropy,
             rpc_limits: quorumlog_core::rpc::ServerLimits::default(),
+            max_background_repairs: CoordinatorConfig::DEFAULT_MAX_BACKGROUND_REPAIRS,
         }
     }
 
@@ -140,6 +143,7 @@ impl NodeConfig {
             context_secret: self.context_secret,
             hinted_handoff: self.hinted_handoff,
             anti_entropy: self.anti_entropy,
+            max_background_repairs: self.max_background_repairs,
             ..CoordinatorConfig::default()
         }
     }

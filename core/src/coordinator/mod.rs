@@ -72,6 +72,15 @@ pub struct CoordinatorConfig {
     pub hint_replay_interval: Duration,
     /// Background Merkle comparison with the peers. `None`: off.
     pub anti_entropy: Option<AntiEntropyConfig>,
+    /// Background read repairs (one per replica behind) in flight at once;
+    /// past it a repair is skipped and counted
+    /// (`read_repairs_dropped_total`): hints and anti-entropy still bring
+    /// that replica up to date, and no burst of reads can pile up tasks.
+    pub max_background_repairs: usize,
+}
+
+impl CoordinatorConfig {
+    pub const DEFAULT_MAX_BACKGROUND_REPAIRS: usize = 1024;
 }
 
 impl Default for CoordinatorConfig {
@@ -86,6 +95,7 @@ impl Default for CoordinatorConfig {
             hinted_handoff: Some(HintLimits::default()),
             hint_replay_interval: Duration::from_secs(1),
             anti_entropy: Some(AntiEntropyConfig::default()),
+            max_background_repairs: Self::DEFAULT_MAX_BACKGROUND_REPAIRS,
         }
     }
 }
@@ -181,6 +191,8 @@ pub struct Coordinator {
     next_anti_entropy: AtomicUsize,
     /// When each peer last fully agreed with this replica.
     last_agreement: Mutex<std::collections::BTreeMap<NodeId, Instant>>,
+    /// Slots for background read repairs (`max_background_repairs`).
+    background_repairs: Arc<tokio::sync::Semaphore>,
 }
 
 impl Coordinator {
@@ -207,10 +219,13 @@ impl Coordinator {
         Self {
             replica,
             peers,
-            config,
             next_read: AtomicUsize::new(0),
             next_anti_entropy: AtomicUsize::new(0),
             last_agreement: Mutex::default(),
+            background_repairs: Arc::new(tokio::sync::Semaphore::new(
+                config.max_background_repairs.max(1),
+            )),
+            config,
         }
     }
 
@@ -471,11 +486,26 @@ impl Coordinator {
             siblings: merged.clone(),
         });
         let mut tasks = Vec::new();
+        let background = self.config.read_repair == ReadRepair::Background;
         for peer in behind {
+            // A blocking repair is bounded by the read that waits for it; a
+            // background one holds a slot until it is done.
+            let slot = if background {
+                match self.background_repairs.clone().try_acquire_owned() {
+                    Ok(slot) => Some(slot),
+                    Err(_) => {
+                        metrics::counter!("read_repairs_dropped_total").increment(1);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
             let request = request.clone();
             let replica = self.replica.clone();
             let timeout = self.config.replica_timeout;
             tasks.push(tokio::spawn(async move {
+                let _slot = slot;
                 match (peer, &*request) {
                     (Some(peer), request) => {
                         let _ = peer.call(request, timeout).await;
