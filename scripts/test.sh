@@ -3,7 +3,8 @@
 # formatting, clippy (normal and simulated builds), PostgreSQL set-up, the
 # normal tests (core, checkers, quorumd on SQLite and PostgreSQL, the
 # real-process nemesis, compose checks), schemathesis against a live
-# gateway and the deterministic simulation tests under --cfg madsim.
+# gateway, a brief fuzzing run and the deterministic simulation tests
+# under --cfg madsim.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,9 @@ cargo test --workspace
 
 step "schemathesis against a live gateway (OpenAPI document, no server errors)"
 bash scripts/schemathesis.sh
+
+step "fuzz the decoders of outside bytes briefly (bash scripts/fuzz.sh SECONDS for longer)"
+bash scripts/fuzz.sh 3
 
 step "cargo simtest (deterministic simulation, --cfg madsim)"
 cargo simtest

@@ -135,6 +135,24 @@ fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<Envelope<T>, Unreadable> 
     }
 }
 
+/// Decode one frame as a server reads it (header, then a request), with
+/// the error a peer would get: for fuzzing and tools; the server itself
+/// uses the same [`decode`].
+pub fn decode_request_frame(frame: &[u8]) -> Result<(u64, Request), RpcError> {
+    let addr = SocketAddr::from(([0, 0, 0, 0], 0));
+    decode::<Request>(frame)
+        .map(|envelope| (envelope.id, envelope.body))
+        .map_err(|e| e.into_error(addr))
+}
+
+/// Decode one frame as a client reads it (header, then a response).
+pub fn decode_response_frame(frame: &[u8]) -> Result<(u64, Response), RpcError> {
+    let addr = SocketAddr::from(([0, 0, 0, 0], 0));
+    decode::<Response>(frame)
+        .map(|envelope| (envelope.id, envelope.body))
+        .map_err(|e| e.into_error(addr))
+}
+
 /// A short description of a request for error messages and logs: its kind
 /// and the start of its key, never its data.
 fn describe(request: &Request) -> String {
