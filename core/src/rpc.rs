@@ -208,6 +208,10 @@ pub struct ServerLimits {
     /// stops reading that connection until one finishes (backpressure,
     /// `rpc_backpressure_total`).
     pub max_in_flight_per_connection: usize,
+    /// Bytes of request frames of one connection held at once (while
+    /// they are handled); past it, as past the request limit, the server
+    /// stops reading that connection. A frame larger than this runs alone.
+    pub max_in_flight_bytes_per_connection: usize,
     /// A connection that completes no frame for this long is closed
     /// (`rpc_idle_closed_total`): an idle peer, or one trickling a frame
     /// that pins its buffer. Peers reconnect on their next call.
@@ -217,6 +221,7 @@ pub struct ServerLimits {
 impl ServerLimits {
     pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
     pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+    pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 }
 
@@ -225,6 +230,7 @@ impl Default for ServerLimits {
         ServerLimits {
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             max_in_flight_per_connection: Self::DEFAULT_MAX_IN_FLIGHT,
+            max_in_flight_bytes_per_connection: Self::DEFAULT_MAX_IN_FLIGHT_BYTES,
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
         }
     }
@@ -372,6 +378,10 @@ where
     let in_flight = Arc::new(tokio::sync::Semaphore::new(
         limits.max_in_flight_per_connection.max(1),
     ));
+    // The byte budget in KiB units (a semaphore counts u32 permits).
+    let budget_units = u32::try_from((limits.max_in_flight_bytes_per_connection / 1024).max(1))
+        .unwrap_or(u32::MAX);
+    let in_flight_bytes = Arc::new(tokio::sync::Semaphore::new(budget_units as usize));
     let mut writer = AbortOnDrop(tokio::spawn(async move {
         while let Some(frame) = replies_rx.recv().await {
             sink.send(frame).await?;
@@ -441,10 +451,25 @@ where
                     .map_err(|e| format!("in-flight limit: {e}"))?
             }
         };
+        let units = u32::try_from(frame.len().div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, budget_units);
+        let bytes = match in_flight_bytes.clone().try_acquire_many_owned(units) {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                metrics::counter!("rpc_backpressure_total").increment(1);
+                in_flight_bytes
+                    .clone()
+                    .acquire_many_owned(units)
+                    .await
+                    .map_err(|e| format!("in-flight bytes limit: {e}"))?
+            }
+        };
         let handler = handler.clone();
         let replies = replies_tx.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            let _bytes = bytes;
             let between_replicas = matches!(
                 envelope.body,
                 Request::Apply { .. } | Request::Fetch { .. } | Request::AntiEntropy(_)

@@ -1029,3 +1029,32 @@ async fn background_repairs_past_the_limit_are_skipped() {
         "one slot: one replica repaired, the other skipped"
     );
 }
+
+/// The bytes of requests one connection has in flight are bounded too:
+/// with room for one 1.5 KiB request, they are handled one at a time.
+#[tokio::test]
+async fn one_connection_has_at_most_its_budget_of_request_bytes_in_flight() {
+    let handler = Arc::new(Concurrency::default());
+    let limits = rpc::ServerLimits {
+        max_in_flight_bytes_per_connection: 3 * 1024,
+        ..Default::default()
+    };
+    let (addr, shutdown) = limited_server(handler.clone(), limits).await;
+    let client = Arc::new(RpcClient::new(addr));
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let fetch = Request::Fetch {
+                    key: "k".repeat(1500),
+                };
+                client.call(&fetch, Duration::from_secs(5)).await
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), Ok(Response::Pong { node: 3 }));
+    }
+    assert_eq!(handler.most.load(Ordering::SeqCst), 1);
+    shutdown.cancel();
+}

@@ -283,6 +283,10 @@ struct NodeArgs {
     /// stops reading that connection until one finishes.
     #[arg(long, value_name = "N", default_value_t = ServerLimits::DEFAULT_MAX_IN_FLIGHT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     rpc_max_in_flight: usize,
+    /// Bytes of request frames of one RPC connection held at once; past
+    /// it the node stops reading that connection until one finishes.
+    #[arg(long, value_name = "BYTES", default_value_t = ServerLimits::DEFAULT_MAX_IN_FLIGHT_BYTES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=1 << 40))]
+    rpc_max_in_flight_bytes: usize,
     /// An RPC connection that completes no frame for this long is closed
     /// (an idle peer, or one trickling a frame); peers reconnect.
     #[arg(long, value_name = "MS", default_value_t = ServerLimits::DEFAULT_IDLE_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
@@ -539,6 +543,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config.rpc_limits = ServerLimits {
                 max_connections: args.rpc_max_connections,
                 max_in_flight_per_connection: args.rpc_max_in_flight,
+                max_in_flight_bytes_per_connection: args.rpc_max_in_flight_bytes,
                 idle_timeout: Duration::from_millis(args.rpc_idle_timeout_ms),
             };
             let id = config.id;
