@@ -12,7 +12,8 @@
 //! `Version`, a `Request` variant) is a new version of that encoding: bump
 //! the marker, and keep reading every earlier marker of stored rows (rows
 //! live for ever) — as rows of format 1 and 2, bincode from before this
-//! codec, are still read ([`legacy`]). Tokens and frames are not stored: an
+//! codec, are still read ([`legacy`]), and format 3, this codec before
+//! versions had timestamps. Tokens and frames are not stored: an
 //! old token is refused with "read the key again", and a node refuses a
 //! peer of another protocol version with an error naming both versions, so
 //! a cluster is upgraded by replacing all its nodes (a mixed cluster
@@ -28,8 +29,9 @@ use thiserror::Error;
 /// The first bytes of every RPC frame.
 pub const FRAME_MAGIC: [u8; 2] = *b"QL";
 /// The RPC protocol version this build speaks. 1 was bincode frames
-/// without a header, before this codec.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// without a header, before this codec; 2, this codec with versions
+/// without timestamps.
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Length of the frame header: magic and version.
 pub const FRAME_HEADER_LEN: usize = FRAME_MAGIC.len() + 1;
 

@@ -15,7 +15,7 @@ mod row_cache;
 mod row_format;
 
 pub use group_commit::GroupCommit;
-pub use row_format::{decode, encode, MARKER_LEN, ROW_FORMAT_2, ROW_FORMAT_3};
+pub use row_format::{decode, encode, MARKER_LEN, ROW_FORMAT_2, ROW_FORMAT_3, ROW_FORMAT_4};
 
 /// A row to write if the stored row's version is still `expected` (None:
 /// the key had no row, so insert unless someone inserted it meanwhile).

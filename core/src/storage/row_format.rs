@@ -5,7 +5,8 @@
 //!
 //! | format | marker | layout |
 //! | --- | --- | --- |
-//! | 3 (written) | `qlrow3\0\xff` | postcard of [`Siblings`] (versions with timestamps) |
+//! | 4 (written) | `qlrow4\0\xff` | postcard of [`Siblings`] (versions with timestamps) |
+//! | 3 | `qlrow3\0\xff` | postcard of the sibling set, versions without timestamps |
 //! | 2 | `qlrow2\0\xff` | bincode 1 (fixint) of the sibling set: versions with incarnations, and `seen` |
 //! | 1 | none | bincode 1 (fixint) of the versions, before incarnations |
 use crate::codec::{self, legacy::Reader};
@@ -16,16 +17,19 @@ use crate::version::{Actor, Dot, Siblings, Version, VersionVector};
 /// [`Siblings`]. Rows of format 1 have no marker: they start with their
 /// version count as a little-endian u64, whose last byte is 0xFF only for
 /// a count above 2^56 — so a row whose eighth byte is 0xFF is never one.
+pub const ROW_FORMAT_4: [u8; 8] = *b"qlrow4\x00\xff";
+/// The marker of format 3 rows (the codec, versions without timestamps),
+/// still read.
 pub const ROW_FORMAT_3: [u8; 8] = *b"qlrow3\x00\xff";
 /// The marker of format 2 rows (bincode, with incarnations), still read.
 pub const ROW_FORMAT_2: [u8; 8] = *b"qlrow2\x00\xff";
 /// Length of a format marker; the marker's last byte is always 0xFF.
-pub const MARKER_LEN: usize = ROW_FORMAT_3.len();
+pub const MARKER_LEN: usize = ROW_FORMAT_4.len();
 
 /// Stored form of a sibling set: the format marker, then its encoding.
 pub fn encode(siblings: &Siblings) -> Result<Vec<u8>, StoreError> {
     let mut row = Vec::with_capacity(MARKER_LEN + codec::encoded_size(siblings));
-    row.extend_from_slice(&ROW_FORMAT_3);
+    row.extend_from_slice(&ROW_FORMAT_4);
     codec::encode_into(siblings, row)
         .map_err(|e| StoreError::Backend(format!("cannot encode siblings: {e}")))
 }
@@ -37,8 +41,11 @@ pub fn decode(key: &str, data: &[u8]) -> Result<Siblings, StoreError> {
         reason,
     };
     match data.get(..MARKER_LEN) {
-        Some(marker) if marker == ROW_FORMAT_3 => {
+        Some(marker) if marker == ROW_FORMAT_4 => {
             codec::decode(&data[MARKER_LEN..]).map_err(|e| corrupt(e.to_string()))
+        }
+        Some(marker) if marker == ROW_FORMAT_3 => {
+            format3(&data[MARKER_LEN..]).map_err(|e| corrupt(format!("format 3 row: {e}")))
         }
         Some(marker) if marker == ROW_FORMAT_2 => {
             format2(&data[MARKER_LEN..]).map_err(|e| corrupt(format!("format 2 row: {e}")))
@@ -49,6 +56,39 @@ pub fn decode(key: &str, data: &[u8]) -> Result<Siblings, StoreError> {
         ))),
         _ => format1(data).map_err(|e| corrupt(format!("legacy row (no format marker): {e}"))),
     }
+}
+
+/// Format 3 as it was written: the codec of the sibling set, versions
+/// without timestamps. Mirrored here, privately, so those rows stay
+/// readable whatever the core's types become.
+mod format3_layout {
+    use crate::version::{Dot, VersionVector};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Version3 {
+        pub dot: Dot,
+        pub context: VersionVector,
+        pub value: String,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Siblings3 {
+        pub versions: Vec<Version3>,
+        pub seen: VersionVector,
+    }
+}
+
+fn format3(data: &[u8]) -> Result<Siblings, String> {
+    let format3_layout::Siblings3 { versions, seen } =
+        codec::decode(data).map_err(|e| e.to_string())?;
+    let versions = versions.into_iter().map(|v| Version {
+        dot: v.dot,
+        context: v.context,
+        value: v.value,
+        timestamp_ms: 0,
+    });
+    Siblings::from_parts(versions, seen).map_err(|e| e.to_string())
 }
 
 /// Smallest encodings, to bound length prefixes by what a row can hold.
@@ -142,7 +182,7 @@ mod tests {
             Err(StoreError::Corrupt { .. })
         ));
         // Rows whose sibling count is absurd allocate nothing.
-        for marker in [ROW_FORMAT_3, ROW_FORMAT_2] {
+        for marker in [ROW_FORMAT_4, ROW_FORMAT_3, ROW_FORMAT_2] {
             let mut huge = marker.to_vec();
             huge.extend([0xff; 9]);
             huge.push(0x01);
@@ -175,7 +215,7 @@ mod tests {
     fn rows_carry_a_format_marker_and_round_trip() {
         let set = sample();
         let row = encode(&set).expect("encode");
-        assert_eq!(&row[..MARKER_LEN], &ROW_FORMAT_3);
+        assert_eq!(&row[..MARKER_LEN], &ROW_FORMAT_4);
         assert_eq!(decode("k", &row), Ok(set));
         assert_eq!(
             decode("k", &encode(&Siblings::new()).expect("encode")),
@@ -194,7 +234,7 @@ mod tests {
     /// are its version count, and no count has a top byte of 0xFF.
     #[test]
     fn the_markers_are_never_a_legacy_prefix() {
-        for marker in [ROW_FORMAT_3, ROW_FORMAT_2] {
+        for marker in [ROW_FORMAT_4, ROW_FORMAT_3, ROW_FORMAT_2] {
             assert_eq!(marker[MARKER_LEN - 1], 0xFF);
             assert!(u64::from_le_bytes(marker) >= 0xFF << 56);
         }
@@ -212,6 +252,38 @@ mod tests {
             .collect()
     }
 
+    /// Format 3 rows, the codec without timestamps: read, every version
+    /// with timestamp 0 (unknown).
+    #[test]
+    fn format_3_rows_still_read() {
+        let actor = Actor::new(4, 2);
+        let mut row = ROW_FORMAT_3.to_vec();
+        row = codec::encode_into(
+            &format3_layout::Siblings3 {
+                versions: vec![format3_layout::Version3 {
+                    dot: Dot::new(actor, 3),
+                    context: VersionVector::from_entries([(actor, 2)]),
+                    value: "v".into(),
+                }],
+                seen: VersionVector::from_entries([(actor, 2)]),
+            },
+            row,
+        )
+        .expect("encode");
+        let set = decode("k", &row).expect("a format 3 row");
+        assert_eq!(set.versions().len(), 1);
+        let v = &set.versions()[0];
+        assert_eq!(
+            (v.dot, v.value.as_str(), v.timestamp_ms),
+            (Dot::new(actor, 3), "v", 0)
+        );
+        assert!(set.seen().covers(Dot::new(actor, 2)));
+        assert!(matches!(
+            decode("k", &row[..row.len() - 1]),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
     #[test]
     fn format_2_rows_still_read() {
         let row = unhex(FORMAT_2_ROW);
@@ -226,9 +298,9 @@ mod tests {
             found,
             vec![(Dot::new(actor, 1), "left"), (Dot::new(actor, 2), "right")]
         );
-        // Rewritten, it is a format 3 row of the same siblings.
+        // Rewritten, it is a format 4 row of the same siblings.
         let rewritten = encode(&set).expect("encode");
-        assert_eq!(&rewritten[..MARKER_LEN], &ROW_FORMAT_3);
+        assert_eq!(&rewritten[..MARKER_LEN], &ROW_FORMAT_4);
         assert_eq!(decode("k", &rewritten), Ok(set));
         // Cut short, it is corrupt, not a panic.
         assert!(matches!(
@@ -259,7 +331,7 @@ mod tests {
         .expect("a sibling set");
         assert_eq!(decode("k", LEGACY_ROW), Ok(expected.clone()));
         let rewritten = encode(&expected).expect("encode");
-        assert_eq!(&rewritten[..MARKER_LEN], &ROW_FORMAT_3);
+        assert_eq!(&rewritten[..MARKER_LEN], &ROW_FORMAT_4);
         assert_eq!(decode("k", &rewritten), Ok(expected));
     }
 
@@ -282,7 +354,7 @@ mod tests {
             }
             other => panic!("expected Corrupt, got {other:?}"),
         }
-        let future = *b"qlrow4\x00\xff";
+        let future = *b"qlrow5\x00\xff";
         match decode("k", &future) {
             Err(StoreError::Corrupt { reason, .. }) => {
                 assert!(reason.contains("unknown row format"), "{reason}")

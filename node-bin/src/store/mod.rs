@@ -226,7 +226,7 @@ impl From<SqlHintTotals> for HintTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quorumlog_core::storage::{decode, MARKER_LEN, ROW_FORMAT_2, ROW_FORMAT_3};
+    use quorumlog_core::storage::{decode, MARKER_LEN, ROW_FORMAT_2, ROW_FORMAT_4};
     use quorumlog_core::{Actor, Dot, Version, VersionVector};
 
     /// A row as the release before incarnations wrote it (one version with
@@ -356,7 +356,7 @@ mod tests {
             .fetch_one(&mut conn)
             .await
             .expect("read back");
-        assert_eq!(&data[..MARKER_LEN], &ROW_FORMAT_3);
+        assert_eq!(&data[..MARKER_LEN], &ROW_FORMAT_4);
         assert_eq!(
             decode("old", &data).map(|s| s.versions().to_vec()),
             Ok(vec![newer])
@@ -370,7 +370,7 @@ mod tests {
     /// made with `quorumd cluster --nodes 1`: key a one value, b two
     /// siblings, c a value that superseded another). It opens, keeps its
     /// incarnation, reads every row as it was, and a changed row is written
-    /// back in format 3 and reads again.
+    /// back in format 4 and reads again.
     #[tokio::test]
     async fn a_database_of_format_2_rows_still_reads_and_upgrades() {
         use sqlx::Connection;
@@ -432,7 +432,7 @@ mod tests {
             .fetch_one(&mut conn)
             .await
             .expect("read back");
-        assert_eq!(&data[..MARKER_LEN], &ROW_FORMAT_3);
+        assert_eq!(&data[..MARKER_LEN], &ROW_FORMAT_4);
         let untouched: Vec<u8> =
             sqlx::query_scalar("SELECT data FROM siblings WHERE key = 'fixture-a'")
                 .fetch_one(&mut conn)
