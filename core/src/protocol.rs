@@ -72,6 +72,9 @@ pub struct WriteOk {
     /// The coordinator's siblings of the key after the write, the new
     /// version among them: what `token` covers.
     pub siblings: Vec<Version>,
+    /// What `token` carries: everything the coordinator's set knows (its
+    /// siblings' dots and every dot it superseded), for display.
+    pub context: VersionVector,
     /// Signed context token of `siblings` (the join of their clocks):
     /// sending it with the next write of this key supersedes this write
     /// and every sibling listed with it, as a read's token does. (The

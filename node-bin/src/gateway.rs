@@ -23,7 +23,7 @@ use quorumlog_core::protocol::{BreakerState, HealthReport};
 use quorumlog_core::rpc::RpcError;
 use quorumlog_core::{
     Client, ClientError, Consistency, Dot, NodeId, OpError, ReadOk, ReadRequest, Refusal, Version,
-    VersionVector, WriteOk, WriteRequest,
+    WriteOk, WriteRequest,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -448,15 +448,6 @@ fn sibling_json(v: &Version) -> Value {
     })
 }
 
-/// The join of the siblings' clocks: what a token for them carries.
-fn clock_of(siblings: &[Version]) -> VersionVector {
-    let mut clock = VersionVector::default();
-    for v in siblings {
-        clock.join_in_place(&v.clock());
-    }
-    clock
-}
-
 impl Gateway {
     pub fn new(config: &GatewayConfig) -> Self {
         let coordinators = config
@@ -862,7 +853,7 @@ async fn write(
             "siblings": ok.siblings.iter().map(sibling_json).collect::<Vec<_>>(),
             "conflict": ok.siblings.len() > 1,
             "context": ok.token,
-            "clock": clock_of(&ok.siblings),
+            "clock": ok.context,
             "consistency": level.to_string(),
             "overwrite": overwrite,
             "needed": ok.needed,

@@ -320,11 +320,8 @@ impl Coordinator {
         // The token covers the coordinator's whole sibling set, which holds
         // every earlier dot it minted for this key (or what superseded it):
         // a causally closed context, like a read's.
-        let token = context::encode(
-            &self.config.context_secret,
-            &request.key,
-            &siblings.context(),
-        );
+        let known = siblings.context();
+        let token = context::encode(&self.config.context_secret, &request.key, &known);
         let after = siblings.versions().to_vec();
         let apply = Arc::new(Request::Apply {
             key: request.key,
@@ -341,6 +338,7 @@ impl Coordinator {
             Ok(WriteOk {
                 version,
                 siblings: after,
+                context: known,
                 token,
                 coordinator: self.id(),
                 needed,
