@@ -8,6 +8,7 @@ use crate::protocol::{
     HealthReport, OpError, ReadOk, ReadRequest, Request, Response, WriteOk, WriteRequest,
 };
 use crate::rpc::{RpcClient, RpcError};
+use crate::secure_channel::ClusterSecret;
 use crate::version::NodeId;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -57,10 +58,19 @@ impl Client {
     /// `timeout` bounds each attempt; it should exceed the coordinators'
     /// replica timeout so their own `Timeout` answer arrives first.
     pub fn new(coordinators: Vec<(NodeId, SocketAddr)>, timeout: Duration) -> Self {
+        Self::secured(coordinators, timeout, None)
+    }
+
+    /// [`Client::new`] whose connections prove the cluster `secret`.
+    pub fn secured(
+        coordinators: Vec<(NodeId, SocketAddr)>,
+        timeout: Duration,
+        secret: Option<ClusterSecret>,
+    ) -> Self {
         Self {
             coordinators: coordinators
                 .into_iter()
-                .map(|(id, addr)| (id, RpcClient::new(addr)))
+                .map(|(id, addr)| (id, RpcClient::secured(addr, secret)))
                 .collect(),
             timeout,
         }
@@ -111,7 +121,11 @@ impl Client {
                 Ok(response) => return Ok((*id, response)),
                 // Refused before anything was read (the peer speaks another
                 // protocol): nothing was applied there either.
-                Err(error @ (RpcError::Connect { .. } | RpcError::Incompatible { .. })) => {
+                Err(
+                    error @ (RpcError::Connect { .. }
+                    | RpcError::Incompatible { .. }
+                    | RpcError::Refused { .. }),
+                ) => {
                     last = error.to_string();
                     unreachable.push((position % count, last.clone()));
                 }

@@ -16,6 +16,7 @@ pub mod protocol;
 pub mod quorum;
 pub mod replica;
 pub mod rpc;
+pub mod secure_channel;
 pub mod storage;
 pub mod store;
 pub mod version;

@@ -90,7 +90,8 @@ impl Node {
         let _maintenance = AbortOnDrop(tokio::spawn(async move {
             node.coordinator.maintain().await;
         }));
-        rpc::serve_with(listener, self, shutdown, limits).await
+        let secret = self.coordinator.config().cluster_secret;
+        rpc::serve_with(listener, self, shutdown, limits, secret).await
     }
 }
 

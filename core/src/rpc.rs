@@ -7,6 +7,13 @@
 //! counted (`rpc_refused_total{reason="protocol_version"}`), and the caller
 //! on the other side gets [`RpcError::Incompatible`].
 //!
+//! With a cluster secret ([`ClusterSecret`]), every connection first
+//! proves on both sides that its peer holds the secret and is then
+//! encrypted and integrity-checked ([`crate::secure_channel`]). A peer that
+//! does not complete that handshake is refused before any request it sent
+//! is read (`rpc_refused_total{reason=…}`, logged with its address), and a
+//! dialer is told why ([`RpcError::Refused`]).
+//!
 //! A connection carries many requests at once, matched to responses by id,
 //! so a coordinator keeps one connection per peer and reuses it. A broken
 //! connection fails its pending calls and is replaced on the next call,
@@ -15,6 +22,7 @@
 use crate::buggify::{self, FaultPoint};
 use crate::codec::{self, FrameHeader, PROTOCOL_VERSION};
 use crate::protocol::{Request, Response};
+use crate::secure_channel::{self, ChannelCodec, ClusterSecret, HandshakeError, IntegrityError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -28,7 +36,7 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::Framed;
 pub use tokio_util::sync::CancellationToken;
 
 /// Largest frame (one encoded request or response, without its 4-byte
@@ -78,6 +86,11 @@ pub enum RpcError {
         theirs: Option<u8>,
         ours: u8,
     },
+    /// The peer closed the connection with this reason before any request
+    /// was answered: it holds another cluster secret, needs one we do not
+    /// have, or has none while we do.
+    #[error("{addr} refused the connection: {reason}")]
+    Refused { addr: SocketAddr, reason: String },
     /// The request encodes to more than the frame limit; nothing was sent.
     #[error("request is {bytes} bytes; the RPC frame limit is {limit}; nothing was sent")]
     TooLarge { bytes: usize, limit: usize },
@@ -92,11 +105,13 @@ fn incompatible_note(theirs: Option<u8>) -> String {
     }
 }
 
-fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME_BYTES)
-        .new_codec()
+fn codec() -> ChannelCodec {
+    ChannelCodec::new(MAX_FRAME_BYTES)
 }
+
+/// The request id of a frame that answers no request: the server's reason
+/// for closing the connection (clients number their requests from 1).
+const REFUSAL_ID: u64 = 0;
 
 fn encode<T: Serialize>(id: u64, body: &T) -> Result<Bytes, RpcError> {
     codec::encode_into(&Envelope { id, body }, codec::frame_header())
@@ -216,6 +231,11 @@ pub struct ServerLimits {
     /// (`rpc_idle_closed_total`): an idle peer, or one trickling a frame
     /// that pins its buffer. Peers reconnect on their next call.
     pub idle_timeout: Duration,
+    /// A peer that has not completed the cluster handshake this long
+    /// after connecting is closed
+    /// (`rpc_refused_total{reason="handshake_timeout"}`); only with a
+    /// cluster secret.
+    pub handshake_timeout: Duration,
 }
 
 impl ServerLimits {
@@ -223,6 +243,7 @@ impl ServerLimits {
     pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
     pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 impl Default for ServerLimits {
@@ -232,6 +253,7 @@ impl Default for ServerLimits {
             max_in_flight_per_connection: Self::DEFAULT_MAX_IN_FLIGHT,
             max_in_flight_bytes_per_connection: Self::DEFAULT_MAX_IN_FLIGHT_BYTES,
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -255,17 +277,19 @@ pub async fn serve(
     handler: Arc<dyn Handler>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_with(listener, handler, shutdown, ServerLimits::default()).await
+    serve_with(listener, handler, shutdown, ServerLimits::default(), None).await
 }
 
-/// [`serve`] within `limits`. An accept error does not end the server: it
-/// is logged and counted (`rpc_accept_errors_total`), and the listener
-/// tries again after a backoff of up to a second.
+/// [`serve`] within `limits`, admitting only peers that hold `secret`
+/// when one is given. An accept error does not end the server: it is
+/// logged and counted (`rpc_accept_errors_total`), and the listener tries
+/// again after a backoff of up to a second.
 pub async fn serve_with(
     listener: TcpListener,
     handler: Arc<dyn Handler>,
     shutdown: CancellationToken,
     limits: ServerLimits,
+    secret: Option<ClusterSecret>,
 ) -> std::io::Result<()> {
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let mut backoff = Duration::from_millis(10);
@@ -306,8 +330,12 @@ pub async fn serve_with(
         tokio::spawn(async move {
             let _permit = permit;
             tokio::select! {
-                result = serve_connection(stream, handler, limits) => match result {
+                result = serve_connection(stream, handler, limits, secret) => match result {
                     Ok(()) => {}
+                    Err(ConnectionEnd::Refused { reason, message }) => {
+                        metrics::counter!("rpc_refused_total", "reason" => reason).increment(1);
+                        tracing::warn!(%peer, reason, "refused an RPC peer: {message}");
+                    }
                     Err(ConnectionEnd::Incompatible(theirs)) => {
                         metrics::counter!("rpc_refused_total", "reason" => "protocol_version")
                             .increment(1);
@@ -350,6 +378,12 @@ const REORDER_DELAY: Duration = Duration::from_millis(300);
 enum ConnectionEnd {
     /// The peer's frames are of another protocol version.
     Incompatible(Option<u8>),
+    /// The peer did not prove it holds the cluster secret (or sent a
+    /// handshake to a node without one); `reason` is the metric label.
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
     Failed(String),
 }
 
@@ -369,11 +403,16 @@ async fn serve_connection<S>(
     stream: S,
     handler: Arc<dyn Handler>,
     limits: ServerLimits,
+    secret: Option<ClusterSecret>,
 ) -> Result<(), ConnectionEnd>
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (mut sink, mut frames) = Framed::new(stream, codec()).split();
+    let mut framed = Framed::new(stream, codec());
+    if let Some(secret) = secret {
+        admit(&mut framed, &secret, limits.handshake_timeout).await?;
+    }
+    let (mut sink, mut frames) = framed.split();
     let (replies_tx, mut replies_rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(
         limits.max_in_flight_per_connection.max(1),
@@ -416,7 +455,30 @@ where
             },
         };
         let Some(frame) = frame else { break };
-        let frame = frame.map_err(|e| format!("reading a request failed: {e}"))?;
+        let frame = frame.map_err(|e| {
+            if IntegrityError::is(&e) {
+                ConnectionEnd::Refused {
+                    reason: "integrity",
+                    message: e.to_string(),
+                }
+            } else {
+                ConnectionEnd::Failed(format!("reading a request failed: {e}"))
+            }
+        })?;
+        if secret.is_none() && secure_channel::handshake_message(&frame).is_some() {
+            let message = "this node has no cluster secret and takes only plain connections; \
+                           give every node and gateway of the cluster the same --cluster-secret"
+                .to_string();
+            if let Ok(refusal) = encode(REFUSAL_ID, &Response::Error(message.clone())) {
+                let _ = replies_tx.send(refusal).await;
+            }
+            drop(replies_tx);
+            let _ = (&mut writer.0).await;
+            return Err(ConnectionEnd::Refused {
+                reason: "unexpected_handshake",
+                message: format!("the peer sent a cluster handshake; {message}"),
+            });
+        }
         // A frame we cannot parse poisons the stream: we cannot even say
         // which request it was. Close the connection; a peer of another
         // protocol version is told so first, in our protocol (a peer of a
@@ -499,6 +561,84 @@ where
     written((&mut writer.0).await).map_err(ConnectionEnd::Failed)
 }
 
+/// The listener's side of the cluster handshake: read the dialer's first
+/// frame (small, and within `timeout`), check that it proves the secret,
+/// answer, and seal the connection. A peer that fails is told why in one
+/// plain frame and refused; nothing it sent is read as a request.
+async fn admit<S>(
+    framed: &mut Framed<S, ChannelCodec>,
+    secret: &ClusterSecret,
+    timeout: Duration,
+) -> Result<(), ConnectionEnd>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    framed
+        .codec_mut()
+        .limit_frames(Some(secure_channel::HANDSHAKE_MAX_FRAME));
+    let first = match tokio::time::timeout(timeout, framed.next()).await {
+        Err(_) => {
+            return Err(ConnectionEnd::Refused {
+                reason: "handshake_timeout",
+                message: format!(
+                    "no cluster handshake within {timeout:?} (--rpc-handshake-timeout-ms)"
+                ),
+            })
+        }
+        Ok(None) => return Err("closed before the cluster handshake".into()),
+        Ok(Some(Err(e))) => {
+            return Err(ConnectionEnd::Refused {
+                reason: "unauthenticated",
+                message: format!("its first frame is not a cluster handshake: {e}"),
+            })
+        }
+        Ok(Some(Ok(frame))) => frame,
+    };
+    let refuse = |reason: &'static str, told: &str, logged: String| {
+        let refusal = encode(REFUSAL_ID, &Response::Error(told.to_string())).ok();
+        (
+            refusal,
+            ConnectionEnd::Refused {
+                reason,
+                message: logged,
+            },
+        )
+    };
+    let (refusal, end) = match secure_channel::handshake_message(&first) {
+        None => refuse(
+            "unauthenticated",
+            "this node takes only connections that prove the cluster secret; \
+             give every node and gateway of the cluster the same --cluster-secret",
+            "it sent no cluster handshake (it has no cluster secret, or is not quorumd)".into(),
+        ),
+        Some(message) => match secure_channel::respond(secret, message) {
+            Ok((sealer, answer)) => {
+                framed
+                    .send(answer)
+                    .await
+                    .map_err(|e| format!("answering the cluster handshake failed: {e}"))?;
+                framed.codec_mut().seal_with(sealer);
+                return Ok(());
+            }
+            Err(HandshakeError::WrongSecret) => refuse(
+                "wrong_secret",
+                "this node holds another cluster secret; give every node and gateway \
+                 of the cluster the same --cluster-secret",
+                HandshakeError::WrongSecret.to_string(),
+            ),
+            Err(e @ HandshakeError::Malformed(_)) => refuse(
+                "unauthenticated",
+                "malformed cluster handshake",
+                e.to_string(),
+            ),
+        },
+    };
+    if let Some(refusal) = refusal {
+        let _ = framed.send(refusal).await;
+    }
+    Err(end)
+}
+
 /// Callers waiting on one connection, and whether it has ended.
 #[derive(Default)]
 struct Pending {
@@ -570,7 +710,14 @@ struct Connection {
 }
 
 impl Connection {
-    async fn open(addr: SocketAddr, timeout: Duration) -> Result<Self, RpcError> {
+    /// Connect (and, with a secret, complete the cluster handshake), all
+    /// within `timeout`.
+    async fn open(
+        addr: SocketAddr,
+        timeout: Duration,
+        secret: Option<&ClusterSecret>,
+    ) -> Result<Self, RpcError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
@@ -589,7 +736,77 @@ impl Connection {
             }
         };
         stream.set_nodelay(true).ok();
-        Ok(Self::start(addr, stream))
+        let mut framed = Framed::new(stream, codec());
+        if let Some(secret) = secret {
+            let handshake = tokio::time::timeout(
+                deadline.saturating_duration_since(tokio::time::Instant::now()),
+                Self::prove(addr, &mut framed, secret),
+            );
+            match handshake.await {
+                Ok(outcome) => outcome?,
+                Err(_) => {
+                    return Err(RpcError::Connect {
+                        addr,
+                        reason: format!("no answer to the cluster handshake within {timeout:?}"),
+                        refused: false,
+                    })
+                }
+            }
+        }
+        Ok(Self::start(addr, framed))
+    }
+
+    /// The dialer's side of the cluster handshake.
+    async fn prove<S>(
+        addr: SocketAddr,
+        framed: &mut Framed<S, ChannelCodec>,
+        secret: &ClusterSecret,
+    ) -> Result<(), RpcError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let lost = |e: std::io::Error| RpcError::Connect {
+            addr,
+            reason: format!("the cluster handshake failed: {e}"),
+            refused: true,
+        };
+        let (initiator, hello) = secure_channel::initiate(secret);
+        framed.send(hello).await.map_err(lost)?;
+        let answer = match framed.next().await {
+            None => {
+                return Err(RpcError::Connect {
+                    addr,
+                    reason: "the peer closed the connection during the cluster handshake".into(),
+                    refused: true,
+                })
+            }
+            Some(answer) => answer.map_err(lost)?,
+        };
+        let Some(message) = secure_channel::handshake_message(&answer) else {
+            // A plain frame: the peer's reason for refusing us.
+            return Err(match decode::<Response>(&answer) {
+                Ok(Envelope {
+                    body: Response::Error(reason),
+                    ..
+                }) => RpcError::Refused { addr, reason },
+                Ok(_) => RpcError::Codec(
+                    "the peer answered the cluster handshake with a response".into(),
+                ),
+                Err(unreadable) => unreadable.into_error(addr),
+            });
+        };
+        let sealer = initiator.finish(message).map_err(|e| RpcError::Refused {
+            addr,
+            reason: match e {
+                HandshakeError::WrongSecret => {
+                    "it does not hold this cluster's secret (its handshake answer failed the check)"
+                        .to_string()
+                }
+                other => other.to_string(),
+            },
+        })?;
+        framed.codec_mut().seal_with(sealer);
+        Ok(())
     }
 
     /// Run the connection over `stream`: a writer task sending the queued
@@ -598,11 +815,11 @@ impl Connection {
     /// failed, or this `Connection` was dropped), the other stops with it,
     /// the stream is dropped (the socket closes), and every waiting caller
     /// gets `ConnectionLost` at once.
-    fn start<S>(addr: SocketAddr, stream: S) -> Self
+    fn start<S>(addr: SocketAddr, framed: Framed<S, ChannelCodec>) -> Self
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (mut sink, mut frames) = Framed::new(stream, codec()).split();
+        let (mut sink, mut frames) = framed.split();
         let shared = Arc::new(Shared::default());
         let ended = CancellationToken::new();
         let (outbound, mut outbound_rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
@@ -644,6 +861,13 @@ impl Connection {
                             return (error.to_string(), Some(error));
                         }
                     };
+                    if let (REFUSAL_ID, Response::Error(reason)) = (envelope.id, &envelope.body) {
+                        let error = RpcError::Refused {
+                            addr,
+                            reason: reason.clone(),
+                        };
+                        return (error.to_string(), Some(error));
+                    }
                     let waiter = reader_shared.lock().waiters.remove(&envelope.id);
                     if let Some(waiter) = waiter {
                         let _ = waiter.send(envelope.body);
@@ -697,14 +921,22 @@ impl Connection {
 /// reconnects after it breaks.
 pub struct RpcClient {
     addr: SocketAddr,
+    secret: Option<ClusterSecret>,
     connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
     next_id: AtomicU64,
 }
 
 impl RpcClient {
+    /// A client of plain connections (a cluster without a secret).
     pub fn new(addr: SocketAddr) -> Self {
+        Self::secured(addr, None)
+    }
+
+    /// A client whose connections prove `secret` when one is given.
+    pub fn secured(addr: SocketAddr, secret: Option<ClusterSecret>) -> Self {
         Self {
             addr,
+            secret,
             connection: tokio::sync::Mutex::new(None),
             next_id: AtomicU64::new(1),
         }
@@ -737,7 +969,7 @@ impl RpcClient {
             }
         }
         *slot = None;
-        let conn = Arc::new(Connection::open(self.addr, timeout).await?);
+        let conn = Arc::new(Connection::open(self.addr, timeout, self.secret.as_ref()).await?);
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -907,7 +1139,7 @@ mod tests {
                 inner: stream,
                 fail: server_fail,
             };
-            serve_connection(stream, Arc::new(SlowAndPing), ServerLimits::default()).await
+            serve_connection(stream, Arc::new(SlowAndPing), ServerLimits::default(), None).await
         });
         let rpc = Arc::new(RpcClient::new(addr));
         assert_eq!(
@@ -957,10 +1189,13 @@ mod tests {
         let stream = TcpStream::connect(addr).await.unwrap();
         let conn = Arc::new(Connection::start(
             addr,
-            FaultyWrites {
-                inner: stream,
-                fail: fail.clone(),
-            },
+            Framed::new(
+                FaultyWrites {
+                    inner: stream,
+                    fail: fail.clone(),
+                },
+                codec(),
+            ),
         ));
         let mut waiting = Vec::new();
         for id in 1..=3 {

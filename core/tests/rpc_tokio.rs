@@ -903,7 +903,7 @@ async fn limited_server(
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
-    tokio::spawn(async move { rpc::serve_with(listener, handler, stop, limits).await });
+    tokio::spawn(async move { rpc::serve_with(listener, handler, stop, limits, None).await });
     (addr, shutdown)
 }
 

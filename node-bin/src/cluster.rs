@@ -66,6 +66,9 @@ pub async fn run(
     // One secret for the cluster's life: tokens read before a restart of
     // `quorumd cluster` are refused after it (clients read again).
     let context_secret = node::random_context_secret();
+    // Loopback needs no secret, but a cluster that runs as it would be
+    // deployed tests what is deployed: its connections are sealed too.
+    let cluster_secret = node::random_cluster_secret();
     for &(id, addr) in &peers {
         let mut node_config = NodeConfig::new(id, addr, peers.clone(), config.store_for(id)?);
         node_config.replica_timeout = replica_timeout;
@@ -73,9 +76,12 @@ pub async fn run(
         node_config.hinted_handoff = config.hinted_handoff;
         node_config.anti_entropy = config.anti_entropy;
         node_config.context_secret = context_secret;
+        node_config.cluster_secret = Some(cluster_secret);
         nodes.push(node::start(node_config).await?);
     }
-    let gw = gateway::start(GatewayConfig::new(config.gateway, peers.clone())).await?;
+    let mut gateway_config = GatewayConfig::new(config.gateway, peers.clone());
+    gateway_config.cluster_secret = Some(cluster_secret);
+    let gw = gateway::start(gateway_config).await?;
     let base = format!("http://{}", gw.addr);
     let mut out = std::io::stdout();
     writeln!(out)?;
@@ -88,6 +94,10 @@ pub async fn run(
     for (id, addr) in &peers {
         writeln!(out, "  node {id}: internal RPC on {addr}")?;
     }
+    writeln!(
+        out,
+        "  internal RPC is sealed with a cluster secret made for this run"
+    )?;
     writeln!(out)?;
     writeln!(out, "Try it:")?;
     writeln!(out, "  curl -X POST \"{base}/api/logs?consistency=QUORUM\" -H \"Content-Type: application/json\" -d '{{\"key\":\"user-456\",\"value\":\"profile-update\"}}'")?;

@@ -8,6 +8,10 @@
 //! probe *and* no coordinator has its breaker open: a coordinator refuses
 //! (503) any level that needs a replica it believes down, so a level is
 //! shown available only when every coordinator could serve it.
+//!
+//! With an API token every request but `GET /api/openapi.json` must carry
+//! `Authorization: Bearer <token>` (401 otherwise); with a certificate the
+//! API is served over HTTPS only.
 use crate::telemetry;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
@@ -21,6 +25,7 @@ use quorumlog_core::context::MAX_TOKEN_LEN;
 use quorumlog_core::input::{self, InputError, MAX_VALUE_LEN};
 use quorumlog_core::protocol::{BreakerState, HealthReport};
 use quorumlog_core::rpc::RpcError;
+use quorumlog_core::secure_channel::ClusterSecret;
 use quorumlog_core::{
     Client, ClientError, Consistency, Dot, NodeId, OpError, ReadOk, ReadRequest, Refusal, Version,
     WriteOk, WriteRequest,
@@ -36,7 +41,7 @@ use std::time::{Duration, Instant};
 /// Largest request body: a maximal value, JSON-escaped, plus a context.
 pub const MAX_BODY_BYTES: usize = 4 * MAX_VALUE_LEN;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
     pub nodes: Vec<(NodeId, SocketAddr)>,
@@ -48,6 +53,71 @@ pub struct GatewayConfig {
     pub default_level: Consistency,
     /// Bounds on HTTP connections.
     pub http_limits: crate::http_server::HttpLimits,
+    /// What the gateway's connections to the coordinators prove.
+    pub cluster_secret: Option<ClusterSecret>,
+    /// The bearer token every request must carry (`None`: open API).
+    pub api_token: Option<ApiToken>,
+    /// Serve HTTPS with this identity (`None`: plain HTTP).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("listen", &self.listen)
+            .field("nodes", &self.nodes)
+            .field("timeout", &self.timeout)
+            .field("health_interval", &self.health_interval)
+            .field("default_level", &self.default_level)
+            .field("http_limits", &self.http_limits)
+            .field("cluster_secret", &self.cluster_secret)
+            .field("api_token", &self.api_token)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// A bearer token for the HTTP API. Its `Debug` form never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(Arc<str>);
+
+impl ApiToken {
+    pub const MIN_LEN: usize = 16;
+    pub const MAX_LEN: usize = 4096;
+
+    /// Whether `candidate` is this token, in time that does not depend on
+    /// where they differ.
+    fn matches(&self, candidate: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.0.as_bytes().ct_eq(candidate))
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(…)")
+    }
+}
+
+impl std::str::FromStr for ApiToken {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let len = text.chars().count();
+        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&len) {
+            return Err(format!(
+                "the API token is {len} characters; it must be {} to {} (e.g. `openssl rand -hex 32`)",
+                Self::MIN_LEN,
+                Self::MAX_LEN
+            ));
+        }
+        if let Some(bad) = text.chars().find(|c| !c.is_ascii_graphic()) {
+            return Err(format!(
+                "the API token holds {bad:?}; it may hold only visible ASCII characters, no spaces"
+            ));
+        }
+        Ok(ApiToken(text.into()))
+    }
 }
 
 impl GatewayConfig {
@@ -59,6 +129,9 @@ impl GatewayConfig {
             health_interval: Duration::from_millis(500),
             default_level: Consistency::Quorum,
             http_limits: crate::http_server::HttpLimits::default(),
+            cluster_secret: None,
+            api_token: None,
+            tls: None,
         }
     }
 }
@@ -113,6 +186,7 @@ pub struct ApiError {
 /// and debug builds refuse to make any other.
 pub const ERRORS: &[(u16, &str)] = &[
     (400, "bad_request"),
+    (401, "unauthorized"),
     (404, "no_route"),
     (404, "not_found"),
     (405, "method_not_allowed"),
@@ -456,9 +530,10 @@ impl Gateway {
             .map(|&(id, addr)| Coordinator {
                 id,
                 addr,
-                probe: Client::new(
+                probe: Client::secured(
                     vec![(id, addr)],
                     Duration::from_millis(500).min(config.timeout),
+                    config.cluster_secret,
                 ),
             })
             .collect::<Vec<_>>();
@@ -471,7 +546,7 @@ impl Gateway {
             coordinators.len()
         ];
         Gateway(Arc::new(Inner {
-            client: Client::new(config.nodes.clone(), config.timeout),
+            client: Client::secured(config.nodes.clone(), config.timeout, config.cluster_secret),
             coordinators,
             next: AtomicUsize::new(0),
             views: RwLock::new(views),
@@ -481,7 +556,8 @@ impl Gateway {
         }))
     }
 
-    pub fn router(&self) -> anyhow::Result<Router> {
+    /// The API; with `token`, every route but the OpenAPI document needs it.
+    pub fn router(&self, token: Option<ApiToken>) -> anyhow::Result<Router> {
         let handle = telemetry::metrics()?;
         Ok(Router::new()
             .route("/api/logs", post(write))
@@ -493,6 +569,7 @@ impl Gateway {
             .fallback(no_route)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(axum::middleware::from_fn_with_state(token, require_token))
             .layer(axum::middleware::from_fn(limit_uri)))
     }
 
@@ -761,6 +838,50 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
     response.headers_mut().insert(
         axum::http::header::ALLOW,
         axum::http::HeaderValue::from_static(allowed),
+    );
+    response
+}
+
+/// 401 for a request without the API token (when the gateway has one),
+/// before any route reads it; the OpenAPI document stays public.
+async fn require_token(
+    State(token): State<Option<ApiToken>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = token else {
+        return next.run(request).await;
+    };
+    if request.uri().path() == "/api/openapi.json" {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|value| value.as_bytes());
+    let problem = match presented {
+        None => "this gateway needs `Authorization: Bearer <token>` on every request",
+        Some(value) => match value.strip_prefix(b"Bearer ") {
+            Some(candidate) if token.matches(candidate) => return next.run(request).await,
+            Some(_) => "the bearer token is not this gateway's",
+            None => "the Authorization header is not `Bearer <token>`",
+        },
+    };
+    metrics::counter!("http_unauthorized_total").increment(1);
+    let method = request.method().clone();
+    let error = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", problem);
+    observe(
+        &method,
+        "unknown",
+        "none",
+        error.outcome(),
+        error.status,
+        Instant::now(),
+    );
+    let mut response = error.into_response();
+    response.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer realm=\"quorumlog\""),
     );
     response
 }
@@ -1093,13 +1214,18 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
         anyhow::bail!("the gateway needs at least one node (--node ID=ADDR)");
     }
     let gateway = Gateway::new(&config);
-    let app = gateway.router()?;
+    let app = gateway.router(config.api_token.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("gateway: cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     let limits = config.http_limits;
-    let serve = tokio::spawn(crate::http_server::serve(listener, app, limits));
+    let serve = tokio::spawn(crate::http_server::serve(
+        listener,
+        app,
+        limits,
+        config.tls.clone(),
+    ));
     let poller = gateway.clone();
     let interval = config.health_interval;
     let poll = tokio::spawn(async move {

@@ -1,13 +1,14 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use quorumd::cluster::ClusterConfig;
-use quorumd::gateway::GatewayConfig;
+use quorumd::gateway::{ApiToken, GatewayConfig};
 use quorumd::http_server::HttpLimits;
 use quorumd::node::NodeConfig;
 use quorumd::store::StoreSpec;
 use quorumd::{bench, cluster, gateway, node, peers, telemetry};
 use quorumlog_core::context::ContextSecret;
 use quorumlog_core::rpc::ServerLimits;
+use quorumlog_core::secure_channel::ClusterSecret;
 use quorumlog_core::{
     AntiEntropyConfig, Consistency, CoordinatorConfig, HintLimits, KeyLimits, NodeId, ReadRepair,
 };
@@ -291,6 +292,52 @@ struct NodeArgs {
     /// (an idle peer, or one trickling a frame); peers reconnect.
     #[arg(long, value_name = "MS", default_value_t = ServerLimits::DEFAULT_IDLE_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
     rpc_idle_timeout_ms: u64,
+    /// A peer that has not proved the cluster secret this long after
+    /// connecting is closed (with a cluster secret only).
+    #[arg(long, value_name = "MS", default_value_t = ServerLimits::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    rpc_handshake_timeout_ms: u64,
+    #[command(flatten)]
+    cluster_secret: ClusterSecretArgs,
+}
+
+/// The cluster secret, shared by `node` and `gateway`.
+#[derive(clap::Args)]
+struct ClusterSecretArgs {
+    /// The secret every node and gateway of the cluster holds (64 hex
+    /// digits, e.g. from `openssl rand -hex 32`): internal RPC connections
+    /// prove it and are encrypted with it. Required to listen beyond
+    /// loopback.
+    #[arg(long, value_name = "HEX", env = "QUORUMD_CLUSTER_SECRET", hide_env_values = true, value_parser = parse_cluster_secret)]
+    cluster_secret: Option<ClusterSecret>,
+    /// Read the cluster secret from this file instead (e.g. a Docker or
+    /// Kubernetes secret).
+    #[arg(long, value_name = "PATH", conflicts_with = "cluster_secret")]
+    cluster_secret_file: Option<PathBuf>,
+}
+
+impl ClusterSecretArgs {
+    fn secret(&self) -> anyhow::Result<Option<ClusterSecret>> {
+        match (&self.cluster_secret, &self.cluster_secret_file) {
+            (Some(secret), _) => Ok(Some(*secret)),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("reading the cluster secret file {}", path.display())
+                })?;
+                ClusterSecret::from_hex(&text)
+                    .map(Some)
+                    .with_context(|| format!("the cluster secret file {}", path.display()))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+fn parse_cluster_secret(text: &str) -> Result<ClusterSecret, String> {
+    ClusterSecret::from_hex(text).map_err(|e| e.to_string())
+}
+
+fn parse_api_token(text: &str) -> Result<ApiToken, String> {
+    text.parse()
 }
 
 /// Per-key limits, shared by `node` and `cluster`.
@@ -391,6 +438,18 @@ struct GatewayArgs {
     /// keep-alive connection may sit idle), in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = HttpLimits::DEFAULT_HEADER_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     http_header_timeout_ms: u64,
+    #[command(flatten)]
+    cluster_secret: ClusterSecretArgs,
+    /// Require `Authorization: Bearer TOKEN` on every request but
+    /// `GET /api/openapi.json` (16 to 4096 visible ASCII characters).
+    #[arg(long, value_name = "TOKEN", env = "QUORUMD_API_TOKEN", hide_env_values = true, value_parser = parse_api_token)]
+    api_token: Option<ApiToken>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn parse_context_secret(text: &str) -> Result<ContextSecret, String> {
@@ -545,7 +604,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 max_in_flight_per_connection: args.rpc_max_in_flight,
                 max_in_flight_bytes_per_connection: args.rpc_max_in_flight_bytes,
                 idle_timeout: Duration::from_millis(args.rpc_idle_timeout_ms),
+                handshake_timeout: Duration::from_millis(args.rpc_handshake_timeout_ms),
             };
+            config.cluster_secret = args.cluster_secret.secret()?;
             let id = config.id;
             let mut running = node::start(config)
                 .await
@@ -573,6 +634,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 max_connections: args.http_max_connections,
                 header_timeout: Duration::from_millis(args.http_header_timeout_ms),
             };
+            config.cluster_secret = args.cluster_secret.secret()?;
+            config.api_token = args.api_token;
+            if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+                config.tls = Some(quorumd::http_server::tls_acceptor(cert, key)?);
+            }
             let running = gateway::start(config)
                 .await
                 .context("starting the gateway")?;

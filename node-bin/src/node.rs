@@ -5,6 +5,7 @@ use quorumlog_core::breaker::BreakerConfig;
 use quorumlog_core::context::ContextSecret;
 use quorumlog_core::replica::MAX_VALUE_LEN;
 use quorumlog_core::rpc::MAX_FRAME_BYTES;
+use quorumlog_core::secure_channel::ClusterSecret;
 use quorumlog_core::{
     AntiEntropyConfig, CoordinatorConfig, HintLimits, Incarnation, KeyLimits, Node, NodeId,
     ReadRepair,
@@ -71,6 +72,31 @@ pub fn random_context_secret() -> ContextSecret {
     ContextSecret::from_bytes(rand::random())
 }
 
+/// A new cluster secret from the operating system's RNG, for a cluster
+/// this process starts itself (`quorumd cluster`, `quorumd nemesis`).
+pub fn random_cluster_secret() -> ClusterSecret {
+    ClusterSecret::from_bytes(rand::random())
+}
+
+/// Why a node may not listen on `listen` without a cluster secret: any
+/// address beyond loopback lets whoever reaches it read and overwrite
+/// every key.
+pub fn refuse_open_listener(
+    what: &str,
+    listen: SocketAddr,
+    secret: Option<&ClusterSecret>,
+) -> anyhow::Result<()> {
+    if secret.is_none() && !listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to serve {what} on {listen} without a cluster secret: whoever reaches that \
+             address could read and overwrite every key. Give every node and gateway the same \
+             secret (--cluster-secret HEX, QUORUMD_CLUSTER_SECRET, or --cluster-secret-file; \
+             make one with `openssl rand -hex 32`), or listen on a loopback address"
+        );
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub id: NodeId,
@@ -101,6 +127,9 @@ pub struct NodeConfig {
     pub rpc_limits: quorumlog_core::rpc::ServerLimits,
     /// Background read repairs in flight at once.
     pub max_background_repairs: usize,
+    /// What every RPC connection to and from this node must prove
+    /// (`None`: plain connections, allowed on loopback only).
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 impl NodeConfig {
@@ -128,6 +157,7 @@ impl NodeConfig {
             anti_entropy: defaults.anti_entropy,
             rpc_limits: quorumlog_core::rpc::ServerLimits::default(),
             max_background_repairs: CoordinatorConfig::DEFAULT_MAX_BACKGROUND_REPAIRS,
+            cluster_secret: None,
         }
     }
 
@@ -144,6 +174,7 @@ impl NodeConfig {
             hinted_handoff: self.hinted_handoff,
             anti_entropy: self.anti_entropy,
             max_background_repairs: self.max_background_repairs,
+            cluster_secret: self.cluster_secret,
             ..CoordinatorConfig::default()
         }
     }
@@ -195,6 +226,11 @@ fn fresh_incarnation() -> Incarnation {
 /// Open the store (running migrations), resolve the node's incarnation,
 /// bind, and serve in the background.
 pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
+    refuse_open_listener(
+        &format!("node {}'s internal RPC", config.id),
+        config.listen,
+        config.cluster_secret.as_ref(),
+    )?;
     let handle = telemetry::metrics()?;
     let fresh = fresh_incarnation();
     let store =

@@ -100,5 +100,6 @@ pub async fn serve_metrics(
         listener,
         app,
         crate::http_server::HttpLimits::default(),
+        None,
     )))
 }

@@ -143,6 +143,8 @@ pub struct Cluster {
     node_args: Vec<String>,
     /// The cluster's context secret, as `--context-secret` takes it.
     context_secret: String,
+    /// The cluster secret every node and the gateway hold (hex), if any.
+    cluster_secret: Option<String>,
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -163,6 +165,17 @@ impl Cluster {
 
     /// Like [`Cluster::start`], passing `node_args` to every node.
     pub fn start_with(backend: Backend, tag: &str, node_args: &[&str]) -> Cluster {
+        Self::start_holding(backend, tag, node_args, None)
+    }
+
+    /// Like [`Cluster::start_with`], every node and the gateway holding
+    /// `cluster_secret` (hex; passed in the environment).
+    pub fn start_holding(
+        backend: Backend,
+        tag: &str,
+        node_args: &[&str],
+        cluster_secret: Option<&str>,
+    ) -> Cluster {
         let bin = quorumd();
         let dir = temp_dir(tag);
         let nodes: Vec<NodeProc> = (1..=Self::N)
@@ -194,28 +207,41 @@ impl Cluster {
                 "{:064x}",
                 (u128::from(std::process::id()) << 16) | u128::from(gateway_port)
             ),
+            cluster_secret: cluster_secret.map(str::to_string),
         };
         for id in 1..=Self::N {
             cluster.start_node(id);
         }
-        let node_list = cluster.peer_list();
-        let log = cluster.log_file("gateway");
-        let child = Command::new(&cluster.bin)
+        let child =
+            cluster.spawn_gateway("gateway", gateway_port, cluster.cluster_secret.as_deref());
+        cluster.gateway = Some(child);
+        cluster
+    }
+
+    /// Start a `quorumd gateway` on `port` in front of every node, holding
+    /// `cluster_secret`, logging to `<name>.log`; the caller owns it.
+    pub fn spawn_gateway(&self, name: &str, port: u16, cluster_secret: Option<&str>) -> Child {
+        let log = self.log_file(name);
+        let mut command = Command::new(&self.bin);
+        command
             .args([
                 "gateway",
                 "--listen",
-                &format!("127.0.0.1:{gateway_port}"),
+                &format!("127.0.0.1:{port}"),
                 "--nodes",
-                &node_list,
+                &self.peer_list(),
             ])
             .args(["--timeout-ms", "2000", "--health-interval-ms", "200"])
+            .env_remove("QUORUMD_CLUSTER_SECRET");
+        if let Some(secret) = cluster_secret {
+            command.env("QUORUMD_CLUSTER_SECRET", secret);
+        }
+        command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
-            .expect("spawn quorumd gateway");
-        cluster.gateway = Some(child);
-        cluster
+            .expect("spawn quorumd gateway")
     }
 
     fn peer_list(&self) -> String {
@@ -236,12 +262,24 @@ impl Cluster {
 
     /// Start (or restart) node `id` on its port and store.
     pub fn start_node(&mut self, id: u32) {
+        let secret = self.cluster_secret.clone();
+        self.start_node_holding(id, secret.as_deref());
+    }
+
+    /// [`Cluster::start_node`] with `cluster_secret` instead of the
+    /// cluster's (a misconfigured or impostor node).
+    pub fn start_node_holding(&mut self, id: u32, cluster_secret: Option<&str>) {
         let peers = self.peer_list();
         let log = self.log_file(&format!("node-{id}"));
         let bin = self.bin.clone();
         let node = self.nodes.iter_mut().find(|n| n.id == id).expect("node id");
         assert!(node.child.is_none(), "node {id} is already running");
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command.env_remove("QUORUMD_CLUSTER_SECRET");
+        if let Some(secret) = cluster_secret {
+            command.env("QUORUMD_CLUSTER_SECRET", secret);
+        }
+        let child = command
             .args([
                 "node",
                 "--id",
@@ -283,7 +321,14 @@ impl Cluster {
     /// A coordinator client that talks to node `id` only (no failover):
     /// how a test makes one particular node coordinate a request.
     pub fn client(&self, id: u32) -> Client {
-        Client::new(vec![(id, self.node_addr(id))], Duration::from_secs(5))
+        let secret = self.cluster_secret.as_deref().map(|hex| {
+            quorumlog_core::secure_channel::ClusterSecret::from_hex(hex).expect("a hex secret")
+        });
+        Client::secured(
+            vec![(id, self.node_addr(id))],
+            Duration::from_secs(5),
+            secret,
+        )
     }
 
     /// Destroy node `id`'s data, as a lost disk would: the SQLite file and
@@ -371,9 +416,11 @@ impl Cluster {
         let mut out = String::new();
         let mut names: Vec<String> = (1..=Self::N).map(|id| format!("node-{id}")).collect();
         names.push("gateway".into());
+        names.push("impostor-gateway".into());
         for name in names {
-            let text =
-                std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+            let Ok(text) = std::fs::read_to_string(self.dir.join(format!("{name}.log"))) else {
+                continue;
+            };
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(15)..];
             out.push_str(&format!(

@@ -23,6 +23,20 @@ where
     F: FnOnce(Ctx) -> Fut,
     Fut: Future<Output = Ctx>,
 {
+    run_holding(backend, tag, node_args, None, scenario)
+}
+
+/// As [`run_with`], every node and the gateway holding `cluster_secret`.
+pub fn run_holding<F, Fut>(
+    backend: Backend,
+    tag: &str,
+    node_args: &[&str],
+    cluster_secret: Option<&str>,
+    scenario: F,
+) where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = Ctx>,
+{
     let _serial = crate::serial();
     let runtime = real_tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -34,7 +48,7 @@ where
             .timeout(Duration::from_secs(10))
             .build()
             .expect("http client");
-        let mut cluster = Cluster::start_with(backend, tag, node_args);
+        let mut cluster = Cluster::start_holding(backend, tag, node_args, cluster_secret);
         cluster
             .wait_up(&http, u64::from(Cluster::N), Duration::from_secs(60))
             .await;

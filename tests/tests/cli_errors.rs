@@ -10,6 +10,8 @@ fn run(args: &[&str]) -> (i32, String) {
         .env("RUST_BACKTRACE", "1")
         // Only the command line may provide the secret here.
         .env_remove("QUORUMD_CONTEXT_SECRET")
+        .env_remove("QUORUMD_CLUSTER_SECRET")
+        .env_remove("QUORUMD_API_TOKEN")
         .output()
         .expect("run quorumd");
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
@@ -102,6 +104,90 @@ fn bad_arguments_get_one_clear_line() {
                 "0",
             ],
             "--anti-entropy-max-keys must be at least 1",
+        ),
+        (
+            &[
+                "node",
+                "--id",
+                "1",
+                "--listen",
+                "0.0.0.0:0",
+                "--store",
+                "memory",
+                "--context-secret",
+                "00000000000000000000000000000000000000000000000000000000000000aa",
+            ],
+            "refusing to serve node 1's internal RPC on 0.0.0.0:0 without a cluster secret",
+        ),
+        (
+            &[
+                "node",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                "memory",
+                "--context-secret",
+                "00000000000000000000000000000000000000000000000000000000000000aa",
+                "--cluster-secret",
+                "0123",
+            ],
+            "the cluster secret is 4 characters; it must be 64 hexadecimal digits",
+        ),
+        (
+            &[
+                "node",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                "memory",
+                "--context-secret",
+                "00000000000000000000000000000000000000000000000000000000000000aa",
+                "--cluster-secret-file",
+                "/nonexistent/cluster-secret",
+            ],
+            "reading the cluster secret file /nonexistent/cluster-secret",
+        ),
+        (
+            &[
+                "gateway",
+                "--listen",
+                "127.0.0.1:0",
+                "--nodes",
+                "1=127.0.0.1:7000",
+                "--api-token",
+                "short",
+            ],
+            "the API token is 5 characters; it must be 16 to 4096",
+        ),
+        (
+            &[
+                "gateway",
+                "--listen",
+                "127.0.0.1:0",
+                "--nodes",
+                "1=127.0.0.1:7000",
+                "--tls-cert",
+                "/nonexistent/cert.pem",
+            ],
+            "--tls-key",
+        ),
+        (
+            &[
+                "gateway",
+                "--listen",
+                "127.0.0.1:0",
+                "--nodes",
+                "1=127.0.0.1:7000",
+                "--tls-cert",
+                "/nonexistent/cert.pem",
+                "--tls-key",
+                "/nonexistent/key.pem",
+            ],
+            "reading the TLS certificate /nonexistent/cert.pem",
         ),
         (
             &["nemesis", "--store", "mysql://x"],

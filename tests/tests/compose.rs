@@ -152,6 +152,31 @@ fn compose_has_every_service_and_port() {
         1,
         "nodes have different secrets: {secrets:?}"
     );
+    // The nodes listen beyond loopback, so they (and the gateway, which
+    // must prove the same secret) need the cluster secret; it has no
+    // default, so `docker compose up` stops until the operator sets one.
+    let mut cluster_secrets = BTreeSet::new();
+    for name in (1..=5)
+        .map(|i| format!("node{i}"))
+        .chain(["gateway".into()])
+    {
+        let secret = services[&name]["environment"]["QUORUMD_CLUSTER_SECRET"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} has no QUORUMD_CLUSTER_SECRET"));
+        assert!(
+            secret.starts_with("${QUORUMD_CLUSTER_SECRET:?"),
+            "{name}: {secret:?} must be required from the environment, with no default"
+        );
+        cluster_secrets.insert(secret.to_string());
+    }
+    assert_eq!(cluster_secrets.len(), 1, "{cluster_secrets:?}");
+    for i in 1..=5 {
+        let listen = flag(&command(&services[&format!("node{i}")]), "listen").expect("--listen");
+        assert!(
+            !listen.starts_with("127."),
+            "node{i} listens on loopback: {listen}"
+        );
+    }
     let gateway = command(&services["gateway"]);
     assert_eq!(gateway.first().map(String::as_str), Some("gateway"));
     assert_eq!(flag(&gateway, "listen").map(|l| port_of(&l)), Some(8080));
@@ -487,4 +512,24 @@ fn dockerfile_builds_and_runs_quorumd() {
             );
         }
     }
+}
+
+/// Every metric the code records is in the metrics table of
+/// docs/deployment.md (a row names it in backticks).
+#[test]
+fn every_recorded_metric_is_documented() {
+    let docs = read("docs/deployment.md");
+    let section = docs
+        .split("\n## Metrics\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Metrics section in docs/deployment.md");
+    let missing: Vec<String> = recorded_metrics()
+        .into_iter()
+        .filter(|name| !section.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in the metrics table of docs/deployment.md: {missing:?}"
+    );
 }

@@ -23,6 +23,7 @@ use crate::protocol::{
 use crate::quorum::Consistency;
 use crate::replica::{KeyLimits, Refusal, Replica, ReplicaError};
 use crate::rpc::{RpcClient, RpcError};
+use crate::secure_channel::ClusterSecret;
 use crate::version::{NodeId, Siblings, VersionVector};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -77,6 +78,11 @@ pub struct CoordinatorConfig {
     /// (`read_repairs_dropped_total`): hints and anti-entropy still bring
     /// that replica up to date, and no burst of reads can pile up tasks.
     pub max_background_repairs: usize,
+    /// The secret every connection to and from the cluster's nodes must
+    /// prove ([`crate::secure_channel`]). `None`: plain connections, for
+    /// loopback clusters and the simulator; `quorumd` refuses to listen
+    /// beyond loopback without one.
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 impl CoordinatorConfig {
@@ -96,6 +102,7 @@ impl Default for CoordinatorConfig {
             hint_replay_interval: Duration::from_secs(1),
             anti_entropy: Some(AntiEntropyConfig::default()),
             max_background_repairs: Self::DEFAULT_MAX_BACKGROUND_REPAIRS,
+            cluster_secret: None,
         }
     }
 }
@@ -136,6 +143,14 @@ impl Peer {
             }
             Err(e @ RpcError::Connect { refused: true, .. }) => {
                 tracing::debug!(peer = self.id, "unreachable: {e}");
+                self.breaker().trip(Instant::now());
+                Err(CallFailure::Unreachable)
+            }
+            // It turned the connection away before handling anything (it
+            // holds another cluster secret, or none): a misconfiguration,
+            // down as far as this cluster is concerned.
+            Err(e @ RpcError::Refused { .. }) => {
+                tracing::warn!(peer = self.id, "{e}");
                 self.breaker().trip(Instant::now());
                 Err(CallFailure::Unreachable)
             }
@@ -209,7 +224,7 @@ impl Coordinator {
             .map(|(id, addr)| {
                 Arc::new(Peer {
                     id,
-                    client: RpcClient::new(addr),
+                    client: RpcClient::secured(addr, config.cluster_secret),
                     breaker: Mutex::new(Breaker::new(config.breaker)),
                 })
             })
@@ -231,6 +246,10 @@ impl Coordinator {
 
     pub fn id(&self) -> NodeId {
         self.replica.id()
+    }
+
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.config
     }
 
     pub fn replica(&self) -> &Replica {
@@ -266,7 +285,7 @@ impl Coordinator {
         }
         let probe = self.config.replica_timeout.min(RECONNECT_PROBE);
         let probes = lost.iter().map(|peer| async move {
-            if let Err(e @ RpcError::Connect { refused: true, .. }) =
+            if let Err(e @ (RpcError::Connect { refused: true, .. } | RpcError::Refused { .. })) =
                 peer.client.connect(probe).await
             {
                 tracing::debug!(peer = peer.id, "down: {e}");

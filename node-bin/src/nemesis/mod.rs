@@ -557,6 +557,7 @@ pub async fn run(mut config: NemesisConfig) -> anyhow::Result<NemesisReport> {
         dir: config.dir.clone(),
         peers: peers.clone(),
         context_secret: secret,
+        cluster_secret: crate::node::random_cluster_secret().to_hex(),
         extra: vec![
             "--replica-timeout-ms".into(),
             "500".into(),
@@ -589,6 +590,7 @@ pub async fn run(mut config: NemesisConfig) -> anyhow::Result<NemesisReport> {
         &config.dir,
         gateway_addr,
         &peers,
+        &rig.spec.cluster_secret,
     )?);
     let url = format!("http://{gateway_addr}");
     let http = reqwest::Client::builder()

@@ -14,6 +14,9 @@ pub struct NodeSpec {
     pub dir: PathBuf,
     pub peers: String,
     pub context_secret: String,
+    /// The cluster secret (hex) every node and the gateway hold: the
+    /// nodes listen beyond loopback, on the nemesis's bridge.
+    pub cluster_secret: String,
     /// Flags added to every node's command line.
     pub extra: Vec<String>,
 }
@@ -53,6 +56,7 @@ impl NodeProc {
             .args(["--peers", &spec.peers, "--store", &self.store])
             // In the environment, not on the command line `ps` shows.
             .env("QUORUMD_CONTEXT_SECRET", &spec.context_secret)
+            .env("QUORUMD_CLUSTER_SECRET", &spec.cluster_secret)
             .args(&spec.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -123,11 +127,13 @@ impl GatewayProc {
         dir: &Path,
         listen: SocketAddr,
         nodes: &str,
+        cluster_secret: &str,
     ) -> std::io::Result<GatewayProc> {
         let log = log_file(dir, "gateway")?;
         let child = Command::new(bin)
             .args(["gateway", "--listen", &listen.to_string(), "--nodes", nodes])
             .args(["--timeout-ms", "2000", "--health-interval-ms", "200"])
+            .env("QUORUMD_CLUSTER_SECRET", cluster_secret)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
