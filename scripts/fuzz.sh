@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzz the decoders that take bytes from outside — RPC frames, context
+# Fuzz the decoders that take bytes from outside — RPC frames, the
+# cluster handshake and sealed frames, context
 # tokens, history files, stored rows — with cargo-fuzz (libFuzzer and
 # AddressSanitizer), each target for SECONDS (default 60): any panic,
 # sanitizer report, or allocation over 64 MiB (no input up to 64 KiB may
@@ -15,7 +16,7 @@ fi
 # cargo-fuzz passes nightly-only flags (sanitizers, coverage passes); the
 # machine's one stable toolchain takes them with RUSTC_BOOTSTRAP.
 export RUSTC_BOOTSTRAP=1
-for target in rpc_frame context_token history_parser stored_row; do
+for target in rpc_frame sealed_channel context_token history_parser stored_row; do
     mkdir -p "fuzz/corpus/$target"
     log="fuzz/$target.log"
     if ! cargo fuzz run --fuzz-dir fuzz "$target" "fuzz/corpus/$target" -- \
