@@ -156,6 +156,7 @@ fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
 /// differently. A fresh thread makes the run a function of the seed alone,
 /// whichever worker of a sweep takes it.
 pub fn run_seed(scenario: &Scenario, seed: u64) -> RunResult {
+    crate::keep_freed_memory();
     let scenario = scenario.clone();
     let run = std::thread::Builder::new()
         .name(format!("seed-{seed}"))
@@ -313,13 +314,15 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
     stats.keys_over_limits = over_limits
         .max(keys_over_limits(&cluster))
         .saturating_add(usize::try_from(stats.disk.grown_past_limit).unwrap_or(usize::MAX));
+    let stores = store_contents(&cluster);
+    cluster.shut_down().await;
     RunResult {
         scenario,
         seed,
         history,
         faults,
         stats,
-        stores: store_contents(&cluster),
+        stores,
         convergence,
         ground_truth,
     }
