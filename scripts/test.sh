@@ -28,6 +28,10 @@ bash scripts/setup-nemesis.sh
 step "cargo test (normal build)"
 cargo test --workspace
 
+step "write path beside etcd and PostgreSQL quorum commit, one short round (scripts/compare-write-path.py for the full table)"
+cargo build --quiet -p quorumd --bin quorumd
+python3 scripts/compare-write-path.py --quorumd target/debug/quorumd --rounds 1 --seconds 2 --check
+
 step "schemathesis against a live gateway (OpenAPI document, no server errors)"
 bash scripts/schemathesis.sh
 

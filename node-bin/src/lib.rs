@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod gateway;
 pub mod gateway_client;
 pub mod http_server;
+pub mod loadgen;
 pub mod nemesis;
 pub mod node;
 pub mod peers;

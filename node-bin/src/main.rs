@@ -37,6 +37,10 @@ enum Command {
     Cluster(ClusterArgs),
     /// Load-test a gateway and print latency percentiles per level.
     Bench(BenchArgs),
+    /// Drive quorumlog, etcd or PostgreSQL with one closed-loop durable
+    /// write load and print one JSON line (what
+    /// scripts/compare-write-path.py runs against each system).
+    Loadgen(LoadgenArgs),
     /// Check a history file (JSON lines, docs/history-format.md) with the
     /// simulator's checkers. Exits 0 when every check passes, 1 on a
     /// violation, 3 when nothing was violated but some key's
@@ -483,6 +487,32 @@ struct ClusterArgs {
 }
 
 #[derive(clap::Args)]
+struct LoadgenArgs {
+    /// The system to load: quorumlog (a gateway), etcd (a member's JSON
+    /// gateway) or postgres (a server).
+    #[arg(long, value_enum)]
+    system: quorumd::loadgen::System,
+    /// http://HOST:PORT for quorumlog and etcd, postgres://… for postgres.
+    #[arg(long)]
+    url: String,
+    /// Workers, each with one request outstanding.
+    #[arg(long, default_value_t = 16, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+    clients: usize,
+    /// Keys overwritten, shared out between the clients (0: a new key per write).
+    #[arg(long, default_value_t = 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=100_000_000))]
+    keys: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_048_576))]
+    value_size: usize,
+    /// Seconds of load.
+    #[arg(long, short, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    duration: u64,
+    /// quorumlog's write level.
+    #[arg(long, default_value = "QUORUM")]
+    level: Consistency,
+}
+
+#[derive(clap::Args)]
 struct BenchArgs {
     /// Gateway base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -662,6 +692,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Check(_) => unreachable!("`quorumd check` runs before the runtime starts"),
         Command::Nemesis(_) => unreachable!("`quorumd nemesis` has its own exit codes"),
+        Command::Loadgen(args) => {
+            let config = quorumd::loadgen::LoadConfig {
+                system: args.system,
+                url: args.url,
+                clients: args.clients,
+                keys: args.keys,
+                value_size: args.value_size,
+                duration: Duration::from_secs(args.duration),
+                level: args.level,
+            };
+            let report = quorumd::loadgen::run(config.clone()).await?;
+            println!("{}", report.to_json(&config));
+            Ok(())
+        }
         Command::Bench(args) => {
             let config = bench::BenchConfig {
                 url: args.url,

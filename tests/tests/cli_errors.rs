@@ -190,6 +190,24 @@ fn bad_arguments_get_one_clear_line() {
             "reading the TLS certificate /nonexistent/cert.pem",
         ),
         (
+            &[
+                "loadgen",
+                "--system",
+                "quorumlog",
+                "--url",
+                "http://127.0.0.1:9",
+                "--clients",
+                "4",
+                "--keys",
+                "3",
+            ],
+            "--keys 3 is fewer than --clients 4",
+        ),
+        (
+            &["loadgen", "--system", "mongodb", "--url", "http://127.0.0.1:9"],
+            "'mongodb'",
+        ),
+        (
             &["nemesis", "--store", "mysql://x"],
             "--store \"mysql://x\": use sqlite or a postgres://",
         ),
