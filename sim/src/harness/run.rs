@@ -196,10 +196,12 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
         .adversarial_permille
         .map_or(drawn, |permille| f64::from(permille) / 1000.0);
     let client_timeout = Duration::from_millis(scenario.tuning.client_timeout_ms);
-    let recorder = Recorder::new(started);
     let keys: Vec<String> = (0..scenario.hot_keys + scenario.cold_keys)
         .map(|k| format!("k{k}"))
         .collect();
+    // An invoke and a completion per operation and per final read (at
+    // least one per key).
+    let recorder = Recorder::new(started, 2 * (scenario.operations + keys.len()) + 16);
     // Let every node bind its listener before the first request.
     tokio::time::sleep(Duration::from_millis(10)).await;
 
@@ -277,16 +279,16 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
         .await
         .expect("the final reader is never killed");
 
-    let mut history = History::new();
-    history.push(Event::Header {
+    let recorded = recorder.take();
+    let mut events = Vec::with_capacity(1 + recorded.len());
+    events.push(Event::Header {
         format: HISTORY_FORMAT,
         scenario: Some(scenario.name()),
         seed: Some(seed),
         n: Some(scenario.nodes),
     });
-    for event in recorder.take() {
-        history.push(event);
-    }
+    events.extend(recorded);
+    let history = History { events };
     let faults = nemesis.into_log();
     let mut stats = stats(&history, &faults, started);
     stats.disk = cluster

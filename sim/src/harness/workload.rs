@@ -55,9 +55,10 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(started: Instant) -> Self {
+    /// A recorder with room for `events` events.
+    pub fn new(started: Instant, events: usize) -> Self {
         Self {
-            events: Arc::default(),
+            events: Arc::new(Mutex::new(Vec::with_capacity(events))),
             next_id: Arc::default(),
             started,
         }
@@ -85,6 +86,16 @@ pub(crate) fn observed(v: &Version) -> ObservedVersion {
         value: v.value.clone(),
         dot: Some(history_dot(v.dot)),
         context: Some(history_clock(&v.context)),
+    }
+}
+
+/// [`observed`], taking the value instead of copying it (values reach
+/// 96 KiB, and a read returns up to the sibling limit of them).
+fn observed_owned(v: Version) -> ObservedVersion {
+    ObservedVersion {
+        dot: Some(history_dot(v.dot)),
+        context: Some(history_clock(&v.context)),
+        value: v.value,
     }
 }
 
@@ -175,7 +186,7 @@ impl SimClient {
                     client: self.id,
                     time_us,
                     outcome: Outcome::Ok,
-                    values: ok.siblings.iter().map(observed).collect(),
+                    values: ok.siblings.into_iter().map(observed_owned).collect(),
                     version: None,
                     context: Some(history_clock(&ok.context)),
                     error: None,
