@@ -347,7 +347,7 @@ fn check(file: PathBuf, model: ModelKind, budget: Budget) -> Result<ExitCode> {
 mod simulator {
     use super::*;
     use indicatif::{ProgressBar, ProgressStyle};
-    use quorumlog_sim::sweep::{default_jobs, run_and_check, sweep_each};
+    use quorumlog_sim::sweep::{default_jobs, process_cpu_seconds, run_and_check, sweep_each};
     use quorumlog_sim::verdict::{run_table, standard_configs, standard_schedules};
     use std::collections::BTreeMap;
 
@@ -426,6 +426,7 @@ mod simulator {
     pub fn run(seeds_of: Seeds, seeds: Range<u64>, args: SweepArgs) -> Result<ExitCode> {
         let bar = bar(seeds.end - seeds.start, &seeds_of.name());
         let started = std::time::Instant::now();
+        let cpu_before = process_cpu_seconds();
         let (outcomes, panics) = sweep_each(
             &|seed| seeds_of.scenario_of(seed),
             seeds.clone(),
@@ -435,6 +436,9 @@ mod simulator {
         );
         bar.finish_and_clear();
         let elapsed = started.elapsed();
+        let cpu = process_cpu_seconds()
+            .zip(cpu_before)
+            .map(|(after, before)| after - before);
         let mut outcomes_total: BTreeMap<String, usize> = BTreeMap::new();
         let mut faults: BTreeMap<String, usize> = BTreeMap::new();
         let mut operations = 0;
@@ -463,8 +467,14 @@ mod simulator {
             }
         }
         let runs = outcomes.len() + panics.len();
+        let per_cpu = cpu.map_or(String::new(), |cpu| {
+            format!(
+                "; {cpu:.1} s CPU, {:.1} seeds per CPU-second",
+                runs as f64 / cpu.max(1e-9)
+            )
+        });
         println!(
-            "seeds      {}..{} ({runs} runs in {:.1}s, {:.1} seeds/s)",
+            "seeds      {}..{} ({runs} runs in {:.1}s, {:.1} seeds/s{per_cpu})",
             seeds.start,
             seeds.end,
             elapsed.as_secs_f64(),

@@ -174,6 +174,34 @@ pub fn sweep_each(
     (outcomes, panics)
 }
 
+/// CPU time this process has used so far (user and system, every thread,
+/// finished ones included), from `/proc/self/stat`; None where that is
+/// not available. For rates per CPU-second: on a shared machine a
+/// sweep's wall time says little.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces), from field 3:
+    // utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / clock_ticks_per_second())
+}
+
+/// `sysconf(_SC_CLK_TCK)`: the unit of `/proc`'s CPU times.
+fn clock_ticks_per_second() -> f64 {
+    extern "C" {
+        fn sysconf(name: std::ffi::c_int) -> std::ffi::c_long;
+    }
+    const SC_CLK_TCK: std::ffi::c_int = 2;
+    // SAFETY: sysconf reads a constant of the system; any name is allowed.
+    let ticks = unsafe { sysconf(SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
 /// Default parallelism: the machine's cores.
 pub fn default_jobs() -> usize {
     std::thread::available_parallelism()
