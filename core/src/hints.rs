@@ -273,31 +273,28 @@ pub fn plan_put(
         limit: limits.max_bytes_per_target,
     };
     match held {
-        Some(held) => {
-            let mut merged = held.siblings.clone();
-            match merged.sync(incoming) {
-                Err(error) => HintPlan::Drop(HintDropReason::Conflict {
-                    target,
-                    key: key.to_string(),
-                    error,
-                }),
-                Ok(false) => HintPlan::Unchanged,
-                Ok(true) => {
-                    let bytes = hint_bytes(key, &merged);
-                    let total = others.bytes.checked_add(bytes);
-                    let over = total.is_none_or(|t| t > limits.max_bytes_per_target);
-                    if over && bytes > held.bytes() {
-                        return HintPlan::Drop(too_many_bytes(total));
-                    }
-                    HintPlan::Write {
-                        siblings: merged,
-                        stored_at: held.stored_at,
-                        bytes,
-                        outcome: HintStored::Merged,
-                    }
+        Some(held) => match held.siblings.synced(incoming) {
+            Err(error) => HintPlan::Drop(HintDropReason::Conflict {
+                target,
+                key: key.to_string(),
+                error,
+            }),
+            Ok(None) => HintPlan::Unchanged,
+            Ok(Some(merged)) => {
+                let bytes = hint_bytes(key, &merged);
+                let total = others.bytes.checked_add(bytes);
+                let over = total.is_none_or(|t| t > limits.max_bytes_per_target);
+                if over && bytes > held.bytes() {
+                    return HintPlan::Drop(too_many_bytes(total));
+                }
+                HintPlan::Write {
+                    siblings: merged,
+                    stored_at: held.stored_at,
+                    bytes,
+                    outcome: HintStored::Merged,
                 }
             }
-        }
+        },
         None => {
             if others.count >= limits.max_per_target {
                 return HintPlan::Drop(HintDropReason::TooManyHints {

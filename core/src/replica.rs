@@ -302,19 +302,20 @@ impl Replica {
             .update(key, &mut |local| {
                 // The store may run this more than once (optimistic retry).
                 refusal = None;
-                let mut merged = local.clone();
-                match merged.sync(incoming) {
-                    Ok(false) => false,
-                    Ok(true) => match Self::check_limits(&self.apply_limits, key, local, &merged) {
-                        Ok(()) => {
-                            *local = merged;
-                            true
+                match local.synced(incoming) {
+                    Ok(None) => false,
+                    Ok(Some(merged)) => {
+                        match Self::check_limits(&self.apply_limits, key, local, &merged) {
+                            Ok(()) => {
+                                *local = merged;
+                                true
+                            }
+                            Err(r) => {
+                                refusal = Some(r);
+                                false
+                            }
                         }
-                        Err(r) => {
-                            refusal = Some(r);
-                            false
-                        }
-                    },
+                    }
                     Err(e) => {
                         refusal = Some(version_refusal(key, e));
                         false
