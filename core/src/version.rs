@@ -8,7 +8,6 @@
 //! seen `a`. Versions that do not cover each other are concurrent siblings.
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 use std::fmt;
 use thiserror::Error;
 
@@ -127,9 +126,22 @@ pub enum VersionError {
 }
 
 /// A version vector: for each actor, how many of its events are included.
-/// Kept as a `BTreeMap` so iteration (and therefore encoding) is ordered.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct VersionVector(BTreeMap<Actor, u64>);
+/// Kept sorted by actor (one entry per actor), so iteration (and therefore
+/// encoding) is ordered. A sorted `Vec` rather than a `BTreeMap`: vectors
+/// hold a handful of entries, and a version carries one, so they are
+/// cloned, merged, encoded and dropped all the time; the encoding is the
+/// map's, entry by entry, as it was with a `BTreeMap`.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct VersionVector(Vec<(Actor, u64)>);
+
+/// As a map (what it printed as when it was a `BTreeMap`).
+impl fmt::Debug for VersionVector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(a, c)| (a, c)))
+            .finish()
+    }
+}
 
 /// Compact formats (the codec) carry the map of actors as it is;
 /// human-readable ones (JSON) key it by `"3"` or `"3.7"` strings.
@@ -137,7 +149,7 @@ impl Serialize for VersionVector {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         if !serializer.is_human_readable() {
-            return self.0.serialize(serializer);
+            return serializer.collect_map(self.0.iter().map(|(a, c)| (a, c)));
         }
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
         for (actor, counter) in &self.0 {
@@ -150,7 +162,7 @@ impl Serialize for VersionVector {
 impl<'de> Deserialize<'de> for VersionVector {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         if !deserializer.is_human_readable() {
-            return BTreeMap::<Actor, u64>::deserialize(deserializer).map(VersionVector);
+            return deserializer.deserialize_map(CompactEntries);
         }
         struct Entries;
         impl<'de> serde::de::Visitor<'de> for Entries {
@@ -178,6 +190,48 @@ impl<'de> Deserialize<'de> for VersionVector {
     }
 }
 
+/// The compact form: the entries as a map, taken as a `BTreeMap` took
+/// them (in any order; of an actor given twice, the last; zero counters
+/// kept), so every encoding decodes to what it did before.
+struct CompactEntries;
+
+impl<'de> serde::de::Visitor<'de> for CompactEntries {
+    type Value = VersionVector;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a map from actor to counter")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<VersionVector, A::Error> {
+        // The size hint is bounded by the input (postcard: by the bytes
+        // left), but never trust it beyond a small start.
+        let mut entries: Vec<(Actor, u64)> =
+            Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+        let mut sorted = true;
+        while let Some((actor, counter)) = map.next_entry::<Actor, u64>()? {
+            if let Some(&(last, _)) = entries.last() {
+                sorted &= last < actor;
+            }
+            entries.push((actor, counter));
+        }
+        if !sorted {
+            // A stable sort keeps an actor's entries in input order; of
+            // each run of one actor, the last one stays.
+            entries.sort_by_key(|&(actor, _)| actor);
+            let mut deduped: Vec<(Actor, u64)> = Vec::with_capacity(entries.len());
+            for entry in entries {
+                match deduped.last_mut() {
+                    Some(last) if last.0 == entry.0 => *last = entry,
+                    _ => deduped.push(entry),
+                }
+            }
+            entries = deduped;
+        }
+        Ok(VersionVector(entries))
+    }
+}
+
 /// How two clocks relate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Causality {
@@ -202,7 +256,11 @@ impl VersionVector {
 
     /// The counter of `actor` (0 when absent).
     pub fn get(&self, actor: impl Into<Actor>) -> u64 {
-        self.0.get(&actor.into()).copied().unwrap_or(0)
+        let actor = actor.into();
+        match self.0.binary_search_by_key(&actor, |&(a, _)| a) {
+            Ok(at) => self.0[at].1,
+            Err(_) => 0,
+        }
     }
 
     /// Raise `actor`'s entry to at least `counter`.
@@ -210,8 +268,14 @@ impl VersionVector {
         if counter == 0 {
             return;
         }
-        let entry = self.0.entry(actor.into()).or_insert(0);
-        *entry = (*entry).max(counter);
+        let actor = actor.into();
+        match self.0.binary_search_by_key(&actor, |&(a, _)| a) {
+            Ok(at) => {
+                let entry = &mut self.0[at].1;
+                *entry = (*entry).max(counter);
+            }
+            Err(at) => self.0.insert(at, (actor, counter)),
+        }
     }
 
     pub fn covers(&self, dot: Dot) -> bool {
@@ -219,12 +283,12 @@ impl VersionVector {
     }
 
     pub fn entries(&self) -> impl Iterator<Item = (Actor, u64)> + '_ {
-        self.0.iter().map(|(a, c)| (*a, *c))
+        self.0.iter().copied()
     }
 
     /// The largest counter of any entry (0 for an empty vector).
     pub fn max_entry(&self) -> u64 {
-        self.0.values().copied().max().unwrap_or(0)
+        self.0.iter().map(|&(_, c)| c).max().unwrap_or(0)
     }
 
     pub fn len(&self) -> usize {
@@ -667,6 +731,36 @@ mod tests {
             }
         }
         assert!(checked > 500);
+    }
+
+    #[test]
+    fn the_compact_encoding_is_the_maps_and_decodes_as_the_map_did() {
+        use std::collections::BTreeMap;
+        let actor = |node, incarnation| Actor { node, incarnation };
+        let vv =
+            VersionVector::from_entries([(actor(3, 0), 4), (actor(1, 2), 7), (actor(1, 0), 1)]);
+        let map: BTreeMap<Actor, u64> = vv.entries().collect();
+        assert_eq!(crate::codec::encode(&vv), crate::codec::encode(&map));
+        assert_eq!(format!("{vv:?}"), format!("{map:?}"));
+        // A map on the wire is its length and its entries, as a sequence of
+        // pairs is: out of order, an actor twice, a zero counter.
+        let wire: Vec<(Actor, u64)> = vec![
+            (actor(5, 0), 2),
+            (actor(2, 1), 9),
+            (actor(5, 0), 1),
+            (actor(1, 0), 0),
+            (actor(2, 1), 3),
+        ];
+        let bytes = crate::codec::encode(&wire).unwrap();
+        let decoded: VersionVector = crate::codec::decode(&bytes).unwrap();
+        let as_map: BTreeMap<Actor, u64> = crate::codec::decode(&bytes).unwrap();
+        assert_eq!(
+            decoded.entries().collect::<Vec<_>>(),
+            as_map.into_iter().collect::<Vec<_>>()
+        );
+        let sorted: VersionVector =
+            crate::codec::decode(&crate::codec::encode(&vv).unwrap()).unwrap();
+        assert_eq!(sorted, vv);
     }
 
     #[test]
