@@ -7,6 +7,9 @@ Starts on loopback, in a scratch directory it removes at the end:
   database each with --pg) and a gateway, internal RPC sealed with a
   cluster secret, writes at QUORUM (3 of 5 committed before the ack);
 - etcd: 5 members (Raft; a put is fsynced by 3 of 5 before it answers);
+  each system runs as it measured best with five members on one machine:
+  quorumlog nodes with one runtime thread each (--quorumlog-threads),
+  etcd with Go's default GOMAXPROCS (--etcd-gomaxprocs);
 - PostgreSQL 15: a primary and 4 streaming standbys with
   synchronous_standby_names = 'ANY 2 (s1, s2, s3, s4)' (a commit is
   flushed by the primary and 2 standbys: 3 of 5), and one server without
@@ -21,7 +24,7 @@ children, from /proc) over the round, divided by the writes; the load
 generator's own CPU is not counted.
 
     python3 scripts/compare-write-path.py                   # 3 rounds, 10 s each, 16 clients
-    python3 scripts/compare-write-path.py --rounds 5 --clients 16,1 --pg
+    python3 scripts/compare-write-path.py --rounds 5 --clients 16,1 --pg postgres://quorumlog:quorumlog@127.0.0.1:5432
 
 Needs root (PostgreSQL runs as the `postgres` user), PostgreSQL 15's server
 binaries and etcd (Debian's etcd-server and etcd-client, installed when
@@ -163,7 +166,7 @@ def as_postgres(args):
     return ["runuser", "-u", "postgres", "--"] + args
 
 
-def start_quorumlog(work, quorumd, store):
+def start_quorumlog(work, quorumd, store, threads):
     tag = "SQLite" if store == "sqlite" else "PostgreSQL"
     sys_ = System(f"quorumlog QUORUM, {tag} stores", "3 of 5 replicas committed", "quorumlog",
                   None, level="QUORUM")
@@ -177,7 +180,8 @@ def start_quorumlog(work, quorumd, store):
         else:
             spec = f"{store}/quorumlog_{i}"
         sys_.spawn([quorumd, "node", "--id", str(i), "--listen", f"127.0.0.1:{port}",
-                    "--peers", peers, "--store", spec], f"{work}/ql-{tag}-node-{i}.log", env=env)
+                    "--peers", peers, "--store", spec, "--worker-threads", str(threads)],
+                   f"{work}/ql-{tag}-node-{i}.log", env=env)
     for port in ports:
         wait_port(port, "a quorumlog node")
     gw = free_port()
@@ -191,7 +195,7 @@ def start_quorumlog(work, quorumd, store):
     return sys_
 
 
-def start_etcd(work):
+def start_etcd(work, threads):
     if shutil.which("etcd") is None or shutil.which("etcdctl") is None:
         log("installing etcd-server and etcd-client from Debian")
         subprocess.run(["apt-get", "update", "-qq"], check=True)
@@ -208,7 +212,8 @@ def start_etcd(work):
                     "--listen-peer-urls", f"http://127.0.0.1:{peer[i]}",
                     "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer[i]}",
                     "--initial-cluster", cluster, "--initial-cluster-state", "new",
-                    "--log-level", "warn"], f"{work}/etcd-{i + 1}.log")
+                    "--log-level", "warn"], f"{work}/etcd-{i + 1}.log",
+                   env=dict(os.environ, **({"GOMAXPROCS": str(threads)} if threads else {})))
     for port in client:
         wait_port(port, "an etcd member")
     # Writes through the leader's followers would add a hop; quorumlog's
@@ -324,6 +329,11 @@ def main():
                     help="also run quorumlog on PostgreSQL stores: a server URL with databases quorumlog_1..5 "
                          "(scripts/setup-postgres.sh makes them)")
     ap.add_argument("--quorumd", default=None, help="the quorumd binary (default: build --release)")
+    ap.add_argument("--quorumlog-threads", type=int, default=1,
+                    help="runtime threads of each quorumlog node (quorumd --worker-threads; five nodes share "
+                         "the machine's cores, and one each measured best on 2 cores)")
+    ap.add_argument("--etcd-gomaxprocs", type=int, default=None,
+                    help="GOMAXPROCS of each etcd member (default: Go's, every core; 1 measured slower)")
     ap.add_argument("--only", default=None, help="comma-separated subset: quorumlog,etcd,postgres")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 unless every system took writes in every round with no error (the test command's slice)")
@@ -348,11 +358,11 @@ def main():
     systems = []
     try:
         if "quorumlog" in only:
-            systems.append(start_quorumlog(work, quorumd, "sqlite"))
+            systems.append(start_quorumlog(work, quorumd, "sqlite", args.quorumlog_threads))
             if args.pg:
-                systems.append(start_quorumlog(work, quorumd, args.pg.rstrip("/")))
+                systems.append(start_quorumlog(work, quorumd, args.pg.rstrip("/"), args.quorumlog_threads))
         if "etcd" in only:
-            systems.append(start_etcd(work))
+            systems.append(start_etcd(work, args.etcd_gomaxprocs))
         if "postgres" in only:
             systems.append(start_postgres(work, replicated=True))
             systems.append(start_postgres(work, replicated=False))

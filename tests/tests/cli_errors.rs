@@ -204,7 +204,17 @@ fn bad_arguments_get_one_clear_line() {
             "--keys 3 is fewer than --clients 4",
         ),
         (
-            &["loadgen", "--system", "mongodb", "--url", "http://127.0.0.1:9"],
+            &["--worker-threads", "0", "cluster"],
+            "invalid value '0' for '--worker-threads <N>': 0 is not in 1..=1024",
+        ),
+        (
+            &[
+                "loadgen",
+                "--system",
+                "mongodb",
+                "--url",
+                "http://127.0.0.1:9",
+            ],
             "'mongodb'",
         ),
         (
