@@ -39,6 +39,14 @@ impl Handler for Echo {
     }
 }
 
+/// Why the call was refused (it must have been).
+fn refusal(outcome: Result<Response, RpcError>) -> String {
+    match outcome {
+        Err(RpcError::Refused { reason, .. }) => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
 struct Server {
     addr: SocketAddr,
     handler: Arc<Echo>,
@@ -183,13 +191,11 @@ async fn peers_holding_the_secret_are_served_and_nothing_travels_in_the_clear() 
 #[tokio::test]
 async fn a_peer_with_another_secret_is_refused_and_told_why() {
     let server = Server::start(Some(SECRET), rpc::ServerLimits::default()).await;
-    let error = RpcClient::secured(server.addr, Some(OTHER))
-        .call(&Request::Ping, PATIENT)
-        .await
-        .unwrap_err();
-    let RpcError::Refused { reason, .. } = &error else {
-        panic!("expected a refusal, got {error:?}");
-    };
+    let reason = refusal(
+        RpcClient::secured(server.addr, Some(OTHER))
+            .call(&Request::Ping, PATIENT)
+            .await,
+    );
     assert!(reason.contains("another cluster secret"), "{reason}");
     assert_eq!(server.handled(), 0);
 }
@@ -197,13 +203,11 @@ async fn a_peer_with_another_secret_is_refused_and_told_why() {
 #[tokio::test]
 async fn a_peer_without_the_secret_is_refused_before_any_request_is_read() {
     let server = Server::start(Some(SECRET), rpc::ServerLimits::default()).await;
-    let error = RpcClient::new(server.addr)
-        .call(&Request::Fetch { key: "k".into() }, PATIENT)
-        .await
-        .unwrap_err();
-    let RpcError::Refused { reason, .. } = &error else {
-        panic!("expected a refusal, got {error:?}");
-    };
+    let reason = refusal(
+        RpcClient::new(server.addr)
+            .call(&Request::Fetch { key: "k".into() }, PATIENT)
+            .await,
+    );
     assert!(reason.contains("prove the cluster secret"), "{reason}");
     assert_eq!(server.handled(), 0);
 }
@@ -211,13 +215,11 @@ async fn a_peer_without_the_secret_is_refused_before_any_request_is_read() {
 #[tokio::test]
 async fn a_dialer_with_a_secret_is_told_the_node_has_none() {
     let server = Server::start(None, rpc::ServerLimits::default()).await;
-    let error = RpcClient::secured(server.addr, Some(SECRET))
-        .call(&Request::Ping, PATIENT)
-        .await
-        .unwrap_err();
-    let RpcError::Refused { reason, .. } = &error else {
-        panic!("expected a refusal, got {error:?}");
-    };
+    let reason = refusal(
+        RpcClient::secured(server.addr, Some(SECRET))
+            .call(&Request::Ping, PATIENT)
+            .await,
+    );
     assert!(reason.contains("no cluster secret"), "{reason}");
     assert_eq!(server.handled(), 0);
 }

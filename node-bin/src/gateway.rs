@@ -793,6 +793,20 @@ fn finish(
     }
 }
 
+/// The answer to a request refused before any route took it (no route,
+/// wrong method, no token, too long a target), counted like every other.
+fn refused_early(method: &Method, error: ApiError) -> Response {
+    observe(
+        method,
+        "unknown",
+        "none",
+        error.outcome(),
+        error.status,
+        Instant::now(),
+    );
+    error.into_response()
+}
+
 /// 404 for a path no route serves, as JSON like every other error.
 async fn no_route(method: Method, uri: axum::http::Uri) -> Response {
     let error = ApiError::new(
@@ -803,15 +817,7 @@ async fn no_route(method: Method, uri: axum::http::Uri) -> Response {
             uri.path()
         ),
     );
-    observe(
-        &method,
-        "unknown",
-        "none",
-        error.outcome(),
-        error.status,
-        Instant::now(),
-    );
-    error.into_response()
+    refused_early(&method, error)
 }
 
 /// 405 for a known path with another method.
@@ -826,21 +832,17 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
         format!("{} does not take {method}; use {allowed}", uri.path()),
     )
     .with(json!({"allowed": allowed}));
-    observe(
-        &method,
-        "unknown",
-        "none",
-        error.outcome(),
-        error.status,
-        Instant::now(),
-    );
-    let mut response = error.into_response();
+    let mut response = refused_early(&method, error);
     response.headers_mut().insert(
         axum::http::header::ALLOW,
         axum::http::HeaderValue::from_static(allowed),
     );
     response
 }
+
+/// How much of an unauthorized request's body the gateway reads before it
+/// answers 401; past it the connection may be reset instead.
+const UNAUTHORIZED_BODY_DRAIN: usize = 64 * 1024;
 
 /// 401 for a request without the API token (when the gateway has one),
 /// before any route reads it; the OpenAPI document stays public.
@@ -869,16 +871,11 @@ async fn require_token(
     };
     metrics::counter!("http_unauthorized_total").increment(1);
     let method = request.method().clone();
+    // Read (and drop) a small body first: closing a connection with
+    // unread bytes resets it, and the client may lose the 401 with it.
+    let _ = axum::body::to_bytes(request.into_body(), UNAUTHORIZED_BODY_DRAIN).await;
     let error = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", problem);
-    observe(
-        &method,
-        "unknown",
-        "none",
-        error.outcome(),
-        error.status,
-        Instant::now(),
-    );
-    let mut response = error.into_response();
+    let mut response = refused_early(&method, error);
     response.headers_mut().insert(
         axum::http::header::WWW_AUTHENTICATE,
         axum::http::HeaderValue::from_static("Bearer realm=\"quorumlog\""),
@@ -902,15 +899,7 @@ async fn limit_uri(request: axum::extract::Request, next: axum::middleware::Next
             format!("request target is {len} bytes; the limit is {MAX_URI_BYTES}"),
         )
         .with(json!({"limit": MAX_URI_BYTES}));
-        observe(
-            &method,
-            "unknown",
-            "none",
-            error.outcome(),
-            error.status,
-            Instant::now(),
-        );
-        return error.into_response();
+        return refused_early(&method, error);
     }
     next.run(request).await
 }

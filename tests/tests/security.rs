@@ -25,6 +25,15 @@ fn refused(page: &str, reason: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+async fn metrics_page(http: &reqwest::Client, url: &str) -> String {
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .expect("the node serves /metrics");
+    response.text().await.expect("a metrics page")
+}
+
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -55,15 +64,7 @@ async fn outsiders_can_neither_read_nor_write(mut ctx: Ctx) -> Ctx {
     let ok = ctx.write("ALL", &key, "v1", None).await;
     assert_eq!(ok.status, 200, "{ok:?}\n{}", ctx.logs());
     let before = ctx.cluster.node_metrics_url(1);
-    let page = ctx
-        .http
-        .get(&before)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = metrics_page(&ctx.http, &before).await;
     let wrong_before = refused(&page, "wrong_secret");
     let plain_before = refused(&page, "unauthenticated");
 
@@ -148,15 +149,7 @@ async fn outsiders_can_neither_read_nor_write(mut ctx: Ctx) -> Ctx {
     assert_eq!(read.body["value"], "v1", "{read:?}");
 
     // Each refusal was counted on the node.
-    let page = ctx
-        .http
-        .get(&before)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = metrics_page(&ctx.http, &before).await;
     assert!(refused(&page, "wrong_secret") > wrong_before, "{page}");
     assert!(
         refused(&page, "unauthenticated") >= plain_before + 2.0,
