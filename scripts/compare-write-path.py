@@ -283,7 +283,7 @@ def start_postgres(work, replicated):
             wait_port(sport, f"standby s{i}")
         deadline = time.time() + 60
         while time.time() < deadline:
-            r = subprocess.run(as_postgres([f"{PG_BIN}/../bin/psql", "-h", "127.0.0.1", "-p", str(port),
+            r = subprocess.run(as_postgres([f"{PG_BIN}/psql", "-h", "127.0.0.1", "-p", str(port),
                                             "-U", "postgres", "-Atc",
                                             "select count(*) from pg_stat_replication where sync_state = 'quorum'"]),
                                capture_output=True, text=True)

@@ -53,23 +53,17 @@ impl ContextSecret {
 
     /// 64 hexadecimal digits.
     pub fn from_hex(text: &str) -> Result<Self, ContextSecretError> {
-        let text = text.trim();
-        if text.len() != 64 {
-            return Err(ContextSecretError(format!(
-                "{} characters; expected 64 hexadecimal digits",
-                text.len()
-            )));
-        }
-        let mut bytes = [0u8; 32];
-        for (i, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| {
-                ContextSecretError(format!(
-                    "{:?} is not a hexadecimal byte",
-                    &text[2 * i..2 * i + 2]
-                ))
-            })?;
-        }
-        Ok(ContextSecret(bytes))
+        use crate::input::{secret_from_hex, SecretHexError};
+        secret_from_hex(text).map(ContextSecret).map_err(|e| {
+            ContextSecretError(match e {
+                SecretHexError::Length(len) => {
+                    format!("{len} characters; expected 64 hexadecimal digits")
+                }
+                SecretHexError::NotHex(reason) => {
+                    format!("not hexadecimal ({reason}); expected 64 hexadecimal digits")
+                }
+            })
+        })
     }
 
     fn tag(&self, signed: &[u8]) -> Hmac<Sha256> {
@@ -263,6 +257,8 @@ mod tests {
         assert_eq!(secret, ContextSecret::from_bytes(bytes));
         assert!(ContextSecret::from_hex("abc").is_err());
         assert!(ContextSecret::from_hex(&"zz".repeat(32)).is_err());
+        // 64 bytes but not 64 digits: refused, never sliced mid-character.
+        assert!(ContextSecret::from_hex(&format!("{}é0", "0".repeat(61))).is_err());
         assert_eq!(format!("{secret:?}"), "ContextSecret(***)");
     }
 

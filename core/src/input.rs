@@ -9,12 +9,36 @@
 //! `text` refuses it), and control characters in keys make logs, URLs and
 //! metrics ambiguous; refusing them everywhere keeps every store the same.
 //! Values are any non-empty UTF-8 text up to [`MAX_VALUE_LEN`] bytes.
+//!
+//! Secrets (the context secret, the cluster secret) are 32 bytes written as
+//! 64 hexadecimal digits ([`secret_from_hex`]).
 use thiserror::Error;
 
 /// Largest accepted key, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
 /// Largest accepted value, in bytes.
 pub const MAX_VALUE_LEN: usize = 1024 * 1024;
+
+/// Why a text is not a 32-byte secret in hexadecimal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretHexError {
+    /// It is this many characters, not 64.
+    Length(usize),
+    /// It is 64 characters, not all hexadecimal digits.
+    NotHex(String),
+}
+
+/// 32 bytes from 64 hexadecimal digits (either case); spaces and a newline
+/// around them are ignored, as in a file or an environment variable.
+pub fn secret_from_hex(text: &str) -> Result<[u8; 32], SecretHexError> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return Err(SecretHexError::Length(text.chars().count()));
+    }
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(text, &mut bytes).map_err(|e| SecretHexError::NotHex(e.to_string()))?;
+    Ok(bytes)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum InputError {

@@ -412,6 +412,7 @@ where
     if let Some(secret) = secret {
         admit(&mut framed, &secret, limits.handshake_timeout).await?;
     }
+    let mut first_frame = true;
     let (mut sink, mut frames) = framed.split();
     let (replies_tx, mut replies_rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(
@@ -465,15 +466,13 @@ where
                 ConnectionEnd::Failed(format!("reading a request failed: {e}"))
             }
         })?;
-        if secret.is_none() && secure_channel::handshake_message(&frame).is_some() {
+        // Only a connection's first frame can be a handshake (its magic
+        // would otherwise read as frames of protocol version 78).
+        let first = std::mem::take(&mut first_frame);
+        if first && secret.is_none() && secure_channel::handshake_message(&frame).is_some() {
             let message = "this node has no cluster secret and takes only plain connections; \
-                           give every node and gateway of the cluster the same --cluster-secret"
-                .to_string();
-            if let Ok(refusal) = encode(REFUSAL_ID, &Response::Error(message.clone())) {
-                let _ = replies_tx.send(refusal).await;
-            }
-            drop(replies_tx);
-            let _ = (&mut writer.0).await;
+                           give every node and gateway of the cluster the same --cluster-secret";
+            tell_and_close(replies_tx, &mut writer, message).await;
             return Err(ConnectionEnd::Refused {
                 reason: "unexpected_handshake",
                 message: format!("the peer sent a cluster handshake; {message}"),
@@ -490,11 +489,7 @@ where
                     "this node speaks RPC protocol version {PROTOCOL_VERSION}; {}",
                     incompatible_note(theirs)
                 );
-                if let Ok(refusal) = encode(0, &Response::Error(message)) {
-                    let _ = replies_tx.send(refusal).await;
-                }
-                drop(replies_tx);
-                let _ = (&mut writer.0).await;
+                tell_and_close(replies_tx, &mut writer, &message).await;
                 return Err(ConnectionEnd::Incompatible(theirs));
             }
             Err(Unreadable::Malformed(reason)) => {
@@ -559,6 +554,20 @@ where
     // The peer is done sending: answer what is still being handled.
     drop(replies_tx);
     written((&mut writer.0).await).map_err(ConnectionEnd::Failed)
+}
+
+/// Tell the peer, in one frame that answers no request, why the
+/// connection ends; then let the writer send what it holds and stop.
+async fn tell_and_close(
+    replies: mpsc::Sender<Bytes>,
+    writer: &mut AbortOnDrop<std::io::Result<()>>,
+    message: &str,
+) {
+    if let Ok(refusal) = encode(REFUSAL_ID, &Response::Error(message.to_string())) {
+        let _ = replies.send(refusal).await;
+    }
+    drop(replies);
+    let _ = (&mut writer.0).await;
 }
 
 /// The listener's side of the cluster handshake: read the dialer's first

@@ -66,13 +66,13 @@ impl ClusterSecret {
     /// 64 hexadecimal digits (`openssl rand -hex 32` makes one); spaces
     /// and a newline around them are ignored, as in a file.
     pub fn from_hex(text: &str) -> Result<Self, SecretError> {
-        let text = text.trim();
-        if text.len() != 2 * SECRET_LEN {
-            return Err(SecretError::Length(text.chars().count()));
-        }
-        let mut bytes = [0u8; SECRET_LEN];
-        hex::decode_to_slice(text, &mut bytes).map_err(|e| SecretError::NotHex(e.to_string()))?;
-        Ok(ClusterSecret(bytes))
+        use crate::input::{secret_from_hex, SecretHexError};
+        secret_from_hex(text)
+            .map(ClusterSecret)
+            .map_err(|e| match e {
+                SecretHexError::Length(len) => SecretError::Length(len),
+                SecretHexError::NotHex(reason) => SecretError::NotHex(reason),
+            })
     }
 
     pub fn to_hex(&self) -> String {
@@ -209,18 +209,25 @@ pub const fn sealed_len(plain: usize) -> usize {
 }
 
 impl Sealer {
+    #[cfg(test)]
     fn seal(&mut self, plain: &[u8]) -> io::Result<BytesMut> {
         let mut sealed = BytesMut::zeroed(sealed_len(plain.len()));
+        self.seal_into(plain, &mut sealed)?;
+        Ok(sealed)
+    }
+
+    /// Seal `plain` into `out`, which is exactly [`sealed_len`] long.
+    fn seal_into(&mut self, plain: &[u8], out: &mut [u8]) -> io::Result<()> {
         let mut at = 0;
         let mut chunks = plain.chunks(CHUNK).peekable();
         if chunks.peek().is_none() {
-            at += self.seal_chunk(&[], &mut sealed[at..])?;
+            at += self.seal_chunk(&[], &mut out[at..])?;
         }
         for chunk in chunks {
-            at += self.seal_chunk(chunk, &mut sealed[at..])?;
+            at += self.seal_chunk(chunk, &mut out[at..])?;
         }
-        sealed.truncate(at);
-        Ok(sealed)
+        debug_assert_eq!(at, out.len(), "sealed_len is the sealed size");
+        Ok(())
     }
 
     fn seal_chunk(&mut self, chunk: &[u8], out: &mut [u8]) -> io::Result<usize> {
@@ -318,9 +325,23 @@ impl Encoder<Bytes> for ChannelCodec {
         }
         match &mut self.sealer {
             None => self.frames.encode(item, dst),
+            // Sealed straight into the output, behind the length prefix
+            // the decoder's LengthDelimitedCodec reads (its default: 4
+            // bytes, big-endian), with no buffer in between.
             Some(sealer) => {
-                let sealed = sealer.seal(&item)?.freeze();
-                self.frames.encode(sealed, dst)
+                let len = sealed_len(item.len());
+                let prefix = u32::try_from(len).map_err(|_| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "sealed frame over 4 GiB")
+                })?;
+                let start = dst.len();
+                dst.reserve(4 + len);
+                dst.put_u32(prefix);
+                dst.resize(start + 4 + len, 0);
+                if let Err(e) = sealer.seal_into(&item, &mut dst[start + 4..]) {
+                    dst.truncate(start);
+                    return Err(e);
+                }
+                Ok(())
             }
         }
     }

@@ -103,6 +103,13 @@ const POSTGRES_TABLE: &str =
 const POSTGRES_UPSERT: &str = "INSERT INTO loadgen_kv (key, value) VALUES ($1, $2) \
      ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
 
+async fn connect_postgres(url: &str) -> anyhow::Result<sqlx::PgConnection> {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to {}: {e}", crate::store::redact(url)))
+}
+
 impl Conn {
     async fn open(
         config: &LoadConfig,
@@ -120,19 +127,9 @@ impl Conn {
                 http: http.clone(),
                 url: format!("{}/v3/kv/put", config.url.trim_end_matches('/')),
             },
-            System::Postgres => {
-                use sqlx::Connection;
-                Conn::Postgres {
-                    conn: sqlx::PgConnection::connect(&config.url)
-                        .await
-                        .map_err(|e| {
-                            anyhow::anyhow!(
-                                "connecting to {}: {e}",
-                                crate::store::redact(&config.url)
-                            )
-                        })?,
-                }
-            }
+            System::Postgres => Conn::Postgres {
+                conn: connect_postgres(&config.url).await?,
+            },
         })
     }
 
@@ -209,11 +206,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         .build()?;
     if config.system == System::Postgres {
         use sqlx::Connection;
-        let mut setup = sqlx::PgConnection::connect(&config.url)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("connecting to {}: {e}", crate::store::redact(&config.url))
-            })?;
+        let mut setup = connect_postgres(&config.url).await?;
         sqlx::query(POSTGRES_TABLE).execute(&mut setup).await?;
         let _ = setup.close().await;
     }

@@ -676,7 +676,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config.cluster_secret = args.cluster_secret.secret()?;
             config.api_token = args.api_token;
             if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-                config.tls = Some(quorumd::http_server::tls_acceptor(cert, key)?);
+                config.tls = Some(gateway::Tls(quorumd::http_server::tls_acceptor(cert, key)?));
             }
             let running = gateway::start(config)
                 .await

@@ -411,16 +411,25 @@ impl Cluster {
         }
     }
 
-    /// The tail of every process log, for failure messages.
+    /// The tail of every process log in the cluster's directory (nodes,
+    /// gateways, whatever a test started there), for failure messages.
     pub fn logs(&self) -> String {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|entry| entry.path())
+                    .filter(|path| path.extension().is_some_and(|e| e == "log"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        logs.sort();
         let mut out = String::new();
-        let mut names: Vec<String> = (1..=Self::N).map(|id| format!("node-{id}")).collect();
-        names.push("gateway".into());
-        names.push("impostor-gateway".into());
-        for name in names {
-            let Ok(text) = std::fs::read_to_string(self.dir.join(format!("{name}.log"))) else {
+        for path in logs {
+            let Ok(text) = std::fs::read_to_string(&path) else {
                 continue;
             };
+            let name = path.file_stem().and_then(|n| n.to_str()).unwrap_or("?");
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(15)..];
             out.push_str(&format!(

@@ -105,25 +105,22 @@ async fn outsiders_can_neither_read_nor_write(mut ctx: Ctx) -> Ctx {
     );
     drop(impostor);
 
-    // A client of the RPC protocol without the secret.
+    // A client of the RPC protocol without the secret, and one holding
+    // the wrong secret.
     let addr = ctx.cluster.node_addr(1);
-    let plain = RpcClient::new(addr);
-    let fetched = plain
-        .call(&Request::Fetch { key: key.clone() }, Duration::from_secs(5))
-        .await;
-    assert!(
-        matches!(&fetched, Err(RpcError::Refused { reason, .. }) if reason.contains("cluster secret")),
-        "{fetched:?}"
-    );
-    // One holding the wrong secret.
-    let wrong = RpcClient::secured(addr, Some(ClusterSecret::from_hex(OTHER).unwrap()));
-    let fetched = wrong
-        .call(&Request::Fetch { key: key.clone() }, Duration::from_secs(5))
-        .await;
-    assert!(
-        matches!(&fetched, Err(RpcError::Refused { reason, .. }) if reason.contains("another cluster secret")),
-        "{fetched:?}"
-    );
+    let other = ClusterSecret::from_hex(OTHER).unwrap();
+    for (secret, says) in [
+        (None, "cluster secret"),
+        (Some(other), "another cluster secret"),
+    ] {
+        let fetched = RpcClient::secured(addr, secret)
+            .call(&Request::Fetch { key: key.clone() }, Duration::from_secs(5))
+            .await;
+        assert!(
+            matches!(&fetched, Err(RpcError::Refused { reason, .. }) if reason.contains(says)),
+            "{fetched:?}"
+        );
+    }
     // Raw TCP: a frame that is not a handshake gets a refusal and a close,
     // never data.
     let mut raw = std::net::TcpStream::connect(addr).unwrap();

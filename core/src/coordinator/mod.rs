@@ -141,16 +141,15 @@ impl Peer {
                 tracing::warn!(peer = self.id, "{e}");
                 Err(CallFailure::Failed)
             }
-            Err(e @ RpcError::Connect { refused: true, .. }) => {
-                tracing::debug!(peer = self.id, "unreachable: {e}");
-                self.breaker().trip(Instant::now());
-                Err(CallFailure::Unreachable)
-            }
-            // It turned the connection away before handling anything (it
-            // holds another cluster secret, or none): a misconfiguration,
-            // down as far as this cluster is concerned.
-            Err(e @ RpcError::Refused { .. }) => {
-                tracing::warn!(peer = self.id, "{e}");
+            // Refused: it turned the connection away before handling
+            // anything (it holds another cluster secret, or none) — a
+            // misconfiguration, down as far as this cluster is concerned.
+            Err(e @ (RpcError::Connect { refused: true, .. } | RpcError::Refused { .. })) => {
+                if matches!(e, RpcError::Refused { .. }) {
+                    tracing::warn!(peer = self.id, "{e}");
+                } else {
+                    tracing::debug!(peer = self.id, "unreachable: {e}");
+                }
                 self.breaker().trip(Instant::now());
                 Err(CallFailure::Unreachable)
             }
