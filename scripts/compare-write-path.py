@@ -166,8 +166,11 @@ def as_postgres(args):
     return ["runuser", "-u", "postgres", "--"] + args
 
 
+EMBEDDED = {"sqlite": "SQLite", "fjall": "fjall"}
+
+
 def start_quorumlog(work, quorumd, store, threads):
-    tag = "SQLite" if store == "sqlite" else "PostgreSQL"
+    tag = EMBEDDED.get(store, "PostgreSQL")
     sys_ = System(f"quorumlog QUORUM, {tag} stores", "3 of 5 replicas committed", "quorumlog",
                   None, level="QUORUM")
     ports = [free_port() for _ in range(5)]
@@ -177,6 +180,8 @@ def start_quorumlog(work, quorumd, store, threads):
     for i, port in enumerate(ports, start=1):
         if store == "sqlite":
             spec = f"sqlite:{work}/ql-{store}-node-{i}.db"
+        elif store == "fjall":
+            spec = f"fjall:{work}/ql-{store}-node-{i}"
         else:
             spec = f"{store}/quorumlog_{i}"
         sys_.spawn([quorumd, "node", "--id", str(i), "--listen", f"127.0.0.1:{port}",
@@ -189,7 +194,7 @@ def start_quorumlog(work, quorumd, store, threads):
                f"{work}/ql-{tag}-gateway.log", env=env)
     wait_port(gw, "the quorumlog gateway")
     sys_.url = f"http://127.0.0.1:{gw}"
-    if store != "sqlite":
+    if store not in EMBEDDED:
         # Their sessions' CPU, not the shared server's background work.
         sys_.backend_marker = " quorumlog_"
     return sys_
@@ -325,6 +330,8 @@ def main():
     ap.add_argument("--clients", default="16", help="comma-separated client counts")
     ap.add_argument("--keys", type=int, default=1024, help="keys overwritten (0: a new key per write)")
     ap.add_argument("--value-size", type=int, default=100)
+    ap.add_argument("--stores", default="sqlite,fjall",
+                    help="comma-separated embedded stores quorumlog runs on: sqlite, fjall")
     ap.add_argument("--pg", default=None, metavar="URL",
                     help="also run quorumlog on PostgreSQL stores: a server URL with databases quorumlog_1..5 "
                          "(scripts/setup-postgres.sh makes them)")
@@ -358,7 +365,10 @@ def main():
     systems = []
     try:
         if "quorumlog" in only:
-            systems.append(start_quorumlog(work, quorumd, "sqlite", args.quorumlog_threads))
+            for store in args.stores.split(","):
+                if store not in EMBEDDED:
+                    raise SystemExit(f"compare: --stores {store!r}: use {', '.join(EMBEDDED)}")
+                systems.append(start_quorumlog(work, quorumd, store, args.quorumlog_threads))
             if args.pg:
                 systems.append(start_quorumlog(work, quorumd, args.pg.rstrip("/"), args.quorumlog_threads))
         if "etcd" in only:

@@ -4,6 +4,7 @@
 //! not read one row at a time. This measures that pass at a million keys on
 //! SQLite and PostgreSQL, and, for scale, what reading the same rows one
 //! at a time would cost (timed on a sample, extrapolated).
+//! `INDEX_REBUILD_STORE=fjall:DIR` measures the fjall store.
 //!
 //! ```text
 //! cargo bench -p quorumd --bench index_rebuild                 # SQLite, 1,000,000 keys
@@ -17,7 +18,7 @@
 //! runs: a SQLite file under `target/`, or the PostgreSQL database named
 //! (create it first, e.g. `CREATE DATABASE quorumlog_bench OWNER quorumlog`).
 use anyhow::{bail, Context, Result};
-use quorumd::store::{GroupCommit, PgRows, RowBackend, SqliteRows, StoreSpec};
+use quorumd::store::{FjallRows, GroupCommit, PgRows, RowBackend, SqliteRows, StoreSpec};
 use quorumlog_core::replica::Replica;
 use quorumlog_core::{Actor, KeyLimits, Store, VersionVector};
 use std::future::Future;
@@ -100,6 +101,12 @@ async fn open_sqlite(path: PathBuf) -> Result<GroupCommit<impl RowBackend>> {
         .with_context(|| format!("open sqlite:{}", path.display()))
 }
 
+async fn open_fjall(dir: PathBuf) -> Result<GroupCommit<impl RowBackend>> {
+    FjallRows::open(&dir)
+        .await
+        .with_context(|| format!("open fjall:{}", dir.display()))
+}
+
 async fn open_postgres(url: String) -> Result<GroupCommit<impl RowBackend>> {
     PgRows::open(&url)
         .await
@@ -110,7 +117,9 @@ async fn run() -> Result<()> {
     let wanted = keys_wanted()?;
     let spec = store_spec()?;
     eprintln!("store {spec}, {wanted} keys");
-    match spec {
+    match spec.resolve() {
+        StoreSpec::Fjall(dir) => measure("fjall", wanted, || open_fjall(dir.clone())).await,
+        StoreSpec::Embedded(_) => unreachable!("resolved"),
         StoreSpec::Sqlite(path) => measure("SQLite", wanted, || open_sqlite(path.clone())).await,
         StoreSpec::Postgres(url) => {
             measure("PostgreSQL", wanted, || open_postgres(url.clone())).await

@@ -14,7 +14,9 @@ pub struct ClusterConfig {
     /// Node i listens on base_port + i - 1.
     pub base_port: u16,
     pub gateway: SocketAddr,
-    /// `sqlite` (files in `data_dir`), `memory`, or a `postgres://` URL
+    /// `embedded` (fjall directories in `data_dir`, or the SQLite files an
+    /// earlier default left there), `sqlite`, `fjall`, `memory`, or a
+    /// `postgres://` URL
     /// template in which `{id}` becomes the node id.
     pub store: String,
     pub data_dir: PathBuf,
@@ -29,7 +31,9 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     pub fn store_for(&self, id: NodeId) -> anyhow::Result<StoreSpec> {
         Ok(match self.store.as_str() {
+            "embedded" => StoreSpec::Embedded(self.data_dir.join(format!("node-{id}"))),
             "sqlite" => StoreSpec::Sqlite(self.data_dir.join(format!("node-{id}.db"))),
+            "fjall" => StoreSpec::Fjall(self.data_dir.join(format!("node-{id}.fjall"))),
             "memory" => StoreSpec::Memory,
             template if template.starts_with("postgres") => {
                 if !template.contains("{id}") {
@@ -40,7 +44,7 @@ impl ClusterConfig {
                 StoreSpec::Postgres(template.replace("{id}", &id.to_string()))
             }
             other => anyhow::bail!(
-                "unknown cluster store {other:?}: use sqlite, memory or postgres://…/db_{{id}}"
+                "unknown cluster store {other:?}: use embedded, sqlite, fjall, memory or postgres://…/db_{{id}}"
             ),
         })
     }
@@ -126,7 +130,12 @@ pub async fn run(
 
 fn describe(config: &ClusterConfig) -> String {
     match config.store.as_str() {
+        "embedded" => format!(
+            "embedded stores in {} (fjall, or SQLite files found there)",
+            config.data_dir.display()
+        ),
         "sqlite" => format!("SQLite files in {}", config.data_dir.display()),
+        "fjall" => format!("fjall directories in {}", config.data_dir.display()),
         "memory" => "in-memory stores".into(),
         other => format!("PostgreSQL {}", crate::store::redact(other)),
     }

@@ -16,6 +16,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+// Every write allocates and frees frames, rows and sibling sets on the
+// runtime's threads; glibc's allocator took a tenth of a node's CPU on
+// the write path, mimalloc less (measured with
+// scripts/compare-write-path.py, see docs/deployment.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "quorumd",
@@ -250,10 +257,12 @@ struct NodeArgs {
     /// Comma-separated ID=HOST:PORT list.
     #[arg(long, value_name = "LIST", env = "QUORUMD_PEERS")]
     peers: Vec<String>,
-    /// memory, sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DB
+    /// embedded:BASE (fjall in BASE.fjall, or the SQLite file BASE.db if
+    /// it exists), fjall:DIR, sqlite:PATH, memory or
+    /// postgres://USER:PASSWORD@HOST:PORT/DB
     #[arg(
         long,
-        default_value = "sqlite:quorumlog-data/node.db",
+        default_value = "embedded:quorumlog-data/node",
         env = "QUORUMD_STORE"
     )]
     store: StoreSpec,
@@ -482,10 +491,13 @@ struct ClusterArgs {
     /// Gateway HTTP address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     gateway: SocketAddr,
-    /// sqlite, memory, or a postgres:// URL template with {id} for the node id.
-    #[arg(long, default_value = "sqlite")]
+    /// embedded (fjall; SQLite where a node's file from an earlier default
+    /// exists), sqlite, fjall, memory, or a postgres:// URL template with
+    /// {id} for the node id.
+    #[arg(long, default_value = "embedded")]
     store: String,
-    /// Where the SQLite files go.
+    /// Where the embedded stores go (node-ID.fjall directories, node-ID.db
+    /// SQLite files).
     #[arg(long, default_value = "quorumlog-data")]
     data_dir: PathBuf,
     /// How long coordinators wait for replicas, in milliseconds.

@@ -3,7 +3,8 @@
 //! acks a dot it holds with other contents, contexts are bound to their key
 //! and cannot claim dots that were never minted or counters past 2^53, keys
 //! are bounded and a full one never disturbs the others, and a replica that
-//! refuses the connection is marked down at once.
+//! refuses the connection is marked down at once, and a crash of every
+//! node loses no acknowledged write.
 //!
 //! Each scenario runs on one fresh cluster (see [`crate::scenarios::run`])
 //! and fails if the behaviour it checks were reverted.
@@ -660,5 +661,102 @@ pub async fn dead_node_all(mut ctx: Ctx) -> Ctx {
         .write("QUORUM", &ctx.key("dead-quorum"), "x", None)
         .await;
     assert_eq!(quorum.status, 200, "QUORUM with one node dead: {quorum:?}");
+    ctx
+}
+
+/// 7. A crash of every node at once loses no acknowledged write: writers
+///    keep writing new keys at ALL (an ack means all five replicas
+///    committed) while every node is killed with SIGKILL; after a restart
+///    every replica still holds every value that was acknowledged, read
+///    from its own store.
+pub async fn crash_loses_no_acknowledged_write(mut ctx: Ctx) -> Ctx {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    const WRITERS: usize = 8;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let (http, url, prefix) = (
+            ctx.http.clone(),
+            ctx.cluster.url.clone(),
+            ctx.prefix.clone(),
+        );
+        let (stop, acked) = (stop.clone(), acked.clone());
+        writers.push(crate::tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let (key, value) = (
+                    format!("{prefix}crash-{writer}-{n}"),
+                    format!("v{writer}-{n}"),
+                );
+                n += 1;
+                let response = http
+                    .post(format!("{url}/api/logs?consistency=ALL"))
+                    .header("Content-Type", "application/json")
+                    .body(json!({"key": key, "value": value}).to_string())
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status().as_u16() == 200 => {
+                        acked.lock().expect("acked").push((key, value))
+                    }
+                    // Refused or timed out while the nodes are down.
+                    _ => crate::tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }));
+    }
+    // Kill every node once writes are flowing, while they still flow.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.lock().expect("acked").len() < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "writes at ALL did not flow\n{}",
+            ctx.logs()
+        );
+        crate::tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for id in 1..=Cluster::N {
+        ctx.cluster.stop_node(id);
+    }
+    crate::tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let acked = std::mem::take(&mut *acked.lock().expect("acked"));
+    for id in 1..=Cluster::N {
+        ctx.cluster.start_node(id);
+    }
+    ctx.cluster
+        .wait_up(&ctx.http, u64::from(Cluster::N), Duration::from_secs(60))
+        .await;
+    let timeout = Duration::from_secs(5);
+    for id in 1..=Cluster::N {
+        let rpc = RpcClient::new(ctx.cluster.node_addr(id));
+        let mut lost = Vec::new();
+        for (key, value) in &acked {
+            match rpc
+                .call(&Request::Fetch { key: key.clone() }, timeout)
+                .await
+            {
+                Ok(Response::Siblings(held)) => {
+                    if !version_values(held.versions()).contains(value) {
+                        lost.push(key.clone());
+                    }
+                }
+                other => panic!("node {id}: Fetch {key}: {other:?}"),
+            }
+        }
+        assert!(
+            lost.is_empty(),
+            "node {id} lost {} of {} writes acknowledged at ALL in the crash, e.g. {:?}\n{}",
+            lost.len(),
+            acked.len(),
+            &lost[..lost.len().min(5)],
+            ctx.logs()
+        );
+    }
     ctx
 }

@@ -118,6 +118,8 @@ pub fn postgres() -> Option<String> {
 pub enum Backend {
     /// SQLite files in the cluster's temporary directory.
     Sqlite,
+    /// fjall directories in the cluster's temporary directory.
+    Fjall,
     /// Base URL; node i uses database `quorumlog_i`.
     Postgres(String),
 }
@@ -186,6 +188,9 @@ impl Cluster {
                 store: match &backend {
                     Backend::Sqlite => {
                         format!("sqlite:{}", dir.join(format!("node-{id}.db")).display())
+                    }
+                    Backend::Fjall => {
+                        format!("fjall:{}", dir.join(format!("node-{id}.fjall")).display())
                     }
                     Backend::Postgres(base) => format!("{base}/quorumlog_{id}"),
                 },
@@ -332,7 +337,7 @@ impl Cluster {
     }
 
     /// Destroy node `id`'s data, as a lost disk would: the SQLite file and
-    /// its companions are deleted; the PostgreSQL database is dropped and
+    /// its companions, or the fjall directory, are deleted; the PostgreSQL database is dropped and
     /// created again, empty. The node must be stopped.
     pub async fn wipe_store(&mut self, id: u32) {
         let node = self.nodes.iter().find(|n| n.id == id).expect("node id");
@@ -353,6 +358,11 @@ impl Cluster {
                     }
                 }
                 assert!(!path.exists(), "{} survived the wipe", path.display());
+            }
+            Backend::Fjall => {
+                let path = self.dir.join(format!("node-{id}.fjall"));
+                std::fs::remove_dir_all(&path)
+                    .unwrap_or_else(|e| panic!("delete {}: {e}", path.display()));
             }
             Backend::Postgres(base) => {
                 recreate_database(base, &format!("quorumlog_{id}")).await;

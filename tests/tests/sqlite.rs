@@ -94,3 +94,12 @@ fn sqlite_hints_survive_a_coordinator_restart() {
         convergence::hints_survive_a_coordinator_restart,
     );
 }
+
+#[test]
+fn sqlite_a_crash_of_every_node_loses_no_acknowledged_write() {
+    run(
+        Backend::Sqlite,
+        "sqlite-crash",
+        durability::crash_loses_no_acknowledged_write,
+    );
+}

@@ -1,5 +1,5 @@
-//! The durable stores on their own — SQLite on a temporary file and
-//! PostgreSQL on a real server: optimistic read-merge-write, group commit
+//! The durable stores on their own — SQLite on a temporary file, fjall in
+//! a temporary directory and PostgreSQL on a real server: optimistic read-merge-write, group commit
 //! and the row cache must never lose or hide an acknowledged update,
 //! however many updates race on one key and however hard the cache churns;
 //! a PostgreSQL database has one owning node; a store records its node's
@@ -9,7 +9,8 @@
 //! and survive a restart of their coordinator. The PostgreSQL half skips
 //! without a server, except under CI=true, where it fails.
 use quorumd::store::{
-    OpenError, PgRows, PostgresOptions, PostgresStore, SqliteRows, SqliteStore, OWNER_LOCK,
+    FjallRows, FjallStore, OpenError, PgRows, PostgresOptions, PostgresStore, SqliteRows,
+    SqliteStore, OWNER_LOCK,
 };
 use quorumlog_core::{
     Dot, Hint, HintBacklog, HintDropReason, HintLimits, HintStored, NodeId, Siblings, Store,
@@ -25,6 +26,8 @@ use std::time::Duration;
 #[derive(Clone)]
 enum Backend {
     Sqlite(PathBuf),
+    /// A directory of its own per check.
+    Fjall(PathBuf),
     /// One database (`quorumlog_5`), which has one owner at a time: the
     /// checks take turns with `serial()`.
     Postgres(String),
@@ -36,8 +39,20 @@ impl Backend {
         Backend::Sqlite(dir.join(format!("{test}.db")))
     }
 
-    /// Remove a SQLite check's files (the database stays: keys are unique).
+    fn fjall(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("quorumlog-stores-{}", std::process::id()));
+        Backend::Fjall(dir.join(format!("{test}.fjall")))
+    }
+
+    /// Remove a SQLite or fjall check's files (a database stays: keys are
+    /// unique).
     fn clean_up(&self) {
+        if let Backend::Fjall(dir) = self {
+            let _ = std::fs::remove_dir_all(dir);
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
         if let Backend::Sqlite(path) = self {
             for suffix in ["", "-wal", "-shm", ".lock"] {
                 let mut file = path.clone().into_os_string();
@@ -68,6 +83,7 @@ impl Backend {
 /// An open store and how to close it.
 enum Opened {
     Sqlite(Arc<SqliteStore>),
+    Fjall(Arc<FjallStore>),
     Postgres(Arc<PostgresStore>),
 }
 
@@ -75,6 +91,7 @@ impl Opened {
     fn store(&self) -> Arc<dyn Store> {
         match self {
             Opened::Sqlite(s) => s.clone(),
+            Opened::Fjall(s) => s.clone(),
             Opened::Postgres(s) => s.clone(),
         }
     }
@@ -82,6 +99,7 @@ impl Opened {
     async fn close(self) {
         match self {
             Opened::Sqlite(s) => s.close().await,
+            Opened::Fjall(s) => s.close().await,
             Opened::Postgres(s) => s.close().await,
         }
     }
@@ -93,6 +111,11 @@ async fn open(backend: &Backend, cache_bytes: usize) -> Opened {
             SqliteRows::open_with_cache(path, cache_bytes)
                 .await
                 .unwrap_or_else(|e| panic!("open {}: {e}", path.display())),
+        )),
+        Backend::Fjall(dir) => Opened::Fjall(Arc::new(
+            FjallRows::open_with_cache(dir, cache_bytes)
+                .await
+                .unwrap_or_else(|e| panic!("open {}: {e}", dir.display())),
         )),
         Backend::Postgres(url) => {
             let options = PostgresOptions {
@@ -609,6 +632,9 @@ async fn wipe(backend: &Backend) {
             }
             assert!(!path.exists(), "{} survived the wipe", path.display());
         }
+        Backend::Fjall(dir) => {
+            std::fs::remove_dir_all(dir).expect("delete the fjall directory");
+        }
         Backend::Postgres(url) => {
             use sqlx::Connection;
             let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
@@ -1110,4 +1136,62 @@ fn postgres_hint_bounds_and_expiry_are_enforced() {
 #[test]
 fn postgres_concurrent_hints_of_one_key_all_merge() {
     on_scratch_postgres("hints_concurrent", concurrent_hints_of_one_key_all_merge);
+}
+
+#[test]
+fn fjall_concurrent_blind_writes_all_survive() {
+    block_on(concurrent_blind_writes_all_survive(Backend::fjall("blind")));
+}
+
+#[test]
+fn fjall_racing_read_modify_writes_lose_no_update() {
+    block_on(racing_read_modify_writes_lose_no_update(Backend::fjall(
+        "rmw",
+    )));
+}
+
+#[test]
+fn fjall_an_unchanged_update_writes_nothing() {
+    block_on(an_unchanged_update_writes_nothing(Backend::fjall("noop")));
+}
+
+#[test]
+fn fjall_a_new_store_takes_the_offered_incarnation_and_keeps_it() {
+    let backend = Backend::fjall("incarnation-new");
+    block_on(a_new_store_takes_the_offered_incarnation_and_keeps_it(
+        backend,
+    ));
+}
+
+#[test]
+fn fjall_rows_without_a_record_are_incarnation_zero() {
+    let backend = Backend::fjall("incarnation-legacy");
+    block_on(rows_without_a_record_are_incarnation_zero(backend));
+}
+
+#[test]
+fn fjall_a_wiped_store_takes_a_new_incarnation() {
+    let backend = Backend::fjall("incarnation-wiped");
+    block_on(a_wiped_store_takes_a_new_incarnation(backend));
+}
+
+#[test]
+fn fjall_hints_survive_a_reopen_with_their_bookkeeping() {
+    block_on(hints_survive_a_reopen_with_their_bookkeeping(
+        Backend::fjall("hints-reopen"),
+    ));
+}
+
+#[test]
+fn fjall_hint_bounds_and_expiry_are_enforced() {
+    block_on(hint_bounds_and_expiry_are_enforced(Backend::fjall(
+        "hints-bounds",
+    )));
+}
+
+#[test]
+fn fjall_concurrent_hints_of_one_key_all_merge() {
+    block_on(concurrent_hints_of_one_key_all_merge(Backend::fjall(
+        "hints-concurrent",
+    )));
 }

@@ -1,7 +1,7 @@
-//! Durable implementations of core's [`Store`] trait: SQLite (the embedded
-//! default) and PostgreSQL (one database per node), each a
-//! [`RowBackend`] under core's [`GroupCommit`], plus the parsing of the
-//! `--store` flag.
+//! Durable implementations of core's [`Store`] trait: SQLite and fjall
+//! (embedded, a file or directory per node) and PostgreSQL (one database
+//! per node), each a [`RowBackend`] under core's [`GroupCommit`], plus the
+//! parsing of the `--store` flag.
 use quorumlog_core::{Incarnation, MemoryStore, Store, StoreError};
 use std::fmt;
 use std::path::PathBuf;
@@ -9,9 +9,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use thiserror::Error;
 
+mod fjall;
 mod postgres;
 mod sqlite;
 
+pub use fjall::{FjallRows, FjallStore};
 pub use postgres::{PgRows, PostgresOptions, PostgresStore, OWNER_LOCK};
 pub use quorumlog_core::storage::{
     GroupCommit, HintRow, HintTotals, HintWrite, RecordIncarnation, RowBackend,
@@ -22,17 +24,48 @@ pub use sqlite::{SqliteRows, SqliteStore};
 /// estimated): a bound on memory however large the values.
 pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Where a node keeps its data: `memory`, `sqlite:PATH` or `postgres://…`.
+/// Where a node keeps its data: `memory`, `sqlite:PATH`, `fjall:DIR`,
+/// `embedded:BASE` or `postgres://…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {
     Memory,
     Sqlite(PathBuf),
+    Fjall(PathBuf),
+    /// The embedded default: fjall in `BASE.fjall`, unless `BASE.db`
+    /// exists — a SQLite file from when SQLite was the default, whose
+    /// acknowledged writes must stay where the node finds them.
+    Embedded(PathBuf),
     Postgres(String),
+}
+
+impl StoreSpec {
+    /// The store an `embedded:` spec stands for, decided by what is on
+    /// disk now (any other spec is itself).
+    pub fn resolve(&self) -> StoreSpec {
+        match self {
+            StoreSpec::Embedded(base) => {
+                let sqlite = with_suffix(base, ".db");
+                if sqlite.exists() {
+                    StoreSpec::Sqlite(sqlite)
+                } else {
+                    StoreSpec::Fjall(with_suffix(base, ".fjall"))
+                }
+            }
+            other => other.clone(),
+        }
+    }
+}
+
+/// `base` with `suffix` appended to its last component.
+fn with_suffix(base: &std::path::Path, suffix: &str) -> PathBuf {
+    let mut path = base.as_os_str().to_owned();
+    path.push(suffix);
+    PathBuf::from(path)
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error(
-    "unknown store {0:?}: use memory, sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+    "unknown store {0:?}: use memory, sqlite:PATH, fjall:DIR, embedded:BASE or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
 )]
 pub struct StoreSpecError(String);
 
@@ -53,6 +86,16 @@ impl FromStr for StoreSpec {
                 return Err(StoreSpecError(s.to_string()));
             }
             Ok(StoreSpec::Sqlite(PathBuf::from(path)))
+        } else if let Some(dir) = s.strip_prefix("fjall:") {
+            if dir.is_empty() {
+                return Err(StoreSpecError(s.to_string()));
+            }
+            Ok(StoreSpec::Fjall(PathBuf::from(dir)))
+        } else if let Some(base) = s.strip_prefix("embedded:") {
+            if base.is_empty() {
+                return Err(StoreSpecError(s.to_string()));
+            }
+            Ok(StoreSpec::Embedded(PathBuf::from(base)))
         } else {
             Err(StoreSpecError(s.to_string()))
         }
@@ -65,6 +108,8 @@ impl fmt::Display for StoreSpec {
         match self {
             StoreSpec::Memory => write!(f, "memory"),
             StoreSpec::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            StoreSpec::Fjall(dir) => write!(f, "fjall:{}", dir.display()),
+            StoreSpec::Embedded(base) => write!(f, "embedded:{}", base.display()),
             StoreSpec::Postgres(url) => write!(f, "{}", redact(url)),
         }
     }
@@ -92,6 +137,11 @@ pub enum OpenError {
     Migrate {
         store: String,
         source: sqlx::migrate::MigrateError,
+    },
+    #[error("could not open {store}: {source}")]
+    Fjall {
+        store: String,
+        source: ::fjall::Error,
     },
     #[error("could not create the directory for {path}: {source}")]
     Directory {
@@ -130,10 +180,21 @@ pub async fn open_renewing(
     spec: &StoreSpec,
     renew: Option<Incarnation>,
 ) -> Result<Arc<dyn Store>, OpenError> {
+    let resolved = spec.resolve();
+    if resolved != *spec {
+        tracing::info!(store = %spec, opens = %resolved, "embedded store");
+    }
+    let spec = &resolved;
     Ok(match spec {
+        StoreSpec::Embedded(_) => unreachable!("resolved above"),
         StoreSpec::Memory => Arc::new(MemoryStore::new()),
         StoreSpec::Sqlite(path) => {
             let store = SqliteRows::open(path).await?;
+            renew_incarnation(&store, spec, renew).await?;
+            Arc::new(store)
+        }
+        StoreSpec::Fjall(dir) => {
+            let store = FjallRows::open(dir).await?;
             renew_incarnation(&store, spec, renew).await?;
             Arc::new(store)
         }
@@ -251,6 +312,17 @@ mod tests {
         assert_eq!(
             "postgres://u:p@127.0.0.1/db".parse(),
             Ok(StoreSpec::Postgres("postgres://u:p@127.0.0.1/db".into()))
+        );
+        assert_eq!(
+            "fjall:/tmp/n1".parse(),
+            Ok(StoreSpec::Fjall("/tmp/n1".into()))
+        );
+        assert_eq!(StoreSpec::Fjall("d/n1".into()).to_string(), "fjall:d/n1");
+        assert!("fjall:".parse::<StoreSpec>().is_err());
+        assert!("embedded:".parse::<StoreSpec>().is_err());
+        assert_eq!(
+            StoreSpec::Embedded("d/node".into()).to_string(),
+            "embedded:d/node"
         );
         assert!("sqlite:".parse::<StoreSpec>().is_err());
         assert!("mysql://x".parse::<StoreSpec>().is_err());
@@ -449,6 +521,55 @@ mod tests {
         );
         let _ = conn.close().await;
         store.close().await;
+    }
+
+    /// `embedded:` opens fjall, except where a SQLite file of the earlier
+    /// default holds the node's data: that file keeps being used, and
+    /// what was written to it is read back.
+    #[tokio::test]
+    async fn the_embedded_default_keeps_a_sqlite_file_it_finds() {
+        let (path, _dir) = temp_sqlite("embedded");
+        let base = path.with_extension("");
+        let spec = StoreSpec::Embedded(base.clone());
+        assert_eq!(
+            spec.resolve(),
+            StoreSpec::Fjall(base.with_extension("fjall"))
+        );
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("dir");
+        let legacy = SqliteRows::open(&path).await.expect("open SQLite");
+        let version = Version {
+            dot: Dot::new(1, 1),
+            context: VersionVector::new(),
+            value: "kept".into(),
+            timestamp_ms: 0,
+        };
+        legacy
+            .update("k", &mut |s| s.sync_one(version.clone()).unwrap_or(false))
+            .await
+            .expect("update");
+        legacy.close().await;
+        drop(legacy);
+        assert_eq!(spec.resolve(), StoreSpec::Sqlite(path.clone()));
+        let mut reopened = None;
+        for _ in 0..100 {
+            match open(&spec).await {
+                Ok(store) => {
+                    reopened = Some(store);
+                    break;
+                }
+                Err(OpenError::FileInUse { .. }) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+                Err(e) => panic!("open {spec}: {e}"),
+            }
+        }
+        let store = reopened.expect("the SQLite file stayed locked");
+        let held = store.get("k").await.expect("read");
+        assert_eq!(held.versions()[0].value, "kept");
+        assert!(
+            !base.with_extension("fjall").exists(),
+            "a fjall store was made too"
+        );
     }
 
     #[tokio::test]
