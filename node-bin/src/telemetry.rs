@@ -25,8 +25,11 @@ pub const KEY_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 8.0, 16.0, 32.0, 64.0
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    // The storage crates log a line per connection, flush or journal
+    // rotation at info: only their warnings belong in a node's log.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,fjall=warn,lsm_tree=warn")
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
