@@ -284,6 +284,84 @@ impl From<SqlHintTotals> for HintTotals {
     }
 }
 
+/// Checks every row backend must pass, run by each backend's own tests.
+#[cfg(test)]
+pub(crate) mod backend_checks {
+    use super::RowBackend;
+    use quorumlog_core::storage::RowWrite;
+    use std::collections::BTreeSet;
+
+    fn write(key: &str, data: &[u8], expected: Option<i64>) -> RowWrite {
+        RowWrite {
+            key: key.into(),
+            data: data.to_vec(),
+            expected,
+        }
+    }
+
+    fn keys(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|k| k.to_string()).collect()
+    }
+
+    /// Every row of a batch is judged on its own condition: a new row only
+    /// where none exists, an update only at the version its writer read,
+    /// whatever else the batch holds; keys list and page in order.
+    pub(crate) async fn each_row_of_a_batch_is_judged_on_its_own_condition(rows: &impl RowBackend) {
+        let first = rows
+            .write_rows(&[write("a", b"a0", None), write("b", b"b0", None)])
+            .await
+            .unwrap();
+        assert_eq!(first, keys(&["a", "b"]));
+        let mixed = rows
+            .write_rows(&[
+                write("a", b"a1", Some(0)),  // the version it read: written
+                write("b", b"b1", Some(5)),  // a version it never had: not
+                write("a-new", b"n0", None), // new: written
+                write("c", b"c0", None),     // new: written
+                write("zz", b"z0", Some(0)), // an update of a missing row: not
+            ])
+            .await
+            .unwrap();
+        assert_eq!(mixed, keys(&["a", "a-new", "c"]));
+        let again = rows
+            .write_rows(&[write("a-new", b"n-again", None), write("a", b"a2", Some(0))])
+            .await
+            .unwrap();
+        assert!(
+            again.is_empty(),
+            "{again:?}: an existing key taken as new, or a stale version"
+        );
+        assert_eq!(rows.read_row("a").await.unwrap(), Some((b"a1".to_vec(), 1)));
+        assert_eq!(rows.read_row("b").await.unwrap(), Some((b"b0".to_vec(), 0)));
+        assert_eq!(
+            rows.read_row("a-new").await.unwrap(),
+            Some((b"n0".to_vec(), 0))
+        );
+        assert_eq!(rows.read_row("zz").await.unwrap(), None);
+        assert_eq!(rows.keys().await.unwrap(), ["a", "a-new", "b", "c"]);
+        assert_eq!(
+            rows.read_rows(Some("a"), 2).await.unwrap(),
+            [
+                ("a-new".to_string(), b"n0".to_vec()),
+                ("b".to_string(), b"b0".to_vec())
+            ]
+        );
+        // A large batch: every row is still judged.
+        let many: Vec<RowWrite> = (0..1031)
+            .map(|i| write(&format!("k{i}"), b"x", None))
+            .collect();
+        assert_eq!(rows.write_rows(&many).await.unwrap().len(), many.len());
+        let updates: Vec<RowWrite> = (0..1031)
+            .map(|i| write(&format!("k{i}"), b"y", Some(if i % 2 == 0 { 0 } else { 3 })))
+            .collect();
+        let written = rows.write_rows(&updates).await.unwrap();
+        assert_eq!(written.len(), updates.len().div_ceil(2));
+        assert!(written
+            .iter()
+            .all(|k| k[1..].parse::<usize>().unwrap() % 2 == 0));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,6 +601,21 @@ mod tests {
         store.close().await;
     }
 
+    /// Open `spec` once the store closed or dropped before lets go of its
+    /// file (its committer task drops the backend, and the lock, soon after).
+    async fn open_once_released(spec: &StoreSpec, renew: Option<Incarnation>) -> Arc<dyn Store> {
+        for _ in 0..100 {
+            match open_renewing(spec, renew).await {
+                Ok(store) => return store,
+                Err(OpenError::FileInUse { .. }) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+                Err(e) => panic!("open {spec}: {e}"),
+            }
+        }
+        panic!("{spec} stayed locked by the store before")
+    }
+
     /// `embedded:` opens fjall, except where a SQLite file of the earlier
     /// default holds the node's data: that file keeps being used, and
     /// what was written to it is read back.
@@ -550,20 +643,7 @@ mod tests {
         legacy.close().await;
         drop(legacy);
         assert_eq!(spec.resolve(), StoreSpec::Sqlite(path.clone()));
-        let mut reopened = None;
-        for _ in 0..100 {
-            match open(&spec).await {
-                Ok(store) => {
-                    reopened = Some(store);
-                    break;
-                }
-                Err(OpenError::FileInUse { .. }) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
-                }
-                Err(e) => panic!("open {spec}: {e}"),
-            }
-        }
-        let store = reopened.expect("the SQLite file stayed locked");
+        let store = open_once_released(&spec, None).await;
         let held = store.get("k").await.expect("read");
         assert_eq!(held.versions()[0].value, "kept");
         assert!(
@@ -579,21 +659,7 @@ mod tests {
         let store = open(&spec).await.expect("open");
         assert_eq!(store.incarnation(4).await, Ok(4));
         drop(store);
-        // Let the committer task drop the backend (and its file lock).
-        let mut reopened = None;
-        for _ in 0..100 {
-            match open_renewing(&spec, Some(8)).await {
-                Ok(store) => {
-                    reopened = Some(store);
-                    break;
-                }
-                Err(OpenError::FileInUse { .. }) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
-                }
-                Err(e) => panic!("reopen: {e}"),
-            }
-        }
-        let store = reopened.expect("the first store never let go of its file");
+        let store = open_once_released(&spec, Some(8)).await;
         assert_eq!(store.incarnation(5).await, Ok(8));
     }
 

@@ -381,68 +381,14 @@ fn bind_hint<'q>(query: SqliteQuery<'q>, hint: &'q HintWrite, generation: i64) -
 mod tests {
     use super::*;
 
-    fn write(key: &str, data: &[u8], expected: Option<i64>) -> RowWrite {
-        RowWrite {
-            key: key.into(),
-            data: data.to_vec(),
-            expected,
-        }
-    }
-
-    /// Every row of a batch is judged on its own condition: a new row only
-    /// where none exists, an update only at the version its writer read,
-    /// whatever else the batch holds.
     #[tokio::test]
     async fn each_row_of_a_batch_is_written_only_if_its_condition_holds() {
         let dir =
             std::env::temp_dir().join(format!("quorumlog-sqlite-rows-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let rows = SqliteRows::open_rows(&dir.join("rows.db")).await.unwrap();
-        let first = rows
-            .write_rows(&[write("a", b"a0", None), write("b", b"b0", None)])
-            .await
-            .unwrap();
-        assert_eq!(first, BTreeSet::from(["a".to_string(), "b".to_string()]));
-        let mixed = rows
-            .write_rows(&[
-                write("a", b"a1", Some(0)),  // the version it read: written
-                write("b", b"b1", Some(5)),  // a version it never had: not
-                write("a-new", b"n0", None), // new: written
-                write("c", b"c0", None),     // new: written
-            ])
-            .await
-            .unwrap();
-        assert_eq!(
-            mixed,
-            BTreeSet::from(["a".to_string(), "a-new".to_string(), "c".to_string()])
-        );
-        let again = rows
-            .write_rows(&[write("a-new", b"n-again", None), write("a", b"a2", Some(0))])
-            .await
-            .unwrap();
-        assert!(
-            again.is_empty(),
-            "{again:?}: an existing key taken as new, or a stale version"
-        );
-        assert_eq!(rows.read_row("a").await.unwrap(), Some((b"a1".to_vec(), 1)));
-        assert_eq!(rows.read_row("b").await.unwrap(), Some((b"b0".to_vec(), 0)));
-        assert_eq!(
-            rows.read_row("a-new").await.unwrap(),
-            Some((b"n0".to_vec(), 0))
-        );
-        // A large batch: every row is still judged.
-        let many: Vec<RowWrite> = (0..1031)
-            .map(|i| write(&format!("k{i}"), b"x", None))
-            .collect();
-        assert_eq!(rows.write_rows(&many).await.unwrap().len(), many.len());
-        let updates: Vec<RowWrite> = (0..1031)
-            .map(|i| write(&format!("k{i}"), b"y", Some(if i % 2 == 0 { 0 } else { 3 })))
-            .collect();
-        let written = rows.write_rows(&updates).await.unwrap();
-        assert_eq!(written.len(), updates.len().div_ceil(2));
-        assert!(written
-            .iter()
-            .all(|k| k[1..].parse::<usize>().unwrap() % 2 == 0));
+        crate::store::backend_checks::each_row_of_a_batch_is_judged_on_its_own_condition(&rows)
+            .await;
         drop(rows);
         let _ = std::fs::remove_dir_all(&dir);
     }
