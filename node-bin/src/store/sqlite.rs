@@ -89,9 +89,7 @@ impl SqliteRows {
 /// Lock `PATH.lock` exclusively (without waiting: the OS releases a dead
 /// process's lock at once).
 fn take_ownership(path: &Path, name: &str) -> Result<std::fs::File, OpenError> {
-    let mut lock = path.as_os_str().to_owned();
-    lock.push(".lock");
-    let lock = std::path::PathBuf::from(lock);
+    let lock = super::with_suffix(path, ".lock");
     let shown = lock.display().to_string();
     let file = std::fs::OpenOptions::new()
         .create(true)
