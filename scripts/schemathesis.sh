@@ -17,7 +17,9 @@ if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$version"; then
     "$venv/bin/pip" install --quiet "schemathesis==$version"
 fi
 
-cargo build --quiet -p quorumd --bin quorumd
+# Built with every test target selected, as the suite builds it, so that
+# after `cargo test --workspace` nothing is compiled again.
+cargo build --quiet --workspace --bins --tests
 dir="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 base_port=$(( 21000 + RANDOM % 8000 ))

@@ -30,9 +30,31 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The variables `cargo test` sets for one test binary, about its own
+/// package, as opposed to the ones that configure cargo itself.
+fn cargo_sets_for_the_test_process(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_BIN_EXE_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "OUT_DIR"
+        )
+}
+
 /// Path of an up-to-date `quorumd`: `QUORUMD_BIN` if set, otherwise
-/// `cargo build -p quorumd` into the target directory these tests were
-/// built in (a no-op when it is current), with the same profile.
+/// built into the target directory these tests were built in, with the
+/// same profile. It is built with every test target selected
+/// (`cargo build --workspace --bins --tests`), so its dependencies are
+/// resolved with the same features `cargo test --workspace` resolved and
+/// are already compiled: only `quorumd`'s `main.rs` is left to build.
+/// (`cargo build -p quorumd` alone resolves fewer features of tokio and
+/// others, and compiled a second copy of most dependencies: two minutes.)
 pub fn quorumd() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -54,13 +76,23 @@ pub fn quorumd() -> PathBuf {
         let mut build = Command::new(cargo);
         build
             .current_dir(workspace)
-            .args(["build", "-p", "quorumd", "--bin", "quorumd"])
+            .args(["build", "--workspace", "--bins", "--tests"])
             .env("CARGO_TARGET_DIR", target_dir);
+        // What cargo sets for this test process alone (its package's
+        // manifest dir, name, version): ring's build script reruns when
+        // CARGO_MANIFEST_DIR changes, and everything above ring would be
+        // compiled again.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if cargo_sets_for_the_test_process(&name) {
+                build.env_remove(&*name);
+            }
+        }
         if release {
             build.arg("--release");
         }
-        let status = build.status().expect("run cargo build -p quorumd");
-        assert!(status.success(), "cargo build -p quorumd failed");
+        let status = build.status().expect("run cargo build for quorumd");
+        assert!(status.success(), "cargo build of quorumd failed");
         let bin = profile_dir.join(format!("quorumd{}", std::env::consts::EXE_SUFFIX));
         assert!(bin.exists(), "{} missing after the build", bin.display());
         bin

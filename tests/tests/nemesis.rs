@@ -147,7 +147,7 @@ fn quorum_on_postgres_survives_partitions_kills_and_pauses_and_one_shows_stale_r
             "--faults",
             "partitions,kills,pauses",
             "--duration",
-            "60",
+            "30",
             "--store",
             &pg,
         ],
@@ -168,7 +168,7 @@ fn quorum_on_postgres_survives_partitions_kills_and_pauses_and_one_shows_stale_r
     assert_eq!((stale, lost), (0, 0), "{}", quorum.stdout);
     assert!(
         avail < 100.0,
-        "no operation failed under 60 s of faults: were they imposed?\n{}",
+        "no operation failed under 30 s of faults: were they imposed?\n{}",
         quorum.stdout
     );
     // The saved history gives the same verdict again, without the cluster.
