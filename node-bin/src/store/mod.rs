@@ -10,6 +10,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 mod fjall;
+mod migrations;
 mod postgres;
 mod sqlite;
 
@@ -241,46 +242,32 @@ pub(crate) fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-/// A hint row as both databases return it; core's [`HintRow`] knows no
-/// database driver.
-#[derive(sqlx::FromRow)]
-pub(crate) struct SqlHintRow {
-    target: i64,
-    key: String,
-    data: Vec<u8>,
-    generation: i64,
-    stored_at: i64,
-    bytes: i64,
-}
+/// A hint row as both databases return it, in the order every query
+/// selects its columns: target, key, data, generation, stored_at, bytes.
+/// (A tuple, which sqlx decodes without its derive macros.)
+pub(crate) type SqlHintRow = (i64, String, Vec<u8>, i64, i64, i64);
 
-impl From<SqlHintRow> for HintRow {
-    fn from(row: SqlHintRow) -> Self {
-        HintRow {
-            target: row.target,
-            key: row.key,
-            data: row.data,
-            generation: row.generation,
-            stored_at: row.stored_at,
-            bytes: row.bytes,
-        }
+/// Core's [`HintRow`], which knows no database driver.
+pub(crate) fn hint_row((target, key, data, generation, stored_at, bytes): SqlHintRow) -> HintRow {
+    HintRow {
+        target,
+        key,
+        data,
+        generation,
+        stored_at,
+        bytes,
     }
 }
 
-/// [`HintTotals`] as both databases return them.
-#[derive(sqlx::FromRow)]
-pub(crate) struct SqlHintTotals {
-    live: i64,
-    live_bytes: i64,
-    expired: i64,
-}
+/// [`HintTotals`] as both databases return them: live, live_bytes,
+/// expired.
+pub(crate) type SqlHintTotals = (i64, i64, i64);
 
-impl From<SqlHintTotals> for HintTotals {
-    fn from(totals: SqlHintTotals) -> Self {
-        HintTotals {
-            live: totals.live,
-            live_bytes: totals.live_bytes,
-            expired: totals.expired,
-        }
+pub(crate) fn hint_totals((live, live_bytes, expired): SqlHintTotals) -> HintTotals {
+    HintTotals {
+        live,
+        live_bytes,
+        expired,
     }
 }
 

@@ -16,7 +16,9 @@
 //! Hints are written by that same session, each write one autocommitted
 //! statement (the generation counter and the row together); they are read
 //! from the pool.
-use super::{backend, OpenError, SqlHintRow, SqlHintTotals, DEFAULT_CACHE_BYTES};
+use super::{
+    backend, hint_row, hint_totals, OpenError, SqlHintRow, SqlHintTotals, DEFAULT_CACHE_BYTES,
+};
 use async_trait::async_trait;
 use quorumlog_core::storage::{
     GroupCommit, HintRow, HintTotals, HintWrite, RecordIncarnation, RowBackend, RowWrite,
@@ -111,13 +113,14 @@ impl PgRows {
                 store: name.clone(),
                 source,
             })?;
-        sqlx::migrate!("./migrations/postgres")
-            .run(&pool)
-            .await
-            .map_err(|source| OpenError::Migrate {
-                store: name.clone(),
-                source,
-            })?;
+        let migrated = match super::migrations::POSTGRES.migrator().await {
+            Ok(migrator) => migrator.run(&pool).await,
+            Err(e) => Err(e),
+        };
+        migrated.map_err(|source| OpenError::Migrate {
+            store: name.clone(),
+            source,
+        })?;
         let rows = PgRows {
             pool,
             connect,
@@ -362,7 +365,7 @@ impl RowBackend for PgRows {
         .fetch_optional(&self.pool)
         .await
         .map_err(backend)
-        .map(|row| row.map(HintRow::from))
+        .map(|row| row.map(hint_row))
     }
 
     async fn hint_totals(&self, target: i64, cutoff: i64) -> Result<HintTotals, StoreError> {
@@ -377,7 +380,7 @@ impl RowBackend for PgRows {
         .fetch_one(&self.pool)
         .await
         .map_err(backend)
-        .map(HintTotals::from)
+        .map(hint_totals)
     }
 
     async fn read_hints(&self, target: i64, limit: i64) -> Result<Vec<HintRow>, StoreError> {
@@ -390,7 +393,7 @@ impl RowBackend for PgRows {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)
-        .map(|rows| rows.into_iter().map(HintRow::from).collect())
+        .map(|rows| rows.into_iter().map(hint_row).collect())
     }
 
     /// One autocommitted statement on the owner's session: the counter's

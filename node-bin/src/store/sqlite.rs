@@ -6,7 +6,7 @@
 //! node given the same file fails to start) and the row cache is coherent.
 //! Hints are written beside the batches, each in a transaction of its own
 //! (SQLite serialises it with the committer's).
-use super::{backend, OpenError, SqlHintRow, SqlHintTotals};
+use super::{backend, hint_row, hint_totals, OpenError, SqlHintRow, SqlHintTotals};
 use async_trait::async_trait;
 use quorumlog_core::storage::{
     GroupCommit, HintRow, HintTotals, HintWrite, RecordIncarnation, RowBackend, RowWrite,
@@ -75,13 +75,14 @@ impl SqliteRows {
                 store: name.clone(),
                 source,
             })?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|source| OpenError::Migrate {
-                store: name,
-                source,
-            })?;
+        let migrated = match super::migrations::SQLITE.migrator().await {
+            Ok(migrator) => migrator.run(&pool).await,
+            Err(e) => Err(e),
+        };
+        migrated.map_err(|source| OpenError::Migrate {
+            store: name,
+            source,
+        })?;
         Ok(SqliteRows { pool, owner })
     }
 }
@@ -229,7 +230,7 @@ impl RowBackend for SqliteRows {
         .fetch_optional(&self.pool)
         .await
         .map_err(backend)
-        .map(|row| row.map(HintRow::from))
+        .map(|row| row.map(hint_row))
     }
 
     async fn hint_totals(&self, target: i64, cutoff: i64) -> Result<HintTotals, StoreError> {
@@ -244,7 +245,7 @@ impl RowBackend for SqliteRows {
         .fetch_one(&self.pool)
         .await
         .map_err(backend)
-        .map(HintTotals::from)
+        .map(hint_totals)
     }
 
     async fn read_hints(&self, target: i64, limit: i64) -> Result<Vec<HintRow>, StoreError> {
@@ -257,7 +258,7 @@ impl RowBackend for SqliteRows {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)
-        .map(|rows| rows.into_iter().map(HintRow::from).collect())
+        .map(|rows| rows.into_iter().map(hint_row).collect())
     }
 
     /// One transaction that starts by writing (the counter), so it takes
