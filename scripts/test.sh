@@ -40,7 +40,14 @@ mkdir -p target-sim
         nice -n 19 ionice -c 3 cargo simtest
 ) > target-sim/simtest.log 2>&1 &
 simulation=$!
-trap 'kill "$simulation" 2>/dev/null || true' EXIT
+# Should a step below fail, the background suite (cargo, its compilers
+# and test binaries) stops with the script instead of running on.
+kill_tree() {
+    local child
+    for child in $(pgrep -P "$1"); do kill_tree "$child"; done
+    kill "$1" 2>/dev/null || true
+}
+trap 'kill_tree "$simulation"' EXIT
 
 step "PostgreSQL for the quorumd tests"
 bash scripts/setup-postgres.sh
