@@ -8,7 +8,7 @@
 //! directory.
 use futures::future::BoxFuture;
 use sqlx::error::BoxDynError;
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::migrate::{Migration, MigrationSource, MigrationType};
 use std::borrow::Cow;
 
 /// `(file name, SQL)` of every migration in `migrations/sqlite/`.
@@ -57,12 +57,6 @@ pub(crate) const POSTGRES: Embedded = Embedded(&[
 pub(crate) struct Embedded(&'static [(&'static str, &'static str)]);
 
 impl Embedded {
-    /// sqlx's migrator over these migrations, with its defaults (the
-    /// database locked while it runs, each migration in a transaction).
-    pub(crate) async fn migrator(self) -> Result<Migrator, sqlx::migrate::MigrateError> {
-        Migrator::new(self).await
-    }
-
     fn migrations(self) -> Result<Vec<Migration>, BoxDynError> {
         self.0
             .iter()

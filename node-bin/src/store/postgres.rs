@@ -25,6 +25,7 @@ use quorumlog_core::storage::{
     HINT_GENERATION, INCARNATION,
 };
 use quorumlog_core::StoreError;
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection;
 use std::collections::BTreeSet;
@@ -113,11 +114,15 @@ impl PgRows {
                 store: name.clone(),
                 source,
             })?;
-        let migrated = match super::migrations::POSTGRES.migrator().await {
-            Ok(migrator) => migrator.run(&pool).await,
-            Err(e) => Err(e),
+        // sqlx's migrator with its defaults: the database locked while it
+        // runs, each migration in a transaction.
+        let migrated = async {
+            Migrator::new(super::migrations::POSTGRES)
+                .await?
+                .run(&pool)
+                .await
         };
-        migrated.map_err(|source| OpenError::Migrate {
+        migrated.await.map_err(|source| OpenError::Migrate {
             store: name.clone(),
             source,
         })?;

@@ -13,6 +13,7 @@ use quorumlog_core::storage::{
     HINT_GENERATION, INCARNATION,
 };
 use quorumlog_core::StoreError;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -75,11 +76,15 @@ impl SqliteRows {
                 store: name.clone(),
                 source,
             })?;
-        let migrated = match super::migrations::SQLITE.migrator().await {
-            Ok(migrator) => migrator.run(&pool).await,
-            Err(e) => Err(e),
+        // sqlx's migrator with its defaults: the database locked while it
+        // runs, each migration in a transaction.
+        let migrated = async {
+            Migrator::new(super::migrations::SQLITE)
+                .await?
+                .run(&pool)
+                .await
         };
-        migrated.map_err(|source| OpenError::Migrate {
+        migrated.await.map_err(|source| OpenError::Migrate {
             store: name,
             source,
         })?;
