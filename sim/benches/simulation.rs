@@ -1,6 +1,8 @@
 //! Simulated seeds per second for the standard scenario: 5 nodes, 4
 //! clients, 500 operations, partitions, crashes and pauses (the `all`
-//! schedule) at QUORUM. Run with `cargo simbench`.
+//! schedule) at QUORUM; and what madsim's own primitives cost, the floor
+//! under any scenario: a message, a task, a timer. Run with
+//! `cargo simbench` (the `sim` profile `cargo sim` runs in).
 #[cfg(madsim)]
 mod bench {
     use criterion::{criterion_group, Criterion, Throughput};
@@ -9,6 +11,9 @@ mod bench {
     use quorumlog_sim::scenario::{FaultSchedule, Levels, Scenario};
     use quorumlog_sim::sweep::run_and_check;
     use std::cell::Cell;
+    use std::future::Future;
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn seeds_per_second(c: &mut Criterion) {
         let scenario = Scenario::standard(FaultSchedule::All, Levels::same(Consistency::Quorum));
@@ -31,7 +36,92 @@ mod bench {
         group.finish();
     }
 
-    criterion_group!(benches, seeds_per_second);
+    /// `iters` repetitions of `body` in one fresh runtime, timed from
+    /// outside it: inside, madsim's clock is the simulated one.
+    fn in_runtime<F: Future<Output = ()> + 'static>(body: F) -> Duration {
+        let mut runtime =
+            madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default());
+        runtime.set_time_limit(Duration::from_secs(u64::from(u32::MAX)));
+        let started = Instant::now();
+        runtime.block_on(body);
+        started.elapsed()
+    }
+
+    /// A frame the size of a small request, echoed back.
+    const FRAME: usize = 64;
+
+    /// `rounds` round trips of one frame between two simulated nodes over
+    /// madsim's TCP (each direction one message through its network).
+    async fn round_trips(rounds: u64) {
+        let handle = madsim::runtime::Handle::current();
+        let server = handle.create_node().ip([10, 0, 0, 1].into()).build();
+        let client = handle.create_node().ip([10, 0, 0, 2].into()).build();
+        server.spawn(async {
+            let listener = tokio::net::TcpListener::bind("10.0.0.1:1")
+                .await
+                .expect("bind");
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut frame = [0u8; FRAME];
+            while stream.read_exact(&mut frame).await.is_ok() {
+                stream.write_all(&frame).await.expect("echo");
+                stream.flush().await.expect("flush");
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        client
+            .spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect("10.0.0.1:1")
+                    .await
+                    .expect("connect");
+                let mut frame = [7u8; FRAME];
+                for _ in 0..rounds {
+                    stream.write_all(&frame).await.expect("send");
+                    stream.flush().await.expect("flush");
+                    stream.read_exact(&mut frame).await.expect("answer");
+                }
+            })
+            .await
+            .expect("the client runs to the end");
+    }
+
+    fn madsim_primitives(c: &mut Criterion) {
+        let mut group = c.benchmark_group("madsim-primitives");
+        group.throughput(Throughput::Elements(1));
+        group.bench_function("round trip over TCP (two messages)", |b| {
+            b.iter_custom(|iters| in_runtime(round_trips(iters)))
+        });
+        group.bench_function("spawn and join a task", |b| {
+            b.iter_custom(|iters| {
+                in_runtime(async move {
+                    for _ in 0..iters {
+                        tokio::spawn(async {}).await.expect("the task runs");
+                    }
+                })
+            })
+        });
+        group.bench_function("sleep that fires", |b| {
+            b.iter_custom(|iters| {
+                in_runtime(async move {
+                    for _ in 0..iters {
+                        tokio::time::sleep(Duration::from_micros(100)).await;
+                    }
+                })
+            })
+        });
+        group.bench_function("timeout around a sleep, never firing", |b| {
+            b.iter_custom(|iters| {
+                in_runtime(async move {
+                    for _ in 0..iters {
+                        let sleep = tokio::time::sleep(Duration::from_micros(100));
+                        let _ = tokio::time::timeout(Duration::from_secs(1), sleep).await;
+                    }
+                })
+            })
+        });
+        group.finish();
+    }
+
+    criterion_group!(benches, seeds_per_second, madsim_primitives);
 }
 
 #[cfg(madsim)]
