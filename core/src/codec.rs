@@ -51,7 +51,9 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: Vec<u8>) -> Result<Vec
 }
 
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-    encode_into(value, Vec::new())
+    // Sized first (a pass that writes nothing), so the output is written
+    // once instead of regrown and copied as it fills.
+    encode_into(value, Vec::with_capacity(encoded_size(value)))
 }
 
 /// Bytes `value` encodes to (for budgets; 0 if it cannot be encoded).
@@ -81,9 +83,12 @@ pub enum FrameHeader {
     Unknown,
 }
 
-/// Start a frame: the header, then (by [`encode_into`]) the payload.
-pub fn frame_header() -> Vec<u8> {
-    let mut frame = Vec::with_capacity(64);
+/// Start a frame: the header, then (by [`encode_into`]) the payload of
+/// `payload_capacity` bytes (its [`encoded_size`]) without growing: a
+/// frame grown by doubling copies a large answer (a key's whole sibling
+/// set) several times over.
+pub fn frame_header(payload_capacity: usize) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(FRAME_HEADER_LEN.saturating_add(payload_capacity));
     frame.extend_from_slice(&FRAME_MAGIC);
     frame.push(PROTOCOL_VERSION);
     frame
@@ -220,7 +225,7 @@ mod tests {
 
     #[test]
     fn frame_headers_name_the_version() {
-        let mut frame = frame_header();
+        let mut frame = frame_header(0);
         frame = encode_into(&5u8, frame).expect("encode");
         assert_eq!(read_frame_header(&frame), FrameHeader::Current);
         frame[2] = PROTOCOL_VERSION + 1;

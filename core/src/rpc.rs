@@ -114,7 +114,9 @@ fn codec() -> ChannelCodec {
 const REFUSAL_ID: u64 = 0;
 
 fn encode<T: Serialize>(id: u64, body: &T) -> Result<Bytes, RpcError> {
-    codec::encode_into(&Envelope { id, body }, codec::frame_header())
+    let envelope = Envelope { id, body };
+    let frame = codec::frame_header(codec::encoded_size(&envelope));
+    codec::encode_into(&envelope, frame)
         .map(Bytes::from)
         .map_err(|e| RpcError::Codec(e.to_string()))
 }
@@ -524,7 +526,9 @@ where
         };
         let handler = handler.clone();
         let replies = replies_tx.clone();
-        tokio::spawn(async move {
+        // Boxed once: the task layers below move a future by value on its
+        // way into the task, and this one holds the whole request.
+        tokio::spawn(Box::pin(async move {
             let _slot = slot;
             let _bytes = bytes;
             let between_replicas = matches!(
@@ -549,7 +553,7 @@ where
             if let Some(frame) = response_frame(envelope.id, &request, &response) {
                 let _ = replies.send(frame).await;
             }
-        });
+        }));
     }
     // The peer is done sending: answer what is still being handled.
     drop(replies_tx);

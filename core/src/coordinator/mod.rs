@@ -520,7 +520,8 @@ impl Coordinator {
             let request = request.clone();
             let replica = self.replica.clone();
             let timeout = self.config.replica_timeout;
-            tasks.push(tokio::spawn(async move {
+            // Boxed once, as in `gather`.
+            tasks.push(tokio::spawn(Box::pin(async move {
                 let _slot = slot;
                 match (peer, &*request) {
                     (Some(peer), request) => {
@@ -531,7 +532,7 @@ impl Coordinator {
                     }
                     (None, _) => {}
                 }
-            }));
+            })));
         }
         if self.config.read_repair == ReadRepair::Blocking {
             for task in tasks {
@@ -569,10 +570,13 @@ impl Coordinator {
                 *in_flight += 1;
                 let request = request.clone();
                 let tx = tx.clone();
-                tokio::spawn(async move {
+                // Boxed here, once: the call's state machine is large, and
+                // the task layers below would otherwise move it by value
+                // several times on its way into the task's allocation.
+                tokio::spawn(Box::pin(async move {
                     let response = peer.call(&request, timeout).await;
                     let _ = tx.send((peer, response)).await;
-                });
+                }));
             }
         };
         launch(initial, &mut next, &mut in_flight);
