@@ -36,8 +36,8 @@ mod bench {
         group.finish();
     }
 
-    /// `iters` repetitions of `body` in one fresh runtime, timed from
-    /// outside it: inside, madsim's clock is the simulated one.
+    /// How long `body` takes in a fresh runtime, timed from outside it:
+    /// inside, madsim's clock is the simulated one.
     fn in_runtime<F: Future<Output = ()> + 'static>(body: F) -> Duration {
         let mut runtime =
             madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default());
@@ -47,11 +47,25 @@ mod bench {
         started.elapsed()
     }
 
+    /// `iters` steps, one after the other, in a fresh runtime.
+    fn steps<F, S>(iters: u64, step: S) -> Duration
+    where
+        F: Future<Output = ()>,
+        S: Fn() -> F + 'static,
+    {
+        in_runtime(async move {
+            for _ in 0..iters {
+                step().await;
+            }
+        })
+    }
+
     /// A frame the size of a small request, echoed back.
     const FRAME: usize = 64;
 
     /// `rounds` round trips of one frame between two simulated nodes over
-    /// madsim's TCP (each direction one message through its network).
+    /// madsim's TCP (each direction one message through its network); the
+    /// connection's set-up is timed too, and shared by every round.
     async fn round_trips(rounds: u64) {
         let handle = madsim::runtime::Handle::current();
         let server = handle.create_node().ip([10, 0, 0, 1].into()).build();
@@ -92,29 +106,19 @@ mod bench {
         });
         group.bench_function("spawn and join a task", |b| {
             b.iter_custom(|iters| {
-                in_runtime(async move {
-                    for _ in 0..iters {
-                        tokio::spawn(async {}).await.expect("the task runs");
-                    }
+                steps(iters, || async {
+                    tokio::spawn(async {}).await.expect("the task runs");
                 })
             })
         });
         group.bench_function("sleep that fires", |b| {
-            b.iter_custom(|iters| {
-                in_runtime(async move {
-                    for _ in 0..iters {
-                        tokio::time::sleep(Duration::from_micros(100)).await;
-                    }
-                })
-            })
+            b.iter_custom(|iters| steps(iters, || tokio::time::sleep(Duration::from_micros(100))))
         });
         group.bench_function("timeout around a sleep, never firing", |b| {
             b.iter_custom(|iters| {
-                in_runtime(async move {
-                    for _ in 0..iters {
-                        let sleep = tokio::time::sleep(Duration::from_micros(100));
-                        let _ = tokio::time::timeout(Duration::from_secs(1), sleep).await;
-                    }
+                steps(iters, || async {
+                    let sleep = tokio::time::sleep(Duration::from_micros(100));
+                    let _ = tokio::time::timeout(Duration::from_secs(1), sleep).await;
                 })
             })
         });
