@@ -41,12 +41,25 @@ const TIME_LIMIT: Duration = Duration::from_secs(3600);
 /// so that a 500-operation run reaches them (a burst of blind writes to a
 /// hot key, a few big values), and the refusals and their handling are
 /// exercised, not just configured.
+///
+/// The byte limit is small on purpose. Nothing simulated takes longer for
+/// more bytes (madsim's links and the simulated disk have one latency for
+/// any size), so what a run tests is how many big values fill a key, not
+/// how big they are; but every byte is copied several times per message,
+/// and at four times these sizes the big values took a fifth of a seed's
+/// time.
 const SIM_KEY_LIMITS: KeyLimits = KeyLimits {
     max_siblings: 16,
-    max_bytes: 256 * 1024,
+    max_bytes: 64 * 1024,
 };
-/// Sizes of the adversary's big values: a sizeable share of the key limit.
-const BIG_VALUE_BYTES: std::ops::Range<usize> = 16 * 1024..96 * 1024;
+/// Sizes of the adversary's big values: from a sixteenth to three eighths
+/// of the key's byte limit, so that three to sixteen of them fill a key.
+const BIG_VALUE_BYTES: std::ops::Range<usize> =
+    SIM_KEY_LIMITS.max_bytes / 16..SIM_KEY_LIMITS.max_bytes * 3 / 8;
+/// Anti-entropy's repair bandwidth in the simulator: 32 full keys a second,
+/// so that a round repairing many big keys is throttled, as a deployed one
+/// repairing many large keys is.
+const SIM_REPAIR_BYTES_PER_SECOND: u64 = 32 * SIM_KEY_LIMITS.max_bytes as u64;
 /// Shares of a client's writes that misbehave, one drawn per seed.
 const ADVERSARIAL_SHARES: [f64; 3] = [0.0, 0.05, 0.15];
 
@@ -71,6 +84,7 @@ pub fn sim_config(scenario: &Scenario) -> CoordinatorConfig {
         },
         anti_entropy: tuning.anti_entropy_ms.map(|ms| AntiEntropyConfig {
             interval: Duration::from_millis(ms),
+            max_bytes_per_second: SIM_REPAIR_BYTES_PER_SECOND,
             ..deployed.anti_entropy.unwrap_or_default()
         }),
         ..deployed

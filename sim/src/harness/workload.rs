@@ -89,8 +89,9 @@ pub(crate) fn observed(v: &Version) -> ObservedVersion {
     }
 }
 
-/// [`observed`], taking the value instead of copying it (values reach
-/// 96 KiB, and a read returns up to the sibling limit of them).
+/// [`observed`], taking the value instead of copying it (the adversary's
+/// values reach a third of the key's byte limit, and a read returns up to
+/// the sibling limit of them).
 fn observed_owned(v: Version) -> ObservedVersion {
     ObservedVersion {
         dot: Some(history_dot(v.dot)),
