@@ -17,6 +17,7 @@ pub mod quorum;
 pub mod replica;
 pub mod rpc;
 pub mod secure_channel;
+mod stopwatch;
 pub mod storage;
 pub mod store;
 pub mod version;

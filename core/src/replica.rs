@@ -2,11 +2,11 @@
 //! its siblings for a key, and mint the version for a write it coordinates,
 //! keeping every key within its limits.
 use crate::anti_entropy::{digest, is_absent, Index};
+use crate::stopwatch::Stopwatch;
 use crate::store::{Store, StoreError};
 use crate::version::{Actor, Dot, Siblings, Version, VersionError, VersionVector};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 use thiserror::Error;
 
 pub use crate::input::{MAX_KEY_LEN, MAX_VALUE_LEN};
@@ -136,7 +136,7 @@ impl Replica {
         store: Arc<dyn Store>,
         limits: KeyLimits,
     ) -> Result<Self, StoreError> {
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let mut entries = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -153,12 +153,11 @@ impl Replica {
         }
         let keys = entries.len();
         let index = Index::from_entries(entries);
-        metrics::histogram!("anti_entropy_index_build_seconds")
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("anti_entropy_index_build_seconds").record(started.seconds());
         if keys > 0 {
             tracing::info!(
                 keys,
-                seconds = started.elapsed().as_secs_f64(),
+                seconds = started.seconds(),
                 "anti-entropy index built from the store"
             );
         }
@@ -230,9 +229,9 @@ impl Replica {
 
     /// Siblings this replica holds for `key`.
     pub async fn fetch(&self, key: &str) -> Result<Siblings, StoreError> {
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let out = self.store.get(key).await;
-        metrics::histogram!("store_seconds", "op" => "get").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("store_seconds", "op" => "get").record(started.seconds());
         out
     }
 
@@ -295,7 +294,7 @@ impl Replica {
     /// anti-entropy): all of them or, on a dot conflict or past the
     /// replication bounds (see `apply_limits`), none.
     pub async fn apply(&self, key: &str, incoming: &Siblings) -> Result<Siblings, ReplicaError> {
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let mut refusal = None;
         let out = self
             .store
@@ -327,8 +326,7 @@ impl Replica {
             Ok(out) => out,
             Err(e) => return Err(self.store_failed(key, e).await),
         };
-        metrics::histogram!("store_seconds", "op" => "apply")
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("store_seconds", "op" => "apply").record(started.seconds());
         if let Some(refusal) = refusal {
             return Err(self.refused(refusal));
         }
@@ -352,7 +350,7 @@ impl Replica {
         value: String,
         overwrite: bool,
     ) -> Result<(Version, Siblings), ReplicaError> {
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let mut minted = None;
         let mut refusal = None;
         let mut bad_context = None;
@@ -402,8 +400,7 @@ impl Replica {
             Ok(after) => after,
             Err(e) => return Err(self.store_failed(key, e).await),
         };
-        metrics::histogram!("store_seconds", "op" => "write")
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("store_seconds", "op" => "write").record(started.seconds());
         if let Some(reason) = bad_context {
             metrics::counter!("context_rejections_total").increment(1);
             return Err(ReplicaError::BadContext(reason));

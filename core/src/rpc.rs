@@ -435,7 +435,13 @@ where
         Ok(Err(e)) => Err(format!("writing a response failed: {e}")),
         Err(e) => Err(format!("the writer failed: {e}")),
     };
+    let awaiting_since = Arc::new(Mutex::new(None));
+    let mut idle = AbortOnDrop(tokio::spawn(idle_watch(
+        awaiting_since.clone(),
+        limits.idle_timeout,
+    )));
     loop {
+        set_awaiting(&awaiting_since, Some(tokio::time::Instant::now()));
         let frame = tokio::select! {
             // Fixed order, so no random choice reaches the simulation.
             biased;
@@ -445,18 +451,17 @@ where
                 written(outcome)?;
                 return Err("the writer stopped".into());
             }
-            frame = tokio::time::timeout(limits.idle_timeout, frames.next()) => match frame {
-                Ok(frame) => frame,
-                Err(_) => {
-                    metrics::counter!("rpc_idle_closed_total").increment(1);
-                    return Err(format!(
-                        "no complete frame for {:?} (--rpc-idle-timeout-ms)",
-                        limits.idle_timeout
-                    )
-                    .into());
-                }
-            },
+            _ = &mut idle.0 => {
+                metrics::counter!("rpc_idle_closed_total").increment(1);
+                return Err(format!(
+                    "no complete frame for {:?} (--rpc-idle-timeout-ms)",
+                    limits.idle_timeout
+                )
+                .into());
+            }
+            frame = frames.next() => frame,
         };
+        set_awaiting(&awaiting_since, None);
         let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| {
             if IntegrityError::is(&e) {
@@ -558,6 +563,43 @@ where
     // The peer is done sending: answer what is still being handled.
     drop(replies_tx);
     written((&mut writer.0).await).map_err(ConnectionEnd::Failed)
+}
+
+/// Since when a connection has been waiting for its next frame (None:
+/// it is handling one, or held back by its in-flight limits).
+type AwaitingSince = Arc<Mutex<Option<tokio::time::Instant>>>;
+
+fn set_awaiting(awaiting: &AwaitingSince, since: Option<tokio::time::Instant>) {
+    *awaiting
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = since;
+}
+
+/// Returns once the connection has waited `idle` for a frame.
+///
+/// A task of its own, with one timer per idle period, rather than a
+/// timeout around every read: a timer per frame, each outliving its frame
+/// by the whole idle period, was a sixth of the simulator's timers and
+/// kept its timer heap thousands deep (madsim cannot cancel a timer).
+async fn idle_watch(awaiting: AwaitingSince, idle: Duration) {
+    let now = tokio::time::Instant::now;
+    let mut check_at = now().checked_add(idle);
+    // No instant that far ahead: never idle.
+    while let Some(at) = check_at {
+        tokio::time::sleep_until(at).await;
+        let since = *awaiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        check_at = match since {
+            Some(since) => match since.checked_add(idle) {
+                Some(idle_at) if now() >= idle_at => return,
+                later => later,
+            },
+            // Handling a frame or held back: not idle, look again later.
+            None => now().checked_add(idle),
+        };
+    }
+    std::future::pending().await
 }
 
 /// Tell the peer, in one frame that answers no request, why the

@@ -966,6 +966,51 @@ async fn a_connection_that_completes_no_frame_is_closed_after_the_idle_timeout()
     shutdown.cancel();
 }
 
+/// The idle timeout counts from the last frame, not from the connection's
+/// start: a peer that sends a frame more often than that is served for as
+/// long as it keeps sending, and closed once it stops.
+#[tokio::test]
+async fn a_connection_is_idle_only_after_a_timeout_with_no_frame() {
+    use tokio::io::AsyncReadExt;
+    let idle = Duration::from_millis(300);
+    let limits = rpc::ServerLimits {
+        idle_timeout: idle,
+        ..Default::default()
+    };
+    let (addr, shutdown) = limited_server(Arc::new(Concurrency::default()), limits).await;
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut id = 0u64;
+    // Four idle periods' worth of pings, one every third of a period.
+    while started.elapsed() < idle * 4 {
+        id += 1;
+        let header = quorumlog_core::codec::frame_header(16);
+        let frame = quorumlog_core::codec::encode_into(&(id, Request::Ping), header).unwrap();
+        raw.write_all(&(frame.len() as u32).to_be_bytes())
+            .await
+            .unwrap();
+        raw.write_all(&frame).await.unwrap();
+        let mut len = [0u8; 4];
+        raw.read_exact(&mut len)
+            .await
+            .unwrap_or_else(|e| panic!("closed after {:?} of pings: {e}", started.elapsed()));
+        let mut reply = vec![0u8; u32::from_be_bytes(len) as usize];
+        raw.read_exact(&mut reply).await.unwrap();
+        assert_eq!(
+            rpc::decode_response_frame(&reply).unwrap(),
+            (id, Response::Pong { node: 3 })
+        );
+        tokio::time::sleep(idle / 3).await;
+    }
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the connection stayed open after its pings stopped: {closed:?}"
+    );
+    shutdown.cancel();
+}
+
 #[tokio::test]
 async fn one_connection_has_at_most_its_limit_of_requests_in_flight() {
     let handler = Arc::new(Concurrency::default());

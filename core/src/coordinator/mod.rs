@@ -24,6 +24,7 @@ use crate::quorum::Consistency;
 use crate::replica::{KeyLimits, Refusal, Replica, ReplicaError};
 use crate::rpc::{RpcClient, RpcError};
 use crate::secure_channel::ClusterSecret;
+use crate::stopwatch::Stopwatch;
 use crate::version::{NodeId, Siblings, VersionVector};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -306,7 +307,7 @@ impl Coordinator {
     }
 
     pub async fn write(&self, request: WriteRequest) -> Result<WriteOk, OpError> {
-        let started = std::time::Instant::now();
+        let started = Stopwatch::start();
         let result = self.write_inner(request.clone()).await;
         record_outcome("write", request.level, &result, started);
         result
@@ -398,7 +399,7 @@ impl Coordinator {
     }
 
     pub async fn read(&self, request: ReadRequest) -> Result<ReadOk, OpError> {
-        let started = std::time::Instant::now();
+        let started = Stopwatch::start();
         let result = self.read_inner(request.clone()).await;
         record_outcome("read", request.level, &result, started);
         result
@@ -591,13 +592,28 @@ impl Coordinator {
         let started = Instant::now();
         let deadline = started + timeout;
         let mut hedge_at = self.config.hedge_after.map(|d| started + d);
+        let wake_at = |hedge_at: Option<Instant>, next: usize| match hedge_at {
+            Some(at) if next < peers.len() => at.min(deadline),
+            _ => deadline,
+        };
+        // One timer for the whole gather, moved when the hedge is spent,
+        // not one per answer.
+        let wake = tokio::time::sleep_until(wake_at(hedge_at, next));
+        tokio::pin!(wake);
         while in_flight > 0 || next < peers.len() {
-            let wake = match hedge_at {
-                Some(at) if next < peers.len() => at.min(deadline),
-                _ => deadline,
+            let at = wake_at(hedge_at, next);
+            if wake.deadline() != at {
+                wake.as_mut().reset(at);
+            }
+            let answer = tokio::select! {
+                // Answers first, as when the timer and an answer are both
+                // ready; a fixed order keeps random choice out of the
+                // simulation.
+                biased;
+                answer = rx.recv() => Ok(answer),
+                () = &mut wake => Err(()),
             };
-            let remaining = wake.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(remaining, rx.recv()).await {
+            match answer {
                 Ok(Some((peer, Ok(response)))) if accept(&response) => {
                     in_flight -= 1;
                     gathered.accepted.push((peer, response));
@@ -712,7 +728,7 @@ fn record_outcome<T>(
     op: &'static str,
     level: Consistency,
     result: &Result<T, OpError>,
-    started: std::time::Instant,
+    started: Stopwatch,
 ) {
     let outcome = match result {
         Ok(_) => "ok",
@@ -727,5 +743,5 @@ fn record_outcome<T>(
     metrics::counter!("quorum_requests_total", "op" => op, "level" => level.clone(), "outcome" => outcome)
         .increment(1);
     metrics::histogram!("quorum_request_seconds", "op" => op, "level" => level, "outcome" => outcome)
-        .record(started.elapsed().as_secs_f64());
+        .record(started.seconds());
 }
