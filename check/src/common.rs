@@ -176,6 +176,52 @@ pub(crate) fn group_by_key<'a>(ops: &[OperationRef<'a>]) -> Vec<(&'a str, Vec<us
     groups
 }
 
+/// The operations of every key, sorted by key, each key with what its
+/// writers' contexts may vouch for ([`SentContexts`]), built on first use
+/// and then shared: staleness, durability and the store check all judge
+/// by it, and it costs as much as any of them.
+pub(crate) struct KeyGroups<'a> {
+    ops: &'a [OperationRef<'a>],
+    groups: Vec<KeyGroup<'a>>,
+}
+
+/// One key of [`KeyGroups`].
+pub(crate) struct KeyGroup<'a> {
+    pub(crate) key: &'a str,
+    /// Indices into the operations, in history order.
+    pub(crate) ops: Vec<usize>,
+    sent: std::sync::OnceLock<SentContexts<'a>>,
+}
+
+impl<'a> KeyGroups<'a> {
+    pub(crate) fn new(ops: &'a [OperationRef<'a>]) -> Self {
+        let groups = group_by_key(ops)
+            .into_iter()
+            .map(|(key, ops)| KeyGroup {
+                key,
+                ops,
+                sent: std::sync::OnceLock::new(),
+            })
+            .collect();
+        KeyGroups { ops, groups }
+    }
+
+    pub(crate) fn groups(&self) -> &[KeyGroup<'a>] {
+        &self.groups
+    }
+
+    pub(crate) fn operations(&self) -> &'a [OperationRef<'a>] {
+        self.ops
+    }
+
+    /// What the writers of `group`'s key may vouch with.
+    pub(crate) fn sent<'g>(&self, group: &'g KeyGroup<'a>) -> &'g SentContexts<'a> {
+        group
+            .sent
+            .get_or_init(|| SentContexts::new(self.ops, &group.ops))
+    }
+}
+
 /// What a read's versions cover: the join of their contexts plus their
 /// own dots. Some returned version covers dot `d` iff `d` is one of the
 /// dots or the joined context covers it (coverage is per actor).

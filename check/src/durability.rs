@@ -44,7 +44,7 @@
 //! judged for loss; they are counted (`unverified_*`) but are not
 //! violations.
 use super::common::{
-    group_by_key, ContextCover, FxHashMap, OpSummary, SentContexts, MAX_EXAMPLES, MAX_PRINTED,
+    ContextCover, FxHashMap, KeyGroups, OpSummary, SentContexts, MAX_EXAMPLES, MAX_PRINTED,
 };
 use quorumlog_history::{Dot, History, OpKind, OperationRef};
 use serde::Serialize;
@@ -163,8 +163,11 @@ pub fn check_durability(history: &History) -> DurabilityReport {
 /// The writes of a key that may vouch for a dot: every mutation that did
 /// not certainly fail, by the context its client sent, cut back to what
 /// that client could have seen ([`SentContexts`]).
-pub(crate) fn vouching_index(ops: &[OperationRef<'_>], group: &[usize]) -> ContextCover {
-    let sent = SentContexts::new(ops, group);
+pub(crate) fn vouching_index(
+    ops: &[OperationRef<'_>],
+    group: &[usize],
+    sent: &SentContexts<'_>,
+) -> ContextCover {
     let mut cover = ContextCover::default();
     for &i in group {
         let op = &ops[i];
@@ -197,11 +200,19 @@ pub(crate) fn latest_invocations<'a>(
 }
 
 pub(crate) fn check_durability_ops(ops: &[OperationRef<'_>]) -> DurabilityReport {
+    check_durability_groups(&KeyGroups::new(ops))
+}
+
+/// [`check_durability_ops`] over keys already grouped (shared with the
+/// other checkers).
+pub(crate) fn check_durability_groups(groups: &KeyGroups<'_>) -> DurabilityReport {
+    let ops = groups.operations();
     let mut report = DurabilityReport::default();
     let mut lost: Vec<(usize, usize)> = Vec::new();
     let mut reused: Vec<(Dot, usize, usize)> = Vec::new();
     let done = |i: usize| ops[i].complete_us.unwrap_or(u64::MAX);
-    for (key, group) in group_by_key(ops) {
+    for key_group in groups.groups() {
+        let (key, group) = (key_group.key, &key_group.ops);
         let mut acked: Vec<usize> = group
             .iter()
             .copied()
@@ -249,12 +260,12 @@ pub(crate) fn check_durability_ops(ops: &[OperationRef<'_>]) -> DurabilityReport
         if missing.is_empty() {
             continue;
         }
-        let vouchers = vouching_index(ops, &group);
+        let vouchers = vouching_index(ops, group, groups.sent(key_group));
         // For undotted writes: the latest invocation among the writes of
         // the returned values.
         let mut latest_writer_invoke: Option<u64> = None;
         if missing.iter().any(|&w| ops[w].written_dot().is_none()) {
-            let by_value = latest_invocations(ops, &group);
+            let by_value = latest_invocations(ops, group);
             latest_writer_invoke = returned
                 .iter()
                 .filter_map(|v| by_value.get(v.value.as_str()).copied())

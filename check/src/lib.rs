@@ -204,9 +204,10 @@ pub fn check_with_model(history: &History, model: ModelKind) -> CheckSummary {
 /// checks, pairing the operations once.
 pub fn check_staleness_and_durability(history: &History) -> (StalenessReport, DurabilityReport) {
     let ops = history.operation_refs();
+    let groups = common::KeyGroups::new(&ops);
     (
-        staleness::check_staleness_ops(&ops),
-        durability::check_durability_ops(&ops),
+        staleness::check_staleness_groups(&groups),
+        durability::check_durability_groups(&groups),
     )
 }
 
@@ -220,9 +221,32 @@ pub fn check_with_model_budget(
     summarize(&ops, model, budget)
 }
 
+/// [`check_history_ops`] and [`check_stores_ops`] together, each key's
+/// operations grouped, and what its writers may vouch for worked out, once
+/// for both.
+pub fn check_history_and_stores_ops(
+    ops: &[OperationRef<'_>],
+    stores: &[StoreContents],
+) -> (CheckSummary, StoreReport) {
+    let groups = common::KeyGroups::new(ops);
+    (
+        summarize_groups(&groups, ModelKind::MultiValueRegister, Budget::default()),
+        stores::check_stores_groups(&groups, stores),
+    )
+}
+
 fn summarize(ops: &[OperationRef<'_>], model: ModelKind, budget: Budget) -> CheckSummary {
-    let staleness = staleness::check_staleness_ops(ops);
-    let durability = durability::check_durability_ops(ops);
+    summarize_groups(&common::KeyGroups::new(ops), model, budget)
+}
+
+fn summarize_groups(
+    groups: &common::KeyGroups<'_>,
+    model: ModelKind,
+    budget: Budget,
+) -> CheckSummary {
+    let ops = groups.operations();
+    let staleness = staleness::check_staleness_groups(groups);
+    let durability = durability::check_durability_groups(groups);
     let linearizability = match model {
         ModelKind::Register => check_linearizability_ops(ops, &Register, budget),
         ModelKind::CasRegister => check_linearizability_ops(ops, &CasRegister, budget),

@@ -40,7 +40,7 @@
 //! key are left to the linearizability checker; such keys are counted in
 //! `keys_skipped`).
 use super::common::{
-    group_by_key, ContextCover, Coverage, Distribution, FxHashMap, OpSummary, SentContexts,
+    ContextCover, Coverage, Distribution, FxHashMap, KeyGroup, KeyGroups, OpSummary, SentContexts,
     MAX_EXAMPLES, MAX_PRINTED,
 };
 use quorumlog_history::{Actor, Clock, Dot, History, ObservedVersion, OpKind, OperationRef};
@@ -295,7 +295,12 @@ impl fmt::Display for StalenessReport {
     }
 }
 
-fn check_key(ops: &[OperationRef<'_>], group: &[usize], part: &mut Partial) {
+fn check_key(
+    ops: &[OperationRef<'_>],
+    group: &[usize],
+    sent: &SentContexts<'_>,
+    part: &mut Partial,
+) {
     if group
         .iter()
         .any(|&i| matches!(ops[i].kind, OpKind::Cas | OpKind::Append))
@@ -329,9 +334,8 @@ fn check_key(ops: &[OperationRef<'_>], group: &[usize], part: &mut Partial) {
     }
     part.report.acknowledged_writes += acked.len();
     part.report.reads_checked += reads.len();
-    // What each writer's client could have seen (forged or cross-key
-    // contexts cut back): all that may vouch for supersession.
-    let sent = SentContexts::new(ops, group);
+    // `sent`: what each writer's client could have seen (forged or
+    // cross-key contexts cut back), all that may vouch for supersession.
     let done = |i: usize| ops[i].complete_us.unwrap_or(u64::MAX);
     acked.sort_by_key(|&i| (done(i), ops[i].id));
     reads.sort_by_key(|&i| (ops[i].invoke_us, ops[i].id));
@@ -462,7 +466,7 @@ fn check_key(ops: &[OperationRef<'_>], group: &[usize], part: &mut Partial) {
             // Excused: superseded along a chain of client-sent contexts
             // that starts at what the read returned (see `Chains`).
             let chains = chains.get_or_insert_with(|| Chains::build(ops, &writes, &reads));
-            let reach = chains.reach(ops, &sent, read.values, &by_dot, &writes);
+            let reach = chains.reach(ops, sent, read.values, &by_dot, &writes);
             missed.retain(|&w| ops[w].written_dot().is_none_or(|d| !reach.covers(d)));
             // Excused too: superseded by a write whose outcome is unknown
             // and whose version no read ever returned. The chain cannot
@@ -796,6 +800,13 @@ fn keep_earliest<T>(items: &mut Vec<T>, order: impl Fn(&T) -> (u64, u64)) {
 const PARALLEL_THRESHOLD: usize = 100_000;
 
 pub(crate) fn check_staleness_ops(ops: &[OperationRef<'_>]) -> StalenessReport {
+    check_staleness_groups(&KeyGroups::new(ops))
+}
+
+/// [`check_staleness_ops`] over keys already grouped (shared with the
+/// other checkers).
+pub(crate) fn check_staleness_groups(groups: &KeyGroups<'_>) -> StalenessReport {
+    let ops = groups.operations();
     let threads = if ops.len() < PARALLEL_THRESHOLD {
         1
     } else {
@@ -803,27 +814,36 @@ pub(crate) fn check_staleness_ops(ops: &[OperationRef<'_>]) -> StalenessReport {
             .map_or(1, |n| n.get())
             .clamp(1, 4)
     };
-    check_staleness_threads(ops, threads)
+    check_staleness_threads(groups, threads)
+}
+
+/// One run of keys, checked by one thread.
+fn check_run<'a>(groups: &KeyGroups<'a>, run: &[KeyGroup<'a>]) -> Partial {
+    let mut part = Partial::default();
+    for group in run {
+        check_key(
+            groups.operations(),
+            &group.ops,
+            groups.sent(group),
+            &mut part,
+        );
+    }
+    part
 }
 
 /// Keys are split into `threads` runs checked in parallel; the report is
 /// the same for any number of threads.
-fn check_staleness_threads(ops: &[OperationRef<'_>], threads: usize) -> StalenessReport {
-    let groups = group_by_key(ops);
+fn check_staleness_threads(groups: &KeyGroups<'_>, threads: usize) -> StalenessReport {
+    let ops = groups.operations();
     let threads = threads.max(1);
-    let chunk = groups.len().div_ceil(threads).max(1);
-    let run = |groups: &[(&str, Vec<usize>)]| {
-        let mut part = Partial::default();
-        for (_key, group) in groups {
-            check_key(ops, group, &mut part);
-        }
-        part
-    };
+    let chunk = groups.groups().len().div_ceil(threads).max(1);
+    let run = |run| check_run(groups, run);
     let parts: Vec<Partial> = if threads == 1 {
-        vec![run(&groups)]
+        vec![run(groups.groups())]
     } else {
         std::thread::scope(|scope| {
             let handles: Vec<_> = groups
+                .groups()
                 .chunks(chunk)
                 .map(|c| scope.spawn(move || run(c)))
                 .collect();
@@ -954,7 +974,8 @@ mod tests {
             }
         }
         let ops = history.operation_refs();
-        let one = check_staleness_threads(&ops, 1);
+        let groups = KeyGroups::new(&ops);
+        let one = check_staleness_threads(&groups, 1);
         assert!(one.stale_reads > 2 * MAX_EXAMPLES, "{}", one.stale_reads);
         assert!(
             one.superseded_returned > 2 * MAX_EXAMPLES,
@@ -963,7 +984,7 @@ mod tests {
         );
         assert_eq!(one.superseded_examples.len(), MAX_EXAMPLES);
         for threads in [2, 3, 5] {
-            assert_eq!(check_staleness_threads(&ops, threads), one);
+            assert_eq!(check_staleness_threads(&KeyGroups::new(&ops), threads), one);
         }
     }
 }

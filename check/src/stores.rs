@@ -21,7 +21,7 @@
 //! path that hides or repairs a loss cannot mask it. What the replicas
 //! report about their versions' contexts is not used, only which values
 //! they hold.
-use super::common::{group_by_key, OpSummary, MAX_EXAMPLES, MAX_PRINTED};
+use super::common::{KeyGroups, OpSummary, MAX_EXAMPLES, MAX_PRINTED};
 use super::durability::{latest_invocations, vouching_index};
 use quorumlog_history::{History, ObservedVersion, OpKind, OperationRef};
 use serde::Serialize;
@@ -143,6 +143,13 @@ pub fn check_stores(history: &History, stores: &[StoreContents]) -> StoreReport 
 
 /// [`check_stores`] on operations already paired.
 pub fn check_stores_ops(ops: &[OperationRef<'_>], stores: &[StoreContents]) -> StoreReport {
+    check_stores_groups(&KeyGroups::new(ops), stores)
+}
+
+/// [`check_stores_ops`] over keys already grouped (shared with the other
+/// checkers).
+pub(crate) fn check_stores_groups(groups: &KeyGroups<'_>, stores: &[StoreContents]) -> StoreReport {
+    let ops = groups.operations();
     let mut report = StoreReport {
         replicas: stores.len(),
         keys_held: stores
@@ -159,7 +166,8 @@ pub fn check_stores_ops(ops: &[OperationRef<'_>], stores: &[StoreContents]) -> S
     };
     let done = |i: usize| ops[i].complete_us.unwrap_or(u64::MAX);
     let mut missing: Vec<usize> = Vec::new();
-    for (key, group) in group_by_key(ops) {
+    for key_group in groups.groups() {
+        let (key, group) = (key_group.key, &key_group.ops);
         let acked: Vec<usize> = group
             .iter()
             .copied()
@@ -175,12 +183,12 @@ pub fn check_stores_ops(ops: &[OperationRef<'_>], stores: &[StoreContents]) -> S
             .filter_map(|s| s.keys.get(key))
             .flat_map(|vs| vs.iter().map(|v| v.value.as_str()))
             .collect();
-        let vouchers = vouching_index(ops, &group);
+        let vouchers = vouching_index(ops, group, groups.sent(key_group));
         let latest_held_invoke = acked
             .iter()
             .any(|&w| ops[w].written_dot().is_none())
             .then(|| {
-                let by_value = latest_invocations(ops, &group);
+                let by_value = latest_invocations(ops, group);
                 held_values
                     .iter()
                     .filter_map(|v| by_value.get(v).copied())

@@ -28,6 +28,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -171,29 +172,66 @@ pub fn decode_response_frame(frame: &[u8]) -> Result<(u64, Response), RpcError> 
 }
 
 /// A short description of a request for error messages and logs: its kind
-/// and the start of its key, never its data.
-fn describe(request: &Request) -> String {
+/// and the start of its key, never its data. Taken for every request and
+/// formatted only when a message needs it (rarely: a response too large
+/// to send).
+struct RequestLabel {
+    kind: &'static str,
+    /// The key's first [`KEY_IN_MESSAGES`] characters, and whether there
+    /// were more.
+    key: Option<(String, bool)>,
+}
+
+fn describe(request: &Request) -> RequestLabel {
     let (kind, key) = match request {
         Request::Apply { key, .. } => ("Apply", key),
         Request::Fetch { key } => ("Fetch", key),
         Request::Write(write) => ("Write", &write.key),
         Request::Read(read) => ("Read", &read.key),
-        Request::Health => return "Health".into(),
-        Request::Ping => return "Ping".into(),
-        Request::AntiEntropy(_) => return "AntiEntropy".into(),
+        Request::Health => {
+            return RequestLabel {
+                kind: "Health",
+                key: None,
+            }
+        }
+        Request::Ping => {
+            return RequestLabel {
+                kind: "Ping",
+                key: None,
+            }
+        }
+        Request::AntiEntropy(_) => {
+            return RequestLabel {
+                kind: "AntiEntropy",
+                key: None,
+            }
+        }
     };
-    let mut quoted: String = key.chars().take(KEY_IN_MESSAGES).collect();
-    if quoted.len() < key.len() {
-        quoted.push('…');
+    let end = key
+        .char_indices()
+        .nth(KEY_IN_MESSAGES)
+        .map_or(key.len(), |(at, _)| at);
+    RequestLabel {
+        kind,
+        key: Some((key[..end].to_string(), end < key.len())),
     }
-    format!("{kind} {quoted:?}")
+}
+
+impl fmt::Display for RequestLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            None => f.write_str(self.kind),
+            Some((start, false)) => write!(f, "{} {start:?}", self.kind),
+            Some((start, true)) => write!(f, "{} {:?}", self.kind, format!("{start}…")),
+        }
+    }
 }
 
 /// The frame that answers request `id`: the response itself, or, when it
 /// cannot be sent (larger than the frame limit, or not encodable), a small
 /// `Response::Error` saying why, so the caller hears about it at once and
 /// the connection stays usable.
-fn response_frame(id: u64, request: &str, response: &Response) -> Option<Bytes> {
+fn response_frame(id: u64, request: &dyn fmt::Display, response: &Response) -> Option<Bytes> {
     let message = match encode(id, response) {
         Ok(frame) if frame.len() <= MAX_FRAME_BYTES => return Some(frame),
         Ok(frame) => {
@@ -1148,7 +1186,7 @@ mod tests {
             }
             len -= size - MAX_FRAME_BYTES;
         };
-        let frame = response_frame(7, "Fetch \"k\"", &fits).unwrap();
+        let frame = response_frame(7, &"Fetch \"k\"", &fits).unwrap();
         assert_eq!(frame.len(), MAX_FRAME_BYTES);
         // the codec on the wire agrees: a frame of exactly the limit is sent
         let mut wire = bytes::BytesMut::new();
@@ -1160,7 +1198,7 @@ mod tests {
             codec().encode(raw, &mut bytes::BytesMut::new()).is_err(),
             "the codec must refuse what the check lets through, or the check is wrong"
         );
-        let frame = response_frame(7, "Fetch \"k\"", &too_big).unwrap();
+        let frame = response_frame(7, &"Fetch \"k\"", &too_big).unwrap();
         let envelope: Envelope<Response> = decode(&frame).unwrap();
         assert_eq!(envelope.id, 7);
         assert_eq!(
@@ -1174,12 +1212,25 @@ mod tests {
 
     #[test]
     fn requests_are_described_by_kind_and_the_start_of_the_key() {
-        assert_eq!(describe(&Request::Ping), "Ping");
-        assert_eq!(describe(&Request::Fetch { key: "k".into() }), "Fetch \"k\"");
+        assert_eq!(describe(&Request::Ping).to_string(), "Ping");
+        assert_eq!(
+            describe(&Request::Fetch { key: "k".into() }).to_string(),
+            "Fetch \"k\""
+        );
         let long = describe(&Request::Fetch {
-            key: "y".repeat(10_000),
-        });
-        assert!(long.len() < 2 * KEY_IN_MESSAGES, "{long}");
+            key: "é".repeat(10_000),
+        })
+        .to_string();
+        assert_eq!(
+            long,
+            format!("Fetch \"{}…\"", "é".repeat(KEY_IN_MESSAGES)),
+            "{long}"
+        );
+        let exact = describe(&Request::Fetch {
+            key: "y".repeat(KEY_IN_MESSAGES),
+        })
+        .to_string();
+        assert_eq!(exact, format!("Fetch \"{}\"", "y".repeat(KEY_IN_MESSAGES)));
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! Run a scenario over a range of seeds (on every core), check each
 //! history, and judge it against what the scenario's levels promise.
 use crate::check::{
-    check_availability, check_history_ops, check_stores_ops, AvailabilityReport, CheckSummary,
+    check_availability, check_history_and_stores_ops, AvailabilityReport, CheckSummary,
     ConvergenceReport, StoreReport,
 };
 pub use crate::guarantee::{broken, Guarantee};
@@ -62,8 +62,7 @@ pub fn run_and_check(scenario: &Scenario, seed: u64) -> SeedOutcome {
     let run = run_seed(scenario, seed);
     // Paired once, borrowed by every checker.
     let ops = run.history.operation_refs();
-    let summary = check_history_ops(&ops);
-    let stores = check_stores_ops(&ops, &run.stores);
+    let (summary, stores) = check_history_and_stores_ops(&ops, &run.stores);
     let mut broken = broken(&summary);
     if !stores.is_ok() && !broken.contains(&Guarantee::NoLostUpdates) {
         broken.push(Guarantee::NoLostUpdates);
