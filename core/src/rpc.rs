@@ -332,6 +332,8 @@ pub async fn serve_with(
     secret: Option<ClusterSecret>,
 ) -> std::io::Result<()> {
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    // Closed when this returns (shutdown) or is dropped.
+    let mut open = OpenConnections::default();
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
@@ -366,32 +368,54 @@ pub async fn serve_with(
         };
         stream.set_nodelay(true).ok();
         let handler = handler.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        open.retain(|task| !task.is_finished());
+        let task = tokio::spawn(async move {
             let _permit = permit;
-            tokio::select! {
-                result = serve_connection(stream, handler, limits, secret) => match result {
-                    Ok(()) => {}
-                    Err(ConnectionEnd::Refused { reason, message }) => {
-                        metrics::counter!("rpc_refused_total", "reason" => reason).increment(1);
-                        tracing::warn!(%peer, reason, "refused an RPC peer: {message}");
-                    }
-                    Err(ConnectionEnd::Incompatible(theirs)) => {
-                        metrics::counter!("rpc_refused_total", "reason" => "protocol_version")
-                            .increment(1);
-                        tracing::warn!(
-                            %peer,
-                            "refused an RPC peer: it does not speak protocol version {PROTOCOL_VERSION}: {}",
-                            incompatible_note(theirs)
-                        );
-                    }
-                    Err(ConnectionEnd::Failed(e)) => {
-                        tracing::debug!(%peer, "connection closed: {e}");
-                    }
-                },
-                _ = shutdown.cancelled() => {}
+            match serve_connection(stream, handler, limits, secret).await {
+                Ok(()) => {}
+                Err(ConnectionEnd::Refused { reason, message }) => {
+                    metrics::counter!("rpc_refused_total", "reason" => reason).increment(1);
+                    tracing::warn!(%peer, reason, "refused an RPC peer: {message}");
+                }
+                Err(ConnectionEnd::Incompatible(theirs)) => {
+                    metrics::counter!("rpc_refused_total", "reason" => "protocol_version")
+                        .increment(1);
+                    tracing::warn!(
+                        %peer,
+                        "refused an RPC peer: it does not speak protocol version {PROTOCOL_VERSION}: {}",
+                        incompatible_note(theirs)
+                    );
+                }
+                Err(ConnectionEnd::Failed(e)) => {
+                    tracing::debug!(%peer, "connection closed: {e}");
+                }
             }
         });
+        open.push(task.abort_handle());
+    }
+}
+
+/// The connections a server has open, aborted when it stops: a served
+/// connection watches no shutdown signal of its own (polling one on each
+/// of its wake-ups cost more than anything else it does per frame).
+#[derive(Default)]
+struct OpenConnections(Vec<tokio::task::AbortHandle>);
+
+impl OpenConnections {
+    fn retain(&mut self, keep: impl FnMut(&tokio::task::AbortHandle) -> bool) {
+        self.0.retain(keep);
+    }
+
+    fn push(&mut self, task: tokio::task::AbortHandle) {
+        self.0.push(task);
+    }
+}
+
+impl Drop for OpenConnections {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -914,33 +938,36 @@ impl Connection {
     {
         let (mut sink, mut frames) = framed.split();
         let shared = Arc::new(Shared::default());
-        let ended = CancellationToken::new();
         let (outbound, mut outbound_rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
+        // Each task stops the other when it ends: the reader's handle for
+        // the writer, the writer's for the reader (an abort, not a signal
+        // each of them would poll on every wake-up).
+        let stop_reader = Arc::new(std::sync::OnceLock::<tokio::task::AbortHandle>::new());
+        let stop_writer = Arc::new(std::sync::OnceLock::<tokio::task::AbortHandle>::new());
 
         let writer_shared = shared.clone();
-        let writer_ended = ended.clone();
-        tokio::spawn(async move {
-            let writing = async {
+        let writer_stops = stop_reader.clone();
+        let writer = tokio::spawn(async move {
+            let reason = async {
                 while let Some(frame) = outbound_rx.recv().await {
                     if let Err(e) = sink.send(frame).await {
                         return format!("writing a request failed: {e}");
                     }
                 }
                 "the connection is no longer used".to_string()
-            };
-            let reason = tokio::select! {
-                biased;
-                _ = writer_ended.cancelled() => return,
-                reason = writing => reason,
-            };
+            }
+            .await;
             tracing::debug!(%addr, "connection ended: {reason}");
             writer_shared.close(None);
-            writer_ended.cancel();
+            if let Some(reader) = writer_stops.get() {
+                reader.abort();
+            }
         });
 
         let reader_shared = shared.clone();
-        tokio::spawn(async move {
-            let reading = async {
+        let reader_stops = stop_writer.clone();
+        let reader = tokio::spawn(async move {
+            let (reason, error) = async {
                 loop {
                     let frame = match frames.next().await {
                         None => return ("the peer closed the connection".to_string(), None),
@@ -966,16 +993,23 @@ impl Connection {
                         let _ = waiter.send(envelope.body);
                     }
                 }
-            };
-            let (reason, error) = tokio::select! {
-                biased;
-                _ = ended.cancelled() => return,
-                ended = reading => ended,
-            };
+            }
+            .await;
             tracing::debug!(%addr, "connection ended: {reason}");
             reader_shared.close(error);
-            ended.cancel();
+            if let Some(writer) = reader_stops.get() {
+                writer.abort();
+            }
         });
+        let _ = stop_reader.set(reader.abort_handle());
+        let _ = stop_writer.set(writer.abort_handle());
+        // One may have ended before the other's handle was there to stop.
+        if writer.is_finished() {
+            reader.abort();
+        }
+        if reader.is_finished() {
+            writer.abort();
+        }
         Connection {
             addr,
             outbound,
