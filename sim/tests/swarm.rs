@@ -107,6 +107,41 @@ fn a_script_is_played_as_written() {
     assert!(outcome.fault_log().contains("one-way n1 -/-> [n3]"));
 }
 
+/// Shrinking starts from a seed's own fault log played back as a script:
+/// that must be the same run, or a failing seed may pass once scripted and
+/// cannot be shrunk. The nemesis playing it must wake when the drawn one
+/// woke and do what it did, to the microsecond: every client operation
+/// then sees the same cluster and ends the same way.
+#[test]
+fn a_seeds_fault_log_played_as_a_script_replays_the_seed() {
+    let standard = Scenario::standard(FaultSchedule::All, Levels::same(Consistency::Quorum));
+    let runs = (0..16)
+        .map(|seed| (standard.clone(), seed))
+        .chain((0..16).map(|seed| (Scenario::swarm(seed), seed)));
+    let mut differing = Vec::new();
+    for (scenario, seed) in runs {
+        let drawn = run_and_check(&scenario, seed);
+        let scripted = Scenario {
+            script: Some(script_of(&drawn.fault_events)),
+            disk: Some(scenario.disk_faults()),
+            ..scenario.clone()
+        };
+        let replayed = run_and_check(&scripted, seed);
+        // Past the header, which names the scenario (with its script).
+        let same_history = replayed.history.events.get(1..) == drawn.history.events.get(1..);
+        if !same_history
+            || replayed.fault_log() != drawn.fault_log()
+            || replayed.broken != drawn.broken
+        {
+            differing.push(format!("{} seed {seed}", scenario.name()));
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "runs whose fault log, replayed as a script, ran differently: {differing:?}"
+    );
+}
+
 #[test]
 fn a_failing_seed_shrinks_to_a_smaller_schedule_that_still_fails() {
     // ONE under partitions reads stale (not promised, so shrunk by name).

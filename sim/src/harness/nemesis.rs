@@ -11,17 +11,53 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-/// How often a script's nemesis looks whether the workload is done while
-/// it waits for the next fault.
-const SCRIPT_POLL: Duration = Duration::from_millis(100);
+/// The longest a script's nemesis waits for a heal before it looks
+/// whether the workload is done (a scripted hold may outlast the run).
+///
+/// Longer than any hold the standard scenario or a swarm draws, so that a
+/// seed's fault log played back as a script wakes the nemesis exactly when
+/// the drawn one woke: every extra wake-up is a task poll that moves
+/// madsim's random scheduler, and with a look every 100 ms a third of the
+/// failing seeds no longer failed when their own fault log was replayed,
+/// so they could not be shrunk. (A fault mix with longer holds is replayed
+/// with a look every 10 s, which may change the run.)
+const SCRIPT_POLL: Duration = Duration::from_secs(10);
 
-pub struct Nemesis<'a> {
-    cluster: &'a SimCluster,
+/// Sleep until `at` (at once if it has passed: madsim sleeps at least a
+/// millisecond, and a fault due with the one before it must not wait).
+async fn until(at: Instant) {
+    if Instant::now() < at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// Sleep until `at`, or until the workload is done, whichever comes
+/// first; true if it is done (then at once, without a timer, if it already
+/// was).
+async fn until_or_done(at: Instant, done: &CancellationToken) -> bool {
+    if done.is_cancelled() {
+        return true;
+    }
+    // Already there (a fault starting with the one before it): no timer,
+    // since madsim sleeps at least a millisecond.
+    if Instant::now() >= at {
+        return false;
+    }
+    tokio::select! {
+        // Fixed order, so no random choice reaches the simulation.
+        biased;
+        () = done.cancelled() => true,
+        () = tokio::time::sleep_until(at) => false,
+    }
+}
+
+pub struct Nemesis {
+    cluster: Arc<SimCluster>,
     mix: FaultMix,
     /// An explicit script to play instead of drawing.
     script: Option<Vec<ScriptedFault>>,
@@ -48,10 +84,10 @@ struct Refill {
     owed: Option<Vec<(String, Dot)>>,
 }
 
-impl<'a> Nemesis<'a> {
+impl Nemesis {
     /// A nemesis drawing from `mix`, or playing `script` when there is one.
     pub fn new(
-        cluster: &'a SimCluster,
+        cluster: Arc<SimCluster>,
         mix: FaultMix,
         script: Option<Vec<ScriptedFault>>,
         rng: ChaCha8Rng,
@@ -73,6 +109,11 @@ impl<'a> Nemesis<'a> {
 
     fn now_us(&self) -> u64 {
         Instant::now().duration_since(self.started).as_micros() as u64
+    }
+
+    /// The instant `us` microseconds after the run started.
+    fn at(&self, us: u64) -> Instant {
+        self.started + Duration::from_micros(us)
     }
 
     /// The families to draw from, each repeated by its weight (a disk is
@@ -165,7 +206,10 @@ impl<'a> Nemesis<'a> {
             .expect("fault names a cluster node")
     }
 
-    fn apply(&mut self, fault: &Fault, start: bool) {
+    /// Start or heal `fault`, logged at `time_us` (the time it was due:
+    /// the nemesis acts a moment after its timer fires, and a script
+    /// replays the log by its due times).
+    fn apply(&mut self, fault: &Fault, start: bool, time_us: u64) {
         if fault.is_network() {
             if start {
                 self.network.push(fault.clone());
@@ -182,7 +226,6 @@ impl<'a> Nemesis<'a> {
         } else {
             self.impose_node(fault, start);
         }
-        let time_us = self.now_us();
         self.log.push(FaultEvent {
             time_us,
             start,
@@ -192,7 +235,7 @@ impl<'a> Nemesis<'a> {
 
     /// Cut the links of a network fault, or slow every message.
     fn impose(&self, fault: &Fault) {
-        let c = self.cluster;
+        let c = Arc::clone(&self.cluster);
         match fault {
             Fault::Partition(sides) => {
                 let sides: Vec<Vec<usize>> = sides
@@ -221,7 +264,7 @@ impl<'a> Nemesis<'a> {
 
     /// Crash, restart, pause or resume a node.
     fn impose_node(&mut self, fault: &Fault, start: bool) {
-        let c = self.cluster;
+        let c = Arc::clone(&self.cluster);
         match fault {
             Fault::Crash(id) => {
                 let i = self.index(*id);
@@ -257,20 +300,25 @@ impl<'a> Nemesis<'a> {
     }
 
     /// Inject faults one after another (sometimes two at once) until
-    /// `done` is set, healing each before the next.
-    pub async fn run(&mut self, done: Arc<AtomicBool>) {
+    /// `done` is cancelled, healing each before the next. A hold under way
+    /// when the workload ends is held to its end and healed; a calm ends
+    /// at once.
+    pub async fn run(&mut self, done: CancellationToken) {
         if let Some(script) = self.script.take() {
             return self.play(script, done).await;
         }
         if self.kinds().is_empty() {
             return;
         }
-        while !done.load(Ordering::SeqCst) {
+        // Every start and heal is due on a whole microsecond since the
+        // run started, the unit of the log: a script replaying the log
+        // then sets the very timers the drawn nemesis set.
+        let mut due_us = self.now_us().saturating_add(1);
+        loop {
             let [calm_lo, calm_hi] = self.mix.calm_ms;
-            let calm = Duration::from_millis(self.rng.gen_range(calm_lo..calm_hi));
-            tokio::time::sleep(calm).await;
-            if done.load(Ordering::SeqCst) {
-                break;
+            due_us = due_us.saturating_add(self.rng.gen_range(calm_lo..calm_hi) * 1000);
+            if until_or_done(self.at(due_us), &done).await {
+                return;
             }
             let mut active = Vec::new();
             // Drawn as an i32: rand samples each integer type its own way,
@@ -282,51 +330,62 @@ impl<'a> Nemesis<'a> {
             };
             for _ in 0..stack {
                 if let Some(fault) = self.pick() {
-                    self.apply(&fault, true);
+                    self.apply(&fault, true, due_us);
                     active.push(fault);
                 }
             }
             let [hold_lo, hold_hi] = self.mix.hold_ms;
-            let hold = Duration::from_millis(self.rng.gen_range(hold_lo..hold_hi));
-            tokio::time::sleep(hold).await;
+            due_us = due_us.saturating_add(self.rng.gen_range(hold_lo..hold_hi) * 1000);
+            until(self.at(due_us)).await;
             for fault in active.iter().rev() {
-                self.apply(fault, false);
+                self.apply(fault, false, due_us);
             }
         }
     }
 
     /// Play an explicit script: every fault starts and heals at its own
-    /// time, until the workload is done (what is still in effect then is
-    /// healed with everything else).
-    async fn play(&mut self, script: Vec<ScriptedFault>, done: Arc<AtomicBool>) {
-        // (time, whether it heals, script index): at one instant heals go
-        // first, then starts, each in script order.
-        let mut events: Vec<(u64, bool, usize)> = Vec::new();
+    /// time, as the drawn nemesis plays its faults (see [`Nemesis::run`]):
+    /// no fault starts once the workload is done, one started is healed
+    /// at its time, and at one instant heals go first, in the reverse of
+    /// their starts. A seed's own fault log played this way wakes the
+    /// nemesis exactly when the drawn one woke, so it is the same run.
+    async fn play(&mut self, script: Vec<ScriptedFault>, done: CancellationToken) {
+        // (time, whether it heals, order at that instant, script index).
+        let mut events: Vec<(u64, bool, usize, usize)> = Vec::new();
         for (i, scripted) in script.iter().enumerate() {
-            events.push((scripted.at_us, false, i));
-            events.push((scripted.at_us.saturating_add(scripted.hold_us), true, i));
+            events.push((scripted.at_us, false, i, i));
+            let heal_at = scripted.at_us.saturating_add(scripted.hold_us);
+            events.push((heal_at, true, usize::MAX - i, i));
         }
-        events.sort_by_key(|&(at, heals, i)| (at, !heals, i));
+        events.sort_by_key(|&(at, heals, order, _)| (at, !heals, order));
         let mut started = vec![false; script.len()];
-        for (at_us, heals, i) in events {
-            // Wake now and then to stop when the workload is done, not
-            // at a fault scheduled long after it.
-            while !done.load(Ordering::SeqCst) && self.now_us() < at_us {
-                let wait = Duration::from_micros(at_us - self.now_us());
-                tokio::time::sleep(wait.min(SCRIPT_POLL)).await;
-            }
-            if done.load(Ordering::SeqCst) {
-                break;
-            }
-            if heals {
-                if started[i] {
-                    self.apply(&script[i].fault, false);
+        for (at_us, heals, _, i) in events {
+            let at = self.at(at_us);
+            if !heals {
+                if until_or_done(at, &done).await {
+                    return;
                 }
-            } else {
                 started[i] = true;
-                self.apply(&script[i].fault, true);
+                self.apply(&script[i].fault, true, at_us);
+                continue;
             }
+            if !started[i] {
+                continue;
+            }
+            // A hold runs to its end, as the drawn nemesis's do; but the
+            // run does not wait long past its workload for a scripted
+            // heal (what is left is healed with everything else).
+            while Instant::now() < at {
+                if done.is_cancelled() && at > Instant::now() + SCRIPT_POLL {
+                    return;
+                }
+                until(at.min(Instant::now() + SCRIPT_POLL)).await;
+            }
+            self.apply(&script[i].fault, false, at_us);
         }
+        // The drawn nemesis, its last fault healed, waits for the next
+        // calm to end or the workload to finish: wake when it would.
+        done.cancelled().await;
     }
 
     /// Node `index` restarted on an empty disk: it owes what the others

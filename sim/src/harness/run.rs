@@ -19,10 +19,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// Quiet time after the heal before the final reads: lets breakers close
 /// and stalled messages drain (at least the breaker's open time and a
@@ -195,13 +195,13 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
     } else {
         Vec::new()
     });
-    let cluster = SimCluster::start(
+    let cluster = Arc::new(SimCluster::start(
         scenario.nodes,
         sim_config(&scenario),
         scenario.disk_faults(),
         // Past every client's stream (100 + client, at most 256 clients).
         |id| rng(seed, 1000 + u64::from(id)),
-    );
+    ));
     // Drawn even when the scenario sets it, so that setting it changes
     // nothing else.
     let drawn = *ADVERSARIAL_SHARES.choose(&mut rng(seed, 3)).unwrap_or(&0.0);
@@ -241,9 +241,9 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
         clients.push(host.spawn(async move { client.run(share, &keys, hot).await }));
     }
 
-    let done = Arc::new(AtomicBool::new(false));
+    let done = CancellationToken::new();
     let mut nemesis = Nemesis::new(
-        &cluster,
+        cluster.clone(),
         scenario.fault_mix(),
         scenario.script.clone(),
         rng(seed, 1),
@@ -255,11 +255,19 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
             for client in clients {
                 let _ = client.await;
             }
-            done.store(true, Ordering::SeqCst);
+            done.cancel();
         }
     };
     let watch = watch_key_limits(&cluster, done.clone());
-    let (_, _, over_limits) = tokio::join!(workload, nemesis.run(done), watch);
+    // A task of its own: the timer of a calm the workload's end cut short
+    // still fires, and must wake nothing that is still running (a script
+    // replaying this run has no such timer).
+    let nemesis = tokio::spawn(async move {
+        nemesis.run(done).await;
+        nemesis
+    });
+    let (_, over_limits) = tokio::join!(workload, watch);
+    let mut nemesis = nemesis.await.expect("the nemesis never panics");
     nemesis.heal_all();
     let convergence = await_agreement(&cluster).await;
     let config = sim_config(&scenario);
@@ -399,9 +407,9 @@ const LIMIT_WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The most (replica, key) pairs seen over the key limits at once while
 /// the workload ran.
-async fn watch_key_limits(cluster: &SimCluster, done: Arc<AtomicBool>) -> usize {
+async fn watch_key_limits(cluster: &SimCluster, done: CancellationToken) -> usize {
     let mut worst = 0;
-    while !done.load(Ordering::SeqCst) {
+    while !done.is_cancelled() {
         tokio::time::sleep(LIMIT_WATCH_INTERVAL).await;
         worst = worst.max(keys_over_limits(cluster));
     }
