@@ -189,12 +189,6 @@ pub fn check_history(history: &History) -> CheckSummary {
     check_with_model(history, ModelKind::MultiValueRegister)
 }
 
-/// [`check_history`] on operations already paired (see
-/// [`History::operation_refs`]): for a caller that runs several checkers.
-pub fn check_history_ops(ops: &[OperationRef<'_>]) -> CheckSummary {
-    summarize(ops, ModelKind::MultiValueRegister, Budget::default())
-}
-
 /// Staleness, durability and linearizability against `model`.
 pub fn check_with_model(history: &History, model: ModelKind) -> CheckSummary {
     check_with_model_budget(history, model, Budget::default())
@@ -221,9 +215,9 @@ pub fn check_with_model_budget(
     summarize(&ops, model, budget)
 }
 
-/// [`check_history_ops`] and [`check_stores_ops`] together, each key's
-/// operations grouped, and what its writers may vouch for worked out, once
-/// for both.
+/// [`check_history`] and [`check_stores_ops`] on operations already paired
+/// (see [`History::operation_refs`]), each key's operations grouped, and
+/// what its writers may vouch for worked out, once for both.
 pub fn check_history_and_stores_ops(
     ops: &[OperationRef<'_>],
     stores: &[StoreContents],

@@ -188,24 +188,9 @@ fn describe(request: &Request) -> RequestLabel {
         Request::Fetch { key } => ("Fetch", key),
         Request::Write(write) => ("Write", &write.key),
         Request::Read(read) => ("Read", &read.key),
-        Request::Health => {
-            return RequestLabel {
-                kind: "Health",
-                key: None,
-            }
-        }
-        Request::Ping => {
-            return RequestLabel {
-                kind: "Ping",
-                key: None,
-            }
-        }
-        Request::AntiEntropy(_) => {
-            return RequestLabel {
-                kind: "AntiEntropy",
-                key: None,
-            }
-        }
+        Request::Health => return RequestLabel::keyless("Health"),
+        Request::Ping => return RequestLabel::keyless("Ping"),
+        Request::AntiEntropy(_) => return RequestLabel::keyless("AntiEntropy"),
     };
     let end = key
         .char_indices()
@@ -214,6 +199,12 @@ fn describe(request: &Request) -> RequestLabel {
     RequestLabel {
         kind,
         key: Some((key[..end].to_string(), end < key.len())),
+    }
+}
+
+impl RequestLabel {
+    fn keyless(kind: &'static str) -> Self {
+        RequestLabel { kind, key: None }
     }
 }
 
@@ -368,7 +359,7 @@ pub async fn serve_with(
         };
         stream.set_nodelay(true).ok();
         let handler = handler.clone();
-        open.retain(|task| !task.is_finished());
+        open.0.retain(|task| !task.is_finished());
         let task = tokio::spawn(async move {
             let _permit = permit;
             match serve_connection(stream, handler, limits, secret).await {
@@ -391,7 +382,7 @@ pub async fn serve_with(
                 }
             }
         });
-        open.push(task.abort_handle());
+        open.0.push(task.abort_handle());
     }
 }
 
@@ -400,16 +391,6 @@ pub async fn serve_with(
 /// of its wake-ups cost more than anything else it does per frame).
 #[derive(Default)]
 struct OpenConnections(Vec<tokio::task::AbortHandle>);
-
-impl OpenConnections {
-    fn retain(&mut self, keep: impl FnMut(&tokio::task::AbortHandle) -> bool) {
-        self.0.retain(keep);
-    }
-
-    fn push(&mut self, task: tokio::task::AbortHandle) {
-        self.0.push(task);
-    }
-}
 
 impl Drop for OpenConnections {
     fn drop(&mut self) {
@@ -632,9 +613,15 @@ where
 type AwaitingSince = Arc<Mutex<Option<tokio::time::Instant>>>;
 
 fn set_awaiting(awaiting: &AwaitingSince, since: Option<tokio::time::Instant>) {
-    *awaiting
+    *awaiting_guard(awaiting) = since;
+}
+
+fn awaiting_guard(
+    awaiting: &AwaitingSince,
+) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
+    awaiting
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner()) = since;
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Returns once the connection has waited `idle` for a frame.
@@ -649,9 +636,7 @@ async fn idle_watch(awaiting: AwaitingSince, idle: Duration) {
     // No instant that far ahead: never idle.
     while let Some(at) = check_at {
         tokio::time::sleep_until(at).await;
-        let since = *awaiting
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let since = *awaiting_guard(&awaiting);
         check_at = match since {
             Some(since) => match since.checked_add(idle) {
                 Some(idle_at) if now() >= idle_at => return,
