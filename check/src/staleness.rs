@@ -630,7 +630,7 @@ fn known_counters(
 /// Writes that may have applied (timed out, never completed) whose version
 /// no read returned: their dots are unknown to the history.
 fn hidden_writes(ops: &[OperationRef<'_>], writes: &[usize], reads: &[usize]) -> Vec<usize> {
-    let returned: std::collections::HashSet<&str> = reads
+    let returned: rustc_hash::FxHashSet<&str> = reads
         .iter()
         .flat_map(|&r| ops[r].values.iter().map(|v| v.value.as_str()))
         .collect();

@@ -6,10 +6,11 @@
 //! Only the simulator can turn one on. In the normal build [`fires`] is a
 //! constant `false` that the compiler removes with the branch it guards;
 //! under `--cfg madsim` the harness activates a seed-drawn set of points,
-//! each with its own probability, for the run on its thread (every run has
-//! an OS thread of its own), and each firing draws from madsim's seeded
-//! RNG, so a run stays a function of its seed. No point is active unless
-//! the harness says so, and an inactive point draws nothing.
+//! each with its own probability, for the run on its thread (a thread runs
+//! one seed at a time, and each run activates its own set), and each
+//! firing draws from madsim's seeded RNG, so a run stays a function of its
+//! seed. No point is active unless the harness says so, and an inactive
+//! point draws nothing.
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

@@ -32,15 +32,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Keep the memory freed by one seed's run for the next (call before a
 /// run; idempotent).
 ///
-/// Every seed runs on a fresh thread (see `harness::run_seed`), whose
-/// heap mimalloc builds from arena pages. By default mimalloc purges
-/// (decommits) freed pages 10 ms after they are freed, so every run found
-/// its memory decommitted and faulted it back in, each first touch
-/// zeroing a 2 MiB transparent huge page: a fifth of a sweep's CPU time
-/// was the kernel clearing pages. With purging off, a run reuses the pages
-/// the previous one freed; the process keeps its peak (one run's worth per
-/// worker), which it reaches anyway. Addresses never reach simulated
-/// code, so this changes no run.
+/// By default mimalloc purges (decommits) freed pages 10 ms after they
+/// are freed, so a run could find the memory the previous one freed
+/// decommitted and fault it back in, each first touch zeroing a 2 MiB
+/// transparent huge page: when every seed had a thread (and a heap) of its
+/// own, a fifth of a sweep's CPU time was the kernel clearing pages. With
+/// purging off, a run reuses the pages the previous one freed; the process
+/// keeps its peak (one run's worth per worker), which it reaches anyway.
+/// Addresses never reach simulated code, so this changes no run.
 pub fn keep_freed_memory() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

@@ -161,30 +161,23 @@ fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
     rng
 }
 
-/// Run one seed of `scenario` in a fresh madsim runtime.
+/// Run one seed of `scenario` in a fresh madsim runtime, on the calling
+/// thread.
 ///
-/// The run gets an OS thread of its own: std's `HashMap` keys are drawn
-/// once per thread (madsim seeds them only when the runtime is the first
-/// to ask on its thread), and madsim's network and scheduler keep
-/// `HashMap`s, so a thread that ran another seed first could order them
-/// differently. A fresh thread makes the run a function of the seed alone,
-/// whichever worker of a sweep takes it.
+/// What a thread ran before cannot change the run. The one per-thread
+/// state a runtime does not reset is std's `HashMap` keys (madsim seeds
+/// them only when its runtime is the first to ask on a thread), and no
+/// `HashMap` order reaches a run: madsim 0.2.34 (pinned) only looks its
+/// maps up, and the project's crates hold no std `HashMap` or `HashSet`
+/// at all (`clippy.toml` disallows them). A thread per seed, as runs once
+/// had, cost a twentieth of a sweep: each started a fresh mimalloc heap
+/// and faulted its pages in.
 pub fn run_seed(scenario: &Scenario, seed: u64) -> RunResult {
     crate::keep_freed_memory();
-    let scenario = scenario.clone();
-    let run = std::thread::Builder::new()
-        .name(format!("seed-{seed}"))
-        .spawn(move || {
-            let mut runtime =
-                madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-            runtime.set_time_limit(TIME_LIMIT);
-            runtime.block_on(simulate(scenario, seed))
-        })
-        .expect("spawn the thread of a simulated run");
-    match run.join() {
-        Ok(result) => result,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
+    let mut runtime =
+        madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+    runtime.set_time_limit(TIME_LIMIT);
+    runtime.block_on(simulate(scenario.clone(), seed))
 }
 
 /// The body of a run; call inside a madsim runtime.
