@@ -47,6 +47,41 @@ fn a_seed_runs_the_same_after_other_seeds_on_the_same_thread() {
     assert_eq!(alone.history.to_jsonl(), after_others.history.to_jsonl());
 }
 
+/// A run that panicked half-way (its runtime unwound with a cluster's
+/// tasks alive, as a sweep catches a seed's panic) leaves nothing behind
+/// on its thread for the next seed.
+#[test]
+fn a_seed_runs_the_same_after_a_panicked_run_on_the_same_thread() {
+    let scenario = scenario();
+    let alone = std::thread::spawn({
+        let scenario = scenario.clone();
+        move || run_seed(&scenario, 11)
+    })
+    .join()
+    .expect("seed 11 alone");
+    let after_panic = std::thread::spawn(move || {
+        let interrupted = scenario.clone();
+        let unwound = std::panic::catch_unwind(move || {
+            let runtime =
+                madsim::runtime::Runtime::with_seed_and_config(3, madsim::Config::default());
+            runtime.block_on(async move {
+                let run = quorumlog_sim::harness::simulate(interrupted, 3);
+                let midway = tokio::time::sleep(std::time::Duration::from_secs(2));
+                tokio::select! {
+                    _ = run => {}
+                    _ = midway => panic!("a run that panics half-way"),
+                }
+            })
+        });
+        assert!(unwound.is_err(), "the interrupted run did not panic");
+        run_seed(&scenario, 11)
+    })
+    .join()
+    .expect("seed 11 after a panicked run");
+    assert_eq!(alone.fault_log(), after_panic.fault_log());
+    assert_eq!(alone.history.to_jsonl(), after_panic.history.to_jsonl());
+}
+
 #[test]
 fn a_sweep_reports_the_same_for_any_number_of_jobs() {
     let scenario = scenario();
