@@ -25,15 +25,19 @@ fn fingerprint(o: &SeedOutcome) -> String {
     )
 }
 
+/// Seed 11, the seed both thread tests compare against, run on a thread
+/// that never ran anything else.
+fn seed_11_alone(scenario: &Scenario) -> quorumlog_sim::harness::RunResult {
+    let scenario = scenario.clone();
+    std::thread::spawn(move || run_seed(&scenario, 11))
+        .join()
+        .expect("seed 11 alone")
+}
+
 #[test]
 fn a_seed_runs_the_same_after_other_seeds_on_the_same_thread() {
     let scenario = scenario();
-    let alone = std::thread::spawn({
-        let scenario = scenario.clone();
-        move || run_seed(&scenario, 11)
-    })
-    .join()
-    .expect("seed 11 alone");
+    let alone = seed_11_alone(&scenario);
     let after_others = std::thread::spawn(move || {
         for seed in [3, 4, 5] {
             run_seed(&scenario, seed);
@@ -53,12 +57,7 @@ fn a_seed_runs_the_same_after_other_seeds_on_the_same_thread() {
 #[test]
 fn a_seed_runs_the_same_after_a_panicked_run_on_the_same_thread() {
     let scenario = scenario();
-    let alone = std::thread::spawn({
-        let scenario = scenario.clone();
-        move || run_seed(&scenario, 11)
-    })
-    .join()
-    .expect("seed 11 alone");
+    let alone = seed_11_alone(&scenario);
     let after_panic = std::thread::spawn(move || {
         let interrupted = scenario.clone();
         let unwound = std::panic::catch_unwind(move || {
