@@ -36,7 +36,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::codec::Framed;
 pub use tokio_util::sync::CancellationToken;
 
@@ -52,8 +52,6 @@ pub use tokio_util::sync::CancellationToken;
 /// request, a [`Response::Error`] naming the limit for a response); the
 /// connection stays up for the others.
 pub const MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
-/// Requests queued on one connection before callers wait.
-const OUTBOUND_QUEUE: usize = 1024;
 /// How much of a key an error message about its request quotes.
 const KEY_IN_MESSAGES: usize = 64;
 
@@ -401,6 +399,67 @@ impl Drop for OpenConnections {
 }
 
 /// A task that is aborted when this handle is dropped.
+/// Where a connection's frames go.
+type FrameSink = std::pin::Pin<Box<dyn futures::Sink<Bytes, Error = std::io::Error> + Send>>;
+
+/// The write half of a connection, written directly by whoever has a frame
+/// to send (callers on the dialing side, request tasks on the serving
+/// side), one at a time in the order they came (the mutex is fair). No
+/// writer task and queue stand between them and the socket: that hop, on
+/// both sides of every message, was a tenth of the simulator's time.
+struct FrameWriter {
+    /// `None` once the connection has ended: the write half is dropped, so
+    /// the socket closes as soon as the reading side lets go too.
+    sink: tokio::sync::Mutex<Option<FrameSink>>,
+    ended: std::sync::atomic::AtomicBool,
+}
+
+/// Why a frame was not written.
+enum WriteEnd {
+    /// The connection had ended before.
+    Ended,
+    /// This write failed; the connection has ended with it.
+    Failed(std::io::Error),
+}
+
+impl FrameWriter {
+    fn new(sink: impl futures::Sink<Bytes, Error = std::io::Error> + Send + 'static) -> Self {
+        Self {
+            sink: tokio::sync::Mutex::new(Some(Box::pin(sink))),
+            ended: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    async fn send(&self, frame: Bytes) -> Result<(), WriteEnd> {
+        let outcome = {
+            let mut half = self.sink.lock().await;
+            let Some(sink) = half.as_mut() else {
+                return Err(WriteEnd::Ended);
+            };
+            let outcome = sink.send(frame).await;
+            if outcome.is_err() {
+                *half = None;
+                self.ended.store(true, Ordering::SeqCst);
+            }
+            outcome
+        };
+        // A `close` while we held the half could not drop it: do it now.
+        if self.ended.load(Ordering::SeqCst) {
+            self.close();
+        }
+        outcome.map_err(WriteEnd::Failed)
+    }
+
+    /// End the connection's writing: drop the write half now, or, if a
+    /// frame is being written, as soon as that write returns.
+    fn close(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+        if let Ok(mut half) = self.sink.try_lock() {
+            *half = None;
+        }
+    }
+}
+
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
@@ -409,11 +468,6 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Serve one connection until the peer closes it or it fails. When the
-/// writer fails, the reader stops too and the stream is dropped (the socket
-/// closes), so the peer's pending calls fail at once instead of a half-dead
-/// connection swallowing them. When this future is dropped (shutdown), the
-/// writer goes with it.
 /// The longest a reply held back by [`FaultPoint::DelayReply`] waits:
 /// less than a replica timeout, so it is usually still awaited.
 const REORDER_DELAY: Duration = Duration::from_millis(300);
@@ -444,6 +498,13 @@ impl From<&str> for ConnectionEnd {
     }
 }
 
+/// Serve one connection until the peer closes it or it fails. Each request
+/// is handled on a task of its own, which writes its answer itself. When a
+/// write fails, the reader stops too and the stream is dropped (the socket
+/// closes), so the peer's pending calls fail at once instead of a half-dead
+/// connection swallowing them. When this future ends or is dropped
+/// (shutdown), the write half goes with it: requests still being handled
+/// find the connection closed.
 async fn serve_connection<S>(
     stream: S,
     handler: Arc<dyn Handler>,
@@ -458,26 +519,15 @@ where
         admit(&mut framed, &secret, limits.handshake_timeout).await?;
     }
     let mut first_frame = true;
-    let (mut sink, mut frames) = framed.split();
-    let (replies_tx, mut replies_rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(
-        limits.max_in_flight_per_connection.max(1),
-    ));
-    // The byte budget in KiB units (a semaphore counts u32 permits).
-    let budget_units = u32::try_from((limits.max_in_flight_bytes_per_connection / 1024).max(1))
-        .unwrap_or(u32::MAX);
-    let in_flight_bytes = Arc::new(tokio::sync::Semaphore::new(budget_units as usize));
-    let mut writer = AbortOnDrop(tokio::spawn(async move {
-        while let Some(frame) = replies_rx.recv().await {
-            sink.send(frame).await?;
-        }
-        Ok::<(), std::io::Error>(())
-    }));
-    let written = |outcome: Result<std::io::Result<()>, tokio::task::JoinError>| match outcome {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("writing a response failed: {e}")),
-        Err(e) => Err(format!("the writer failed: {e}")),
-    };
+    let (sink, mut frames) = framed.split();
+    let replies = Arc::new(FrameWriter::new(sink));
+    // Closes the socket however this returns, even with requests still
+    // being handled (they find the connection ended).
+    let _closing = CloseOnDrop(replies.clone());
+    // The first failed write, told by the request task that saw it.
+    let (write_failed_tx, mut write_failed) = oneshot::channel::<String>();
+    let write_failed_tx = Arc::new(Mutex::new(Some(write_failed_tx)));
+    let in_flight = Arc::new(InFlight::new(&limits));
     let awaiting_since = Arc::new(Mutex::new(None));
     let mut idle = AbortOnDrop(tokio::spawn(idle_watch(
         awaiting_since.clone(),
@@ -488,11 +538,10 @@ where
         let frame = tokio::select! {
             // Fixed order, so no random choice reaches the simulation.
             biased;
-            // We hold `replies_tx`, so the channel is open and the writer
-            // can only have stopped on an error.
-            outcome = &mut writer.0 => {
-                written(outcome)?;
-                return Err("the writer stopped".into());
+            failed = &mut write_failed => {
+                return Err(failed
+                    .unwrap_or_else(|_| "a request task stopped without an answer".into())
+                    .into());
             }
             _ = &mut idle.0 => {
                 metrics::counter!("rpc_idle_closed_total").increment(1);
@@ -522,7 +571,7 @@ where
         if first && secret.is_none() && secure_channel::handshake_message(&frame).is_some() {
             let message = "this node has no cluster secret and takes only plain connections; \
                            give every node and gateway of the cluster the same --cluster-secret";
-            tell_and_close(replies_tx, &mut writer, message).await;
+            tell(&replies, message).await;
             return Err(ConnectionEnd::Refused {
                 reason: "unexpected_handshake",
                 message: format!("the peer sent a cluster handshake; {message}"),
@@ -539,46 +588,22 @@ where
                     "this node speaks RPC protocol version {PROTOCOL_VERSION}; {}",
                     incompatible_note(theirs)
                 );
-                tell_and_close(replies_tx, &mut writer, &message).await;
+                tell(&replies, &message).await;
                 return Err(ConnectionEnd::Incompatible(theirs));
             }
             Err(Unreadable::Malformed(reason)) => {
                 return Err(format!("unreadable request: {reason}").into())
             }
         };
-        // Past the in-flight limit, stop reading until a request finishes.
-        let slot = match in_flight.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                metrics::counter!("rpc_backpressure_total").increment(1);
-                in_flight
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|e| format!("in-flight limit: {e}"))?
-            }
-        };
-        let units = u32::try_from(frame.len().div_ceil(1024))
-            .unwrap_or(u32::MAX)
-            .clamp(1, budget_units);
-        let bytes = match in_flight_bytes.clone().try_acquire_many_owned(units) {
-            Ok(bytes) => bytes,
-            Err(_) => {
-                metrics::counter!("rpc_backpressure_total").increment(1);
-                in_flight_bytes
-                    .clone()
-                    .acquire_many_owned(units)
-                    .await
-                    .map_err(|e| format!("in-flight bytes limit: {e}"))?
-            }
-        };
+        // Past an in-flight limit, stop reading until a request finishes.
+        let share = in_flight.take(frame.len()).await;
         let handler = handler.clone();
-        let replies = replies_tx.clone();
+        let replies = replies.clone();
+        let write_failed_tx = write_failed_tx.clone();
         // Boxed once: the task layers below move a future by value on its
         // way into the task, and this one holds the whole request.
         tokio::spawn(Box::pin(async move {
-            let _slot = slot;
-            let _bytes = bytes;
+            let _share = share;
             let between_replicas = matches!(
                 envelope.body,
                 Request::Apply { .. } | Request::Fetch { .. } | Request::AntiEntropy(_)
@@ -599,13 +624,131 @@ where
                 tokio::time::sleep(buggify::delay_up_to(REORDER_DELAY)).await;
             }
             if let Some(frame) = response_frame(envelope.id, &request, &response) {
-                let _ = replies.send(frame).await;
+                if let Err(WriteEnd::Failed(e)) = replies.send(frame).await {
+                    let told = write_failed_tx
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take();
+                    if let Some(told) = told {
+                        let _ = told.send(format!("writing a response failed: {e}"));
+                    }
+                }
             }
         }));
     }
-    // The peer is done sending: answer what is still being handled.
-    drop(replies_tx);
-    written((&mut writer.0).await).map_err(ConnectionEnd::Failed)
+    // The peer is done sending: answer what is still being handled (each
+    // request task holds its share until it has written its answer).
+    in_flight.drained().await;
+    match write_failed.try_recv() {
+        Ok(failed) => Err(ConnectionEnd::Failed(failed)),
+        Err(_) => Ok(()),
+    }
+}
+
+/// What the requests a served connection is handling hold, against its
+/// limits (`--rpc-max-in-flight`, `--rpc-max-in-flight-bytes`). One mutex
+/// for both counts, and a wake-up only when the connection's reader is
+/// waiting: two semaphores, released on every request, cost a fortieth of
+/// a simulated round trip.
+struct InFlight {
+    max_requests: usize,
+    max_bytes: usize,
+    held: Mutex<Held>,
+    /// Wakes the connection's reader, the only one that ever waits.
+    released: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Held {
+    requests: usize,
+    bytes: usize,
+    /// The reader waits for a share to be released.
+    waiting: bool,
+}
+
+/// One request's share of its connection's in-flight limits, given back
+/// when the request's task ends.
+struct Share {
+    in_flight: Arc<InFlight>,
+    bytes: usize,
+}
+
+impl InFlight {
+    fn new(limits: &ServerLimits) -> Self {
+        Self {
+            max_requests: limits.max_in_flight_per_connection.max(1),
+            max_bytes: limits.max_in_flight_bytes_per_connection.max(1),
+            held: Mutex::new(Held::default()),
+            released: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The share of a request of `frame_bytes`, once it fits (counted in
+    /// `rpc_backpressure_total` when it has to wait). A frame larger than
+    /// the byte limit counts as the whole limit: it runs alone.
+    async fn take(self: &Arc<Self>, frame_bytes: usize) -> Share {
+        let bytes = frame_bytes.clamp(1, self.max_bytes);
+        let mut counted = false;
+        loop {
+            {
+                let mut held = self.lock();
+                let fits = held.requests < self.max_requests
+                    && held.bytes.saturating_add(bytes) <= self.max_bytes;
+                if fits {
+                    held.requests += 1;
+                    held.bytes += bytes;
+                    return Share {
+                        in_flight: self.clone(),
+                        bytes,
+                    };
+                }
+                held.waiting = true;
+            }
+            if !std::mem::replace(&mut counted, true) {
+                metrics::counter!("rpc_backpressure_total").increment(1);
+            }
+            // A release after the lock above left a permit: no lost wake-up.
+            self.released.notified().await;
+        }
+    }
+
+    /// Returns once no request holds a share.
+    async fn drained(&self) {
+        loop {
+            {
+                let mut held = self.lock();
+                if held.requests == 0 {
+                    return;
+                }
+                held.waiting = true;
+            }
+            self.released.notified().await;
+        }
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut held = self.in_flight.lock();
+        held.requests -= 1;
+        held.bytes -= self.bytes;
+        if std::mem::take(&mut held.waiting) {
+            self.in_flight.released.notify_one();
+        }
+    }
+}
+
+/// Closes a connection's write half when dropped.
+struct CloseOnDrop(Arc<FrameWriter>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// Since when a connection has been waiting for its next frame (None:
@@ -650,17 +793,11 @@ async fn idle_watch(awaiting: AwaitingSince, idle: Duration) {
 }
 
 /// Tell the peer, in one frame that answers no request, why the
-/// connection ends; then let the writer send what it holds and stop.
-async fn tell_and_close(
-    replies: mpsc::Sender<Bytes>,
-    writer: &mut AbortOnDrop<std::io::Result<()>>,
-    message: &str,
-) {
+/// connection ends.
+async fn tell(replies: &FrameWriter, message: &str) {
     if let Ok(refusal) = encode(REFUSAL_ID, &Response::Error(message.to_string())) {
         let _ = replies.send(refusal).await;
     }
-    drop(replies);
-    let _ = (&mut writer.0).await;
 }
 
 /// The listener's side of the cluster handshake: read the dialer's first
@@ -747,7 +884,11 @@ struct Pending {
     // Ordered, so that a lost connection wakes its callers in one order
     // on every run (a HashMap's order can differ between runs in one
     // process, which breaks seed replay).
-    waiters: BTreeMap<u64, oneshot::Sender<Response>>,
+    waiters: BTreeMap<u64, oneshot::Sender<Answer>>,
+    /// Each waiting caller's deadline, earliest first.
+    deadlines: std::collections::BTreeSet<(tokio::time::Instant, u64)>,
+    /// The deadline the connection's timer is set for, if any.
+    timer_at: Option<tokio::time::Instant>,
     /// Set once, when the connection ends; no caller registers after that.
     closed: bool,
     /// Why it ended, when that is more than a lost connection (the peer
@@ -755,9 +896,19 @@ struct Pending {
     end_error: Option<RpcError>,
 }
 
+/// What a waiting caller is told.
+enum Answer {
+    Response(Response),
+    /// Its deadline passed first.
+    TimedOut,
+}
+
 #[derive(Default)]
 struct Shared {
     pending: Mutex<Pending>,
+    /// Wakes the connection's timer task when a caller's deadline comes
+    /// before the one the timer is set for.
+    timer_moved: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -778,9 +929,68 @@ impl Shared {
             if pending.end_error.is_none() {
                 pending.end_error = error;
             }
+            pending.deadlines.clear();
             std::mem::take(&mut pending.waiters)
         };
         drop(waiters);
+    }
+
+    /// Register a caller waiting for the answer to request `id` until
+    /// `deadline`; `None` if the connection has ended.
+    fn register(
+        &self,
+        id: u64,
+        deadline: tokio::time::Instant,
+    ) -> Option<oneshot::Receiver<Answer>> {
+        let (tx, rx) = oneshot::channel();
+        let mut pending = self.lock();
+        if pending.closed {
+            return None;
+        }
+        pending.waiters.insert(id, tx);
+        pending.deadlines.insert((deadline, id));
+        if pending.timer_at.is_none_or(|at| deadline < at) {
+            pending.timer_at = Some(deadline);
+            self.timer_moved.notify_one();
+        }
+        Some(rx)
+    }
+
+    /// Tell every caller whose deadline has passed, until the connection
+    /// is dropped. One timer per connection, set for the earliest deadline,
+    /// instead of one per call: a call's own timeout outlived almost every
+    /// call by the whole replica timeout, and madsim cannot cancel a timer.
+    async fn time_out_callers(&self) {
+        loop {
+            let next = self.lock().deadlines.first().map(|&(at, _)| at);
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        biased;
+                        () = self.timer_moved.notified() => {}
+                        () = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => self.timer_moved.notified().await,
+            }
+            let now = tokio::time::Instant::now();
+            let expired: Vec<oneshot::Sender<Answer>> = {
+                let mut pending = self.lock();
+                let mut expired = Vec::new();
+                while let Some(&(at, id)) = pending.deadlines.first() {
+                    if at > now {
+                        break;
+                    }
+                    pending.deadlines.pop_first();
+                    expired.extend(pending.waiters.remove(&id));
+                }
+                pending.timer_at = pending.deadlines.first().map(|&(at, _)| at);
+                expired
+            };
+            for caller in expired {
+                let _ = caller.send(Answer::TimedOut);
+            }
+        }
     }
 
     /// What a caller of the ended connection is told.
@@ -797,18 +1007,23 @@ impl Shared {
 struct Registration<'a> {
     shared: &'a Shared,
     id: u64,
+    deadline: tokio::time::Instant,
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        self.shared.lock().waiters.remove(&self.id);
+        let mut pending = self.shared.lock();
+        pending.waiters.remove(&self.id);
+        pending.deadlines.remove(&(self.deadline, self.id));
     }
 }
 
 struct Connection {
     addr: SocketAddr,
-    outbound: mpsc::Sender<Bytes>,
+    writer: Arc<FrameWriter>,
     shared: Arc<Shared>,
+    reader: tokio::task::AbortHandle,
+    timer: tokio::task::AbortHandle,
 }
 
 impl Connection {
@@ -911,46 +1126,22 @@ impl Connection {
         Ok(())
     }
 
-    /// Run the connection over `stream`: a writer task sending the queued
-    /// requests and a reader task handing each response to its caller.
-    /// When either stops (the peer closed, a frame was malformed, a write
-    /// failed, or this `Connection` was dropped), the other stops with it,
-    /// the stream is dropped (the socket closes), and every waiting caller
-    /// gets `ConnectionLost` at once.
+    /// Run the connection over `stream`: callers write their requests
+    /// themselves ([`Connection::request`]), and a reader task hands each
+    /// response to its caller. When the reader stops (the peer closed, a
+    /// frame was malformed) or a write fails, the stream is dropped (the
+    /// socket closes) and every waiting caller gets `ConnectionLost` at
+    /// once; dropping this `Connection` stops the reader too.
     fn start<S>(addr: SocketAddr, framed: Framed<S, ChannelCodec>) -> Self
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (mut sink, mut frames) = framed.split();
+        let (sink, mut frames) = framed.split();
         let shared = Arc::new(Shared::default());
-        let (outbound, mut outbound_rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
-        // Each task stops the other when it ends: the reader's handle for
-        // the writer, the writer's for the reader (an abort, not a signal
-        // each of them would poll on every wake-up).
-        let stop_reader = Arc::new(std::sync::OnceLock::<tokio::task::AbortHandle>::new());
-        let stop_writer = Arc::new(std::sync::OnceLock::<tokio::task::AbortHandle>::new());
-
-        let writer_shared = shared.clone();
-        let writer_stops = stop_reader.clone();
-        let writer = tokio::spawn(async move {
-            let reason = async {
-                while let Some(frame) = outbound_rx.recv().await {
-                    if let Err(e) = sink.send(frame).await {
-                        return format!("writing a request failed: {e}");
-                    }
-                }
-                "the connection is no longer used".to_string()
-            }
-            .await;
-            tracing::debug!(%addr, "connection ended: {reason}");
-            writer_shared.close(None);
-            if let Some(reader) = writer_stops.get() {
-                reader.abort();
-            }
-        });
+        let writer = Arc::new(FrameWriter::new(sink));
 
         let reader_shared = shared.clone();
-        let reader_stops = stop_writer.clone();
+        let reader_writes = writer.clone();
         let reader = tokio::spawn(async move {
             let (reason, error) = async {
                 loop {
@@ -975,30 +1166,23 @@ impl Connection {
                     }
                     let waiter = reader_shared.lock().waiters.remove(&envelope.id);
                     if let Some(waiter) = waiter {
-                        let _ = waiter.send(envelope.body);
+                        let _ = waiter.send(Answer::Response(envelope.body));
                     }
                 }
             }
             .await;
             tracing::debug!(%addr, "connection ended: {reason}");
             reader_shared.close(error);
-            if let Some(writer) = reader_stops.get() {
-                writer.abort();
-            }
+            reader_writes.close();
         });
-        let _ = stop_reader.set(reader.abort_handle());
-        let _ = stop_writer.set(writer.abort_handle());
-        // One may have ended before the other's handle was there to stop.
-        if writer.is_finished() {
-            reader.abort();
-        }
-        if reader.is_finished() {
-            writer.abort();
-        }
+        let timer_shared = shared.clone();
+        let timer = tokio::spawn(async move { timer_shared.time_out_callers().await });
         Connection {
             addr,
-            outbound,
+            writer,
             shared,
+            reader: reader.abort_handle(),
+            timer: timer.abort_handle(),
         }
     }
 
@@ -1006,26 +1190,101 @@ impl Connection {
         self.shared.is_closed()
     }
 
-    /// Send one encoded request and wait for its response (no deadline:
-    /// the caller bounds it).
-    async fn request(&self, id: u64, frame: Bytes) -> Result<Response, RpcError> {
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut pending = self.shared.lock();
-            if pending.closed {
-                drop(pending);
-                return Err(self.shared.end_error(self.addr));
-            }
-            pending.waiters.insert(id, tx);
-        }
+    /// Send one encoded request and wait for its response until
+    /// `deadline` (then [`RpcError::Timeout`] naming `timeout`).
+    async fn request(
+        &self,
+        id: u64,
+        frame: Bytes,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
+        let Some(mut answer) = self.shared.register(id, deadline) else {
+            return Err(self.shared.end_error(self.addr));
+        };
         let _registration = Registration {
             shared: &self.shared,
             id,
+            deadline,
         };
-        if self.outbound.send(frame).await.is_err() {
-            return Err(self.shared.end_error(self.addr));
+        // The deadline holds while the frame is still being written (a
+        // full socket), not only once it is sent.
+        let write = self.write(frame);
+        tokio::pin!(write);
+        let mut written = false;
+        let answer = loop {
+            tokio::select! {
+                biased;
+                answer = &mut answer => break answer,
+                outcome = &mut write, if !written => {
+                    outcome?;
+                    written = true;
+                }
+            }
+        };
+        match answer {
+            Ok(Answer::Response(response)) => Ok(response),
+            Ok(Answer::TimedOut) => Err(RpcError::Timeout {
+                addr: self.addr,
+                timeout,
+            }),
+            Err(_) => Err(self.shared.end_error(self.addr)),
         }
-        rx.await.map_err(|_| self.shared.end_error(self.addr))
+    }
+
+    /// Write one frame. A caller that gives up half-way through (its
+    /// deadline passed while the socket was full) may leave part of its
+    /// frame in the codec's buffer; rather than let the peer wait on half
+    /// a frame, the connection ends.
+    async fn write(&self, frame: Bytes) -> Result<(), RpcError> {
+        let mut writing = Writing {
+            connection: self,
+            finished: false,
+        };
+        let outcome = self.writer.send(frame).await;
+        writing.finished = true;
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(WriteEnd::Ended) => {
+                self.end();
+                Err(self.shared.end_error(self.addr))
+            }
+            Err(WriteEnd::Failed(e)) => {
+                tracing::debug!(addr = %self.addr, "connection ended: writing a request failed: {e}");
+                self.end();
+                Err(self.shared.end_error(self.addr))
+            }
+        }
+    }
+
+    /// End the connection: close the socket, stop the reader, wake every
+    /// caller.
+    fn end(&self) {
+        self.writer.close();
+        self.shared.close(None);
+        self.reader.abort();
+        self.timer.abort();
+    }
+}
+
+/// A caller's write in progress; see [`Connection::write`].
+struct Writing<'a> {
+    connection: &'a Connection,
+    finished: bool,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.connection.end();
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.timer.abort();
     }
 }
 
@@ -1034,7 +1293,12 @@ impl Connection {
 pub struct RpcClient {
     addr: SocketAddr,
     secret: Option<ClusterSecret>,
-    connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    /// The connection calls use, if one has been made. Looked up on every
+    /// call under a plain mutex; only making a connection takes `connecting`.
+    connection: Mutex<Option<Arc<Connection>>>,
+    /// Held while a connection is being made, so that callers arriving
+    /// meanwhile wait for it rather than each dialling their own.
+    connecting: tokio::sync::Mutex<()>,
     next_id: AtomicU64,
 }
 
@@ -1049,7 +1313,8 @@ impl RpcClient {
         Self {
             addr,
             secret,
-            connection: tokio::sync::Mutex::new(None),
+            connection: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
             next_id: AtomicU64::new(1),
         }
     }
@@ -1061,11 +1326,23 @@ impl RpcClient {
     /// Whether the connection to the peer was lost (closed, reset, failed)
     /// and no other has been made since: the peer may be down.
     pub fn lost_connection(&self) -> bool {
-        match self.connection.try_lock() {
-            Ok(slot) => slot.as_ref().is_some_and(|conn| conn.is_broken()),
+        if self.connecting.try_lock().is_err() {
             // Someone is connecting right now: that call will tell.
-            Err(_) => false,
+            return false;
         }
+        self.current().is_some_and(|conn| conn.is_broken())
+    }
+
+    fn current(&self) -> Option<Arc<Connection>> {
+        self.connection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The connection in use, unless there is none or it broke.
+    fn open_connection(&self) -> Option<Arc<Connection>> {
+        self.current().filter(|conn| !conn.is_broken())
     }
 
     /// Make a connection now unless one is open (nothing is sent).
@@ -1074,15 +1351,19 @@ impl RpcClient {
     }
 
     async fn connection(&self, timeout: Duration) -> Result<Arc<Connection>, RpcError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            if !conn.is_broken() {
-                return Ok(conn.clone());
-            }
+        if let Some(conn) = self.open_connection() {
+            return Ok(conn);
         }
-        *slot = None;
+        let _connecting = self.connecting.lock().await;
+        // Made by the caller we waited for?
+        if let Some(conn) = self.open_connection() {
+            return Ok(conn);
+        }
+        // A broken connection is dropped now, not when the next one is made
+        // (which may take the whole timeout, or fail).
+        *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let conn = Arc::new(Connection::open(self.addr, timeout, self.secret.as_ref()).await?);
-        *slot = Some(conn.clone());
+        *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
         Ok(conn)
     }
 
@@ -1102,14 +1383,7 @@ impl RpcClient {
             });
         }
         let conn = self.connection(timeout).await?;
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(remaining, conn.request(id, frame)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(RpcError::Timeout {
-                addr: self.addr,
-                timeout,
-            }),
-        }
+        conn.request(id, frame, deadline, timeout).await
     }
 }
 
@@ -1191,6 +1465,129 @@ mod tests {
 
     const PATIENT: Duration = Duration::from_secs(10);
     const PROMPTLY: Duration = Duration::from_secs(3);
+
+    fn limits(requests: usize, bytes: usize) -> ServerLimits {
+        ServerLimits {
+            max_in_flight_per_connection: requests,
+            max_in_flight_bytes_per_connection: bytes,
+            ..ServerLimits::default()
+        }
+    }
+
+    /// Whether `take` is still waiting after the other tasks had their turn.
+    async fn waits<F: std::future::Future>(take: &mut std::pin::Pin<Box<F>>) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), take.as_mut())
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn a_connection_at_its_request_limit_takes_the_next_only_when_one_ends() {
+        let in_flight = Arc::new(InFlight::new(&limits(2, 1 << 20)));
+        let first = in_flight.take(10).await;
+        let second = in_flight.take(10).await;
+        let mut third = Box::pin(in_flight.take(10));
+        assert!(waits(&mut third).await, "a third request past a limit of 2");
+        drop(first);
+        let third = tokio::time::timeout(PATIENT, third)
+            .await
+            .expect("a released share lets the waiting request in");
+        let mut drained = Box::pin(in_flight.drained());
+        assert!(waits(&mut drained).await, "drained with two requests held");
+        drop(third);
+        drop(second);
+        tokio::time::timeout(PATIENT, drained)
+            .await
+            .expect("drained once every share is back");
+    }
+
+    #[tokio::test]
+    async fn a_connection_at_its_byte_limit_waits_and_a_larger_frame_runs_alone() {
+        let in_flight = Arc::new(InFlight::new(&limits(100, 1000)));
+        let big = in_flight.take(700).await;
+        let mut more = Box::pin(in_flight.take(400));
+        assert!(
+            waits(&mut more).await,
+            "700 + 400 bytes past a limit of 1000"
+        );
+        let small = in_flight.take(300).await;
+        drop(small);
+        drop(big);
+        let more = tokio::time::timeout(PATIENT, more).await.expect("fits now");
+        // over the limit on its own: counted as the whole limit, so it waits
+        // for everything else and then runs alone
+        let mut huge = Box::pin(in_flight.take(5000));
+        assert!(waits(&mut huge).await, "a frame over the limit runs alone");
+        drop(more);
+        let huge = tokio::time::timeout(PATIENT, huge)
+            .await
+            .expect("alone now");
+        let mut next = Box::pin(in_flight.take(1));
+        assert!(waits(&mut next).await, "nothing runs beside the huge frame");
+        drop(huge);
+        tokio::time::timeout(PATIENT, next).await.expect("after it");
+    }
+
+    /// A request with a deadline of [`PATIENT`] from now.
+    async fn patiently(conn: &Connection, id: u64, frame: Bytes) -> Result<Response, RpcError> {
+        let deadline = tokio::time::Instant::now() + PATIENT;
+        conn.request(id, frame, deadline, PATIENT).await
+    }
+
+    /// Calls on one connection time out each at its own deadline, whatever
+    /// the others do: the connection's one timer moves to an earlier
+    /// deadline when a call brings one, and a call answered in time is not
+    /// touched by a later one's timeout.
+    #[tokio::test]
+    async fn each_call_times_out_at_its_own_deadline_on_a_shared_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(listener, Arc::new(SlowAndPing), shutdown.clone()));
+        let rpc = Arc::new(RpcClient::new(addr));
+        let slow = Request::Fetch { key: "slow".into() };
+        // a long deadline first, then a shorter one on the same connection
+        let long_rpc = rpc.clone();
+        let long_slow = slow.clone();
+        let long = tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let outcome = long_rpc.call(&long_slow, Duration::from_millis(900)).await;
+            (outcome, started.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = tokio::time::Instant::now();
+        let short = rpc.call(&slow, Duration::from_millis(200)).await;
+        let waited = started.elapsed();
+        assert_eq!(
+            short,
+            Err(RpcError::Timeout {
+                addr,
+                timeout: Duration::from_millis(200)
+            })
+        );
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        assert!(waited < Duration::from_millis(850), "{waited:?}");
+        // the connection still serves, and the long call is still waiting
+        assert_eq!(
+            rpc.call(&Request::Ping, PATIENT).await,
+            Ok(Response::Pong { node: 1 })
+        );
+        assert!(!long.is_finished());
+        let (outcome, waited) = long.await.unwrap();
+        assert_eq!(
+            outcome,
+            Err(RpcError::Timeout {
+                addr,
+                timeout: Duration::from_millis(900)
+            })
+        );
+        assert!(waited >= Duration::from_millis(900), "{waited:?}");
+        assert!(
+            !rpc.lost_connection(),
+            "a timeout must not end the connection"
+        );
+        shutdown.cancel();
+    }
 
     #[test]
     fn a_response_up_to_the_frame_limit_passes_and_one_byte_more_is_replaced() {
@@ -1326,22 +1723,20 @@ mod tests {
         for id in 1..=3 {
             let conn = conn.clone();
             let frame = encode(id, &Request::Ping).unwrap();
-            waiting.push(tokio::spawn(async move {
-                tokio::time::timeout(PATIENT, conn.request(id, frame)).await
-            }));
+            waiting.push(tokio::spawn(
+                async move { patiently(&conn, id, frame).await },
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!conn.is_broken());
         fail.store(true, Ordering::SeqCst);
         let started = tokio::time::Instant::now();
-        let last =
-            tokio::time::timeout(PATIENT, conn.request(4, encode(4, &Request::Ping).unwrap()))
-                .await;
-        assert_eq!(last, Ok(Err(RpcError::ConnectionLost { addr })));
+        let last = patiently(&conn, 4, encode(4, &Request::Ping).unwrap()).await;
+        assert_eq!(last, Err(RpcError::ConnectionLost { addr }));
         for caller in waiting {
             assert_eq!(
                 caller.await.unwrap(),
-                Ok(Err(RpcError::ConnectionLost { addr }))
+                Err(RpcError::ConnectionLost { addr })
             );
         }
         assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
@@ -1355,7 +1750,7 @@ mod tests {
         );
         // a closed connection refuses new callers at once
         assert_eq!(
-            conn.request(5, encode(5, &Request::Ping).unwrap()).await,
+            patiently(&conn, 5, encode(5, &Request::Ping).unwrap()).await,
             Err(RpcError::ConnectionLost { addr })
         );
     }

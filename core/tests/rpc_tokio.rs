@@ -1077,12 +1077,13 @@ async fn background_repairs_past_the_limit_are_skipped() {
 }
 
 /// The bytes of requests one connection has in flight are bounded too:
-/// with room for one 1.5 KiB request, they are handled one at a time.
+/// with room for one 1.5 KiB request and not two, they are handled one at
+/// a time.
 #[tokio::test]
 async fn one_connection_has_at_most_its_budget_of_request_bytes_in_flight() {
     let handler = Arc::new(Concurrency::default());
     let limits = rpc::ServerLimits {
-        max_in_flight_bytes_per_connection: 3 * 1024,
+        max_in_flight_bytes_per_connection: 2560,
         ..Default::default()
     };
     let (addr, shutdown) = limited_server(handler.clone(), limits).await;

@@ -98,11 +98,63 @@ mod bench {
             .expect("the client runs to the end");
     }
 
+    /// Answers every request with `Pong`: what the RPC layer costs without
+    /// any handler work.
+    struct Pong;
+
+    #[async_trait::async_trait]
+    impl quorumlog_core::rpc::Handler for Pong {
+        async fn handle(
+            &self,
+            _request: quorumlog_core::protocol::Request,
+        ) -> quorumlog_core::protocol::Response {
+            quorumlog_core::protocol::Response::Pong { node: 1 }
+        }
+    }
+
+    /// `rounds` pings through the project's RPC client and server between
+    /// two simulated nodes: encoding, framing, the connection's tasks and
+    /// the server's task per request, over madsim's TCP.
+    async fn rpc_pings(rounds: u64) {
+        use quorumlog_core::protocol::Request;
+        use quorumlog_core::rpc::{serve, CancellationToken, RpcClient};
+        let handle = madsim::runtime::Handle::current();
+        let server = handle.create_node().ip([10, 0, 0, 1].into()).build();
+        let client = handle.create_node().ip([10, 0, 0, 2].into()).build();
+        server.spawn(async {
+            let listener = tokio::net::TcpListener::bind("10.0.0.1:1")
+                .await
+                .expect("bind");
+            serve(
+                listener,
+                std::sync::Arc::new(Pong),
+                CancellationToken::new(),
+            )
+            .await
+            .expect("serve");
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        client
+            .spawn(async move {
+                let rpc = RpcClient::new("10.0.0.1:1".parse().expect("address"));
+                for _ in 0..rounds {
+                    rpc.call(&Request::Ping, Duration::from_secs(1))
+                        .await
+                        .expect("pong");
+                }
+            })
+            .await
+            .expect("the client runs to the end");
+    }
+
     fn madsim_primitives(c: &mut Criterion) {
         let mut group = c.benchmark_group("madsim-primitives");
         group.throughput(Throughput::Elements(1));
         group.bench_function("round trip over TCP (two messages)", |b| {
             b.iter_custom(|iters| in_runtime(round_trips(iters)))
+        });
+        group.bench_function("ping through the RPC client and server", |b| {
+            b.iter_custom(|iters| in_runtime(rpc_pings(iters)))
         });
         group.bench_function("spawn and join a task", |b| {
             b.iter_custom(|iters| {
