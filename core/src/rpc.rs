@@ -412,6 +412,9 @@ struct FrameWriter {
     /// the socket closes as soon as the reading side lets go too.
     sink: tokio::sync::Mutex<Option<FrameSink>>,
     ended: std::sync::atomic::AtomicBool,
+    /// A writer gave up before its frame was flushed (see
+    /// [`FrameWriter::finish_flush`]).
+    abandoned: tokio::sync::Notify,
 }
 
 /// Why a frame was not written.
@@ -427,6 +430,7 @@ impl FrameWriter {
         Self {
             sink: tokio::sync::Mutex::new(Some(Box::pin(sink))),
             ended: std::sync::atomic::AtomicBool::new(false),
+            abandoned: tokio::sync::Notify::new(),
         }
     }
 
@@ -448,6 +452,19 @@ impl FrameWriter {
             self.close();
         }
         outcome.map_err(WriteEnd::Failed)
+    }
+
+    /// Flush what a writer that gave up left in the codec's buffer (the
+    /// rest of its frame), so that the peer does not wait on half a frame
+    /// until the next write. A failed flush ends the writing.
+    async fn finish_flush(&self) {
+        let mut half = self.sink.lock().await;
+        if let Some(sink) = half.as_mut() {
+            if sink.flush().await.is_err() {
+                *half = None;
+                self.ended.store(true, Ordering::SeqCst);
+            }
+        }
     }
 
     /// End the connection's writing: drop the write half now, or, if a
@@ -956,22 +973,23 @@ impl Shared {
         Some(rx)
     }
 
-    /// Tell every caller whose deadline has passed, until the connection
-    /// is dropped. One timer per connection, set for the earliest deadline,
-    /// instead of one per call: a call's own timeout outlived almost every
-    /// call by the whole replica timeout, and madsim cannot cancel a timer.
-    async fn time_out_callers(&self) {
+    /// The connection's own task, until it is dropped: tell every caller
+    /// whose deadline has passed, and finish the flush of a frame whose
+    /// writer gave up. One timer per connection, set for the earliest
+    /// deadline, instead of one per call: a call's own timeout outlived
+    /// almost every call by the whole replica timeout, and madsim cannot
+    /// cancel a timer.
+    async fn tend(&self, writer: &FrameWriter) {
         loop {
             let next = self.lock().deadlines.first().map(|&(at, _)| at);
-            match next {
-                Some(at) => {
-                    tokio::select! {
-                        biased;
-                        () = self.timer_moved.notified() => {}
-                        () = tokio::time::sleep_until(at) => {}
-                    }
+            tokio::select! {
+                biased;
+                () = writer.abandoned.notified() => {
+                    writer.finish_flush().await;
+                    continue;
                 }
-                None => self.timer_moved.notified().await,
+                () = self.timer_moved.notified() => {}
+                () = sleep_until_if(next) => {}
             }
             let now = tokio::time::Instant::now();
             let expired: Vec<oneshot::Sender<Answer>> = {
@@ -999,6 +1017,14 @@ impl Shared {
             .end_error
             .clone()
             .unwrap_or(RpcError::ConnectionLost { addr })
+    }
+}
+
+/// Until `at`, or for ever.
+async fn sleep_until_if(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -1176,7 +1202,8 @@ impl Connection {
             reader_writes.close();
         });
         let timer_shared = shared.clone();
-        let timer = tokio::spawn(async move { timer_shared.time_out_callers().await });
+        let timer_writes = writer.clone();
+        let timer = tokio::spawn(async move { timer_shared.tend(&timer_writes).await });
         Connection {
             addr,
             writer,
@@ -1233,9 +1260,10 @@ impl Connection {
     }
 
     /// Write one frame. A caller that gives up half-way through (its
-    /// deadline passed while the socket was full) may leave part of its
-    /// frame in the codec's buffer; rather than let the peer wait on half
-    /// a frame, the connection ends.
+    /// deadline passed while the socket was full, or its call was dropped)
+    /// may leave part of its frame in the codec's buffer; the connection's
+    /// timer task then flushes it, so the peer does not wait on half a
+    /// frame, and the connection carries on.
     async fn write(&self, frame: Bytes) -> Result<(), RpcError> {
         let mut writing = Writing {
             connection: self,
@@ -1276,7 +1304,7 @@ struct Writing<'a> {
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            self.connection.end();
+            self.connection.writer.abandoned.notify_one();
         }
     }
 }
@@ -1445,6 +1473,123 @@ mod tests {
         fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
         }
+    }
+
+    /// A stream whose writes wait while `stalled` is set (a full socket).
+    struct Stalling<S> {
+        inner: S,
+        stalled: Arc<AtomicBool>,
+        waiting: Arc<Mutex<Option<std::task::Waker>>>,
+    }
+
+    impl<S> Stalling<S> {
+        fn stalls(&self, cx: &mut Context<'_>) -> bool {
+            let stalled = self.stalled.load(Ordering::SeqCst);
+            if stalled {
+                *self.waiting.lock().unwrap() = Some(cx.waker().clone());
+            }
+            stalled
+        }
+    }
+
+    impl<S: AsyncRead + Unpin> AsyncRead for Stalling<S> {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<S: AsyncWrite + Unpin> AsyncWrite for Stalling<S> {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            if this.stalls(cx) {
+                return Poll::Pending;
+            }
+            Pin::new(&mut this.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            if this.stalls(cx) {
+                return Poll::Pending;
+            }
+            Pin::new(&mut this.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        }
+    }
+
+    /// Counts the requests it is sent; answers each at once.
+    #[derive(Default)]
+    struct Counting(AtomicU64);
+
+    #[async_trait]
+    impl Handler for Counting {
+        async fn handle(&self, _request: Request) -> Response {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Response::Pong { node: 2 }
+        }
+    }
+
+    /// A caller whose deadline passes while its frame is still being
+    /// written leaves the rest of the frame to the connection, which
+    /// flushes it once the socket takes bytes again, with no other write
+    /// to push it out; the connection carries on.
+    #[tokio::test]
+    async fn a_frame_whose_caller_gave_up_mid_write_is_still_sent_whole() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counting = Arc::new(Counting::default());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(listener, counting.clone(), shutdown.clone()));
+        let stalled = Arc::new(AtomicBool::new(true));
+        let waiting = Arc::new(Mutex::new(None::<std::task::Waker>));
+        let stream = Stalling {
+            inner: TcpStream::connect(addr).await.unwrap(),
+            stalled: stalled.clone(),
+            waiting: waiting.clone(),
+        };
+        let conn = Connection::start(addr, Framed::new(stream, codec()));
+        let short = Duration::from_millis(100);
+        let deadline = tokio::time::Instant::now() + short;
+        let frame = encode(1, &Request::Ping).unwrap();
+        assert_eq!(
+            conn.request(1, frame, deadline, short).await,
+            Err(RpcError::Timeout {
+                addr,
+                timeout: short
+            })
+        );
+        assert_eq!(counting.0.load(Ordering::SeqCst), 0, "nothing got through");
+        // the socket takes bytes again; nobody writes
+        stalled.store(false, Ordering::SeqCst);
+        if let Some(waker) = waiting.lock().unwrap().take() {
+            waker.wake();
+        }
+        let started = tokio::time::Instant::now();
+        while counting.0.load(Ordering::SeqCst) == 0 {
+            assert!(
+                started.elapsed() < PROMPTLY,
+                "the abandoned frame was never flushed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!conn.is_broken());
+        assert_eq!(
+            patiently(&conn, 2, encode(2, &Request::Ping).unwrap()).await,
+            Ok(Response::Pong { node: 2 })
+        );
+        assert_eq!(counting.0.load(Ordering::SeqCst), 2);
+        shutdown.cancel();
     }
 
     /// Answers `Fetch "slow"` never, everything else at once.

@@ -26,6 +26,7 @@ use crate::rpc::{RpcClient, RpcError};
 use crate::secure_channel::ClusterSecret;
 use crate::stopwatch::Stopwatch;
 use crate::version::{NodeId, Siblings, VersionVector};
+use futures::stream::{FuturesUnordered, StreamExt};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -187,13 +188,40 @@ struct Gathered {
     pending: Option<Pending>,
 }
 
+/// A call to one peer, and what it answered.
+type Call = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>;
+type Answer = (Arc<Peer>, Result<Response, CallFailure>);
+type Calls = FuturesUnordered<Call>;
+
 /// Calls [`Coordinator::gather`] left running: their answers keep arriving
 /// on `answers`.
 struct Pending {
-    answers: mpsc::Receiver<(Arc<Peer>, Result<Response, CallFailure>)>,
+    answers: mpsc::Receiver<Answer>,
     in_flight: usize,
     /// Peers that were never asked (the call ended before their turn).
     never_asked: Vec<Arc<Peer>>,
+}
+
+impl Pending {
+    /// Run the calls still in flight to their end on one task, whether or
+    /// not anyone reads their answers: each outcome feeds its peer's
+    /// breaker, and a write that timed out here may still land.
+    fn keep_running(mut calls: Calls, never_asked: Vec<Arc<Peer>>) -> Self {
+        let in_flight = calls.len();
+        let (tx, answers) = mpsc::channel(in_flight.max(1));
+        if in_flight > 0 {
+            tokio::spawn(async move {
+                while let Some(answer) = calls.next().await {
+                    let _ = tx.send(answer).await;
+                }
+            });
+        }
+        Pending {
+            answers,
+            in_flight,
+            never_asked,
+        }
+    }
 }
 
 pub struct Coordinator {
@@ -558,96 +586,80 @@ impl Coordinator {
         accept: fn(&Response) -> bool,
     ) -> Gathered {
         let mut gathered = Gathered::default();
-        let (tx, mut rx) = mpsc::channel(peers.len().max(1));
         let timeout = self.config.replica_timeout;
+        // The calls run inside this future rather than on a task each: a
+        // task per call, and a queue between it and here, cost more than
+        // the rest of a call's bookkeeping.
+        let mut calls: Calls = FuturesUnordered::new();
         let mut next = 0;
-        let mut in_flight = 0;
-        let launch = |count: usize, next: &mut usize, in_flight: &mut usize| {
+        let launch = |count: usize, next: &mut usize, calls: &mut Calls| {
             for _ in 0..count {
                 let Some(peer) = peers.get(*next).cloned() else {
                     return;
                 };
                 *next += 1;
-                *in_flight += 1;
                 let request = request.clone();
-                let tx = tx.clone();
-                // Boxed here, once: the call's state machine is large, and
-                // the task layers below would otherwise move it by value
-                // several times on its way into the task's allocation.
-                tokio::spawn(Box::pin(async move {
+                calls.push(Box::pin(async move {
                     let response = peer.call(&request, timeout).await;
-                    let _ = tx.send((peer, response)).await;
+                    (peer, response)
                 }));
             }
         };
-        launch(initial, &mut next, &mut in_flight);
-        if wanted == 0 {
-            gathered.pending = Some(Pending {
-                answers: rx,
-                in_flight,
-                never_asked: peers[next..].to_vec(),
-            });
-            return gathered;
-        }
-        let started = Instant::now();
-        let deadline = started + timeout;
-        let mut hedge_at = self.config.hedge_after.map(|d| started + d);
-        let wake_at = |hedge_at: Option<Instant>, next: usize| match hedge_at {
-            Some(at) if next < peers.len() => at.min(deadline),
-            _ => deadline,
-        };
-        // One timer for the whole gather, moved when the hedge is spent,
-        // not one per answer.
-        let wake = tokio::time::sleep_until(wake_at(hedge_at, next));
-        tokio::pin!(wake);
-        while in_flight > 0 || next < peers.len() {
-            let at = wake_at(hedge_at, next);
-            if wake.deadline() != at {
-                wake.as_mut().reset(at);
-            }
-            let answer = tokio::select! {
-                // Answers first, as when the timer and an answer are both
-                // ready; a fixed order keeps random choice out of the
-                // simulation.
-                biased;
-                answer = rx.recv() => Ok(answer),
-                () = &mut wake => Err(()),
+        launch(initial, &mut next, &mut calls);
+        if wanted > 0 {
+            let started = Instant::now();
+            let deadline = started + timeout;
+            let mut hedge_at = self.config.hedge_after.map(|d| started + d);
+            let wake_at = |hedge_at: Option<Instant>, next: usize| match hedge_at {
+                Some(at) if next < peers.len() => at.min(deadline),
+                _ => deadline,
             };
-            match answer {
-                Ok(Some((peer, Ok(response)))) if accept(&response) => {
-                    in_flight -= 1;
-                    gathered.accepted.push((peer, response));
-                    if gathered.accepted.len() >= wanted {
-                        break;
-                    }
+            // One timer for the whole gather, moved when the hedge is spent,
+            // not one per answer.
+            let wake = tokio::time::sleep_until(wake_at(hedge_at, next));
+            tokio::pin!(wake);
+            while !calls.is_empty() || next < peers.len() {
+                let at = wake_at(hedge_at, next);
+                if wake.deadline() != at {
+                    wake.as_mut().reset(at);
                 }
-                Ok(Some((peer, outcome))) => {
-                    in_flight -= 1;
-                    match outcome {
-                        Ok(Response::Refused(refusal)) => gathered.refused.push(refusal),
-                        Err(CallFailure::Unreachable) => {
-                            gathered.unreachable += 1;
-                            gathered.failed.push(peer.id);
+                let answer = tokio::select! {
+                    // Answers first, as when the timer and an answer are
+                    // both ready; a fixed order keeps random choice out of
+                    // the simulation.
+                    biased;
+                    Some(answer) = calls.next(), if !calls.is_empty() => Some(answer),
+                    () = &mut wake => None,
+                };
+                match answer {
+                    Some((peer, Ok(response))) if accept(&response) => {
+                        gathered.accepted.push((peer, response));
+                        if gathered.accepted.len() >= wanted {
+                            break;
                         }
-                        _ => gathered.failed.push(peer.id),
                     }
-                    launch(1, &mut next, &mut in_flight);
-                }
-                Ok(None) => break,
-                Err(_) if Instant::now() >= deadline => break,
-                Err(_) => {
-                    // hedge: ask everyone not asked yet
-                    hedge_at = None;
-                    metrics::counter!("hedged_requests").increment(1);
-                    launch(peers.len(), &mut next, &mut in_flight);
+                    Some((peer, outcome)) => {
+                        match outcome {
+                            Ok(Response::Refused(refusal)) => gathered.refused.push(refusal),
+                            Err(CallFailure::Unreachable) => {
+                                gathered.unreachable += 1;
+                                gathered.failed.push(peer.id);
+                            }
+                            _ => gathered.failed.push(peer.id),
+                        }
+                        launch(1, &mut next, &mut calls);
+                    }
+                    None if Instant::now() >= deadline => break,
+                    None => {
+                        // hedge: ask everyone not asked yet
+                        hedge_at = None;
+                        metrics::counter!("hedged_requests").increment(1);
+                        launch(peers.len(), &mut next, &mut calls);
+                    }
                 }
             }
         }
-        gathered.pending = Some(Pending {
-            answers: rx,
-            in_flight,
-            never_asked: peers[next..].to_vec(),
-        });
+        gathered.pending = Some(Pending::keep_running(calls, peers[next..].to_vec()));
         gathered
     }
 
