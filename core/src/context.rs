@@ -67,8 +67,25 @@ impl ContextSecret {
     }
 
     fn tag(&self, signed: &[u8]) -> Hmac<Sha256> {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        // The keyed state (both padded key blocks already hashed) is built
+        // once per secret and thread and then cloned: building it was half
+        // the hashing of every token.
+        thread_local! {
+            static KEYED: std::cell::RefCell<Option<([u8; 32], Hmac<Sha256>)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let mut mac = KEYED.with(|keyed| {
+            let mut keyed = keyed.borrow_mut();
+            match &*keyed {
+                Some((key, mac)) if *key == self.0 => mac.clone(),
+                _ => {
+                    let mac = Hmac::<Sha256>::new_from_slice(&self.0)
+                        .expect("HMAC takes a key of any length");
+                    *keyed = Some((self.0, mac.clone()));
+                    mac
+                }
+            }
+        });
         mac.update(signed);
         mac
     }

@@ -15,7 +15,9 @@
 //! dialer is told why ([`RpcError::Refused`]).
 //!
 //! A connection carries many requests at once, matched to responses by id,
-//! so a coordinator keeps one connection per peer and reuses it. A broken
+//! so a coordinator keeps one connection per peer and reuses it. Callers
+//! write their own frames, and each call's deadline is kept by the
+//! connection's one timer task rather than a timer per call. A broken
 //! connection fails its pending calls and is replaced on the next call,
 //! which is how a restarted peer is reached again. A message larger than
 //! [`MAX_FRAME_BYTES`] fails only its own request, never the connection.

@@ -1,7 +1,8 @@
 //! Simulated seeds per second for the standard scenario: 5 nodes, 4
 //! clients, 500 operations, partitions, crashes and pauses (the `all`
-//! schedule) at QUORUM; and what madsim's own primitives cost, the floor
-//! under any scenario: a message, a task, a timer. Run with
+//! schedule) at QUORUM; what madsim's own primitives cost, the floor
+//! under any scenario: a message, a task, a timer; and a ping through
+//! the project's RPC client and server on top of them. Run with
 //! `cargo simbench` (the `sim` profile `cargo sim` runs in).
 #[cfg(madsim)]
 mod bench {
