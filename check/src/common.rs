@@ -368,25 +368,41 @@ impl<'a> SentContexts<'a> {
         // Every (client, actor, counter) an answer of this key returned to
         // a client, with the time the answer arrived.
         let mut known: Vec<(ClientActor, u64, u64)> = Vec::new();
+        // One answer's highest counter per actor: what it returned in all
+        // its clocks and dots (a read of many siblings repeats each actor
+        // in every sibling's context; only the highest matters).
+        let mut answer: Vec<(Actor, u64)> = Vec::new();
+        let note = |answer: &mut Vec<(Actor, u64)>, actor: Actor, counter: u64| match answer
+            .iter_mut()
+            .find(|(a, _)| *a == actor)
+        {
+            Some((_, highest)) => *highest = (*highest).max(counter),
+            None => answer.push((actor, counter)),
+        };
         for &i in group {
             let op = &ops[i];
             let (true, Some(at)) = (op.is_ok(), op.complete_us) else {
                 continue;
             };
-            let mut clocks: Vec<&Clock> = op.read_context.into_iter().collect();
+            answer.clear();
+            if let Some(clock) = op.read_context {
+                for (actor, counter) in clock.entries() {
+                    note(&mut answer, actor, counter);
+                }
+            }
             for v in op.values.iter().chain(op.version) {
                 if let Some(dot) = v.dot {
-                    known.push(((op.client, dot.actor()), at, dot.counter));
+                    note(&mut answer, dot.actor(), dot.counter);
                 }
-                clocks.extend(v.context.as_ref());
+                for (actor, counter) in v.context.iter().flat_map(|c| c.entries()) {
+                    note(&mut answer, actor, counter);
+                }
             }
-            for clock in clocks {
-                known.extend(
-                    clock
-                        .entries()
-                        .map(|(actor, counter)| ((op.client, actor), at, counter)),
-                );
-            }
+            known.extend(
+                answer
+                    .iter()
+                    .map(|&(actor, counter)| ((op.client, actor), at, counter)),
+            );
         }
         // Per actor, by time returned: the highest counter returned so far.
         known.sort_unstable();
