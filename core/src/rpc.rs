@@ -1439,19 +1439,32 @@ mod tests {
     use tokio::io::{AsyncReadExt, ReadBuf};
     use tokio_util::codec::Encoder;
 
-    /// A stream whose writes fail once `fail` is set; reads are untouched.
+    /// A real stream whose writes fail once `fail` is set, and wait (a
+    /// full socket) while `stalled` is; reads are untouched.
+    #[derive(Default)]
+    struct Writes {
+        fail: Arc<AtomicBool>,
+        stalled: Arc<AtomicBool>,
+        waiting: Arc<Mutex<Option<std::task::Waker>>>,
+    }
+
     struct FaultyWrites<S> {
         inner: S,
-        fail: Arc<AtomicBool>,
+        writes: Writes,
     }
 
     impl<S> FaultyWrites<S> {
-        fn failed(&self) -> io::Result<()> {
-            if self.fail.load(Ordering::SeqCst) {
-                Err(io::Error::other("injected write failure"))
-            } else {
-                Ok(())
+        /// Fails, or stalls (and then wakes `cx` when unstalled), or lets
+        /// the write through (`None`).
+        fn interferes(&self, cx: &mut Context<'_>) -> Option<Poll<io::Error>> {
+            if self.writes.fail.load(Ordering::SeqCst) {
+                return Some(Poll::Ready(io::Error::other("injected write failure")));
             }
+            if self.writes.stalled.load(Ordering::SeqCst) {
+                *self.writes.waiting.lock().unwrap() = Some(cx.waker().clone());
+                return Some(Poll::Pending);
+            }
+            None
         }
     }
 
@@ -1472,67 +1485,18 @@ mod tests {
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
             let this = self.get_mut();
-            this.failed()?;
-            Pin::new(&mut this.inner).poll_write(cx, buf)
+            match this.interferes(cx) {
+                Some(interference) => interference.map(Err),
+                None => Pin::new(&mut this.inner).poll_write(cx, buf),
+            }
         }
 
         fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             let this = self.get_mut();
-            this.failed()?;
-            Pin::new(&mut this.inner).poll_flush(cx)
-        }
-
-        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-        }
-    }
-
-    /// A stream whose writes wait while `stalled` is set (a full socket).
-    struct Stalling<S> {
-        inner: S,
-        stalled: Arc<AtomicBool>,
-        waiting: Arc<Mutex<Option<std::task::Waker>>>,
-    }
-
-    impl<S> Stalling<S> {
-        fn stalls(&self, cx: &mut Context<'_>) -> bool {
-            let stalled = self.stalled.load(Ordering::SeqCst);
-            if stalled {
-                *self.waiting.lock().unwrap() = Some(cx.waker().clone());
+            match this.interferes(cx) {
+                Some(interference) => interference.map(Err),
+                None => Pin::new(&mut this.inner).poll_flush(cx),
             }
-            stalled
-        }
-    }
-
-    impl<S: AsyncRead + Unpin> AsyncRead for Stalling<S> {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-        }
-    }
-
-    impl<S: AsyncWrite + Unpin> AsyncWrite for Stalling<S> {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            let this = self.get_mut();
-            if this.stalls(cx) {
-                return Poll::Pending;
-            }
-            Pin::new(&mut this.inner).poll_write(cx, buf)
-        }
-
-        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            let this = self.get_mut();
-            if this.stalls(cx) {
-                return Poll::Pending;
-            }
-            Pin::new(&mut this.inner).poll_flush(cx)
         }
 
         fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -1565,10 +1529,13 @@ mod tests {
         tokio::spawn(serve(listener, counting.clone(), shutdown.clone()));
         let stalled = Arc::new(AtomicBool::new(true));
         let waiting = Arc::new(Mutex::new(None::<std::task::Waker>));
-        let stream = Stalling {
+        let stream = FaultyWrites {
             inner: TcpStream::connect(addr).await.unwrap(),
-            stalled: stalled.clone(),
-            waiting: waiting.clone(),
+            writes: Writes {
+                stalled: stalled.clone(),
+                waiting: waiting.clone(),
+                ..Writes::default()
+            },
         };
         let conn = Connection::start(addr, Framed::new(stream, codec()));
         let short = Duration::from_millis(100);
@@ -1834,7 +1801,10 @@ mod tests {
             let (stream, _) = listener.accept().await.unwrap();
             let stream = FaultyWrites {
                 inner: stream,
-                fail: server_fail,
+                writes: Writes {
+                    fail: server_fail,
+                    ..Writes::default()
+                },
             };
             serve_connection(stream, Arc::new(SlowAndPing), ServerLimits::default(), None).await
         });
@@ -1889,7 +1859,10 @@ mod tests {
             Framed::new(
                 FaultyWrites {
                     inner: stream,
-                    fail: fail.clone(),
+                    writes: Writes {
+                        fail: fail.clone(),
+                        ..Writes::default()
+                    },
                 },
                 codec(),
             ),

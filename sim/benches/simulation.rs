@@ -61,6 +61,14 @@ mod bench {
         })
     }
 
+    /// Two simulated nodes: a server at 10.0.0.1 and a client.
+    fn server_and_client() -> (madsim::runtime::NodeHandle, madsim::runtime::NodeHandle) {
+        let handle = madsim::runtime::Handle::current();
+        let server = handle.create_node().ip([10, 0, 0, 1].into()).build();
+        let client = handle.create_node().ip([10, 0, 0, 2].into()).build();
+        (server, client)
+    }
+
     /// A frame the size of a small request, echoed back.
     const FRAME: usize = 64;
 
@@ -68,9 +76,7 @@ mod bench {
     /// madsim's TCP (each direction one message through its network); the
     /// connection's set-up is timed too, and shared by every round.
     async fn round_trips(rounds: u64) {
-        let handle = madsim::runtime::Handle::current();
-        let server = handle.create_node().ip([10, 0, 0, 1].into()).build();
-        let client = handle.create_node().ip([10, 0, 0, 2].into()).build();
+        let (server, client) = server_and_client();
         server.spawn(async {
             let listener = tokio::net::TcpListener::bind("10.0.0.1:1")
                 .await
@@ -119,9 +125,7 @@ mod bench {
     async fn rpc_pings(rounds: u64) {
         use quorumlog_core::protocol::Request;
         use quorumlog_core::rpc::{serve, CancellationToken, RpcClient};
-        let handle = madsim::runtime::Handle::current();
-        let server = handle.create_node().ip([10, 0, 0, 1].into()).build();
-        let client = handle.create_node().ip([10, 0, 0, 2].into()).build();
+        let (server, client) = server_and_client();
         server.spawn(async {
             let listener = tokio::net::TcpListener::bind("10.0.0.1:1")
                 .await
