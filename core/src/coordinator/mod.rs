@@ -205,9 +205,14 @@ struct Pending {
 impl Pending {
     /// Run the calls still in flight to their end on one task, whether or
     /// not anyone reads their answers: each outcome feeds its peer's
-    /// breaker, and a write that timed out here may still land.
-    fn keep_running(mut calls: Calls, never_asked: Vec<Arc<Peer>>) -> Self {
+    /// breaker, and a write that timed out here may still land. None when
+    /// nothing is left to follow up (no call in flight, every peer asked),
+    /// as for most reads: no channel is made for them.
+    fn keep_running(mut calls: Calls, never_asked: Vec<Arc<Peer>>) -> Option<Self> {
         let in_flight = calls.len();
+        if in_flight == 0 && never_asked.is_empty() {
+            return None;
+        }
         let (tx, answers) = mpsc::channel(in_flight.max(1));
         if in_flight > 0 {
             tokio::spawn(async move {
@@ -216,11 +221,11 @@ impl Pending {
                 }
             });
         }
-        Pending {
+        Some(Pending {
             answers,
             in_flight,
             never_asked,
-        }
+        })
     }
 }
 
@@ -659,7 +664,7 @@ impl Coordinator {
                 }
             }
         }
-        gathered.pending = Some(Pending::keep_running(calls, peers[next..].to_vec()));
+        gathered.pending = Pending::keep_running(calls, peers[next..].to_vec());
         gathered
     }
 
