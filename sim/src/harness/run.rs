@@ -167,9 +167,9 @@ fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
 /// What a thread ran before cannot change the run. The one per-thread
 /// state a runtime does not reset is std's `HashMap` keys (madsim seeds
 /// them only when its runtime is the first to ask on a thread), and no
-/// `HashMap` order reaches a run: madsim 0.2.34 (pinned) only looks its
-/// maps up, and the project's crates hold no std `HashMap` or `HashSet`
-/// at all (`clippy.toml` disallows them). A thread per seed, as runs once
+/// `HashMap` order reaches a run: madsim (the project's copy of 0.2.34,
+/// `vendor/madsim`) only looks its maps up, and the project's crates hold
+/// no std `HashMap` or `HashSet` at all (`clippy.toml` disallows them). A thread per seed, as runs once
 /// had, cost a twentieth of a sweep: each started a fresh mimalloc heap
 /// and faulted its pages in.
 pub fn run_seed(scenario: &Scenario, seed: u64) -> RunResult {

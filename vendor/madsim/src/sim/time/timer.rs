@@ -1,0 +1,80 @@
+//! quorumlog: the simulation's timers, fired in deadline order and, among
+//! equal deadlines, in the order they were set.
+//!
+//! Upstream madsim uses `naive-timer`, whose binary heap fires timers of one
+//! deadline in an order that depends on every other timer it holds. One
+//! timer more or less anywhere (the leftover timer of a dropped sleep) could
+//! then reorder two unrelated wake-ups, and the run after them.
+use std::{cmp::Ordering, collections::BinaryHeap, time::Duration};
+
+type Callback = Box<dyn FnOnce(Duration) + Send + Sync + 'static>;
+
+#[derive(Default)]
+pub(crate) struct Timer {
+    events: BinaryHeap<Event>,
+    /// How many timers were ever set: the tie-break among equal deadlines.
+    set: u64,
+}
+
+struct Event {
+    deadline: Duration,
+    order: u64,
+    callback: Callback,
+}
+
+impl Event {
+    fn key(&self) -> (Duration, u64) {
+        (self.deadline, self.order)
+    }
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Event {}
+
+impl PartialOrd for Event {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Event {
+    /// Reversed: the heap's greatest is the earliest, first set.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.key().cmp(&self.key())
+    }
+}
+
+impl Timer {
+    /// Call `callback` once the time reaches `deadline`.
+    pub fn add(
+        &mut self,
+        deadline: Duration,
+        callback: impl FnOnce(Duration) + Send + Sync + 'static,
+    ) {
+        self.set += 1;
+        self.events.push(Event {
+            deadline,
+            order: self.set,
+            callback: Box::new(callback),
+        });
+    }
+
+    /// Fire, and forget, every timer due at `now`.
+    pub fn expire(&mut self, now: Duration) {
+        while self.events.peek().is_some_and(|event| event.deadline <= now) {
+            if let Some(event) = self.events.pop() {
+                (event.callback)(now);
+            }
+        }
+    }
+
+    /// The earliest deadline still set.
+    pub fn next(&self) -> Option<Duration> {
+        self.events.peek().map(|event| event.deadline)
+    }
+}
