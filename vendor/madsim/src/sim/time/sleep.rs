@@ -20,10 +20,20 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
 pub struct Sleep {
     pub(super) handle: TimeHandle,
     pub(super) deadline: Instant,
-    /// quorumlog: the deadline and waker a timer is already set for.
-    /// Upstream madsim set a new timer on every pending poll, and each of
-    /// them woke the task again when it fired.
-    pub(super) registered: Option<(Instant, std::task::Waker)>,
+    /// quorumlog: the deadline and the waker (its data and vtable
+    /// pointers, what `Waker::will_wake` compares) a timer is already set
+    /// for. Upstream madsim set a new timer on every pending poll, and each
+    /// of them woke the task again when it fired. The timer holds a clone
+    /// of that waker until it fires, so no other waker can take its place
+    /// at the same address meanwhile.
+    pub(super) registered: Option<(Instant, WakerId)>,
+}
+
+/// What `Waker::will_wake` compares: the data and vtable pointers.
+pub(super) type WakerId = (usize, usize);
+
+fn waker_id(waker: &std::task::Waker) -> WakerId {
+    (waker.data() as usize, waker.vtable() as *const _ as usize)
 }
 
 impl Sleep {
@@ -52,13 +62,11 @@ impl Future for Sleep {
         if self.is_elapsed() {
             return Poll::Ready(());
         }
-        let deadline = self.deadline;
-        let set = matches!(&self.registered,
-            Some((at, waker)) if *at == deadline && waker.will_wake(cx.waker()));
-        if !set {
+        let registration = (self.deadline, waker_id(cx.waker()));
+        if self.registered != Some(registration) {
+            self.registered = Some(registration);
             let waker = cx.waker().clone();
-            self.registered = Some((deadline, waker.clone()));
-            self.handle.add_timer_at(deadline, || waker.wake());
+            self.handle.add_timer_at(self.deadline, || waker.wake());
         }
         Poll::Pending
     }
