@@ -470,8 +470,9 @@ impl PayloadSender {
             (None, after) => after,
         };
         let Some(due) = due else {
-            let waker = self.link.lock().arrive(value, None);
-            waker.map(Waker::wake);
+            if let Some(waker) = self.link.lock().arrive(value, None) {
+                waker.wake();
+            }
             return Some(());
         };
         *last_due = Some(due);
@@ -483,7 +484,9 @@ impl PayloadSender {
                 link.travelling -= 1;
                 link.arrive(value, state.map(|_| due))
             };
-            waker.map(Waker::wake);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         });
         Some(())
     }
@@ -514,7 +517,9 @@ impl Drop for PayloadSender {
             link.sender_gone = true;
             link.receiver.take()
         };
-        waker.map(Waker::wake);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }
 
