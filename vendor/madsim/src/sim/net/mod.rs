@@ -453,11 +453,12 @@ pub struct PayloadSender {
 impl PayloadSender {
     fn send(&self, value: Payload) -> Option<()> {
         let state = (self.test_link)();
-        if self.link.lock().receiver_gone {
-            return None;
-        }
         let now = self.time.now_instant();
         let mut last_due = self.last_due.lock();
+        let mut link = self.link.lock();
+        if link.receiver_gone {
+            return None;
+        }
         let after_last = last_due
             .filter(|last| *last >= now)
             .map(|last| last + Duration::from_nanos(1));
@@ -470,13 +471,16 @@ impl PayloadSender {
             (None, after) => after,
         };
         let Some(due) = due else {
-            if let Some(waker) = self.link.lock().arrive(value, None) {
+            let waker = link.arrive(value, None);
+            drop(link);
+            if let Some(waker) = waker {
                 waker.wake();
             }
             return Some(());
         };
         *last_due = Some(due);
-        self.link.lock().travelling += 1;
+        link.travelling += 1;
+        drop(link);
         let link = self.link.clone();
         self.time.add_timer_at(due, move || {
             let waker = {
