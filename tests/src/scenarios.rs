@@ -723,9 +723,10 @@ pub async fn failures(mut ctx: Ctx) -> Ctx {
     ctx
 }
 
-/// `quorumd bench --history FILE` records a history that `quorumd check`
-/// passes: every operation once, acknowledged writes with their dots, and
-/// a final read of every key at ALL.
+/// `quorumd bench --history FILE` records a history in which `quorumd
+/// check` finds everything QUORUM promises held: every operation once,
+/// acknowledged writes with their dots, and a final read of every key at
+/// ALL.
 pub async fn recorded_bench(ctx: Ctx) -> Ctx {
     let dir = std::env::temp_dir().join(format!("{}bench", ctx.prefix));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -802,11 +803,28 @@ pub async fn recorded_bench(ctx: Ctx) -> Ctx {
         .output()
         .expect("run quorumd check");
     let report = String::from_utf8_lossy(&check.stdout);
-    assert_eq!(check.status.code(), Some(0), "{report}");
+    // QUORUM promises fresh reads and no lost acknowledged write, not
+    // linearizability: a read that sees a write still in flight, followed
+    // by one whose quorum has not seen it yet, is a history QUORUM allows
+    // (the project's verdict tables show it). `quorumd check` judges what
+    // the history shows, so it may exit 1 for that alone; everything
+    // QUORUM promises must hold either way.
+    let first = report.lines().next().unwrap_or_default();
+    let promised = format!(
+        "{} operations: 0 stale reads, 0 lost updates, ",
+        invokes.len()
+    );
+    assert!(first.starts_with(&promised), "{report}");
     assert!(
-        report.contains(" 0 stale reads, 0 lost updates"),
+        report.contains("no stale reads, every value really written, siblings concurrent"),
         "{report}"
     );
+    assert!(report.contains(": none lost"), "{report}");
+    match check.status.code() {
+        Some(0) => assert!(first.ends_with(", linearizable"), "{report}"),
+        Some(1) => assert!(first.ends_with(", not linearizable"), "{report}"),
+        other => panic!("quorumd check exited {other:?}:\n{report}"),
+    }
     let _ = std::fs::remove_dir_all(&dir);
     ctx
 }
