@@ -408,12 +408,16 @@ fn impatient() -> PostgresOptions {
     }
 }
 
-/// Terminate every other session on `conn`'s database (a store's), as an
-/// administrator or a PostgreSQL restart would; the number signalled.
+/// Terminate every other client session of our role on `conn`'s database
+/// (a store's), as an administrator or a PostgreSQL restart would; the
+/// number signalled. Only client sessions of our own role: an autovacuum
+/// worker on the same database is a superuser process that a plain role
+/// may not signal, and it holds nothing of the store's.
 async fn kill_other_sessions(conn: &mut sqlx::PgConnection) -> usize {
     let killed: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND backend_type = 'client backend' AND usename = current_user",
     )
     .fetch_all(conn)
     .await
