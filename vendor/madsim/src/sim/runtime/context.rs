@@ -59,17 +59,37 @@ pub(crate) fn enter_task(new: Arc<TaskInfo>) -> TaskEnterGuard {
     TASK.with(|ctx| {
         let _span = new.span.clone().entered();
         let old = ctx.borrow_mut().replace(new);
-        TaskEnterGuard { old, _span }
+        TaskEnterGuard {
+            old,
+            _span,
+            left: false,
+        }
     })
 }
 
 pub(crate) struct TaskEnterGuard {
     old: Option<Arc<TaskInfo>>,
     _span: tracing::span::EnteredSpan,
+    // quorumlog: set once `leave` has restored the old task.
+    left: bool,
+}
+
+impl TaskEnterGuard {
+    /// quorumlog: restore the old task and hand back the one entered, so
+    /// that the executor need not keep a clone of it (two atomic
+    /// operations on every poll of every task).
+    pub(crate) fn leave(mut self) -> Arc<TaskInfo> {
+        self.left = true;
+        let entered = TASK.with(|ctx| std::mem::replace(&mut *ctx.borrow_mut(), self.old.take()));
+        entered.expect(MSG)
+    }
 }
 
 impl Drop for TaskEnterGuard {
     fn drop(&mut self) {
+        if self.left {
+            return;
+        }
         TASK.with(|ctx| {
             *ctx.borrow_mut() = self.old.take();
         });

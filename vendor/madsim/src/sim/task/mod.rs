@@ -282,9 +282,12 @@ impl Executor {
                 run
             };
             // run the task
-            let res = {
-                let _guard = crate::context::enter_task(info.clone());
-                std::panic::catch_unwind(move || work(runnable))
+            // quorumlog: the guard holds the task's info while it runs and
+            // hands it back, rather than the loop keeping a clone.
+            let (res, info) = {
+                let guard = crate::context::enter_task(info);
+                let res = std::panic::catch_unwind(move || work(runnable));
+                (res, guard.leave())
             };
             if let Err(e) = res {
                 eprintln!(

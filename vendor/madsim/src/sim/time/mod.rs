@@ -32,9 +32,13 @@ impl TimeRuntime {
                 60 * 60 * 24 * 365 * (2022 - 1970)
                     + rand.with(|rng| rng.gen_range(0..60 * 60 * 24 * 365)),
             );
+        let timer = Timer::default();
         let handle = TimeHandle {
-            timer: Arc::new(Mutex::new(Timer::default())),
-            clock: Arc::new(Clock::new(base_time)),
+            shared: Arc::new(TimeShared {
+                earliest: timer.earliest(),
+                timer: Mutex::new(timer),
+                clock: Clock::new(base_time),
+            }),
         };
         TimeRuntime { handle }
     }
@@ -45,7 +49,7 @@ impl TimeRuntime {
 
     /// Advances time to the closest timer event. Returns true if succeed.
     pub fn advance_to_next_event(&self) -> bool {
-        let mut timer = self.handle.timer.lock();
+        let mut timer = self.handle.shared.timer.lock();
         if let Some(mut time) = timer.next() {
             // WARN: in some platform such as M1 macOS,
             //       let t0: Instant;
@@ -54,7 +58,7 @@ impl TimeRuntime {
             // we should add eps to make sure 'now >= deadline' and avoid deadlock
             time += Duration::from_nanos(50);
             timer.expire(time);
-            self.handle.clock.set_elapsed(time);
+            self.handle.shared.clock.set_elapsed(time);
             true
         } else {
             false
@@ -71,8 +75,16 @@ impl TimeRuntime {
 /// Handle to a shared time source.
 #[derive(Clone)]
 pub struct TimeHandle {
-    timer: Arc<Mutex<Timer>>,
-    clock: Arc<Clock>,
+    // quorumlog: one reference count for the timer and the clock together
+    // (upstream kept two), since every sleep holds a handle.
+    shared: Arc<TimeShared>,
+}
+
+struct TimeShared {
+    timer: Mutex<Timer>,
+    // quorumlog: the timer's earliest deadline, read without its lock.
+    earliest: Arc<timer::Earliest>,
+    clock: Clock,
 }
 
 impl TimeHandle {
@@ -88,39 +100,49 @@ impl TimeHandle {
 
     /// Return the current time.
     pub fn now_instant(&self) -> Instant {
-        self.clock.now_instant()
+        self.shared.clock.now_instant()
     }
 
     /// Return the current time.
     pub fn now_time(&self) -> SystemTime {
-        self.clock.now_time()
+        self.shared.clock.now_time()
     }
 
     /// Returns the amount of time elapsed since this handle was created.
     pub fn elapsed(&self) -> Duration {
-        self.clock.elapsed()
+        self.shared.clock.elapsed()
     }
 
     /// Advances time.
     pub fn advance(&self, duration: Duration) {
-        let time = self.clock.advance(duration);
-        self.timer.lock().expire(time);
+        let time = self.shared.clock.advance(duration);
+        // quorumlog: the executor advances after every poll, and nearly
+        // always nothing is due: skip the timer's lock then.
+        if self.shared.earliest.due_by(time) {
+            self.shared.timer.lock().expire(time);
+        }
     }
 
     /// Waits until `duration` has elapsed.
     ///
     /// It will sleep for at least 1ms to be consistent with the behavior of `tokio::time::sleep`.
     pub fn sleep(&self, duration: Duration) -> Sleep {
-        self.sleep_until(self.clock.now_instant() + duration)
+        self.sleep_until(self.shared.clock.now_instant() + duration)
     }
 
     /// Waits until `deadline` is reached.
     ///
     /// It will sleep for at least 1ms to be consistent with the behavior of `tokio::time::sleep_until`.
     pub fn sleep_until(&self, deadline: Instant) -> Sleep {
-        let min_deadline = self.clock.now_instant() + Duration::from_millis(1);
+        self.clone().into_sleep_until(deadline)
+    }
+
+    /// quorumlog: [`TimeHandle::sleep_until`] on a handle the sleep may
+    /// keep, so that `sleep` clones the current one once, not twice.
+    pub(crate) fn into_sleep_until(self, deadline: Instant) -> Sleep {
+        let min_deadline = self.shared.clock.now_instant() + Duration::from_millis(1);
         Sleep {
-            handle: self.clone(),
+            handle: self,
             deadline: deadline.max(min_deadline),
             registered: None, // quorumlog: see `Sleep::registered`
         }
@@ -133,13 +155,7 @@ impl TimeHandle {
         duration: Duration,
         future: T,
     ) -> impl Future<Output = Result<T::Output, error::Elapsed>> {
-        let timeout = self.sleep(duration);
-        async move {
-            select_biased! {
-                res = future.fuse() => Ok(res),
-                _ = timeout.fuse() => Err(error::Elapsed),
-            }
-        }
+        race(self.sleep(duration), future)
     }
 
     pub(crate) fn add_timer_at(
@@ -147,12 +163,12 @@ impl TimeHandle {
         deadline: Instant,
         callback: impl FnOnce() + Send + Sync + 'static,
     ) {
-        let mut timer = self.timer.lock();
-        timer.add(deadline - self.clock.base_instant(), |_| callback());
+        let mut timer = self.shared.timer.lock();
+        timer.add(deadline - self.shared.clock.base_instant(), |_| callback());
     }
 
     pub(crate) fn add_timer(&self, dur: Duration, callback: impl FnOnce() + Send + Sync + 'static) {
-        self.add_timer_at(self.clock.now_instant() + dur, callback);
+        self.add_timer_at(self.shared.clock.now_instant() + dur, callback);
     }
 }
 
@@ -161,8 +177,22 @@ pub fn timeout<T: Future>(
     duration: Duration,
     future: T,
 ) -> impl Future<Output = Result<T::Output, error::Elapsed>> {
+    // quorumlog: the sleep takes the current handle (see `sleep`).
     let handle = TimeHandle::current();
-    handle.timeout(duration, future)
+    let deadline = handle.now_instant() + duration;
+    race(handle.into_sleep_until(deadline), future)
+}
+
+fn race<T: Future>(
+    timeout: Sleep,
+    future: T,
+) -> impl Future<Output = Result<T::Output, error::Elapsed>> {
+    async move {
+        select_biased! {
+            res = future.fuse() => Ok(res),
+            _ = timeout.fuse() => Err(error::Elapsed),
+        }
+    }
 }
 
 /// Advances time.
@@ -175,60 +205,63 @@ pub fn advance(duration: Duration) {
     handle.advance(duration);
 }
 
+// quorumlog: the clock's bases never change after it is made, and the time
+// elapsed is one atomic, so that reading the clock (every `Instant::now`,
+// every sleep, every timeout) takes no lock: the executor advances it
+// after every poll, and the project reads it many times a poll.
 struct Clock {
-    inner: Mutex<ClockInner>,
-}
-
-#[derive(Debug)]
-struct ClockInner {
     /// Time basis for which mock time is derived.
     base_time: std::time::SystemTime,
     base_instant: std::time::Instant,
-    /// The amount of mock time which has elapsed.
-    advance: Duration,
+    /// The amount of mock time which has elapsed, in nanoseconds.
+    advance: std::sync::atomic::AtomicU64,
+}
+
+fn duration_nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Clock {
     fn new(base_time: SystemTime) -> Self {
-        let clock = ClockInner {
+        Clock {
             base_time,
             base_instant: unsafe { std::mem::zeroed() },
-            advance: Duration::default(),
-        };
-        Clock {
-            inner: Mutex::new(clock),
+            advance: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     fn set_elapsed(&self, time: Duration) {
-        let mut inner = self.inner.lock();
-        inner.advance = time;
+        self.advance
+            .store(duration_nanos(time), std::sync::atomic::Ordering::Release);
     }
 
     fn elapsed(&self) -> Duration {
-        let inner = self.inner.lock();
-        inner.advance
+        Duration::from_nanos(self.advance.load(std::sync::atomic::Ordering::Acquire))
     }
 
     fn advance(&self, duration: Duration) -> Duration {
-        let mut inner = self.inner.lock();
-        inner.advance += duration;
-        inner.advance
+        let step = duration_nanos(duration);
+        let before = self
+            .advance
+            .fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |elapsed| Some(elapsed.saturating_add(step)),
+            )
+            .unwrap_or_else(|elapsed| elapsed);
+        Duration::from_nanos(before.saturating_add(step))
     }
 
     fn base_instant(&self) -> Instant {
-        let inner = self.inner.lock();
-        inner.base_instant
+        self.base_instant
     }
 
     fn now_instant(&self) -> Instant {
-        let inner = self.inner.lock();
-        inner.base_instant + inner.advance
+        self.base_instant + self.elapsed()
     }
 
     fn now_time(&self) -> SystemTime {
-        let inner = self.inner.lock();
-        inner.base_time + inner.advance
+        self.base_time + self.elapsed()
     }
 }
 

@@ -3,14 +3,16 @@ use std::{fmt, pin::Pin, task::Poll};
 
 /// Waits until `duration` has elapsed.
 pub fn sleep(duration: Duration) -> Sleep {
+    // quorumlog: the sleep takes the current handle rather than a second
+    // clone of it.
     let handle = TimeHandle::current();
-    handle.sleep(duration)
+    let deadline = handle.now_instant() + duration;
+    handle.into_sleep_until(deadline)
 }
 
 /// Waits until `deadline` is reached.
 pub fn sleep_until(deadline: Instant) -> Sleep {
-    let handle = TimeHandle::current();
-    handle.sleep_until(deadline)
+    TimeHandle::current().into_sleep_until(deadline)
 }
 
 /// Future returned by [`sleep`] and [`sleep_until`].
@@ -46,7 +48,7 @@ impl Sleep {
     ///
     /// A `Sleep` instance is elapsed when the requested duration has elapsed.
     pub fn is_elapsed(&self) -> bool {
-        self.handle.clock.now_instant() >= self.deadline
+        self.handle.now_instant() >= self.deadline
     }
 
     /// Resets the `Sleep` instance to a new deadline.

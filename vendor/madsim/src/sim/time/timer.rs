@@ -5,7 +5,15 @@
 //! deadline in an order that depends on every other timer it holds. One
 //! timer more or less anywhere (the leftover timer of a dropped sleep) could
 //! then reorder two unrelated wake-ups, and the run after them.
-use std::{cmp::Ordering, collections::BinaryHeap, time::Duration};
+use std::{
+    cmp::Ordering,
+    collections::BinaryHeap,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    time::Duration,
+};
 
 type Callback = Box<dyn FnOnce(Duration) + Send + Sync + 'static>;
 
@@ -14,6 +22,31 @@ pub(crate) struct Timer {
     events: BinaryHeap<Event>,
     /// How many timers were ever set: the tie-break among equal deadlines.
     set: u64,
+    /// The earliest deadline set, in nanoseconds (`u64::MAX`: none), kept
+    /// outside the lock: the executor advances the clock after every poll
+    /// of a task, and nearly always nothing is due yet, which this tells it
+    /// without taking the timer's lock.
+    earliest: Arc<Earliest>,
+}
+
+/// See [`Timer::earliest`].
+pub(crate) struct Earliest(AtomicU64);
+
+impl Default for Earliest {
+    fn default() -> Self {
+        Earliest(AtomicU64::new(u64::MAX))
+    }
+}
+
+impl Earliest {
+    /// Whether some timer may be due at `now` (no false negatives).
+    pub fn due_by(&self, now: Duration) -> bool {
+        nanos(now) >= self.0.load(Relaxed)
+    }
+}
+
+fn nanos(time: Duration) -> u64 {
+    u64::try_from(time.as_nanos()).unwrap_or(u64::MAX)
 }
 
 struct Event {
@@ -62,6 +95,17 @@ impl Timer {
             order: self.set,
             callback: Box::new(callback),
         });
+        self.note_earliest();
+    }
+
+    /// The shared view of the earliest deadline (see [`Timer::earliest`]).
+    pub fn earliest(&self) -> Arc<Earliest> {
+        self.earliest.clone()
+    }
+
+    fn note_earliest(&self) {
+        let earliest = self.events.peek().map_or(u64::MAX, |e| nanos(e.deadline));
+        self.earliest.0.store(earliest, Relaxed);
     }
 
     /// Fire, and forget, every timer due at `now`.
@@ -71,6 +115,7 @@ impl Timer {
                 (event.callback)(now);
             }
         }
+        self.note_earliest();
     }
 
     /// The earliest deadline still set.
