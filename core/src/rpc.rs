@@ -1394,6 +1394,14 @@ impl RpcClient {
         if let Some(conn) = self.open_connection() {
             return Ok(conn);
         }
+        // Boxed: dialling holds far more state (the connect, the handshake)
+        // than a call on an open connection, and every call's future would
+        // otherwise carry room for it: a gather moves one per replica.
+        Box::pin(self.dial(timeout)).await
+    }
+
+    /// Open a connection, unless a caller we waited for just did.
+    async fn dial(&self, timeout: Duration) -> Result<Arc<Connection>, RpcError> {
         let _connecting = self.connecting.lock().await;
         // Made by the caller we waited for?
         if let Some(conn) = self.open_connection() {

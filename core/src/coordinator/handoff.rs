@@ -13,6 +13,7 @@ use super::{CallFailure, Coordinator, Gathered, Peer};
 use crate::hints::{HintLimits, HintStored};
 use crate::protocol::{Request, Response};
 use crate::version::NodeId;
+use futures::StreamExt;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +67,7 @@ impl Coordinator {
                     // guards against a call that never reports.
                     match tokio::time::timeout(
                         left + Duration::from_secs(1),
-                        pending.answers.recv(),
+                        pending.answers.next(),
                     )
                     .await
                     {

@@ -26,12 +26,12 @@ use crate::rpc::{RpcClient, RpcError};
 use crate::secure_channel::ClusterSecret;
 use crate::stopwatch::Stopwatch;
 use crate::version::{NodeId, Siblings, VersionVector};
+use futures::channel::mpsc;
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// How long a coordinator waits to reconnect to a peer whose connection
@@ -196,7 +196,7 @@ type Calls = FuturesUnordered<Call>;
 /// Calls [`Coordinator::gather`] left running: their answers keep arriving
 /// on `answers`.
 struct Pending {
-    answers: mpsc::Receiver<Answer>,
+    answers: mpsc::UnboundedReceiver<Answer>,
     in_flight: usize,
     /// Peers that were never asked (the call ended before their turn).
     never_asked: Vec<Arc<Peer>>,
@@ -213,11 +213,16 @@ impl Pending {
         if in_flight == 0 && never_asked.is_empty() {
             return None;
         }
-        let (tx, answers) = mpsc::channel(in_flight.max(1));
+        // Unbounded, though it never holds more than `in_flight`: tokio's
+        // channels allocate room for 32 answers (6 KiB) up front, and this
+        // one is made for every write and for most reads.
+        let (tx, answers) = mpsc::unbounded();
         if in_flight > 0 {
             tokio::spawn(async move {
                 while let Some(answer) = calls.next().await {
-                    let _ = tx.send(answer).await;
+                    // Gone when nobody follows up (reads): the calls still
+                    // run to their end for the breakers' sake.
+                    let _ = tx.unbounded_send(answer);
                 }
             });
         }
@@ -590,7 +595,12 @@ impl Coordinator {
         initial: usize,
         accept: fn(&Response) -> bool,
     ) -> Gathered {
-        let mut gathered = Gathered::default();
+        let mut gathered = Gathered {
+            // At most `wanted` (a gather stops there): room for them at once
+            // rather than growing the vector answer by answer.
+            accepted: Vec::with_capacity(wanted.min(peers.len())),
+            ..Gathered::default()
+        };
         let timeout = self.config.replica_timeout;
         // The calls run inside this future rather than on a task each: a
         // task per call, and a queue between it and here, cost more than

@@ -167,6 +167,13 @@ impl TimeHandle {
         timer.add(deadline - self.shared.clock.base_instant(), |_| callback());
     }
 
+    /// quorumlog: wake `waker` at `deadline` (a sleep's timer), without
+    /// boxing a closure around it.
+    pub(crate) fn wake_at(&self, deadline: Instant, waker: std::task::Waker) {
+        let mut timer = self.shared.timer.lock();
+        timer.wake_at(deadline - self.shared.clock.base_instant(), waker);
+    }
+
     pub(crate) fn add_timer(&self, dur: Duration, callback: impl FnOnce() + Send + Sync + 'static) {
         self.add_timer_at(self.shared.clock.now_instant() + dur, callback);
     }
@@ -240,16 +247,18 @@ impl Clock {
     }
 
     fn advance(&self, duration: Duration) -> Duration {
-        let step = duration_nanos(duration);
-        let before = self
+        // A load and a store, not a read-modify-write: only the thread that
+        // runs the simulation moves its clock (the executor after every
+        // poll, `advance_to_next_event`, and `time::advance` from a task),
+        // so no other write can come between them.
+        let ordering = std::sync::atomic::Ordering::Acquire;
+        let elapsed = self
             .advance
-            .fetch_update(
-                std::sync::atomic::Ordering::AcqRel,
-                std::sync::atomic::Ordering::Acquire,
-                |elapsed| Some(elapsed.saturating_add(step)),
-            )
-            .unwrap_or_else(|elapsed| elapsed);
-        Duration::from_nanos(before.saturating_add(step))
+            .load(ordering)
+            .saturating_add(duration_nanos(duration));
+        self.advance
+            .store(elapsed, std::sync::atomic::Ordering::Release);
+        Duration::from_nanos(elapsed)
     }
 
     fn base_instant(&self) -> Instant {

@@ -67,8 +67,7 @@ impl Future for Sleep {
         let registration = (self.deadline, waker_id(cx.waker()));
         if self.registered != Some(registration) {
             self.registered = Some(registration);
-            let waker = cx.waker().clone();
-            self.handle.add_timer_at(self.deadline, || waker.wake());
+            self.handle.wake_at(self.deadline, cx.waker().clone());
         }
         Poll::Pending
     }

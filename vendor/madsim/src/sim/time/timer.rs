@@ -12,10 +12,19 @@ use std::{
         atomic::{AtomicU64, Ordering::Relaxed},
         Arc,
     },
+    task::Waker,
     time::Duration,
 };
 
 type Callback = Box<dyn FnOnce(Duration) + Send + Sync + 'static>;
+
+/// What a timer does when it fires. Most timers are sleeps, whose only work
+/// is to wake their task: those keep the waker itself rather than a boxed
+/// closure around it (one allocation less for every sleep).
+enum Action {
+    Wake(Waker),
+    Call(Callback),
+}
 
 #[derive(Default)]
 pub(crate) struct Timer {
@@ -50,13 +59,14 @@ fn nanos(time: Duration) -> u64 {
 }
 
 struct Event {
-    deadline: Duration,
+    /// In nanoseconds: one integer to compare rather than a `Duration`.
+    deadline: u64,
     order: u64,
-    callback: Callback,
+    action: Action,
 }
 
 impl Event {
-    fn key(&self) -> (Duration, u64) {
+    fn key(&self) -> (u64, u64) {
         (self.deadline, self.order)
     }
 }
@@ -89,11 +99,20 @@ impl Timer {
         deadline: Duration,
         callback: impl FnOnce(Duration) + Send + Sync + 'static,
     ) {
+        self.push(deadline, Action::Call(Box::new(callback)));
+    }
+
+    /// Wake `waker` once the time reaches `deadline`.
+    pub fn wake_at(&mut self, deadline: Duration, waker: Waker) {
+        self.push(deadline, Action::Wake(waker));
+    }
+
+    fn push(&mut self, deadline: Duration, action: Action) {
         self.set += 1;
         self.events.push(Event {
-            deadline,
+            deadline: nanos(deadline),
             order: self.set,
-            callback: Box::new(callback),
+            action,
         });
         self.note_earliest();
     }
@@ -104,15 +123,19 @@ impl Timer {
     }
 
     fn note_earliest(&self) {
-        let earliest = self.events.peek().map_or(u64::MAX, |e| nanos(e.deadline));
+        let earliest = self.events.peek().map_or(u64::MAX, |e| e.deadline);
         self.earliest.0.store(earliest, Relaxed);
     }
 
     /// Fire, and forget, every timer due at `now`.
     pub fn expire(&mut self, now: Duration) {
-        while self.events.peek().is_some_and(|event| event.deadline <= now) {
+        let due = nanos(now);
+        while self.events.peek().is_some_and(|event| event.deadline <= due) {
             if let Some(event) = self.events.pop() {
-                (event.callback)(now);
+                match event.action {
+                    Action::Wake(waker) => waker.wake(),
+                    Action::Call(callback) => callback(now),
+                }
             }
         }
         self.note_earliest();
@@ -120,6 +143,8 @@ impl Timer {
 
     /// The earliest deadline still set.
     pub fn next(&self) -> Option<Duration> {
-        self.events.peek().map(|event| event.deadline)
+        self.events
+            .peek()
+            .map(|event| Duration::from_nanos(event.deadline))
     }
 }
