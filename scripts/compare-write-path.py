@@ -286,17 +286,30 @@ def start_postgres(work, replicated):
                 f.write(f"port = {sport}\nunix_socket_directories = '{socket_dir(standby)}'\n")
             sys_.spawn(as_postgres([f"{PG_BIN}/postgres", "-D", standby]), f"{standby}.log")
             wait_port(sport, f"standby s{i}")
-        deadline = time.time() + 60
+        # Generous: on a loaded 2-core machine a standby's start and catch-up
+        # can take a while, and a failure here says what the primary saw.
+        wait_s = 120
+        deadline = time.time() + wait_s
+        query = ("select coalesce(string_agg(application_name || ' ' || state || ' ' || sync_state, ', '"
+                 " order by application_name), 'no standby connected') from pg_stat_replication")
         while time.time() < deadline:
             r = subprocess.run(as_postgres([f"{PG_BIN}/psql", "-h", "127.0.0.1", "-p", str(port),
-                                            "-U", "postgres", "-Atc",
-                                            "select count(*) from pg_stat_replication where sync_state = 'quorum'"]),
+                                            "-U", "postgres", "-Atc", query]),
                                capture_output=True, text=True)
-            if r.stdout.strip() == "4":
+            seen = r.stdout.strip() or r.stderr.strip()
+            if r.returncode == 0 and sorted(seen.split(", ")) == [f"s{i} streaming quorum" for i in range(1, 5)]:
                 break
             time.sleep(0.5)
         else:
-            raise SystemExit("compare: the 4 standbys never became quorum-synchronous")
+            tails = []
+            for i in range(1, 5):
+                try:
+                    with open(f"{base}/s{i}.log", errors="replace") as f:
+                        tails.append(f"s{i}.log: " + " | ".join(f.read().splitlines()[-3:]))
+                except OSError as e:
+                    tails.append(f"s{i}.log: {e}")
+            raise SystemExit(f"compare: the 4 standbys were not all streaming and quorum-synchronous "
+                             f"within {wait_s} s; the primary saw: {seen}\n" + "\n".join(tails))
     sys_.url = f"postgres://postgres@127.0.0.1:{port}/postgres"
     return sys_
 

@@ -7,8 +7,9 @@ use crate::replica::{Replica, ReplicaError};
 use crate::rpc::{self, CancellationToken, Handler};
 use crate::store::{Store, StoreError};
 use crate::version::{Actor, Incarnation, NodeId};
-use async_trait::async_trait;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -104,9 +105,38 @@ impl Drop for AbortOnDrop {
     }
 }
 
-#[async_trait]
+/// One allocation per request, sized for what the request does: a
+/// coordinated write or read holds three times the state of a replica's
+/// apply, and an `async fn` here would size every request's future for the
+/// largest of them. Everything else shares one size (that of an apply),
+/// which keeps the allocator reusing the same blocks: a box per kind of
+/// request, each its own size, measured more cache misses.
 impl Handler for Node {
-    async fn handle(&self, request: Request) -> Response {
+    fn handle<'node, 'request>(
+        &'node self,
+        request: Request,
+    ) -> Pin<Box<dyn Future<Output = Response> + Send + 'request>>
+    where
+        'node: 'request,
+        Self: 'request,
+    {
+        match request {
+            Request::Write(write) => {
+                Box::pin(async move { Response::Write(self.coordinator.write(write).await) })
+            }
+            Request::Read(read) => {
+                Box::pin(async move { Response::Read(self.coordinator.read(read).await) })
+            }
+            request => Box::pin(self.answer(request)),
+        }
+    }
+}
+
+impl Node {
+    /// Answer any request. [`Handler::handle`] sends coordinated writes and
+    /// reads straight to the coordinator; here they are boxed, so that this
+    /// future stays the size of a replica's apply.
+    async fn answer(&self, request: Request) -> Response {
         let replica = self.coordinator.replica();
         match request {
             Request::Apply { key, siblings } => match replica.apply(&key, &siblings).await {
@@ -120,8 +150,8 @@ impl Handler for Node {
                 Ok(siblings) => Response::Siblings(siblings),
                 Err(e) => Response::Error(e.to_string()),
             },
-            Request::Write(write) => Response::Write(self.coordinator.write(write).await),
-            Request::Read(read) => Response::Read(self.coordinator.read(read).await),
+            Request::Write(write) => Response::Write(Box::pin(self.coordinator.write(write)).await),
+            Request::Read(read) => Response::Read(Box::pin(self.coordinator.read(read)).await),
             Request::Health => Response::Health(self.coordinator.health()),
             Request::Ping => Response::Pong { node: replica.id() },
             Request::AntiEntropy(request) => {
