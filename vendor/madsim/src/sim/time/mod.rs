@@ -5,11 +5,18 @@
 use crate::rand::{GlobalRng, Rng};
 use futures_util::{select_biased, FutureExt};
 // quorumlog: the project's timer heap (see `timer.rs`).
-use self::timer::Timer;
+use self::timer::{nanos, Timer};
 use spin::Mutex;
 #[doc(no_inline)]
 pub use std::time::{Duration, Instant};
-use std::{future::Future, sync::Arc, time::SystemTime};
+use std::{
+    future::Future,
+    sync::{
+        atomic::{AtomicU64, Ordering::{Acquire, Release}},
+        Arc,
+    },
+    time::SystemTime,
+};
 
 pub mod error;
 mod interval;
@@ -185,9 +192,7 @@ pub fn timeout<T: Future>(
     future: T,
 ) -> impl Future<Output = Result<T::Output, error::Elapsed>> {
     // quorumlog: the sleep takes the current handle (see `sleep`).
-    let handle = TimeHandle::current();
-    let deadline = handle.now_instant() + duration;
-    race(handle.into_sleep_until(deadline), future)
+    race(sleep(duration), future)
 }
 
 fn race<T: Future>(
@@ -221,11 +226,7 @@ struct Clock {
     base_time: std::time::SystemTime,
     base_instant: std::time::Instant,
     /// The amount of mock time which has elapsed, in nanoseconds.
-    advance: std::sync::atomic::AtomicU64,
-}
-
-fn duration_nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+    advance: AtomicU64,
 }
 
 impl Clock {
@@ -233,17 +234,16 @@ impl Clock {
         Clock {
             base_time,
             base_instant: unsafe { std::mem::zeroed() },
-            advance: std::sync::atomic::AtomicU64::new(0),
+            advance: AtomicU64::new(0),
         }
     }
 
     fn set_elapsed(&self, time: Duration) {
-        self.advance
-            .store(duration_nanos(time), std::sync::atomic::Ordering::Release);
+        self.advance.store(nanos(time), Release);
     }
 
     fn elapsed(&self) -> Duration {
-        Duration::from_nanos(self.advance.load(std::sync::atomic::Ordering::Acquire))
+        Duration::from_nanos(self.advance.load(Acquire))
     }
 
     fn advance(&self, duration: Duration) -> Duration {
@@ -251,13 +251,8 @@ impl Clock {
         // runs the simulation moves its clock (the executor after every
         // poll, `advance_to_next_event`, and `time::advance` from a task),
         // so no other write can come between them.
-        let ordering = std::sync::atomic::Ordering::Acquire;
-        let elapsed = self
-            .advance
-            .load(ordering)
-            .saturating_add(duration_nanos(duration));
-        self.advance
-            .store(elapsed, std::sync::atomic::Ordering::Release);
+        let elapsed = self.advance.load(Acquire).saturating_add(nanos(duration));
+        self.advance.store(elapsed, Release);
         Duration::from_nanos(elapsed)
     }
 

@@ -54,7 +54,9 @@ impl Earliest {
     }
 }
 
-fn nanos(time: Duration) -> u64 {
+/// quorumlog: a simulated time in whole nanoseconds (saturating: 584 years
+/// is past any run), as the timer and the clock both keep it.
+pub(crate) fn nanos(time: Duration) -> u64 {
     u64::try_from(time.as_nanos()).unwrap_or(u64::MAX)
 }
 
