@@ -9,7 +9,9 @@
 # dependency took three minutes of the suite for fifteen seconds of
 # fuzzing, while the same decoders take 512 cases of any bytes and of
 # damaged valid encodings each in `cargo test` (core/tests/any_bytes.rs,
-# history/tests/any_bytes.rs).
+# history/tests/any_bytes.rs). So is the profile-guided simulator build,
+# scripts/build-sim-pgo.sh (two more fat-LTO builds of the simulator), which
+# checks its own binary's reports against its instrumented build's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -12,10 +12,12 @@ use std::{
     time::Duration,
 };
 use tracing::*;
-// quorumlog: aHash instead of SipHash. These maps are looked up on every
+// quorumlog: FxHash instead of SipHash. These maps are looked up on every
 // message and never iterated, so the hasher changes nothing a run can see.
-type HashMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<ahash::AHasher>>;
-type HashSet<K> = std::collections::HashSet<K, std::hash::BuildHasherDefault<ahash::AHasher>>;
+// (Not aHash: its default keys are drawn from the OS once per process, so
+// the probes, though never the results, differed from run to run.)
+type HashMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
+type HashSet<K> = std::collections::HashSet<K, rustc_hash::FxBuildHasher>;
 
 /// A simulated network.
 ///
