@@ -156,13 +156,7 @@ impl Node {
             Request::Ping => Response::Pong { node: replica.id() },
             Request::AntiEntropy(request) => {
                 metrics::counter!("anti_entropy_requests_served_total").increment(1);
-                Response::AntiEntropy(
-                    replica
-                        .index()
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .answer(&request),
-                )
+                Response::AntiEntropy(replica.index().read(|index| index.answer(&request)))
             }
         }
     }

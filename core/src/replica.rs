@@ -1,12 +1,12 @@
 //! One replica's storage logic: apply versions sent by coordinators, serve
 //! its siblings for a key, and mint the version for a write it coordinates,
 //! keeping every key within its limits.
-use crate::anti_entropy::{digest, is_absent, Index};
+use crate::anti_entropy::{digest, is_absent, DeferredIndex, Index};
 use crate::stopwatch::Stopwatch;
 use crate::store::{Store, StoreError};
 use crate::version::{Actor, Dot, Siblings, Version, VersionError, VersionVector};
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use thiserror::Error;
 
 pub use crate::input::{MAX_KEY_LEN, MAX_VALUE_LEN};
@@ -93,8 +93,9 @@ pub struct Replica {
     /// coordinator, so the union stays within N times them.
     apply_limits: KeyLimits,
     /// What anti-entropy compares: every key's digest, kept in step with
-    /// the store by every update that goes through this replica.
-    index: Arc<Mutex<Index>>,
+    /// the store by every update that goes through this replica (digested
+    /// when the index is next read).
+    index: Arc<DeferredIndex>,
 }
 
 /// The most [`Replica::with_replicas`] scales the limits by: the largest
@@ -166,12 +167,12 @@ impl Replica {
             store,
             limits,
             apply_limits: limits,
-            index: Arc::new(Mutex::new(index)),
+            index: Arc::new(DeferredIndex::new(index)),
         })
     }
 
-    /// The anti-entropy index (lock briefly; never across an await).
-    pub fn index(&self) -> &Mutex<Index> {
+    /// The anti-entropy index (read it briefly; never across an await).
+    pub fn index(&self) -> &DeferredIndex {
         &self.index
     }
 
@@ -180,16 +181,7 @@ impl Replica {
     /// stale digest then shows as a difference that the next comparison
     /// repairs (a no-op merge records the stored state again).
     fn record(&self, key: &str, stored: &Siblings) {
-        // Hash before taking the lock: writes of other keys wait only for
-        // the trie update, not for SHA-256 over this key's siblings.
-        let entry = (!is_absent(stored)).then(|| digest(stored));
-        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        match entry {
-            Some(digest) => index.upsert(key, digest),
-            None => {
-                index.remove(key);
-            }
-        }
+        self.index.record(key, stored);
     }
 
     /// After a failed update of `key`: the update may have been applied
@@ -205,10 +197,7 @@ impl Replica {
             Ok(stored) => self.record(key, &stored),
             Err(again) => {
                 tracing::warn!(key, "cannot read a key back after a failed update: {again}");
-                self.index
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(key);
+                self.index.forget(key);
             }
         }
         ReplicaError::Store(error)

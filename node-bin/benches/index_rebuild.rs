@@ -19,6 +19,7 @@
 //! (create it first, e.g. `CREATE DATABASE quorumlog_bench OWNER quorumlog`).
 use anyhow::{bail, Context, Result};
 use quorumd::store::{FjallRows, GroupCommit, PgRows, RowBackend, SqliteRows, StoreSpec};
+use quorumlog_core::anti_entropy::Index;
 use quorumlog_core::replica::Replica;
 use quorumlog_core::{Actor, KeyLimits, Store, VersionVector};
 use std::future::Future;
@@ -153,11 +154,7 @@ where
     let built = Instant::now();
     let replica = Replica::load(Actor::new(1, 1), store.clone(), KeyLimits::default()).await?;
     let build_time = built.elapsed();
-    let indexed = replica
-        .index()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("index lock poisoned"))?
-        .len();
+    let indexed = replica.index().read(Index::len);
     if indexed != wanted {
         bail!("the index holds {indexed} keys, the store {wanted}");
     }

@@ -88,7 +88,9 @@
 //!
 //! The local index is shared with writers: the driver reads it under its
 //! lock (any [`IndexRead`]: a `Mutex`, an `RwLock`) briefly before and
-//! after each round trip and never across one. Both indexes may change
+//! after each round trip and never across one. A replica's writers record
+//! into a [`DeferredIndex`], which digests a key's set when the index is
+//! next read rather than on every update. Both indexes may change
 //! during a walk; a summary that went stale only yields an extra or a
 //! missed key, which a later round settles. The walk cannot loop (every
 //! probe is one level below the node it came from) and never sends more
@@ -149,11 +151,13 @@
 //!
 //! Determinism: no randomness, no clock; maps are `BTreeMap`s; the walk
 //! visits nodes in position order and reports keys in key order.
+pub mod deferred;
 pub mod digest;
 pub mod index;
 pub mod reconcile;
 pub mod wire;
 
+pub use deferred::{DeferredIndex, MAX_DEFERRED_BYTES, MAX_DEFERRED_KEYS};
 pub use digest::{digest, is_absent, KeyDigest, KEY_DIGEST_BYTES};
 pub use index::{
     key_position, Index, NodeHash, Summary, TrieNode, FANOUT, LEAF_ENTRIES, MAX_LEVEL,
