@@ -3,7 +3,7 @@
 # compiled again with a profile of its own sweeps (profile-guided
 # optimisation) and its machine code then laid out by BOLT, so the code a
 # seed runs sits together and its branches fall through. The same source,
-# the same report for every seed, about a quarter more seeds per
+# the same report for every seed, about a fifth more seeds per
 # CPU-second (docs/simulation.md, "Speed").
 #
 #   bash scripts/build-sim-pgo.sh [--no-bolt]
