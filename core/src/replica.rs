@@ -1,7 +1,7 @@
 //! One replica's storage logic: apply versions sent by coordinators, serve
 //! its siblings for a key, and mint the version for a write it coordinates,
 //! keeping every key within its limits.
-use crate::anti_entropy::{digest, is_absent, DeferredIndex, Index};
+use crate::anti_entropy::{entry_digest, DeferredIndex, Index};
 use crate::stopwatch::Stopwatch;
 use crate::store::{Store, StoreError};
 use crate::version::{Actor, Dot, Siblings, Version, VersionError, VersionVector};
@@ -146,11 +146,9 @@ impl Replica {
                 break;
             };
             after = Some(last.clone());
-            entries.extend(
-                page.iter()
-                    .filter(|(_, siblings)| !is_absent(siblings))
-                    .map(|(key, siblings)| (key.clone(), digest(siblings))),
-            );
+            entries.extend(page.iter().filter_map(|(key, siblings)| {
+                entry_digest(siblings).map(|digest| (key.clone(), digest))
+            }));
         }
         let keys = entries.len();
         let index = Index::from_entries(entries);

@@ -18,7 +18,7 @@
 //! waiting update first. (A key a writer updates while a read's flush is
 //! digesting shows its previous state to that read, as it would have when
 //! the writer's digest was still being taken.)
-use super::digest::{digest, is_absent, KeyDigest};
+use super::digest::{entry_digest, KeyDigest};
 use super::index::Index;
 use super::reconcile::IndexRead;
 use crate::version::Siblings;
@@ -143,22 +143,16 @@ impl DeferredIndex {
         let digested: Vec<(Box<str>, Option<KeyDigest>)> = batch
             .into_iter()
             .map(|(key, siblings)| {
-                let entry = (!is_absent(&siblings)).then(|| digest(&siblings));
+                let entry = entry_digest(&siblings);
                 (key, entry)
             })
             .collect();
         let mut waiting = self.state();
         for (key, entry) in digested {
-            if waiting.pending.contains_key(&key) {
-                // updated again while this batch was hashed: the newer
-                // state waits for the next flush
-                continue;
-            }
-            match entry {
-                Some(digest) => waiting.index.upsert(&key, digest),
-                None => {
-                    waiting.index.remove(&key);
-                }
+            // A key updated again while this batch was hashed waits for
+            // the next flush with its newer state.
+            if !waiting.pending.contains_key(&key) {
+                waiting.index.record_entry(&key, entry);
             }
         }
         waiting

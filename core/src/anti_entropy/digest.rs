@@ -57,6 +57,12 @@ pub fn is_absent(siblings: &Siblings) -> bool {
     siblings.is_empty() && siblings.seen().is_empty()
 }
 
+/// What the index holds for a key in this state: its digest, or `None`
+/// for an absent set, which has no entry.
+pub fn entry_digest(siblings: &Siblings) -> Option<KeyDigest> {
+    (!is_absent(siblings)).then(|| digest(siblings))
+}
+
 /// The digest of a key's sibling set.
 ///
 /// SHA-256 (truncated to [`KEY_DIGEST_BYTES`]) over a canonical, injective

@@ -2,7 +2,7 @@
 //! nodes summarise their key range as (XOR of entry hashes, entry count).
 //! See the module documentation of `anti_entropy` for the design and its
 //! costs.
-use super::digest::{digest, is_absent, KeyDigest};
+use super::digest::{entry_digest, KeyDigest};
 use crate::version::Siblings;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -340,12 +340,19 @@ impl Index {
     }
 
     /// Record the state a key now has: its digest, or no entry when the
-    /// set is absent. What the store calls after every update of a key.
+    /// set is absent.
     pub fn record(&mut self, key: &str, siblings: &Siblings) {
-        if is_absent(siblings) {
-            self.remove(key);
-        } else {
-            self.upsert(key, digest(siblings));
+        self.record_entry(key, entry_digest(siblings));
+    }
+
+    /// Record a state already digested by [`entry_digest`] (which a
+    /// replica's writers take outside the index's lock).
+    pub fn record_entry(&mut self, key: &str, entry: Option<KeyDigest>) {
+        match entry {
+            Some(digest) => self.upsert(key, digest),
+            None => {
+                self.remove(key);
+            }
         }
     }
 
@@ -464,6 +471,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::anti_entropy::digest::digest;
     use proptest::prelude::*;
 
     fn d(n: u64) -> KeyDigest {

@@ -158,7 +158,7 @@ pub mod reconcile;
 pub mod wire;
 
 pub use deferred::{DeferredIndex, MAX_DEFERRED_BYTES, MAX_DEFERRED_KEYS};
-pub use digest::{digest, is_absent, KeyDigest, KEY_DIGEST_BYTES};
+pub use digest::{digest, entry_digest, is_absent, KeyDigest, KEY_DIGEST_BYTES};
 pub use index::{
     key_position, Index, NodeHash, Summary, TrieNode, FANOUT, LEAF_ENTRIES, MAX_LEVEL,
 };
