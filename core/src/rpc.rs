@@ -138,6 +138,47 @@ fn encode<T: Serialize>(id: u64, body: &T) -> Result<Bytes, RpcError> {
         .map_err(|e| RpcError::Codec(e.to_string()))
 }
 
+/// Longest encoding of a request id (a `u64` as a postcard varint).
+const MAX_ID_BYTES: usize = 10;
+
+/// A request encoded once for every peer it goes to: a coordinated write
+/// sends the same `Apply` (the key's whole sibling set) to every other
+/// replica, and a read repair to every replica behind. Each call's frame
+/// is then the header, its id and these bytes — the very bytes encoding
+/// the call's envelope would give (postcard writes a struct's fields one
+/// after the other, the id first) — rather than one pass over the sibling
+/// set per peer.
+pub struct EncodedRequest {
+    request: Request,
+    /// The request's encoding, or why it has none (every call reports it).
+    body: Result<Bytes, RpcError>,
+}
+
+impl EncodedRequest {
+    pub fn new(request: Request) -> Self {
+        let body = codec::encode(&request)
+            .map(Bytes::from)
+            .map_err(|e| RpcError::Codec(e.to_string()));
+        Self { request, body }
+    }
+
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+
+    /// The frame of call `id`: what `encode(id, self.request())` gives.
+    fn frame(&self, id: u64) -> Result<Bytes, RpcError> {
+        let body = self.body.as_ref().map_err(Clone::clone)?;
+        let mut id_bytes = [0u8; MAX_ID_BYTES];
+        let id_bytes =
+            postcard::to_slice(&id, &mut id_bytes).map_err(|e| RpcError::Codec(e.to_string()))?;
+        let mut frame = codec::frame_header(id_bytes.len().saturating_add(body.len()));
+        frame.extend_from_slice(id_bytes);
+        frame.extend_from_slice(body);
+        Ok(Bytes::from(frame))
+    }
+}
+
 /// Why a frame could not be read: another protocol, or a broken frame.
 #[derive(Debug)]
 enum Unreadable {
@@ -1437,9 +1478,23 @@ impl RpcClient {
     /// [`RpcError::TooLarge`] before anything is sent (or any connection
     /// opened).
     pub async fn call(&self, request: &Request, timeout: Duration) -> Result<Response, RpcError> {
-        let deadline = tokio::time::Instant::now() + timeout;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode(id, request)?;
+        self.send(id, encode(id, request)?, timeout).await
+    }
+
+    /// [`RpcClient::call`] with a request encoded once for several peers.
+    pub async fn call_encoded(
+        &self,
+        request: &EncodedRequest,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.send(id, request.frame(id)?, timeout).await
+    }
+
+    /// Send call `id`'s frame and wait for its answer.
+    async fn send(&self, id: u64, frame: Bytes, timeout: Duration) -> Result<Response, RpcError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         if frame.len() > MAX_FRAME_BYTES {
             return Err(RpcError::TooLarge {
                 bytes: frame.len(),
@@ -1753,6 +1808,44 @@ mod tests {
             "a timeout must not end the connection"
         );
         shutdown.cancel();
+    }
+
+    #[test]
+    fn a_request_encoded_once_frames_each_call_as_encoding_it_would() {
+        use crate::version::{Actor, Dot, Siblings, Version, VersionVector};
+        let version = |node: u32, counter: u64, value: &str| Version {
+            dot: Dot::new(Actor::new(node, 1), counter),
+            context: VersionVector::from_entries([(Actor::new(3, 0), 300)]),
+            value: value.to_string(),
+            timestamp_ms: 1_700_000_000_000,
+        };
+        let siblings =
+            Siblings::from_versions([version(1, 2, "a"), version(2, 9, &"v".repeat(300))])
+                .expect("distinct dots make a sibling set");
+        let requests = [
+            Request::Apply {
+                key: "k".repeat(200),
+                siblings,
+            },
+            Request::Fetch { key: "key".into() },
+            Request::Ping,
+        ];
+        // Ids whose varints take 1, 2, 3, 5 and 10 bytes.
+        let ids = [1, 127, 128, 16_384, u64::from(u32::MAX), u64::MAX];
+        for request in requests {
+            let encoded = EncodedRequest::new(request.clone());
+            assert_eq!(encoded.request(), &request);
+            for id in ids {
+                let frame = encoded.frame(id).expect("encodable");
+                assert_eq!(
+                    frame,
+                    encode(id, &request).expect("encodable"),
+                    "{request:?}, id {id}"
+                );
+                let (read_id, read) = decode_request_frame(&frame).expect("a valid frame");
+                assert_eq!((read_id, &read), (id, &request));
+            }
+        }
     }
 
     #[test]

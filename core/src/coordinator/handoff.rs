@@ -12,6 +12,7 @@
 use super::{CallFailure, Coordinator, Gathered, Peer};
 use crate::hints::{HintLimits, HintStored};
 use crate::protocol::{Request, Response};
+use crate::rpc::EncodedRequest;
 use crate::version::NodeId;
 use futures::StreamExt;
 use std::collections::BTreeSet;
@@ -31,7 +32,7 @@ impl Coordinator {
     /// believed alive were never sent it and get one at once.
     pub(super) fn hint_misses(
         &self,
-        apply: Arc<Request>,
+        apply: Arc<EncodedRequest>,
         live: &[Arc<Peer>],
         gathered: &mut Gathered,
     ) {
@@ -90,7 +91,7 @@ impl Coordinator {
                 }
                 missed.extend(failed);
             }
-            let Request::Apply { key, siblings } = &*apply else {
+            let Request::Apply { key, siblings } = apply.request() else {
                 return;
             };
             for target in missed {

@@ -22,7 +22,7 @@ use crate::protocol::{
 };
 use crate::quorum::Consistency;
 use crate::replica::{KeyLimits, Refusal, Replica, ReplicaError};
-use crate::rpc::{RpcClient, RpcError};
+use crate::rpc::{EncodedRequest, RpcClient, RpcError};
 use crate::secure_channel::ClusterSecret;
 use crate::stopwatch::Stopwatch;
 use crate::version::{NodeId, Siblings, VersionVector};
@@ -128,7 +128,23 @@ impl Peer {
     /// the connection is down: its breaker opens at once, so the next
     /// request that needs it is refused before anything is sent.
     async fn call(&self, request: &Request, timeout: Duration) -> Result<Response, CallFailure> {
-        match self.client.call(request, timeout).await {
+        let outcome = self.client.call(request, timeout).await;
+        self.judge(outcome)
+    }
+
+    /// [`Peer::call`] with a request encoded once for several peers.
+    async fn call_encoded(
+        &self,
+        request: &EncodedRequest,
+        timeout: Duration,
+    ) -> Result<Response, CallFailure> {
+        let outcome = self.client.call_encoded(request, timeout).await;
+        self.judge(outcome)
+    }
+
+    /// A call's outcome, fed to the breaker.
+    fn judge(&self, outcome: Result<Response, RpcError>) -> Result<Response, CallFailure> {
+        match outcome {
             Ok(Response::Error(e)) => {
                 tracing::debug!(peer = self.id, "replica error: {e}");
                 self.breaker().record_failure(Instant::now());
@@ -380,10 +396,10 @@ impl Coordinator {
         let known = siblings.context();
         let token = context::encode(&self.config.context_secret, &request.key, &known);
         let after = siblings.versions().to_vec();
-        let apply = Arc::new(Request::Apply {
+        let apply = Arc::new(EncodedRequest::new(Request::Apply {
             key: request.key,
             siblings,
-        });
+        }));
         let mut gathered = self
             .gather(&peers, apply.clone(), needed - 1, peers.len(), |r| {
                 matches!(r, Response::Applied)
@@ -457,9 +473,9 @@ impl Coordinator {
             .fetch(&request.key)
             .await
             .map_err(|e| OpError::Storage(e.to_string()))?;
-        let fetch = Arc::new(Request::Fetch {
+        let fetch = Arc::new(EncodedRequest::new(Request::Fetch {
             key: request.key.clone(),
-        });
+        }));
         // Ask R-1 peers besides ourselves; others only if one fails or the
         // hedge delay passes.
         let peers = self.read_order(peers);
@@ -536,10 +552,10 @@ impl Coordinator {
             return;
         }
         metrics::counter!("read_repairs").increment(behind.len() as u64);
-        let request = Arc::new(Request::Apply {
+        let request = Arc::new(EncodedRequest::new(Request::Apply {
             key: key.to_string(),
             siblings: merged.clone(),
-        });
+        }));
         let mut tasks = Vec::new();
         let background = self.config.read_repair == ReadRepair::Background;
         for peer in behind {
@@ -562,9 +578,9 @@ impl Coordinator {
             // Boxed once, as in `gather`.
             tasks.push(tokio::spawn(Box::pin(async move {
                 let _slot = slot;
-                match (peer, &*request) {
-                    (Some(peer), request) => {
-                        let _ = peer.call(request, timeout).await;
+                match (peer, request.request()) {
+                    (Some(peer), _) => {
+                        let _ = peer.call_encoded(&request, timeout).await;
                     }
                     (None, Request::Apply { key, siblings }) => {
                         let _ = replica.apply(key, siblings).await;
@@ -590,7 +606,7 @@ impl Coordinator {
     async fn gather(
         &self,
         peers: &[Arc<Peer>],
-        request: Arc<Request>,
+        request: Arc<EncodedRequest>,
         wanted: usize,
         initial: usize,
         accept: fn(&Response) -> bool,
@@ -615,7 +631,7 @@ impl Coordinator {
                 *next += 1;
                 let request = request.clone();
                 calls.push(Box::pin(async move {
-                    let response = peer.call(&request, timeout).await;
+                    let response = peer.call_encoded(&request, timeout).await;
                     (peer, response)
                 }));
             }
