@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 use thiserror::Error;
 
 /// Identifier of a replica. In a deployment `--id 3` is node 3.
@@ -430,15 +431,58 @@ impl Version {
 /// are minted above everything ever known, whatever clients send (as
 /// Riak's DVVSet keeps one clock per key). No held sibling's dot is ever
 /// covered by `seen`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A set is shared, not copied, when it is cloned: the row cache, the
+/// store's commit queue, the anti-entropy index and a replica's answer all
+/// hold the same set, and the first change made through one clone copies
+/// it for that clone alone (`Arc::make_mut`). A key's set carries its
+/// values (up to the key's byte limit), and an update used to copy it
+/// four times.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Siblings {
+    data: Arc<SiblingsData>,
+}
+
+/// What a [`Siblings`] holds; encoded as the set itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename = "Siblings")]
+struct SiblingsData {
     versions: Vec<Version>,
     seen: VersionVector,
+}
+
+impl Serialize for Siblings {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.data.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Siblings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        SiblingsData::deserialize(deserializer).map(|data| Siblings {
+            data: Arc::new(data),
+        })
+    }
+}
+
+impl fmt::Debug for Siblings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Siblings")
+            .field("versions", &self.data.versions)
+            .field("seen", &self.data.seen)
+            .finish()
+    }
 }
 
 impl Siblings {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// This set's contents to change: copied first if another clone shares
+    /// them.
+    fn data_mut(&mut self) -> &mut SiblingsData {
+        Arc::make_mut(&mut self.data)
     }
 
     /// Build from any versions, keeping only those not covered by another.
@@ -460,8 +504,10 @@ impl Siblings {
         seen: VersionVector,
     ) -> Result<Self, VersionError> {
         let mut set = Siblings {
-            versions: Vec::new(),
-            seen,
+            data: Arc::new(SiblingsData {
+                versions: Vec::new(),
+                seen,
+            }),
         };
         for v in versions {
             set.sync_one(v)?;
@@ -470,38 +516,40 @@ impl Siblings {
     }
 
     pub fn versions(&self) -> &[Version] {
-        &self.versions
+        &self.data.versions
     }
 
     pub fn into_versions(self) -> Vec<Version> {
-        self.versions
+        Arc::try_unwrap(self.data)
+            .map_or_else(|shared| shared.versions.clone(), |data| data.versions)
     }
 
     /// The join of the contexts of every version merged here: every dot
     /// superseded here.
     pub fn seen(&self) -> &VersionVector {
-        &self.seen
+        &self.data.seen
     }
 
     pub fn len(&self) -> usize {
-        self.versions.len()
+        self.data.versions.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.versions.is_empty()
+        self.data.versions.is_empty()
     }
 
     /// Bytes the set counts for against a key's size limit.
     pub fn footprint(&self) -> usize {
-        self.versions
+        self.data
+            .versions
             .iter()
             .fold(0usize, |sum, v| sum.saturating_add(v.footprint()))
-            .saturating_add(self.seen.len().saturating_mul(CONTEXT_ENTRY_BYTES))
+            .saturating_add(self.data.seen.len().saturating_mul(CONTEXT_ENTRY_BYTES))
     }
 
     /// Whether `dot` is known here: held, or superseded here.
     pub fn covers(&self, dot: Dot) -> bool {
-        self.seen.covers(dot) || self.versions.iter().any(|v| v.dot == dot)
+        self.data.seen.covers(dot) || self.data.versions.iter().any(|v| v.dot == dot)
     }
 
     /// Merge one incoming version: it replaces the siblings its context
@@ -521,22 +569,23 @@ impl Siblings {
     /// Whether [`Siblings::sync_one`] would add `incoming`: not held (a
     /// held dot with other contents is a conflict) and not superseded.
     fn admits(&self, incoming: &Version) -> Result<bool, VersionError> {
-        if let Some(held) = self.versions.iter().find(|s| s.dot == incoming.dot) {
+        if let Some(held) = self.data.versions.iter().find(|s| s.dot == incoming.dot) {
             if held != incoming {
                 return Err(VersionError::DotConflict { dot: incoming.dot });
             }
             return Ok(false);
         }
-        Ok(!self.seen.covers(incoming.dot))
+        Ok(!self.data.seen.covers(incoming.dot))
     }
 
     /// Add a version [`Siblings::admits`]: what it has seen is superseded.
     fn insert_admitted(&mut self, incoming: Version) {
-        self.seen.join_in_place(&incoming.context);
-        let seen = &self.seen;
-        self.versions.retain(|s| !seen.covers(s.dot));
-        let at = self.versions.partition_point(|s| s.dot < incoming.dot);
-        self.versions.insert(at, incoming);
+        let data = self.data_mut();
+        data.seen.join_in_place(&incoming.context);
+        let seen = &data.seen;
+        data.versions.retain(|s| !seen.covers(s.dot));
+        let at = data.versions.partition_point(|s| s.dot < incoming.dot);
+        data.versions.insert(at, incoming);
     }
 
     /// Merge another sibling set into this one, all or nothing: on a dot
@@ -558,9 +607,12 @@ impl Siblings {
     /// incoming versions are copied only when they are added.
     pub fn synced(&self, incoming: &Siblings) -> Result<Option<Siblings>, VersionError> {
         let mut merged = self.clone();
-        merged.seen.join_in_place(&incoming.seen);
-        let seen = &merged.seen;
-        merged.versions.retain(|v| !seen.covers(v.dot));
+        {
+            let data = merged.data_mut();
+            data.seen.join_in_place(incoming.seen());
+            let seen = &data.seen;
+            data.versions.retain(|v| !seen.covers(v.dot));
+        }
         let mut added = false;
         for v in incoming.versions() {
             if merged.admits(v)? {
@@ -573,8 +625,7 @@ impl Siblings {
         // differ only if some were superseded, which shortens them (the
         // rest keep their order). So this is `merged != *self`, without
         // comparing every value.
-        let changed =
-            added || merged.versions.len() != self.versions.len() || merged.seen != self.seen;
+        let changed = added || merged.len() != self.len() || merged.seen() != self.seen();
         Ok(changed.then_some(merged))
     }
 
@@ -582,8 +633,8 @@ impl Siblings {
     /// superseded. The causal context handed to a client, so that its next
     /// write supersedes exactly what it has seen.
     pub fn context(&self) -> VersionVector {
-        let mut vv = self.seen.clone();
-        for v in &self.versions {
+        let mut vv = self.data.seen.clone();
+        for v in &self.data.versions {
             vv.bump(v.dot.actor(), v.dot.counter);
         }
         vv
@@ -593,11 +644,12 @@ impl Siblings {
     /// context merged here).
     pub fn max_counter(&self, actor: impl Into<Actor>) -> u64 {
         let actor = actor.into();
-        self.versions
+        self.data
+            .versions
             .iter()
             .filter(|v| v.dot.actor() == actor)
             .map(|v| v.dot.counter)
-            .fold(self.seen.get(actor), u64::max)
+            .fold(self.data.seen.get(actor), u64::max)
     }
 
     /// Mint a new version at `actor` for a write that has seen `context`:
@@ -655,13 +707,61 @@ mod tests {
         assert_eq!(set.versions(), &[c]);
     }
 
+    #[test]
+    fn clones_share_a_set_until_one_changes_and_a_change_reaches_no_other_clone() {
+        let mut set = Siblings::new();
+        let a = set.mint(1, &VersionVector::new(), "a".into(), 0).unwrap();
+        set.sync_one(a.clone()).unwrap();
+        let b = set.mint(2, &VersionVector::new(), "b".into(), 0).unwrap();
+        set.sync_one(b.clone()).unwrap();
+        let before = set.clone();
+        let mut changed = set.clone();
+        assert!(
+            Arc::ptr_eq(&set.data, &changed.data),
+            "a clone is not a copy"
+        );
+        let c = changed.mint(3, &set.context(), "c".into(), 0).unwrap();
+        assert!(changed.sync_one(c.clone()).unwrap());
+        assert_eq!(changed.versions(), std::slice::from_ref(&c));
+        assert_eq!(set.versions(), &[a.clone(), b.clone()]);
+        assert_eq!(set, before);
+        // Merging into the original leaves the clone that changed alone.
+        let d = set.mint(1, &VersionVector::new(), "d".into(), 0).unwrap();
+        assert!(set.sync_one(d.clone()).unwrap());
+        assert_eq!(set.versions(), &[a, d, b]);
+        assert_eq!(changed.versions(), &[c]);
+    }
+
+    #[test]
+    fn a_set_encodes_as_its_versions_then_what_it_has_seen() {
+        let mut set = Siblings::new();
+        let a = set.mint(1, &VersionVector::new(), "a".into(), 5).unwrap();
+        set.sync_one(a).unwrap();
+        let b = set.mint(2, &set.context(), "b".into(), 6).unwrap();
+        set.sync_one(b).unwrap();
+        // What stored rows and frames of every earlier build hold.
+        let as_fields = (set.versions().to_vec(), set.seen().clone());
+        assert_eq!(
+            crate::codec::encode(&set).unwrap(),
+            crate::codec::encode(&as_fields).unwrap()
+        );
+        let read: Siblings =
+            crate::codec::decode(&crate::codec::encode(&as_fields).unwrap()).unwrap();
+        assert_eq!(read, set);
+        assert_eq!(
+            serde_json::to_value(&set).unwrap(),
+            serde_json::json!({ "versions": serde_json::to_value(set.versions()).unwrap(), "seen": serde_json::to_value(set.seen()).unwrap() })
+        );
+    }
+
     /// `sync` as it was written before `synced`: the reference the
     /// cheaper merge must agree with.
     fn reference_sync(set: &mut Siblings, incoming: &Siblings) -> Result<bool, VersionError> {
         let mut merged = set.clone();
-        merged.seen.join_in_place(&incoming.seen);
-        let seen = &merged.seen;
-        merged.versions.retain(|v| !seen.covers(v.dot));
+        let data = merged.data_mut();
+        data.seen.join_in_place(incoming.seen());
+        let seen = &data.seen;
+        data.versions.retain(|v| !seen.covers(v.dot));
         for v in incoming.versions() {
             merged.sync_one(v.clone())?;
         }
@@ -705,7 +805,7 @@ mod tests {
                 1 if !sets[from].is_empty() => {
                     // A forged copy of a held dot: a conflict for both.
                     let mut forged = sets[from].clone();
-                    forged.versions[0].value.push('!');
+                    forged.data_mut().versions[0].value.push('!');
                     let (mut a, mut b) = (sets[at].clone(), sets[at].clone());
                     assert_eq!(a.sync(&forged), reference_sync(&mut b, &forged));
                     assert_eq!(a, b);
