@@ -1,8 +1,10 @@
 //! What the project's copy of madsim (`vendor/madsim`) must still do after
 //! its changes: a simulated TCP link delivers in order and no sooner than
-//! its latency, holds what is sent while it is down until it is back, and
-//! a sleep polled many times wakes its task once. Judged on what the
-//! programs see (bytes, times, wake-ups), not on madsim's internals.
+//! its latency, holds what is sent while it is down until it is back, a
+//! sleep polled many times wakes its task once, a killed node's waiting
+//! tasks are dropped however many tasks finished before, and the clocks
+//! programs read are the simulated one. Judged on what the programs see
+//! (bytes, times, wake-ups, drops), not on madsim's internals.
 #![cfg(madsim)]
 
 use madsim::task::NodeId;
@@ -181,5 +183,63 @@ fn a_sleep_polled_many_times_wakes_its_task_once() {
             .is_pending());
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(other.0.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// Counts the futures dropped while it was alive in them.
+struct CountsDrop(Arc<AtomicUsize>);
+
+impl Drop for CountsDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn killing_a_node_drops_every_task_still_waiting_however_many_have_finished() {
+    run(3, async {
+        let handle = madsim::runtime::Handle::current();
+        let node = handle.create_node().ip([10, 0, 0, 3].into()).build();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let mut waiting = 0;
+        for round in 0..40 {
+            // Tasks that finish at once, thousands in all: the node's task
+            // list is pruned of them again and again...
+            for _ in 0..50 {
+                node.spawn(async {});
+            }
+            // ...among tasks that wait for nothing that will ever come:
+            // only the kill wakes them, to be dropped.
+            if round % 4 == 0 {
+                let guard = CountsDrop(dropped.clone());
+                node.spawn(async move {
+                    let _guard = guard;
+                    std::future::pending::<()>().await;
+                });
+                waiting += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(dropped.load(Ordering::SeqCst), 0);
+        handle.kill(node.id());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(dropped.load(Ordering::SeqCst), waiting);
+    });
+}
+
+#[test]
+fn the_clock_programs_read_is_the_simulated_one() {
+    run(5, async {
+        let before = (Instant::now(), std::time::SystemTime::now());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let waited = (
+            Instant::now() - before.0,
+            before.1.elapsed().expect("forward"),
+        );
+        for waited in [waited.0, waited.1] {
+            // The sleep, and the executor's step of 50-100 ns a poll.
+            assert!(waited >= Duration::from_millis(5), "{waited:?}");
+            assert!(waited < Duration::from_micros(5_010), "{waited:?}");
+        }
     });
 }

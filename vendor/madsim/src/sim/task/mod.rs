@@ -22,7 +22,7 @@ use std::{
         Arc, Weak,
     },
     task::{Context, Poll, Waker},
-    time::{Duration, Instant},
+    time::Duration,
 };
 use tokio::sync::watch;
 use tracing::{debug, error, error_span, trace, Span};
@@ -75,9 +75,9 @@ pub struct TaskInfo {
     pub span: Span,
     /// The spawn location.
     location: StaticLocation,
-    /// The time when this task is spawned.
-    #[allow(dead_code)]
-    spawn_time: Instant,
+    // quorumlog: upstream also kept the time the task was spawned, which
+    // nothing reads: a clock read (through the overridden `clock_gettime`)
+    // for every task.
     /// The waker of this task. Used for cancellation.
     waker: Waker,
     /// A flag indicating that the task has been cancelled.
@@ -122,11 +122,22 @@ impl NodeInfo {
             name,
             node: self.clone(),
             location: Location::caller(),
-            spawn_time: Instant::now(),
             waker: futures_util::task::noop_waker(), // updated later
             cancelled: AtomicBool::new(false),
         });
-        self.tasks.lock().push(Arc::downgrade(&task));
+        let mut tasks = self.tasks.lock();
+        // quorumlog: the list is what `kill` wakes, and upstream only
+        // pruned it when counting tasks: every finished task's info stayed
+        // allocated (a weak reference keeps the block) until the node was
+        // killed, scattering a run's live data over memory it kept growing.
+        // Dropping the finished ones whenever the list would grow keeps it
+        // at about twice the node's live tasks; the live ones keep their
+        // order, and so `kill` wakes them in the same order.
+        if tasks.len() == tasks.capacity() {
+            tasks.retain(|weak| weak.strong_count() != 0);
+        }
+        tasks.push(Arc::downgrade(&task));
+        drop(tasks);
         task
     }
 
