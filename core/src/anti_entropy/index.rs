@@ -243,11 +243,21 @@ fn summarise(
 /// keys with one 64-bit position are possible, and must stay distinct).
 type EntryKey = (u64, Box<str>);
 
+/// What the index holds for a key: its digest, and the hash the entry
+/// contributes to the nodes above it, kept rather than hashed again each
+/// time a node is summed from its entries (every comparison of a small
+/// index, and every probe of a leaf, sums them all).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Held {
+    digest: KeyDigest,
+    hash: NodeHash,
+}
+
 /// The Merkle index of one replica's keys: key → [`KeyDigest`], and a
 /// summary for every trie node holding more than [`LEAF_ENTRIES`] keys.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Index {
-    entries: BTreeMap<EntryKey, KeyDigest>,
+    entries: BTreeMap<EntryKey, Held>,
     /// Exactly the nodes holding more than `LEAF_ENTRIES` entries, with
     /// their summaries. On any key's path they form a prefix of the path
     /// (a child never holds more than its parent), so an update stops at
@@ -307,7 +317,11 @@ impl Index {
         summarise(TrieNode::ROOT, &positions, &hashes, &mut nodes);
         Index {
             // from a sorted sequence std builds the tree in bulk, full nodes
-            entries: sorted.into_iter().collect(),
+            entries: sorted
+                .into_iter()
+                .zip(hashes)
+                .map(|((key, digest), hash)| (key, Held { digest, hash }))
+                .collect(),
             nodes,
         }
     }
@@ -331,7 +345,7 @@ impl Index {
     pub fn get(&self, key: &str) -> Option<KeyDigest> {
         self.entries
             .get(&(key_position(key), Box::from(key)))
-            .copied()
+            .map(|held| held.digest)
     }
 
     /// Summary of the whole index: equal roots, equal replicas.
@@ -363,9 +377,10 @@ impl Index {
     pub fn upsert(&mut self, key: &str, digest: KeyDigest) {
         let position = key_position(key);
         let new = entry_hash(key, &digest);
-        let (delta, added) = match self.entries.insert((position, key.into()), digest) {
-            Some(old) if old == digest => return,
-            Some(old) => (entry_hash(key, &old) ^ new, false),
+        let held = Held { digest, hash: new };
+        let (delta, added) = match self.entries.insert((position, key.into()), held) {
+            Some(old) if old.digest == digest => return,
+            Some(old) => (old.hash ^ new, false),
             None => (new, true),
         };
         for level in 0..=MAX_LEVEL {
@@ -392,10 +407,9 @@ impl Index {
     /// Forget `key` (its set became absent). Returns whether it was held.
     pub fn remove(&mut self, key: &str) -> bool {
         let position = key_position(key);
-        let Some(old) = self.entries.remove(&(position, Box::from(key))) else {
+        let Some(Held { hash, .. }) = self.entries.remove(&(position, Box::from(key))) else {
             return false;
         };
-        let hash = entry_hash(key, &old);
         for level in 0..=MAX_LEVEL {
             let node = TrieNode::of_position(position, level);
             let Some(summary) = self.nodes.get_mut(&node) else {
@@ -424,8 +438,8 @@ impl Index {
     /// an unstored node, whose entries are few).
     fn scan(&self, node: TrieNode, limit: usize) -> Summary {
         let mut summary = Summary::EMPTY;
-        for ((_, key), digest) in self.range(node).take(limit) {
-            summary.add(entry_hash(key, digest));
+        for (_, held) in self.held(node).take(limit) {
+            summary.add(held.hash);
         }
         summary
     }
@@ -435,6 +449,12 @@ impl Index {
         &self,
         node: TrieNode,
     ) -> impl Iterator<Item = (&EntryKey, &KeyDigest)> + '_ {
+        self.held(node).map(|(key, held)| (key, &held.digest))
+    }
+
+    /// What the index holds for each key of a node, in (position, key)
+    /// order.
+    fn held(&self, node: TrieNode) -> impl Iterator<Item = (&EntryKey, &Held)> + '_ {
         let (low, high) = node.bounds();
         let start = Bound::Included((low, Box::<str>::default()));
         let end = match high.checked_add(1) {
@@ -449,13 +469,18 @@ impl Index {
     pub fn iter(&self) -> impl Iterator<Item = (&str, KeyDigest)> + '_ {
         self.entries
             .iter()
-            .map(|((_, key), digest)| (&**key, *digest))
+            .map(|((_, key), held)| (&**key, held.digest))
     }
 
-    /// Whether every node's stored summary is right and exactly the nodes
-    /// above `LEAF_ENTRIES` are stored (tests).
+    /// Whether every entry's kept hash and every node's stored summary is
+    /// right, and exactly the nodes above `LEAF_ENTRIES` are stored (tests).
     #[cfg(test)]
     pub(crate) fn check(&self) -> Result<(), String> {
+        for ((_, key), held) in &self.entries {
+            if held.hash != entry_hash(key, &held.digest) {
+                return Err(format!("the entry hash kept for {key:?} is not its own"));
+            }
+        }
         let rebuilt = Index::from_entries(self.iter());
         if rebuilt.nodes != self.nodes {
             return Err(format!(
