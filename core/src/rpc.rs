@@ -138,9 +138,6 @@ fn encode<T: Serialize>(id: u64, body: &T) -> Result<Bytes, RpcError> {
         .map_err(|e| RpcError::Codec(e.to_string()))
 }
 
-/// Longest encoding of a request id (a `u64` as a postcard varint).
-const MAX_ID_BYTES: usize = 10;
-
 /// A request encoded once for every peer it goes to: a coordinated write
 /// sends the same `Apply` (the key's whole sibling set) to every other
 /// replica, and a read repair to every replica behind. Each call's frame
@@ -169,11 +166,9 @@ impl EncodedRequest {
     /// The frame of call `id`: what `encode(id, self.request())` gives.
     fn frame(&self, id: u64) -> Result<Bytes, RpcError> {
         let body = self.body.as_ref().map_err(Clone::clone)?;
-        let mut id_bytes = [0u8; MAX_ID_BYTES];
-        let id_bytes =
-            postcard::to_slice(&id, &mut id_bytes).map_err(|e| RpcError::Codec(e.to_string()))?;
-        let mut frame = codec::frame_header(id_bytes.len().saturating_add(body.len()));
-        frame.extend_from_slice(id_bytes);
+        let frame = codec::frame_header(codec::encoded_size(&id).saturating_add(body.len()));
+        let mut frame =
+            codec::encode_into(&id, frame).map_err(|e| RpcError::Codec(e.to_string()))?;
         frame.extend_from_slice(body);
         Ok(Bytes::from(frame))
     }

@@ -137,7 +137,6 @@ impl NodeInfo {
             tasks.retain(|weak| weak.strong_count() != 0);
         }
         tasks.push(Arc::downgrade(&task));
-        drop(tasks);
         task
     }
 
