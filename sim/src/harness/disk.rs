@@ -22,12 +22,13 @@
 use crate::scenario::DiskFaults;
 use async_trait::async_trait;
 use quorumlog_core::storage::{
-    decode, HintRow, HintTotals, HintWrite, RecordIncarnation, RowBackend, RowWrite,
+    decode, HintRow, HintTotals, HintWrite, RecordIncarnation, RowBackend, RowWrite, ROW_FORMAT_4,
 };
 use quorumlog_core::{Siblings, StoreError};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::{Bound, RangeInclusive};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -73,38 +74,68 @@ impl DiskStats {
 
 /// One committed row: its bytes and row version, and what they decode to.
 ///
-/// Decoded once, when committed: the harness reads every node's rows every
-/// 100 ms of simulated time (the key-limit watch, the liveness phase, the
-/// nemesis), and decoding them on each read was a sizeable share of a run.
+/// Decoded when first asked for, and then kept: the harness reads the
+/// stores only now and then (the liveness phase, a refill, the end of the
+/// run), while a key is committed many times between two reads. What it
+/// needs on every commit and every key-limit watch, how many versions the
+/// row holds, is read off the row's head (see [`Row::versions`]).
 #[derive(Debug)]
 struct Row {
     data: Vec<u8>,
     version: i64,
-    decoded: Result<Arc<Siblings>, StoreError>,
-    /// Sibling count and value bytes of `decoded` (unused if it failed).
-    size: RowSize,
-}
-
-/// What the key-limit judgement counts of a committed sibling set.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RowSize {
-    pub siblings: usize,
-    /// The sum of the versions' value lengths.
-    pub value_bytes: usize,
+    decoded: OnceCell<Result<Arc<Siblings>, StoreError>>,
 }
 
 impl Row {
-    fn new(key: &str, data: Vec<u8>, version: i64) -> Self {
-        let decoded = decode(key, &data).map(Arc::new);
-        let size = decoded.as_ref().map_or(RowSize::default(), |set| RowSize {
-            siblings: set.len(),
-            value_bytes: set.versions().iter().map(|v| v.value.len()).sum(),
-        });
+    fn new(data: Vec<u8>, version: i64) -> Self {
         Row {
             data,
             version,
-            decoded,
-            size,
+            decoded: OnceCell::new(),
+        }
+    }
+
+    /// What the row decodes to (decoded once).
+    fn decoded(&self, key: &str) -> &Result<Arc<Siblings>, StoreError> {
+        self.decoded
+            .get_or_init(|| decode(key, &self.data).map(Arc::new))
+    }
+
+    /// How many versions the row holds. A row of the current format is an
+    /// encoded sibling set behind its marker, and the set's first field is
+    /// its sequence of versions: the count is the varint that opens it.
+    /// Any other row (or a head that does not read) is decoded.
+    fn versions(&self, key: &str) -> Result<usize, StoreError> {
+        let head = self
+            .data
+            .strip_prefix(&ROW_FORMAT_4)
+            .and_then(|set| postcard::take_from_bytes::<u64>(set).ok())
+            .and_then(|(count, _)| usize::try_from(count).ok());
+        match head {
+            Some(count) => Ok(count),
+            None => self
+                .decoded(key)
+                .as_ref()
+                .map(|set| set.len())
+                .map_err(Clone::clone),
+        }
+    }
+
+    /// Whether the row is over the key limits taken `times` over: more
+    /// versions than `max_siblings` times, or more value bytes than
+    /// `max_bytes` times. A row no longer than the byte bound holds fewer
+    /// value bytes (each value is in it, behind its length), so only a
+    /// longer one is decoded to sum them.
+    fn over(&self, key: &str, max_siblings: usize, max_bytes: usize) -> Result<bool, StoreError> {
+        if self.versions(key)? > max_siblings {
+            return Ok(true);
+        }
+        if self.data.len() <= max_bytes {
+            return Ok(false);
+        }
+        match self.decoded(key) {
+            Ok(set) => Ok(set.versions().iter().map(|v| v.value.len()).sum::<usize>() > max_bytes),
+            Err(e) => Err(e.clone()),
         }
     }
 }
@@ -191,16 +222,31 @@ impl SimDisk {
     /// own counting.
     fn grows_past_limit(
         &self,
-        old: Option<&Siblings>,
-        new: Option<&Siblings>,
+        key: &str,
+        old: Option<&Row>,
+        new: &Row,
         incarnation: Option<i64>,
     ) -> bool {
-        let (Some(owner), Some(new)) = (self.owner, new) else {
+        let Some(owner) = self.owner else {
             return false;
         };
-        if new.len() <= owner.max_siblings || new.len() <= old.map_or(0, Siblings::len) {
+        // Counted off the rows' heads first: nearly every commit stays
+        // within the limit, and is judged without decoding anything.
+        let (Ok(new_len), old_len) = (
+            new.versions(key),
+            old.map_or(0, |old| old.versions(key).unwrap_or(0)),
+        ) else {
+            return false;
+        };
+        if new_len <= owner.max_siblings || new_len <= old_len {
             return false;
         }
+        let (Ok(new), old) = (
+            new.decoded(key),
+            old.and_then(|old| old.decoded(key).as_deref().ok()),
+        ) else {
+            return false;
+        };
         let incarnation = incarnation.and_then(|i| u32::try_from(i).ok()).unwrap_or(0);
         let old_dots: BTreeSet<_> = old
             .map(|old| old.versions().iter().map(|v| v.dot).collect())
@@ -235,18 +281,20 @@ impl SimDisk {
         self.committed()
             .rows
             .iter()
-            .map(|(key, row)| Ok((key.clone(), row.decoded.clone()?)))
+            .map(|(key, row)| Ok((key.clone(), row.decoded(key).clone()?)))
             .collect()
     }
 
-    /// The size of every committed row: what [`Self::rows`] would give,
-    /// counted, without copying a key (and failing as it would).
-    pub fn row_sizes(&self) -> Result<Vec<RowSize>, StoreError> {
-        self.committed()
-            .rows
-            .values()
-            .map(|row| row.decoded.as_ref().map(|_| row.size).map_err(Clone::clone))
-            .collect()
+    /// How many committed rows hold more versions than `max_siblings` or
+    /// more value bytes than `max_bytes` (counted from what the rows hold,
+    /// not with the core's own accounting).
+    pub fn rows_over(&self, max_siblings: usize, max_bytes: usize) -> Result<usize, StoreError> {
+        let committed = self.committed();
+        let mut over = 0;
+        for (key, row) in &committed.rows {
+            over += usize::from(row.over(key, max_siblings, max_bytes)?);
+        }
+        Ok(over)
     }
 
     fn latency(&self, range: RangeInclusive<u64>) -> Duration {
@@ -288,9 +336,8 @@ impl SimDisk {
                 (Some(expected), Some(current)) if expected == current => current + 1,
                 _ => continue,
             };
-            let row = Row::new(&write.key, write.data.clone(), next);
-            let old = current.and_then(|row| row.decoded.as_deref().ok());
-            if self.grows_past_limit(old, row.decoded.as_deref().ok(), incarnation) {
+            let row = Row::new(write.data.clone(), next);
+            if self.grows_past_limit(&write.key, current, &row, incarnation) {
                 self.stats().grown_past_limit += 1;
             }
             committed.rows.insert(write.key.clone(), row);
@@ -562,6 +609,61 @@ mod tests {
         assert_eq!(write(blind(&[(1, 1), (1, 2), (2, 2)]), Some(1)), 0);
         // The owner adds a version to a set past the limit: counted.
         assert_eq!(write(blind(&[(1, 1), (1, 2), (1, 3), (2, 2)]), Some(2)), 1);
+    }
+
+    /// The count read off a row's head is the number of versions the row
+    /// decodes to, for one-byte and longer varints alike.
+    #[test]
+    fn a_rows_head_counts_its_versions() {
+        for count in [0u32, 1, 2, 127, 128, 300] {
+            let dots: Vec<(u32, u64)> = (0..count).map(|i| (i + 1, 1)).collect();
+            let row = Row::new(blind(&dots), 0);
+            assert_eq!(row.versions("k"), Ok(count as usize));
+            let decoded = row.decoded("k").as_ref().expect("decodes").len();
+            assert_eq!(decoded, count as usize);
+        }
+        // A row the head does not describe is decoded, and fails as that does.
+        let broken = Row::new(b"not a row".to_vec(), 0);
+        assert!(broken.versions("k").is_err());
+    }
+
+    /// Over the limits by versions or by value bytes, judged on what the
+    /// rows hold; a row longer than the byte limit whose values fit is not.
+    #[test]
+    fn rows_over_the_limits_are_counted_by_versions_and_by_value_bytes() {
+        let faults = DiskFaults {
+            failed_permille: 0,
+            unknown_permille: 0,
+        };
+        let disk = SimDisk::new(faults, ChaCha8Rng::seed_from_u64(1));
+        let value_of = |bytes: usize| {
+            let version = |node: u32, value: String| Version {
+                dot: Dot::new(node, 1),
+                context: VersionVector::new(),
+                value,
+                timestamp_ms: 0,
+            };
+            // Many small versions: the row is longer than its values.
+            let versions = (1..=40).map(|node| version(node, "x".repeat(bytes / 40)));
+            encode(&Siblings::from_versions(versions).expect("concurrent")).expect("encode")
+        };
+        let write = |key: &str, data: Vec<u8>| {
+            disk.apply(&[RowWrite {
+                key: key.into(),
+                data,
+                expected: None,
+            }]);
+        };
+        write("few", blind(&[(1, 1), (2, 1)]));
+        assert_eq!(disk.rows_over(2, 1 << 20), Ok(0));
+        assert_eq!(disk.rows_over(1, 1 << 20), Ok(1));
+        // 40 versions of 25 bytes: 1,000 value bytes in a longer row.
+        write("big", value_of(1000));
+        let long = disk.committed().rows["big"].data.len();
+        assert!(long > 1000);
+        assert_eq!(disk.rows_over(40, 1000), Ok(0));
+        assert_eq!(disk.rows_over(40, 999), Ok(1));
+        assert_eq!(disk.rows_over(39, 1000), Ok(1));
     }
 
     fn row(key: &str, value: &str, expected: Option<i64>) -> RowWrite {
