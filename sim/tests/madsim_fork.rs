@@ -1,6 +1,6 @@
 //! What the project's copy of madsim (`vendor/madsim`) must still do after
 //! its changes: a simulated TCP link delivers in order and no sooner than
-//! its latency, holds what is sent while it is down until it is back, a
+//! its latency, every byte before the end of the stream, holds what is sent while it is down until it is back, a
 //! sleep polled many times wakes its task once, a killed node's waiting
 //! tasks are dropped however many tasks finished before, and the clocks
 //! programs read are the simulated one. Judged on what the programs see
@@ -109,6 +109,54 @@ fn a_link_delivers_in_order_and_no_sooner_than_its_latency() {
                     arrived - sent
                 );
             }
+        });
+    }
+}
+
+/// Frames written in pieces, several to a flush, and the stream dropped at
+/// once after the last flush, while its payloads still travel: the reader
+/// gets every byte, in order, and only then the end of the stream.
+#[test]
+fn pieces_written_between_flushes_arrive_whole_and_the_end_comes_after_them() {
+    for seed in 0..4 {
+        run(seed, async {
+            let handle = madsim::runtime::Handle::current();
+            let receiver = handle.create_node().ip([10, 0, 0, 1].into()).build();
+            let sender = handle.create_node().ip([10, 0, 0, 2].into()).build();
+            let messages = 60u64;
+            let received = receiver.spawn(async move {
+                let listener = tokio::net::TcpListener::bind("10.0.0.1:1")
+                    .await
+                    .expect("bind");
+                let (mut stream, _) = listener.accept().await.expect("accept");
+                let mut bytes = Vec::new();
+                // Returns at the end of the stream: the sender dropped it.
+                stream.read_to_end(&mut bytes).await.expect("read");
+                bytes
+            });
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            sender.spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect("10.0.0.1:1")
+                    .await
+                    .expect("connect");
+                for seq in 0..messages {
+                    let bytes = record(seq, seq * 7);
+                    // Each record in two writes, three records to a flush.
+                    stream.write_all(&bytes[..5]).await.expect("send");
+                    stream.write_all(&bytes[5..]).await.expect("send");
+                    if seq % 3 == 2 || seq + 1 == messages {
+                        stream.flush().await.expect("flush");
+                    }
+                }
+                // Dropped here: the last payloads are still on their way.
+            });
+            let bytes = received.await.expect("the receiver runs to the end");
+            let records: Vec<(u64, u64)> = bytes
+                .chunks(RECORD)
+                .map(|chunk| parse(chunk.try_into().expect("whole records")))
+                .collect();
+            let expected: Vec<(u64, u64)> = (0..messages).map(|seq| (seq, seq * 7)).collect();
+            assert_eq!(records, expected);
         });
     }
 }

@@ -420,12 +420,31 @@ struct Link {
     queue: VecDeque<(Payload, State)>,
     /// The receiving task, waiting for the queue.
     receiver: Option<Waker>,
-    /// Payloads still travelling (a timer will queue each).
-    travelling: usize,
+    /// Payloads still travelling, in the order they were sent, each with
+    /// the link state it will arrive with: a timer set for each one's
+    /// arrival moves the first into `queue` (arrivals are strictly later
+    /// than the one before on the link, so they fire in this order).
+    travelling: VecDeque<(Payload, State)>,
     sender_gone: bool,
     receiver_gone: bool,
     /// Tasks waiting for the receiver to go ([`PayloadSender::closed`]).
     closed_waiters: Vec<Waker>,
+}
+
+/// The timer of the first travelling payload fired: it has arrived.
+impl crate::time::Fire for Mutex<Link> {
+    fn fire(&self) {
+        let waker = {
+            let mut link = self.lock();
+            match link.travelling.pop_front() {
+                Some((payload, state)) => link.arrive(payload, state),
+                None => None,
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
 }
 
 impl Link {
@@ -479,19 +498,9 @@ impl PayloadSender {
             return Some(());
         };
         *last_due = Some(due);
-        link.travelling += 1;
+        link.travelling.push_back((value, state.map(|_| due)));
         drop(link);
-        let link = self.link.clone();
-        self.time.add_timer_at(due, move || {
-            let waker = {
-                let mut link = link.lock();
-                link.travelling -= 1;
-                link.arrive(value, state.map(|_| due))
-            };
-            if let Some(waker) = waker {
-                waker.wake();
-            }
-        });
+        self.time.fire_at(due, self.link.clone());
         Some(())
     }
 
@@ -593,7 +602,7 @@ impl Stream for PayloadReceiver {
                         backoff: Some(backoff),
                     });
                 }
-                None if link.sender_gone && link.travelling == 0 => return Poll::Ready(None),
+                None if link.sender_gone && link.travelling.is_empty() => return Poll::Ready(None),
                 None => {
                     link.receiver = Some(cx.waker().clone());
                     return Poll::Pending;

@@ -6,6 +6,7 @@ use crate::rand::{GlobalRng, Rng};
 use futures_util::{select_biased, FutureExt};
 // quorumlog: the project's timer heap (see `timer.rs`).
 use self::timer::{nanos, Timer};
+pub(crate) use self::timer::Fire;
 use spin::Mutex;
 #[doc(no_inline)]
 pub use std::time::{Duration, Instant};
@@ -179,6 +180,12 @@ impl TimeHandle {
     pub(crate) fn wake_at(&self, deadline: Instant, waker: std::task::Waker) {
         let mut timer = self.shared.timer.lock();
         timer.wake_at(deadline - self.shared.clock.base_instant(), waker);
+    }
+
+    /// quorumlog: tell `target` at `deadline`, without boxing a closure.
+    pub(crate) fn fire_at(&self, deadline: Instant, target: Arc<dyn Fire>) {
+        let mut timer = self.shared.timer.lock();
+        timer.fire_at(deadline - self.shared.clock.base_instant(), target);
     }
 
     pub(crate) fn add_timer(&self, dur: Duration, callback: impl FnOnce() + Send + Sync + 'static) {

@@ -24,6 +24,15 @@ type Callback = Box<dyn FnOnce(Duration) + Send + Sync + 'static>;
 enum Action {
     Wake(Waker),
     Call(Callback),
+    // quorumlog: a timer that tells a shared object its time has come,
+    // without boxing a closure around it (an `Arc` of the object is
+    // unsized into the trait object in place): every message's arrival.
+    Fire(Arc<dyn Fire>),
+}
+
+/// What a [`Timer::fire_at`] timer tells when it fires.
+pub(crate) trait Fire: Send + Sync {
+    fn fire(&self);
 }
 
 #[derive(Default)]
@@ -109,6 +118,10 @@ impl Timer {
         self.push(deadline, Action::Wake(waker));
     }
 
+    pub fn fire_at(&mut self, deadline: Duration, target: Arc<dyn Fire>) {
+        self.push(deadline, Action::Fire(target));
+    }
+
     fn push(&mut self, deadline: Duration, action: Action) {
         self.set += 1;
         self.events.push(Event {
@@ -137,6 +150,7 @@ impl Timer {
                 match event.action {
                     Action::Wake(waker) => waker.wake(),
                     Action::Call(callback) => callback(now),
+                    Action::Fire(target) => target.fire(),
                 }
             }
         }

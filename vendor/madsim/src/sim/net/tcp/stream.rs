@@ -1,5 +1,5 @@
 use crate::net::{IpProtocol::Tcp, *};
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes};
 #[cfg(unix)]
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::{
@@ -17,7 +17,7 @@ pub struct TcpStream {
     pub(super) addr: SocketAddr,
     pub(super) peer: SocketAddr,
     /// Buffer write data to be flushed.
-    pub(super) write_buf: BytesMut,
+    pub(super) write_buf: Vec<u8>,
     pub(super) read_buf: Bytes,
     pub(super) tx: PayloadSender,
     pub(super) rx: PayloadReceiver,
@@ -165,14 +165,24 @@ impl AsyncWrite for TcpStream {
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<Result<usize>> {
-        self.write_buf.extend_from_slice(buf);
+        // quorumlog: the first write since a flush takes a buffer of just
+        // its size (a frame is written whole, then flushed), which the
+        // flush turns into the payload without another allocation.
+        // Upstream kept a `BytesMut` whose split on every flush left it
+        // empty, so each frame took two allocations: a new buffer on the
+        // next write, and the shared header the split gave the old one.
+        if self.write_buf.is_empty() {
+            self.write_buf = buf.to_vec();
+        } else {
+            self.write_buf.extend_from_slice(buf);
+        }
         // TODO: simulate buffer full, partial write
         Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<()>> {
         // send data
-        let data = self.write_buf.split().freeze();
+        let data = Bytes::from(std::mem::take(&mut self.write_buf));
         self.tx
             .send(Box::new(data))
             .ok_or_else(|| io::Error::new(io::ErrorKind::ConnectionReset, "connection reset"))?;
