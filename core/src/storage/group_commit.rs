@@ -33,7 +33,7 @@ use crate::store::Update;
 use crate::store::{Store, StoreError};
 use crate::version::{Incarnation, NodeId, Siblings};
 use async_trait::async_trait;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -261,6 +261,10 @@ async fn commit_loop<B: RowBackend>(
     cache: Arc<RowCache>,
 ) {
     let mut held: VecDeque<Job> = VecDeque::new();
+    // A batch's rows and their waiters, kept from batch to batch: a
+    // commit is at most a few rows, and a new pair of vectors for each
+    // was a sizeable share of the simulator's allocations.
+    let (mut rows, mut waiters) = (Vec::new(), Vec::new());
     loop {
         if held.is_empty() {
             match queue.recv().await {
@@ -274,18 +278,21 @@ async fn commit_loop<B: RowBackend>(
                 Err(_) => break,
             }
         }
-        let mut keys = BTreeSet::new();
-        let (mut rows, mut waiters) = (Vec::new(), Vec::new());
-        let mut later = VecDeque::new();
-        while let Some(job) = held.pop_front() {
-            if rows.len() < MAX_BATCH && keys.insert(job.row.key.clone()) {
+        // Each held job once, in order: into the batch unless it is full
+        // or already has the job's key (found by scanning the batch: at
+        // most MAX_BATCH short keys, and no key copied), else back behind
+        // the others for a later batch, in the order it came.
+        for _ in 0..held.len() {
+            let Some(job) = held.pop_front() else { break };
+            let fits =
+                rows.len() < MAX_BATCH && !rows.iter().any(|row: &RowWrite| row.key == job.row.key);
+            if fits {
                 rows.push(job.row);
                 waiters.push((job.siblings, job.done));
             } else {
-                later.push_back(job);
+                held.push_back(job);
             }
         }
-        held = later;
         metrics::histogram!("store_commit_batch_rows").record(rows.len() as f64);
         let committed = if crate::buggify::fires(crate::buggify::FaultPoint::CommitterLosesSession)
         {
@@ -297,7 +304,7 @@ async fn commit_loop<B: RowBackend>(
         };
         match committed {
             Ok(written) => {
-                for (row, (siblings, done)) in rows.into_iter().zip(waiters) {
+                for (row, (siblings, done)) in rows.drain(..).zip(waiters.drain(..)) {
                     let ok = written.contains(&row.key);
                     if ok {
                         let version = row.expected.map_or(0, |v| v + 1);
@@ -311,7 +318,7 @@ async fn commit_loop<B: RowBackend>(
             Err(e) => {
                 // The commit may or may not have happened: forget what we
                 // think we know about these keys.
-                for (row, (_, done)) in rows.into_iter().zip(waiters) {
+                for (row, (_, done)) in rows.drain(..).zip(waiters.drain(..)) {
                     cache.forget(&row.key);
                     let _ = done.send(Err(e.clone()));
                 }
