@@ -254,7 +254,7 @@ impl Replica {
     /// context, and whether it is within a quarter of a limit.
     fn observe(&self, stored: &Siblings) {
         metrics::histogram!("key_siblings").record(stored.len() as f64);
-        metrics::histogram!("version_vector_entries").record(stored.context().len() as f64);
+        metrics::histogram!("version_vector_entries").record(stored.context_len() as f64);
         let near = |used: usize, limit: usize| used.saturating_mul(4) >= limit.saturating_mul(3);
         if near(stored.len(), self.limits.max_siblings)
             || near(stored.footprint(), self.limits.max_bytes)

@@ -296,6 +296,11 @@ impl VersionVector {
         self.0.len()
     }
 
+    /// Whether `actor` has an entry (of any counter).
+    fn has_entry(&self, actor: Actor) -> bool {
+        self.0.binary_search_by_key(&actor, |&(a, _)| a).is_ok()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -656,6 +661,26 @@ impl Siblings {
         vv
     }
 
+    /// How many entries [`Self::context`] has, counted without building
+    /// it (a replica's metrics count them for every key it stores).
+    pub fn context_len(&self) -> usize {
+        let (seen, versions) = (&self.data.seen, &self.data.versions);
+        // Like `bump`: a dot adds an entry only with a counter, and only
+        // for an actor that has none yet (in `seen` or an earlier dot).
+        let adds = |v: &Version| v.dot.counter > 0 && !seen.has_entry(v.dot.actor());
+        let added = versions
+            .iter()
+            .enumerate()
+            .filter(|(at, v)| {
+                adds(v)
+                    && !versions[..*at]
+                        .iter()
+                        .any(|earlier| adds(earlier) && earlier.dot.actor() == v.dot.actor())
+            })
+            .count();
+        seen.len() + added
+    }
+
     /// Highest counter of `actor` known for this key (held dots and every
     /// context merged here).
     pub fn max_counter(&self, actor: impl Into<Actor>) -> u64 {
@@ -844,6 +869,9 @@ mod tests {
                     sets[at] = a;
                     checked += 1;
                 }
+            }
+            for set in &sets {
+                assert_eq!(set.context_len(), set.context().len());
             }
         }
         assert!(checked > 500);
