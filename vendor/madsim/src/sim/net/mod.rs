@@ -376,8 +376,8 @@ impl NetSim {
         let test_link: TestLink = Arc::new(move || {
             net.network
                 .lock()
-                .try_send(node, dst, protocol)
-                .map(|(_, _, _, latency)| net.time.now_instant() + latency)
+                .link_latency(node, dst, protocol)
+                .map(|latency| net.time.now_instant() + latency)
         });
         let link = Arc::new(Mutex::new(Link::default()));
         let sender = PayloadSender {

@@ -295,6 +295,25 @@ impl Network {
         }
     }
 
+    /// quorumlog: what [`Network::try_send`] decides for a payload on a
+    /// connection (whether it goes, and its latency: the same checks and
+    /// the same draws), without cloning the destination socket's handle or
+    /// looking up the source address, which a connection's payloads never
+    /// use.
+    pub fn link_latency(
+        &mut self,
+        node: NodeId,
+        dst: SocketAddr,
+        protocol: IpProtocol,
+    ) -> Option<Duration> {
+        let dst_node = self.resolve_dest_node(node, dst, protocol)?;
+        let latency = self.test_link(node, dst_node)?;
+        let sockets = &self.nodes.get(&dst_node)?.sockets;
+        let bound = sockets.contains_key(&(dst, protocol))
+            || sockets.contains_key(&((Ipv4Addr::UNSPECIFIED, dst.port()).into(), protocol));
+        bound.then_some(latency)
+    }
+
     /// Try sending a message to the destination.
     ///
     /// If destination is not found or packet loss, returns `None`.
