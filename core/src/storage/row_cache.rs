@@ -101,9 +101,12 @@ impl RowCache {
     pub fn committed(&self, key: &str, row: CachedRow, encoded_len: usize) {
         let cost = Self::cost(key, encoded_len);
         let mut inner = self.lock();
-        if let Some(old) = inner.rows.remove(key) {
+        // The old entry's key is kept for the new one: a commit of a cached
+        // key copies no key.
+        let held = inner.rows.remove_entry(key).map(|(held, old)| {
             inner.used -= old.cost;
-        }
+            held
+        });
         if cost > self.capacity {
             // Not cacheable, and what was cached is old: as good as a forget.
             inner.removals += 1;
@@ -111,7 +114,8 @@ impl RowCache {
         }
         Self::evict_until(&mut inner, self.capacity - cost);
         inner.used += cost;
-        inner.rows.insert(key.to_string(), Entry { row, cost });
+        let key = held.unwrap_or_else(|| key.to_string());
+        inner.rows.insert(key, Entry { row, cost });
     }
 
     /// Drop what we know of `key`: its row changed in a way we did not see
@@ -129,12 +133,10 @@ impl RowCache {
     fn evict_until(inner: &mut Inner, budget: usize) {
         while inner.used > budget {
             // Any victim will do: evicting only costs a miss.
-            let Some(victim) = inner.rows.keys().next().cloned() else {
+            let Some((_, old)) = inner.rows.pop_first() else {
                 break;
             };
-            if let Some(old) = inner.rows.remove(&victim) {
-                inner.used -= old.cost;
-            }
+            inner.used -= old.cost;
             inner.removals += 1;
         }
     }
