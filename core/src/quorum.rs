@@ -52,13 +52,26 @@ impl Consistency {
     }
 }
 
+impl Consistency {
+    /// The level's name, for a named level ("ONE", "QUORUM", "ALL"): what
+    /// it displays as, with nothing to format (a metrics label per
+    /// request takes it as it is).
+    pub fn name(&self) -> Option<&'static str> {
+        match self {
+            Consistency::One => Some("ONE"),
+            Consistency::Quorum => Some("QUORUM"),
+            Consistency::All => Some("ALL"),
+            Consistency::Count(_) => None,
+        }
+    }
+}
+
 impl fmt::Display for Consistency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Consistency::One => write!(f, "ONE"),
-            Consistency::Quorum => write!(f, "QUORUM"),
-            Consistency::All => write!(f, "ALL"),
-            Consistency::Count(k) => write!(f, "{k}"),
+        match (self.name(), self) {
+            (Some(name), _) => f.write_str(name),
+            (None, Consistency::Count(k)) => write!(f, "{k}"),
+            (None, _) => unreachable!("every level but a count has a name"),
         }
     }
 }
@@ -134,6 +147,25 @@ mod tests {
             .overlapping());
         assert!(QuorumSpec::new(5, 1, 5).unwrap().overlapping());
         assert!(!QuorumSpec::new(5, 2, 2).unwrap().overlapping());
+    }
+
+    /// Every level displays as what parses back to it; the named ones as
+    /// their name, which the metrics label takes.
+    #[test]
+    fn levels_display_as_their_names_and_parse_back() {
+        for (level, shown) in [
+            (Consistency::One, "ONE"),
+            (Consistency::Quorum, "QUORUM"),
+            (Consistency::All, "ALL"),
+            (Consistency::Count(4), "4"),
+        ] {
+            assert_eq!(level.to_string(), shown);
+            assert_eq!(
+                level.name(),
+                (!matches!(level, Consistency::Count(_))).then_some(shown)
+            );
+            assert_eq!(shown.parse::<Consistency>(), Ok(level));
+        }
     }
 
     #[test]

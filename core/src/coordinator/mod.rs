@@ -782,7 +782,12 @@ fn record_outcome<T>(
         Err(OpError::Refused(_)) => "refused",
         Err(OpError::RefusedByReplicas { .. }) => "refused_by_replicas",
     };
-    let level = level.to_string();
+    // A named level's label is its static name: nothing formatted or
+    // allocated per request.
+    let level: metrics::SharedString = match level.name() {
+        Some(name) => name.into(),
+        None => level.to_string().into(),
+    };
     metrics::counter!("quorum_requests_total", "op" => op, "level" => level.clone(), "outcome" => outcome)
         .increment(1);
     metrics::histogram!("quorum_request_seconds", "op" => op, "level" => level, "outcome" => outcome)
