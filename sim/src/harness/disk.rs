@@ -121,11 +121,10 @@ impl Row {
         }
     }
 
-    /// Whether the row is over the key limits taken `times` over: more
-    /// versions than `max_siblings` times, or more value bytes than
-    /// `max_bytes` times. A row no longer than the byte bound holds fewer
-    /// value bytes (each value is in it, behind its length), so only a
-    /// longer one is decoded to sum them.
+    /// Whether the row holds more versions than `max_siblings` or more
+    /// value bytes than `max_bytes`. A row no longer than `max_bytes`
+    /// holds no more value bytes than that (each value is in it, behind
+    /// its length), so only a longer one is decoded to sum them.
     fn over(&self, key: &str, max_siblings: usize, max_bytes: usize) -> Result<bool, StoreError> {
         if self.versions(key)? > max_siblings {
             return Ok(true);
