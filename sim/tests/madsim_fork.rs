@@ -44,6 +44,23 @@ fn run<F: std::future::Future<Output = ()> + 'static>(seed: u64, body: F) {
 /// when it arrived (ns since `start`).
 type Received = Vec<(u64, u64, u64)>;
 
+/// A receiver node at 10.0.0.1 and a sender node at 10.0.0.2.
+fn link_nodes() -> (madsim::runtime::NodeHandle, madsim::runtime::NodeHandle) {
+    let handle = madsim::runtime::Handle::current();
+    let receiver = handle.create_node().ip([10, 0, 0, 1].into()).build();
+    let sender = handle.create_node().ip([10, 0, 0, 2].into()).build();
+    (receiver, sender)
+}
+
+/// On the receiver: the one connection made to 10.0.0.1:1.
+async fn accept_one() -> tokio::net::TcpStream {
+    let listener = tokio::net::TcpListener::bind("10.0.0.1:1")
+        .await
+        .expect("bind");
+    let (stream, _) = listener.accept().await.expect("accept");
+    stream
+}
+
 /// A receiver at 10.0.0.1 reading `count` records, and a sender at
 /// 10.0.0.2 running `send` on a connection to it (given the run's start and
 /// the nodes, receiver first); the records as received.
@@ -52,16 +69,11 @@ where
     S: FnOnce(tokio::net::TcpStream, Instant, [NodeId; 2]) -> F + Send + 'static,
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let handle = madsim::runtime::Handle::current();
-    let receiver = handle.create_node().ip([10, 0, 0, 1].into()).build();
-    let sender = handle.create_node().ip([10, 0, 0, 2].into()).build();
+    let (receiver, sender) = link_nodes();
     let start = Instant::now();
     let nodes = [receiver.id(), sender.id()];
     let received = receiver.spawn(async move {
-        let listener = tokio::net::TcpListener::bind("10.0.0.1:1")
-            .await
-            .expect("bind");
-        let (mut stream, _) = listener.accept().await.expect("accept");
+        let mut stream = accept_one().await;
         let mut seen = Vec::new();
         let mut bytes = [0u8; RECORD];
         for _ in 0..count {
@@ -120,15 +132,10 @@ fn a_link_delivers_in_order_and_no_sooner_than_its_latency() {
 fn pieces_written_between_flushes_arrive_whole_and_the_end_comes_after_them() {
     for seed in 0..4 {
         run(seed, async {
-            let handle = madsim::runtime::Handle::current();
-            let receiver = handle.create_node().ip([10, 0, 0, 1].into()).build();
-            let sender = handle.create_node().ip([10, 0, 0, 2].into()).build();
+            let (receiver, sender) = link_nodes();
             let messages = 60u64;
             let received = receiver.spawn(async move {
-                let listener = tokio::net::TcpListener::bind("10.0.0.1:1")
-                    .await
-                    .expect("bind");
-                let (mut stream, _) = listener.accept().await.expect("accept");
+                let mut stream = accept_one().await;
                 let mut bytes = Vec::new();
                 // Returns at the end of the stream: the sender dropped it.
                 stream.read_to_end(&mut bytes).await.expect("read");
