@@ -729,14 +729,21 @@ mod tests {
         Dot::new(node, counter)
     }
 
+    /// A blind write of `value` minted at `node`, added to `set`.
+    fn blind_write(set: &mut Siblings, node: NodeId, value: &str) -> Version {
+        let v = set
+            .mint(node, &VersionVector::new(), value.into(), 0)
+            .unwrap();
+        set.sync_one(v.clone()).unwrap();
+        v
+    }
+
     #[test]
     fn blind_writes_become_siblings_and_a_covering_write_resolves_them() {
         let mut set = Siblings::new();
-        let a = set.mint(1, &VersionVector::new(), "a".into(), 0).unwrap();
-        set.sync_one(a.clone()).unwrap();
-        let b = set.mint(1, &VersionVector::new(), "b".into(), 0).unwrap();
+        blind_write(&mut set, 1, "a");
+        let b = blind_write(&mut set, 1, "b");
         assert_eq!(b.dot, dot(1, 2));
-        set.sync_one(b.clone()).unwrap();
         assert_eq!(
             set.len(),
             2,
@@ -751,10 +758,8 @@ mod tests {
     #[test]
     fn clones_share_a_set_until_one_changes_and_a_change_reaches_no_other_clone() {
         let mut set = Siblings::new();
-        let a = set.mint(1, &VersionVector::new(), "a".into(), 0).unwrap();
-        set.sync_one(a.clone()).unwrap();
-        let b = set.mint(2, &VersionVector::new(), "b".into(), 0).unwrap();
-        set.sync_one(b.clone()).unwrap();
+        let a = blind_write(&mut set, 1, "a");
+        let b = blind_write(&mut set, 2, "b");
         let before = set.clone();
         let mut changed = set.clone();
         assert!(
