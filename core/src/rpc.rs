@@ -495,7 +495,14 @@ impl FrameWriter {
     /// frame and the connection carries on.
     async fn send(&self, frame: Bytes) -> Result<(), WriteEnd> {
         let outcome = {
-            let mut half = self.sink.lock().await;
+            // Nearly always free: a frame's write holds it across an await
+            // only while the socket is full. `try_lock` takes it without
+            // building and dropping a waiting future, and is as fair as
+            // `lock`: it fails while anyone is queued.
+            let mut half = match self.sink.try_lock() {
+                Ok(half) => half,
+                Err(_) => self.sink.lock().await,
+            };
             let Some(sink) = half.as_mut() else {
                 return Err(WriteEnd::Ended);
             };

@@ -57,7 +57,10 @@ impl Drop for EnterGuard {
 
 pub(crate) fn enter_task(new: Arc<TaskInfo>) -> TaskEnterGuard {
     TASK.with(|ctx| {
-        let _span = new.span.clone().entered();
+        // quorumlog: a task's span is entered only when some subscriber
+        // records it; with none (every sweep), entering and leaving a
+        // disabled span on every poll of every task did nothing.
+        let _span = (!new.span.is_disabled()).then(|| new.span.clone().entered());
         let old = ctx.borrow_mut().replace(new);
         TaskEnterGuard {
             old,
@@ -69,7 +72,7 @@ pub(crate) fn enter_task(new: Arc<TaskInfo>) -> TaskEnterGuard {
 
 pub(crate) struct TaskEnterGuard {
     old: Option<Arc<TaskInfo>>,
-    _span: tracing::span::EnteredSpan,
+    _span: Option<tracing::span::EnteredSpan>,
     // quorumlog: set once `leave` has restored the old task.
     left: bool,
 }
