@@ -105,20 +105,21 @@ impl Client {
         for &position in order.iter().take(count) {
             let (id, rpc) = &self.coordinators[position % count];
             match rpc.call(&request, self.timeout).await {
-                Ok(Response::Write(Err(error @ OpError::Unavailable { .. })))
-                | Ok(Response::Read(Err(error @ OpError::Unavailable { .. }))) => {
-                    let alive = |e: &OpError| match e {
-                        OpError::Unavailable { alive, .. } => *alive,
-                        _ => 0,
-                    };
-                    if unavailable
-                        .as_ref()
-                        .is_none_or(|(_, best)| alive(&error) > alive(best))
-                    {
-                        unavailable = Some((*id, error));
+                Ok(response) => match unavailable_error(response) {
+                    Ok(error) => {
+                        let alive = |e: &OpError| match e {
+                            OpError::Unavailable { alive, .. } => *alive,
+                            _ => 0,
+                        };
+                        if unavailable
+                            .as_ref()
+                            .is_none_or(|(_, best)| alive(&error) > alive(best))
+                        {
+                            unavailable = Some((*id, error));
+                        }
                     }
-                }
-                Ok(response) => return Ok((*id, response)),
+                    Err(response) => return Ok((*id, response)),
+                },
                 // Refused before anything was read (the peer speaks another
                 // protocol): nothing was applied there either.
                 Err(
@@ -166,9 +167,8 @@ impl Client {
             .send(Request::Write(request), order, unreachable)
             .await?
         {
-            (_, Response::Write(Ok(ok))) => Ok(ok),
-            (coordinator, Response::Write(Err(error))) => {
-                Err(ClientError::Op { coordinator, error })
+            (coordinator, Response::Write(answer)) => {
+                (*answer).map_err(|error| ClientError::Op { coordinator, error })
             }
             (coordinator, other) => Err(ClientError::Protocol {
                 coordinator,
@@ -195,9 +195,8 @@ impl Client {
             .send(Request::Read(request), order, unreachable)
             .await?
         {
-            (_, Response::Read(Ok(ok))) => Ok(ok),
-            (coordinator, Response::Read(Err(error))) => {
-                Err(ClientError::Op { coordinator, error })
+            (coordinator, Response::Read(answer)) => {
+                (*answer).map_err(|error| ClientError::Op { coordinator, error })
             }
             (coordinator, other) => Err(ClientError::Protocol {
                 coordinator,
@@ -210,7 +209,7 @@ impl Client {
     pub async fn health(&self, index: usize) -> Result<HealthReport, ClientError> {
         let (id, rpc) = &self.coordinators[index % self.coordinators.len()];
         match rpc.call(&Request::Health, self.timeout).await {
-            Ok(Response::Health(report)) => Ok(report),
+            Ok(Response::Health(report)) => Ok(*report),
             Ok(other) => Err(ClientError::Protocol {
                 coordinator: *id,
                 answer: format!("{other:?}"),
@@ -219,6 +218,62 @@ impl Client {
                 tried: 1,
                 last: error.to_string(),
             }),
+        }
+    }
+}
+
+/// The `Unavailable` error a coordinator answered a write or read with, or
+/// else the answer itself.
+fn unavailable_error(response: Response) -> Result<OpError, Response> {
+    fn unavailable<T>(answer: &Result<T, OpError>) -> bool {
+        matches!(answer, Err(OpError::Unavailable { .. }))
+    }
+    match response {
+        Response::Write(answer) if unavailable(&answer) => match *answer {
+            Err(error) => Ok(error),
+            ok => Err(Response::Write(Box::new(ok))),
+        },
+        Response::Read(answer) if unavailable(&answer) => match *answer {
+            Err(error) => Ok(error),
+            ok => Err(Response::Read(Box::new(ok))),
+        },
+        other => Err(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An `Unavailable` write or read is taken out of its answer (the
+    /// client tries the next coordinator); every other answer, including
+    /// other errors, comes back whole.
+    #[test]
+    fn only_an_unavailable_write_or_read_is_taken_as_unavailable() {
+        let unavailable = OpError::Unavailable {
+            needed: 3,
+            alive: 2,
+            n: 5,
+        };
+        let timeout = OpError::Timeout {
+            needed: 3,
+            answered: 1,
+            n: 5,
+            unreachable: 0,
+        };
+        for response in [
+            Response::Write(Box::new(Err(unavailable.clone()))),
+            Response::Read(Box::new(Err(unavailable.clone()))),
+        ] {
+            assert_eq!(unavailable_error(response), Ok(unavailable.clone()));
+        }
+        for response in [
+            Response::Write(Box::new(Err(timeout.clone()))),
+            Response::Read(Box::new(Err(timeout))),
+            Response::Applied,
+            Response::Error("disk".into()),
+        ] {
+            assert_eq!(unavailable_error(response.clone()), Err(response));
         }
     }
 }

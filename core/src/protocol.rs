@@ -50,9 +50,13 @@ pub struct ReadRequest {
 pub enum Response {
     Applied,
     Siblings(Siblings),
-    Write(Result<WriteOk, OpError>),
-    Read(Result<ReadOk, OpError>),
-    Health(HealthReport),
+    // Boxed, the three of them: a coordinated write's answer inline made
+    // every answer 176 bytes, each copied again at every layer it passes
+    // on its way from the socket to its caller (a fifth of a simulated
+    // seed's copies of more than 128 bytes). The encoding is the same.
+    Write(Box<Result<WriteOk, OpError>>),
+    Read(Box<Result<ReadOk, OpError>>),
+    Health(Box<HealthReport>),
     Pong {
         node: NodeId,
     },
