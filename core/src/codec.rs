@@ -55,7 +55,7 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: Vec<u8>) -> Result<Vec
 /// for the one-byte pieces: postcard writes every integer as a varint
 /// piece, nearly all of them one byte (a version vector's counters and
 /// node ids), and `to_extend` copied each through a call to `memcpy`
-/// (a third of a simulated seed's copies).
+/// (two in five of a simulated seed's calls to it).
 struct Output(Vec<u8>);
 
 impl postcard::ser_flavors::Flavor for Output {
