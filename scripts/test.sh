@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run calls this):
-# formatting, clippy (normal and simulated builds, as they compile), PostgreSQL set-up, the
+# formatting, the simulator's LLVM options, clippy (normal and simulated builds, as they compile), PostgreSQL set-up, the
 # normal tests (core, checkers, quorumd on SQLite and PostgreSQL, the
 # real-process nemesis, compose checks, the decoders of outside bytes fed
 # any bytes), schemathesis against a live gateway and the deterministic
@@ -19,6 +19,22 @@ step() { printf '\n==> [%s] %s\n' "$(date +%T)" "$*"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+
+# The LLVM options `cargo sim` and `cargo simbench` pass (.cargo/config.toml,
+# and scripts/build-sim-pgo.sh) are LLVM's own: a later LLVM may drop one,
+# and nothing below builds the `sim` profile. One object of an empty
+# program per option tells.
+step "the simulator's LLVM options are known to this rustc"
+llvm_check_dir="$(mktemp -d)"
+for option in $(grep -o -- "-Cllvm-args=[^']*" .cargo/config.toml | sort -u); do
+    if ! echo 'fn main() {}' | rustc --crate-name llvm_option_check --edition 2021 \
+        --emit=obj --out-dir "$llvm_check_dir" "$option" -; then
+        echo "rustc refuses $option (.cargo/config.toml's sim aliases, scripts/build-sim-pgo.sh): remove it there"
+        exit 1
+    fi
+    echo "known: $option"
+done
+rm -rf "$llvm_check_dir"
 
 # Clippy lints while the tests compile: every workspace crate goes through
 # clippy's driver (scripts/clippy-while-compiling.sh), warnings denied, so
