@@ -81,7 +81,7 @@ fi
 build() {
     local target_dir="$1"
     shift
-    local flags="'--cfg','madsim','-Cllvm-args=-enable-ext-tsp-block-placement=true'"
+    local flags="'--cfg','madsim','-Cllvm-args=-enable-ext-tsp-block-placement=true','-Cllvm-args=-inline-threshold=500'"
     local flag
     for flag in "$@"; do flags+=",'$flag'"; done
     cargo build --profile sim --config "build.rustflags=[$flags]" \
