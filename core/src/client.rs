@@ -231,11 +231,11 @@ fn unavailable_error(response: Response) -> Result<OpError, Response> {
     match response {
         Response::Write(answer) if unavailable(&answer) => match *answer {
             Err(error) => Ok(error),
-            ok => Err(Response::Write(Box::new(ok))),
+            ok => Err(Response::write(ok)),
         },
         Response::Read(answer) if unavailable(&answer) => match *answer {
             Err(error) => Ok(error),
-            ok => Err(Response::Read(Box::new(ok))),
+            ok => Err(Response::read(ok)),
         },
         other => Err(other),
     }
@@ -262,14 +262,14 @@ mod tests {
             unreachable: 0,
         };
         for response in [
-            Response::Write(Box::new(Err(unavailable.clone()))),
-            Response::Read(Box::new(Err(unavailable.clone()))),
+            Response::write(Err(unavailable.clone())),
+            Response::read(Err(unavailable.clone())),
         ] {
             assert_eq!(unavailable_error(response), Ok(unavailable.clone()));
         }
         for response in [
-            Response::Write(Box::new(Err(timeout.clone()))),
-            Response::Read(Box::new(Err(timeout))),
+            Response::write(Err(timeout.clone())),
+            Response::read(Err(timeout)),
             Response::Applied,
             Response::Error("disk".into()),
         ] {

@@ -122,12 +122,10 @@ impl Handler for Node {
     {
         match request {
             Request::Write(write) => {
-                Box::pin(
-                    async move { Response::Write(Box::new(self.coordinator.write(write).await)) },
-                )
+                Box::pin(async move { Response::write(self.coordinator.write(write).await) })
             }
             Request::Read(read) => {
-                Box::pin(async move { Response::Read(Box::new(self.coordinator.read(read).await)) })
+                Box::pin(async move { Response::read(self.coordinator.read(read).await) })
             }
             request => Box::pin(self.answer(request)),
         }
@@ -152,13 +150,9 @@ impl Node {
                 Ok(siblings) => Response::Siblings(siblings),
                 Err(e) => Response::Error(e.to_string()),
             },
-            Request::Write(write) => {
-                Response::Write(Box::new(Box::pin(self.coordinator.write(write)).await))
-            }
-            Request::Read(read) => {
-                Response::Read(Box::new(Box::pin(self.coordinator.read(read)).await))
-            }
-            Request::Health => Response::Health(Box::new(self.coordinator.health())),
+            Request::Write(write) => Response::write(Box::pin(self.coordinator.write(write)).await),
+            Request::Read(read) => Response::read(Box::pin(self.coordinator.read(read)).await),
+            Request::Health => Response::health(self.coordinator.health()),
             Request::Ping => Response::Pong { node: replica.id() },
             Request::AntiEntropy(request) => {
                 metrics::counter!("anti_entropy_requests_served_total").increment(1);

@@ -50,10 +50,11 @@ pub struct ReadRequest {
 pub enum Response {
     Applied,
     Siblings(Siblings),
-    // Boxed, the three of them: a coordinated write's answer inline made
-    // every answer 176 bytes, each copied again at every layer it passes
-    // on its way from the socket to its caller (a fifth of a simulated
-    // seed's copies of more than 128 bytes). The encoding is the same.
+    // Boxed, the three of them (built by `Response::write`, `read`,
+    // `health`): a coordinated write's answer inline made every answer 176
+    // bytes, each copied again at every layer it passes on its way from the
+    // socket to its caller (three in five of a simulated seed's copies of
+    // 128 bytes or more). The encoding is the same.
     Write(Box<Result<WriteOk, OpError>>),
     Read(Box<Result<ReadOk, OpError>>),
     Health(Box<HealthReport>),
@@ -67,6 +68,23 @@ pub enum Response {
     /// The request could not be served at all (storage failure, bad message).
     Error(String),
     AntiEntropy(AeResponse),
+}
+
+impl Response {
+    /// A coordinated write's answer.
+    pub fn write(answer: Result<WriteOk, OpError>) -> Self {
+        Response::Write(Box::new(answer))
+    }
+
+    /// A coordinated read's answer.
+    pub fn read(answer: Result<ReadOk, OpError>) -> Self {
+        Response::Read(Box::new(answer))
+    }
+
+    /// A coordinator's view of the replicas.
+    pub fn health(report: HealthReport) -> Self {
+        Response::Health(Box::new(report))
+    }
 }
 
 /// A write reached W replicas.
