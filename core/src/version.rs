@@ -627,13 +627,19 @@ impl Siblings {
                 return Ok(None);
             }
         }
-        let mut merged = self.clone();
-        {
-            let data = merged.data_mut();
-            data.seen.join_in_place(incoming.seen());
-            let seen = &data.seen;
-            data.versions.retain(|v| !seen.covers(v.dot));
-        }
+        // Built anew rather than cloned and pruned: only the siblings that
+        // survive are copied (a write usually supersedes what it read, and
+        // a superseded sibling's value was copied only to be dropped).
+        let seen = self.seen().join(incoming.seen());
+        let versions = self
+            .versions()
+            .iter()
+            .filter(|v| !seen.covers(v.dot))
+            .cloned()
+            .collect();
+        let mut merged = Siblings {
+            data: Arc::new(SiblingsData { versions, seen }),
+        };
         let mut added = false;
         for v in incoming.versions() {
             if merged.admits(v)? {
