@@ -12,6 +12,7 @@ pub mod fault;
 pub mod guarantee;
 #[cfg(madsim)]
 pub mod harness;
+pub mod isolate;
 pub mod scenario;
 pub mod seeds;
 #[cfg(madsim)]

@@ -568,6 +568,16 @@ mod simulator {
                 seeds_of.replay_command(&p.scenario, p.seed)
             );
         }
+        let next = seeds.start + runs as u64;
+        if next < seeds.end {
+            println!(
+                "  stopped after {} panicking seeds, at seed {}: this build aborts on a panic, and keeps \
+                 each panicked seed's thread; the rest are --seeds {next}..{}",
+                panics.len(),
+                next - 1,
+                seeds.end
+            );
+        }
         if let (Some(out), Some(first)) = (&args.shrink, failing.first()) {
             println!();
             shrink(&first.scenario, first.seed, None, out)?;

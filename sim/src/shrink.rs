@@ -167,11 +167,19 @@ struct Judge<'a> {
 impl Judge<'_> {
     fn outcome(&self, scenario: &Scenario) -> Option<SeedOutcome> {
         self.runs.set(self.runs.get() + 1);
-        // A candidate that panics is a different failure, not this one.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_and_check(scenario, self.seed)
-        }))
-        .ok()
+        // A candidate that panics is a different failure, not this one
+        // (run on a thread of its own: the simulator's build aborts on a
+        // panic, and only a worker's panic is reported rather than fatal).
+        let seed = self.seed;
+        crate::isolate::run_isolated(
+            [scenario.clone()],
+            1,
+            move |scenario: Scenario| run_and_check(&scenario, seed),
+            |_| {},
+        )
+        .results
+        .pop()
+        .and_then(Result::ok)
     }
 
     /// Whether `scenario` still breaks the target (and promises it).

@@ -7,10 +7,9 @@ use crate::check::{
 pub use crate::guarantee::{broken, Guarantee};
 use crate::harness::{run_seed, RunStats};
 use crate::history::History;
+use crate::isolate::run_isolated;
 use crate::scenario::Scenario;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 /// The result of one seed.
 pub struct SeedOutcome {
@@ -98,14 +97,6 @@ pub fn run_and_check(scenario: &Scenario, seed: u64) -> SeedOutcome {
     }
 }
 
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "panic with a non-text payload".into())
-}
-
 /// Run every seed of `seeds` on `jobs` threads (each seed in its own
 /// runtime, so parallelism cannot change a result), calling `progress`
 /// after each. `keep` decides, per outcome, whether to keep its history.
@@ -121,6 +112,12 @@ pub fn sweep(
 
 /// [`sweep`] where every seed runs its own scenario, `scenario_of(seed)`
 /// (swarm testing); each outcome carries it.
+///
+/// A seed that panics is reported with its message, and the others still
+/// run ([`crate::isolate`]); in the simulator's own build, which aborts on
+/// a panic, the sweep stops after [`crate::isolate::MAX_PARKED`] panicking
+/// seeds, reporting every seed up to the last of them (fewer runs than
+/// seeds tell the caller so).
 pub fn sweep_each(
     scenario_of: &(dyn Fn(u64) -> Scenario + Sync),
     seeds: Range<u64>,
@@ -128,48 +125,32 @@ pub fn sweep_each(
     progress: &(dyn Fn() + Sync),
     keep: &(dyn Fn(&SeedOutcome) -> bool + Sync),
 ) -> (Vec<SeedOutcome>, Vec<SeedPanic>) {
-    let next = AtomicU64::new(seeds.start);
-    let outcomes = Mutex::new(Vec::new());
-    let panics = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.max(1) {
-            scope.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::SeqCst);
-                if seed >= seeds.end {
-                    break;
+    let items = seeds.clone().map(|seed| (seed, scenario_of(seed)));
+    let run = run_isolated(
+        items,
+        jobs,
+        |(seed, scenario): (u64, Scenario)| run_and_check(&scenario, seed),
+        |result| {
+            if let Ok(outcome) = result {
+                if !keep(outcome) {
+                    outcome.history = History::new();
                 }
-                let scenario = scenario_of(seed);
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run_and_check(&scenario, seed)
-                })) {
-                    Ok(mut outcome) => {
-                        if !keep(&outcome) {
-                            outcome.history = History::new();
-                        }
-                        outcomes
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(outcome);
-                    }
-                    Err(payload) => {
-                        panics
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(SeedPanic {
-                                seed,
-                                scenario,
-                                message: panic_message(payload),
-                            })
-                    }
-                }
-                progress();
-            });
+            }
+            progress();
+        },
+    );
+    let mut outcomes = Vec::new();
+    let mut panics = Vec::new();
+    for (seed, result) in seeds.zip(run.results) {
+        match result {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(message) => panics.push(SeedPanic {
+                seed,
+                scenario: scenario_of(seed),
+                message,
+            }),
         }
-    });
-    let mut outcomes = outcomes.into_inner().unwrap_or_else(|p| p.into_inner());
-    let mut panics = panics.into_inner().unwrap_or_else(|p| p.into_inner());
-    outcomes.sort_by_key(|o| o.seed);
-    panics.sort_by_key(|p| p.seed);
+    }
     (outcomes, panics)
 }
 
