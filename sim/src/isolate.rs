@@ -13,9 +13,10 @@
 //! the panic and goes on.
 //!
 //! A parked thread keeps what its item held, so a run of items stops
-//! handing out new ones once [`MAX_PARKED`] of them have panicked in a
-//! build that aborts; it then reports every item up to the
-//! [`MAX_PARKED`]-th panic, whichever the number of workers.
+//! handing out new ones once `max_parked` of them (by default
+//! [`MAX_PARKED`]) have panicked in a build that aborts; it then reports
+//! every item up to the `max_parked`-th panic, whichever the number of
+//! workers.
 //!
 //! Only `std`: the suite compiles this file alone with `-C panic=abort`
 //! to test the parking path (`sim/tests/abort_isolation.rs`).
@@ -25,7 +26,9 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, Once, PoisonError};
 
 /// In a build that aborts on a panic, a run of items stops handing out
-/// new ones after this many have panicked (each keeps a parked thread).
+/// new ones after this many have panicked (each keeps a parked thread):
+/// the default of `run_isolated`'s `max_parked` (and of `cargo sim`'s
+/// `--max-panics`).
 pub const MAX_PARKED: usize = 16;
 
 /// What a run of items gave, in item order.
@@ -33,8 +36,8 @@ pub struct Isolated<T> {
     /// One per item run: its result, or its panic message. Every item
     /// before the last one here ran.
     pub results: Vec<Result<T, String>>,
-    /// Whether the run stopped at its [`MAX_PARKED`]-th panic (a build
-    /// that aborts on a panic), leaving the items after it not run.
+    /// Whether the run stopped at its `max_parked`-th panic (a build that
+    /// aborts on a panic), leaving the items after it not run.
     pub stopped: bool,
 }
 
@@ -111,10 +114,13 @@ fn worker<I, T, W>(
 /// Run `work` on every item of `items` on `workers` threads, handing the
 /// items out in order (taken lazily, on the calling thread). `each` sees
 /// every result as it arrives, on the calling thread (progress, or
-/// dropping what is not kept). A panicking item gives its message.
+/// dropping what is not kept). A panicking item gives its message; in a
+/// build that aborts on a panic, the run stops at the `max_parked`-th
+/// (at least 1).
 pub fn run_isolated<I, T, W>(
     items: impl IntoIterator<Item = I>,
     workers: usize,
+    max_parked: usize,
     work: W,
     mut each: impl FnMut(&mut Result<T, String>),
 ) -> Isolated<T>
@@ -150,6 +156,7 @@ where
         sent += 1;
     }
     let mut results: Vec<Option<Result<T, String>>> = Vec::new();
+    let max_parked = max_parked.max(1);
     let (mut received, mut parked, mut stopped) = (0, 0, false);
     while received < sent {
         let Ok((position, mut result)) = results_rx.recv() else {
@@ -159,7 +166,7 @@ where
         each(&mut result);
         if parks && result.is_err() {
             parked += 1;
-            if parked >= MAX_PARKED {
+            if parked >= max_parked {
                 stopped = true;
             } else {
                 spawn();
@@ -175,12 +182,12 @@ where
     }
     drop(queue_tx);
     if stopped {
-        // Up to the MAX_PARKED-th panic in item order: every item before
+        // Up to the max_parked-th panic in item order: every item before
         // it ran, whatever the workers finished first.
         let mut panics = 0;
         let cut = results.iter().position(|r| {
             panics += usize::from(matches!(r, Some(Err(_))));
-            panics == MAX_PARKED
+            panics == max_parked
         });
         if let Some(cut) = cut {
             results.truncate(cut + 1);
@@ -209,7 +216,7 @@ mod tests {
         let mut results_of = Vec::new();
         for workers in [1, 2, 3] {
             let mut seen = 0;
-            let run = run_isolated(0..40usize, workers, work, |_| seen += 1);
+            let run = run_isolated(0..40usize, workers, MAX_PARKED, work, |_| seen += 1);
             assert_eq!(seen, 40, "each result is seen once, with {workers} workers");
             assert!(!run.stopped);
             assert_eq!(run.results.len(), 40);
@@ -231,7 +238,7 @@ mod tests {
     fn a_build_that_unwinds_runs_every_item_whatever_panics() {
         // The stop after MAX_PARKED panics is for a build that aborts
         // (sim/tests/abort_isolation.rs); here the panics are caught.
-        let run = run_isolated(0..200usize, 2, work, |_| {});
+        let run = run_isolated(0..200usize, 2, MAX_PARKED, work, |_| {});
         assert_eq!(cfg!(panic = "abort"), run.stopped);
         assert_eq!(run.results.len(), 200);
         assert_eq!(run.results.iter().filter(|r| r.is_err()).count(), 40);
@@ -242,6 +249,7 @@ mod tests {
         let run = run_isolated(
             0..6usize,
             2,
+            MAX_PARKED,
             |i: usize| i,
             |result| {
                 if let Ok(value) = result {

@@ -143,6 +143,13 @@ struct SweepArgs {
     /// Shrink the smallest failing seed and write its schedule here.
     #[arg(long, value_name = "FILE")]
     shrink: Option<PathBuf>,
+    /// Where a panic aborts (`cargo sim`'s build): stop after this many
+    /// seeds panicked, each keeping a parked thread and its seed's memory,
+    /// and report every seed up to the last of them. A build that unwinds
+    /// catches every panic and runs every seed.
+    #[arg(long, value_name = "N", default_value_t = quorumlog_sim::isolate::MAX_PARKED,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
+    max_panics: usize,
 }
 
 #[derive(Args, Clone)]
@@ -347,7 +354,9 @@ fn check(file: PathBuf, model: ModelKind, budget: Budget) -> Result<ExitCode> {
 mod simulator {
     use super::*;
     use indicatif::{ProgressBar, ProgressStyle};
-    use quorumlog_sim::sweep::{default_jobs, process_cpu_seconds, run_and_check, sweep_each};
+    use quorumlog_sim::sweep::{
+        default_jobs, process_cpu_seconds, run_and_check, sweep_each_stopping,
+    };
     use quorumlog_sim::verdict::{run_table, standard_configs, standard_schedules};
     use std::collections::BTreeMap;
 
@@ -427,10 +436,11 @@ mod simulator {
         let bar = bar(seeds.end - seeds.start, &seeds_of.name());
         let started = std::time::Instant::now();
         let cpu_before = process_cpu_seconds();
-        let (outcomes, panics) = sweep_each(
+        let (outcomes, panics) = sweep_each_stopping(
             &|seed| seeds_of.scenario_of(seed),
             seeds.clone(),
             args.jobs.unwrap_or_else(default_jobs),
+            args.max_panics,
             &|| bar.inc(1),
             &|o| !o.failures().is_empty(),
         );
@@ -571,8 +581,8 @@ mod simulator {
         let next = seeds.start + runs as u64;
         if next < seeds.end {
             println!(
-                "  stopped after {} panicking seeds, at seed {}: this build aborts on a panic, and keeps \
-                 each panicked seed's thread; the rest are --seeds {next}..{}",
+                "  stopped after {} panicking seeds (--max-panics), at seed {}: this build aborts on a \
+                 panic, and keeps each panicked seed's thread; the rest are --seeds {next}..{}",
                 panics.len(),
                 next - 1,
                 seeds.end

@@ -174,6 +174,7 @@ impl Judge<'_> {
         crate::isolate::run_isolated(
             [scenario.clone()],
             1,
+            crate::isolate::MAX_PARKED,
             move |scenario: Scenario| run_and_check(&scenario, seed),
             |_| {},
         )

@@ -7,7 +7,7 @@ use crate::check::{
 pub use crate::guarantee::{broken, Guarantee};
 use crate::harness::{run_seed, RunStats};
 use crate::history::History;
-use crate::isolate::run_isolated;
+use crate::isolate::{run_isolated, MAX_PARKED};
 use crate::scenario::Scenario;
 use std::ops::Range;
 
@@ -115,9 +115,9 @@ pub fn sweep(
 ///
 /// A seed that panics is reported with its message, and the others still
 /// run ([`crate::isolate`]); in the simulator's own build, which aborts on
-/// a panic, the sweep stops after [`crate::isolate::MAX_PARKED`] panicking
-/// seeds, reporting every seed up to the last of them (fewer runs than
-/// seeds tell the caller so).
+/// a panic, the sweep stops after [`MAX_PARKED`] panicking seeds,
+/// reporting every seed up to the last of them (fewer runs than seeds
+/// tell the caller so).
 pub fn sweep_each(
     scenario_of: &(dyn Fn(u64) -> Scenario + Sync),
     seeds: Range<u64>,
@@ -125,10 +125,24 @@ pub fn sweep_each(
     progress: &(dyn Fn() + Sync),
     keep: &(dyn Fn(&SeedOutcome) -> bool + Sync),
 ) -> (Vec<SeedOutcome>, Vec<SeedPanic>) {
+    sweep_each_stopping(scenario_of, seeds, jobs, MAX_PARKED, progress, keep)
+}
+
+/// [`sweep_each`], stopping after `max_panics` panicking seeds (at least
+/// 1) where panics abort rather than unwind.
+pub fn sweep_each_stopping(
+    scenario_of: &(dyn Fn(u64) -> Scenario + Sync),
+    seeds: Range<u64>,
+    jobs: usize,
+    max_panics: usize,
+    progress: &(dyn Fn() + Sync),
+    keep: &(dyn Fn(&SeedOutcome) -> bool + Sync),
+) -> (Vec<SeedOutcome>, Vec<SeedPanic>) {
     let items = seeds.clone().map(|seed| (seed, scenario_of(seed)));
     let run = run_isolated(
         items,
         jobs,
+        max_panics,
         |(seed, scenario): (u64, Scenario)| run_and_check(&scenario, seed),
         |result| {
             if let Ok(outcome) = result {

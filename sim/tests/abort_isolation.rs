@@ -39,9 +39,13 @@ fn compile(panic: &str) -> PathBuf {
 }
 
 /// What the probe reported: its lines, and its standard error.
-fn probe(binary: &Path, workers: usize, items: usize) -> (Vec<String>, String) {
+fn probe(binary: &Path, workers: usize, items: usize, max_parked: usize) -> (Vec<String>, String) {
     let output = Command::new(binary)
-        .args([workers.to_string(), items.to_string()])
+        .args([
+            workers.to_string(),
+            items.to_string(),
+            max_parked.to_string(),
+        ])
         .output()
         .expect("running the probe");
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -77,7 +81,7 @@ fn expected(ran: usize, stopped: bool) -> Vec<String> {
 fn a_panic_where_panics_abort_is_reported_and_the_other_items_run() {
     let binary = build("abort");
     for workers in [1, 3] {
-        let (lines, stderr) = probe(&binary, workers, 40);
+        let (lines, stderr) = probe(&binary, workers, 40, 16);
         assert_eq!(lines, expected(40, false), "{workers} workers: {stderr}");
         // The hook that was there still prints each panic.
         assert!(stderr.contains("item 4 panics"), "{stderr}");
@@ -85,33 +89,36 @@ fn a_panic_where_panics_abort_is_reported_and_the_other_items_run() {
 }
 
 #[test]
-fn where_panics_abort_a_run_stops_after_sixteen_and_reports_up_to_the_sixteenth() {
+fn where_panics_abort_a_run_stops_at_its_limit_and_reports_up_to_that_panic() {
     let binary = build("abort");
-    // The 16th panicking item is item 79: everything up to it, for any
-    // number of workers (what lies past it is left out of the report).
-    let reports: Vec<Vec<String>> = [1, 3]
-        .into_iter()
-        .map(|workers| {
-            let (mut lines, stderr) = probe(&binary, workers, 200);
-            let seen = lines.pop().expect("a seen line");
-            let seen: usize = seen["seen ".len()..].parse().expect("a count");
-            // Each of items 0..=79 ran; so may some past it, while the
-            // worker of a panicking item was slower to report it.
-            assert!(
-                (80..200).contains(&seen),
-                "{workers} workers saw {seen}: {stderr}"
-            );
-            lines
-        })
-        .collect();
-    let want = expected(80, true);
-    assert_eq!(reports[0], want);
-    assert_eq!(reports[1], want);
+    // Every fifth item panics: the 16th is item 79, the 3rd item 14.
+    // Everything up to it, for any number of workers (what lies past it
+    // is left out of the report).
+    for (max_parked, last) in [(16, 79), (3, 14)] {
+        let reports: Vec<Vec<String>> = [1, 3]
+            .into_iter()
+            .map(|workers| {
+                let (mut lines, stderr) = probe(&binary, workers, 200, max_parked);
+                let seen = lines.pop().expect("a seen line");
+                let seen: usize = seen["seen ".len()..].parse().expect("a count");
+                // Each item up to the last ran; so may some past it, while
+                // the worker of a panicking item was slower to report it.
+                assert!(
+                    (last + 1..200).contains(&seen),
+                    "{workers} workers saw {seen}: {stderr}"
+                );
+                lines
+            })
+            .collect();
+        let want = expected(last + 1, true);
+        assert_eq!(reports[0], want, "stopping after {max_parked}");
+        assert_eq!(reports[1], want, "stopping after {max_parked}");
+    }
 }
 
 #[test]
 fn where_panics_unwind_every_item_runs() {
     let binary = build("unwind");
-    let (lines, _) = probe(&binary, 2, 200);
+    let (lines, _) = probe(&binary, 2, 200, 16);
     assert_eq!(lines, expected(200, false));
 }

@@ -226,3 +226,19 @@ fn the_search_can_stop_at_the_first_violating_key() {
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("1 keys not checked"), "{stdout}");
 }
+
+#[test]
+fn a_sweep_refuses_a_panic_limit_of_zero_by_name() {
+    for args in [
+        &["run", "--seeds", "0..1", "--max-panics", "0"][..],
+        &["swarm", "--seeds", "0..1", "--max-panics", "none"][..],
+    ] {
+        let (code, stdout, stderr) = quorumsim(args);
+        assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains("--max-panics"), "{args:?}: {stderr}");
+    }
+    let (code, stdout, _) = quorumsim(&["run", "--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("--max-panics <N>"), "{stdout}");
+    assert!(stdout.contains("[default: 16]"), "{stdout}");
+}

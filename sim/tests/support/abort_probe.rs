@@ -1,6 +1,7 @@
 //! A program built with `-C panic=abort` by `abort_isolation.rs`: runs
 //! items of which every fifth panics through `run_isolated`, and prints
-//! what came back. Arguments: workers, items.
+//! what came back. Arguments: workers, items, and how many panics to stop
+//! after.
 #[path = "../../src/isolate.rs"]
 #[allow(dead_code)]
 mod isolate;
@@ -10,13 +11,14 @@ fn main() {
         std::env::args()
             .nth(n)
             .and_then(|a| a.parse().ok())
-            .expect("arguments: workers items")
+            .expect("arguments: workers items max-parked")
     };
-    let (workers, items) = (arg(1), arg(2));
+    let (workers, items, max_parked) = (arg(1), arg(2), arg(3));
     let mut seen = 0;
     let run = isolate::run_isolated(
         0..items,
         workers,
+        max_parked,
         |i: usize| {
             if i % 5 == 4 {
                 panic!("item {i} panics");
