@@ -77,11 +77,18 @@ if missing; then
     fi
 fi
 
-# The simulator's flags, as `cargo sim` builds it, plus the optimisation's.
+# The simulator's flags, read from `cargo sim`'s alias so that the two
+# builds never drift apart, plus the optimisation's.
+sim_flags=$(grep -m1 '^sim = ' .cargo/config.toml | grep -o "build.rustflags=\[[^]]*\]" |
+    sed 's/^build.rustflags=\[//; s/\]$//')
+if [ -z "$sim_flags" ]; then
+    echo "build-sim-pgo.sh: no build.rustflags in .cargo/config.toml's sim alias" >&2
+    exit 1
+fi
 build() {
     local target_dir="$1"
     shift
-    local flags="'--cfg','madsim','-Cllvm-args=-enable-ext-tsp-block-placement=true','-Cllvm-args=-inline-threshold=500'"
+    local flags="$sim_flags"
     local flag
     for flag in "$@"; do flags+=",'$flag'"; done
     cargo build --profile sim --config "build.rustflags=[$flags]" \

@@ -21,7 +21,7 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 # The LLVM options `cargo sim` and `cargo simbench` pass (.cargo/config.toml,
-# and scripts/build-sim-pgo.sh) are LLVM's own: a later LLVM may drop one,
+# whose sim alias scripts/build-sim-pgo.sh reads) are LLVM's own: a later LLVM may drop one,
 # and nothing below builds the `sim` profile. One object of an empty
 # program per option tells.
 step "the simulator's LLVM options are known to this rustc"
@@ -29,7 +29,7 @@ llvm_check_dir="$(mktemp -d)"
 for option in $(grep -o -- "-Cllvm-args=[^']*" .cargo/config.toml | sort -u); do
     if ! echo 'fn main() {}' | rustc --crate-name llvm_option_check --edition 2021 \
         --emit=obj --out-dir "$llvm_check_dir" "$option" -; then
-        echo "rustc refuses $option (.cargo/config.toml's sim aliases, scripts/build-sim-pgo.sh): remove it there"
+        echo "rustc refuses $option (.cargo/config.toml's sim aliases): remove it there"
         exit 1
     fi
     echo "known: $option"
