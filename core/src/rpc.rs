@@ -626,21 +626,31 @@ where
     }
     let mut first_frame = true;
     let (sink, mut frames) = framed.split();
-    let replies = Arc::new(FrameWriter::new(sink));
-    // Closes the socket however this returns, even with requests still
-    // being handled (they find the connection ended).
-    let _closing = CloseOnDrop(replies.clone());
     // The first failed write, told by the request task that saw it.
     let (write_failed_tx, mut write_failed) = oneshot::channel::<String>();
-    let write_failed_tx = Arc::new(Mutex::new(Some(write_failed_tx)));
-    let in_flight = Arc::new(InFlight::new(&limits));
-    let awaiting_since = Arc::new(Mutex::new(None));
-    let mut idle = AbortOnDrop(tokio::spawn(idle_watch(
-        awaiting_since.clone(),
-        limits.idle_timeout,
-    )));
+    let served = Arc::new(Served {
+        // A clone: the caller's reference goes last, when this returns.
+        handler: handler.clone(),
+        replies: FrameWriter::new(sink),
+        write_failed: Mutex::new(Some(write_failed_tx)),
+        in_flight: InFlight::new(&limits),
+    });
+    let replies = &served.replies;
+    // Closes the socket however this returns, even with requests still
+    // being handled (they find the connection ended).
+    let _closing = CloseOnDrop(served.clone());
+    let awaiting = Arc::new(Awaiting::new());
+    // The watchdog says so on a channel rather than by ending: polling its
+    // task's handle on every wake-up of this one would register this
+    // task's waker with it each time (two reference counts, and more).
+    let (idle_tx, mut idle) = oneshot::channel::<()>();
+    let watchdog = idle_watch(awaiting.clone(), limits.idle_timeout);
+    let _watchdog = AbortOnDrop(tokio::spawn(async move {
+        watchdog.await;
+        let _ = idle_tx.send(());
+    }));
     loop {
-        set_awaiting(&awaiting_since, Some(tokio::time::Instant::now()));
+        awaiting.set(Some(tokio::time::Instant::now()));
         let frame = tokio::select! {
             // Fixed order, so no random choice reaches the simulation.
             biased;
@@ -649,7 +659,8 @@ where
                     .unwrap_or_else(|_| "a request task stopped without an answer".into())
                     .into());
             }
-            _ = &mut idle.0 => {
+            // Idle, or the watchdog is gone (its node stopped).
+            _ = &mut idle => {
                 metrics::counter!("rpc_idle_closed_total").increment(1);
                 return Err(format!(
                     "no complete frame for {:?} (--rpc-idle-timeout-ms)",
@@ -659,7 +670,7 @@ where
             }
             frame = frames.next() => frame,
         };
-        set_awaiting(&awaiting_since, None);
+        awaiting.set(None);
         let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| {
             if IntegrityError::is(&e) {
@@ -677,7 +688,7 @@ where
         if first && secret.is_none() && secure_channel::handshake_message(&frame).is_some() {
             let message = "this node has no cluster secret and takes only plain connections; \
                            give every node and gateway of the cluster the same --cluster-secret";
-            tell(&replies, message).await;
+            tell(replies, message).await;
             return Err(ConnectionEnd::Refused {
                 reason: "unexpected_handshake",
                 message: format!("the peer sent a cluster handshake; {message}"),
@@ -694,7 +705,7 @@ where
                     "this node speaks RPC protocol version {PROTOCOL_VERSION}; {}",
                     incompatible_note(theirs)
                 );
-                tell(&replies, &message).await;
+                tell(replies, &message).await;
                 return Err(ConnectionEnd::Incompatible(theirs));
             }
             Err(Unreadable::Malformed(reason)) => {
@@ -702,14 +713,14 @@ where
             }
         };
         // Past an in-flight limit, stop reading until a request finishes.
-        let share = in_flight.take(frame.len()).await;
-        let handler = handler.clone();
-        let replies = replies.clone();
-        let write_failed_tx = write_failed_tx.clone();
+        // The request's task holds its share, and through it the
+        // connection: one reference count per request.
+        let share = Share::take(&served, frame.len()).await;
         // Boxed once: the task layers below move a future by value on its
         // way into the task, and this one holds the whole request.
         tokio::spawn(Box::pin(async move {
-            let _share = share;
+            // Dropped last, as the request ends: its limits are released.
+            let share = share;
             let between_replicas = matches!(
                 envelope.body,
                 Request::Apply { .. } | Request::Fetch { .. } | Request::AntiEntropy(_)
@@ -720,9 +731,9 @@ where
             }
             let request = describe(&envelope.body);
             if misbehaves(FaultPoint::DuplicateRequest) {
-                let _ = handler.handle(envelope.body.clone()).await;
+                let _ = share.served.handler.handle(envelope.body.clone()).await;
             }
-            let response = handler.handle(envelope.body).await;
+            let response = share.served.handler.handle(envelope.body).await;
             if misbehaves(FaultPoint::DropReply) {
                 return;
             }
@@ -730,8 +741,8 @@ where
                 tokio::time::sleep(buggify::delay_up_to(REORDER_DELAY)).await;
             }
             if let Some(frame) = response_frame(envelope.id, &request, &response) {
-                if let Err(WriteEnd::Failed(e)) = replies.send(frame).await {
-                    let told = write_failed_tx
+                if let Err(WriteEnd::Failed(e)) = share.served.replies.send(frame).await {
+                    let told = (share.served.write_failed)
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .take();
@@ -744,7 +755,7 @@ where
     }
     // The peer is done sending: answer what is still being handled (each
     // request task holds its share until it has written its answer).
-    in_flight.drained().await;
+    served.in_flight.drained().await;
     match write_failed.try_recv() {
         Ok(failed) => Err(ConnectionEnd::Failed(failed)),
         Err(_) => Ok(()),
@@ -756,6 +767,15 @@ where
 /// One mutex for both counts, and a wake-up only when the connection's
 /// reader is waiting (a semaphore takes its waiters' lock on every
 /// release).
+/// What a served connection's request tasks share with its reader.
+struct Served {
+    handler: Arc<dyn Handler>,
+    replies: FrameWriter,
+    /// Tells the reader of the first failed write.
+    write_failed: Mutex<Option<oneshot::Sender<String>>>,
+    in_flight: InFlight,
+}
+
 struct InFlight {
     max_requests: usize,
     max_bytes: usize,
@@ -775,8 +795,20 @@ struct Held {
 /// One request's share of its connection's in-flight limits, given back
 /// when the request's task ends.
 struct Share {
-    in_flight: Arc<InFlight>,
+    served: Arc<Served>,
     bytes: usize,
+}
+
+impl Share {
+    /// The share of a request of `frame_bytes`, once it fits (see
+    /// [`InFlight::take`]).
+    async fn take(served: &Arc<Served>, frame_bytes: usize) -> Share {
+        let bytes = served.in_flight.take(frame_bytes).await;
+        Share {
+            served: served.clone(),
+            bytes,
+        }
+    }
 }
 
 impl InFlight {
@@ -793,10 +825,11 @@ impl InFlight {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The share of a request of `frame_bytes`, once it fits (counted in
-    /// `rpc_backpressure_total` when it has to wait). A frame larger than
-    /// the byte limit counts as the whole limit: it runs alone.
-    async fn take(self: &Arc<Self>, frame_bytes: usize) -> Share {
+    /// Take the share of a request of `frame_bytes`, once it fits (counted
+    /// in `rpc_backpressure_total` when it has to wait), and say how many
+    /// bytes it holds. A frame larger than the byte limit counts as the
+    /// whole limit: it runs alone.
+    async fn take(&self, frame_bytes: usize) -> usize {
         let bytes = frame_bytes.clamp(1, self.max_bytes);
         let mut counted = false;
         loop {
@@ -807,10 +840,7 @@ impl InFlight {
                 if fits {
                     held.requests += 1;
                     held.bytes += bytes;
-                    return Share {
-                        in_flight: self.clone(),
-                        bytes,
-                    };
+                    return bytes;
                 }
                 held.waiting = true;
             }
@@ -819,6 +849,16 @@ impl InFlight {
             }
             // A release after the lock above left a permit: no lost wake-up.
             self.released.notified().await;
+        }
+    }
+
+    /// Give back a request's share of `bytes`.
+    fn release(&self, bytes: usize) {
+        let mut held = self.lock();
+        held.requests -= 1;
+        held.bytes -= bytes;
+        if std::mem::take(&mut held.waiting) {
+            self.released.notify_one();
         }
     }
 
@@ -839,38 +879,54 @@ impl InFlight {
 
 impl Drop for Share {
     fn drop(&mut self) {
-        let mut held = self.in_flight.lock();
-        held.requests -= 1;
-        held.bytes -= self.bytes;
-        if std::mem::take(&mut held.waiting) {
-            self.in_flight.released.notify_one();
-        }
+        self.served.in_flight.release(self.bytes);
     }
 }
 
 /// Closes a connection's write half when dropped.
-struct CloseOnDrop(Arc<FrameWriter>);
+struct CloseOnDrop(Arc<Served>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        self.0.close();
+        self.0.replies.close();
     }
 }
 
-/// Since when a connection has been waiting for its next frame (None:
-/// it is handling one, or held back by its in-flight limits).
-type AwaitingSince = Arc<Mutex<Option<tokio::time::Instant>>>;
-
-fn set_awaiting(awaiting: &AwaitingSince, since: Option<tokio::time::Instant>) {
-    *awaiting_guard(awaiting) = since;
+/// Since when a connection has been waiting for its next frame (none: it
+/// is handling one, or held back by its in-flight limits). An atomic count
+/// of nanoseconds from an instant of its own, which the reader sets twice
+/// a frame without taking a lock.
+struct Awaiting {
+    from: tokio::time::Instant,
+    /// Nanoseconds since `from`; `NOT_AWAITING` when not waiting.
+    since: std::sync::atomic::AtomicU64,
 }
 
-fn awaiting_guard(
-    awaiting: &AwaitingSince,
-) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
-    awaiting
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+const NOT_AWAITING: u64 = u64::MAX;
+
+impl Awaiting {
+    fn new() -> Self {
+        Self {
+            from: tokio::time::Instant::now(),
+            since: std::sync::atomic::AtomicU64::new(NOT_AWAITING),
+        }
+    }
+
+    fn set(&self, since: Option<tokio::time::Instant>) {
+        let nanos = since.map_or(NOT_AWAITING, |since| {
+            // Saturating: 584 years after the connection opened.
+            let nanos = since.saturating_duration_since(self.from).as_nanos();
+            u64::try_from(nanos).map_or(NOT_AWAITING - 1, |n| n.min(NOT_AWAITING - 1))
+        });
+        self.since.store(nanos, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Option<tokio::time::Instant> {
+        match self.since.load(Ordering::Relaxed) {
+            NOT_AWAITING => None,
+            nanos => self.from.checked_add(Duration::from_nanos(nanos)),
+        }
+    }
 }
 
 /// Returns once the connection has waited `idle` for a frame.
@@ -879,14 +935,13 @@ fn awaiting_guard(
 /// timeout around every read: a timer per frame, each outliving its frame
 /// by the whole idle period, was a sixth of the simulator's timers and
 /// kept its timer heap thousands deep (madsim cannot cancel a timer).
-async fn idle_watch(awaiting: AwaitingSince, idle: Duration) {
+async fn idle_watch(awaiting: Arc<Awaiting>, idle: Duration) {
     let now = tokio::time::Instant::now;
     let mut check_at = now().checked_add(idle);
     // No instant that far ahead: never idle.
     while let Some(at) = check_at {
         tokio::time::sleep_until(at).await;
-        let since = *awaiting_guard(&awaiting);
-        check_at = match since {
+        check_at = match awaiting.get() {
             Some(since) => match since.checked_add(idle) {
                 Some(idle_at) if now() >= idle_at => return,
                 later => later,
@@ -1704,12 +1759,26 @@ mod tests {
             .is_err()
     }
 
+    /// A share of `in_flight`, given back when dropped (as a request's
+    /// `Share` does).
+    struct Hold<'a>(&'a InFlight, usize);
+
+    impl Drop for Hold<'_> {
+        fn drop(&mut self) {
+            self.0.release(self.1);
+        }
+    }
+
+    async fn hold(in_flight: &InFlight, frame_bytes: usize) -> Hold<'_> {
+        Hold(in_flight, in_flight.take(frame_bytes).await)
+    }
+
     #[tokio::test]
     async fn a_connection_at_its_request_limit_takes_the_next_only_when_one_ends() {
-        let in_flight = Arc::new(InFlight::new(&limits(2, 1 << 20)));
-        let first = in_flight.take(10).await;
-        let second = in_flight.take(10).await;
-        let mut third = Box::pin(in_flight.take(10));
+        let in_flight = InFlight::new(&limits(2, 1 << 20));
+        let first = hold(&in_flight, 10).await;
+        let second = hold(&in_flight, 10).await;
+        let mut third = Box::pin(hold(&in_flight, 10));
         assert!(waits(&mut third).await, "a third request past a limit of 2");
         drop(first);
         let third = tokio::time::timeout(PATIENT, third)
@@ -1726,26 +1795,26 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_at_its_byte_limit_waits_and_a_larger_frame_runs_alone() {
-        let in_flight = Arc::new(InFlight::new(&limits(100, 1000)));
-        let big = in_flight.take(700).await;
-        let mut more = Box::pin(in_flight.take(400));
+        let in_flight = InFlight::new(&limits(100, 1000));
+        let big = hold(&in_flight, 700).await;
+        let mut more = Box::pin(hold(&in_flight, 400));
         assert!(
             waits(&mut more).await,
             "700 + 400 bytes past a limit of 1000"
         );
-        let small = in_flight.take(300).await;
+        let small = hold(&in_flight, 300).await;
         drop(small);
         drop(big);
         let more = tokio::time::timeout(PATIENT, more).await.expect("fits now");
         // over the limit on its own: counted as the whole limit, so it waits
         // for everything else and then runs alone
-        let mut huge = Box::pin(in_flight.take(5000));
+        let mut huge = Box::pin(hold(&in_flight, 5000));
         assert!(waits(&mut huge).await, "a frame over the limit runs alone");
         drop(more);
         let huge = tokio::time::timeout(PATIENT, huge)
             .await
             .expect("alone now");
-        let mut next = Box::pin(in_flight.take(1));
+        let mut next = Box::pin(hold(&in_flight, 1));
         assert!(waits(&mut next).await, "nothing runs beside the huge frame");
         drop(huge);
         tokio::time::timeout(PATIENT, next).await.expect("after it");
