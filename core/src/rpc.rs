@@ -762,12 +762,8 @@ where
     }
 }
 
-/// What the requests a served connection is handling hold, against its
-/// limits (`--rpc-max-in-flight`, `--rpc-max-in-flight-bytes`), in bytes.
-/// One mutex for both counts, and a wake-up only when the connection's
-/// reader is waiting (a semaphore takes its waiters' lock on every
-/// release).
-/// What a served connection's request tasks share with its reader.
+/// What a served connection's request tasks share with its reader: one
+/// reference count per request, where each piece had its own.
 struct Served {
     handler: Arc<dyn Handler>,
     replies: FrameWriter,
@@ -776,6 +772,11 @@ struct Served {
     in_flight: InFlight,
 }
 
+/// What the requests a served connection is handling hold, against its
+/// limits (`--rpc-max-in-flight`, `--rpc-max-in-flight-bytes`), in bytes.
+/// One mutex for both counts, and a wake-up only when the connection's
+/// reader is waiting (a semaphore takes its waiters' lock on every
+/// release).
 struct InFlight {
     max_requests: usize,
     max_bytes: usize,
