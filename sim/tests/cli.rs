@@ -3,15 +3,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+#[path = "support/outcome.rs"]
+mod support;
+
 fn quorumsim(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_quorumsim"))
-        .args(args)
-        .output()
-        .expect("quorumsim runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    support::outcome(
+        Command::new(env!("CARGO_BIN_EXE_quorumsim")).args(args),
+        "quorumsim",
     )
 }
 

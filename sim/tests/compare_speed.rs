@@ -3,25 +3,23 @@
 //! refuses to compare builds whose reports differ (they do different
 //! work), and refuses bad arguments by name.
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
+
+#[path = "support/outcome.rs"]
+mod support;
 
 fn compare(args: &[&str]) -> (i32, String, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/compare-sim-speed.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 runs the script");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    support::outcome(
+        Command::new("python3").arg(script).args(args),
+        "python3 with the script",
     )
 }
 
-/// A stand-in build: prints `verdict` as its report, then a timing line.
-fn stand_in(name: &str, verdict: &str, speed: f64) -> PathBuf {
+/// A stand-in build, by path: prints `verdict` as its report, then a
+/// timing line.
+fn stand_in(name: &str, verdict: &str, speed: f64) -> String {
     let dir = std::env::temp_dir().join(format!("compare-speed-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(name);
@@ -31,7 +29,7 @@ fn stand_in(name: &str, verdict: &str, speed: f64) -> PathBuf {
     );
     std::fs::write(&path, script).expect("write stand-in");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    path
+    path.to_string_lossy().into_owned()
 }
 
 // The simulator itself exists only under `--cfg madsim` (`cargo simtest`);
@@ -55,8 +53,7 @@ fn one_build_against_itself_is_timed_every_round_and_does_the_same_work() {
 fn the_figures_are_each_builds_own_and_the_ratio_is_against_the_first() {
     let slow = stand_in("slow", "held", 80.0);
     let fast = stand_in("fast", "held", 100.0);
-    let (slow, fast) = (slow.to_str().unwrap(), fast.to_str().unwrap());
-    let (code, stdout, stderr) = compare(&["--rounds", "3", slow, fast]);
+    let (code, stdout, stderr) = compare(&["--rounds", "3", &slow, &fast]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     let row = |name: &str| {
         stdout
@@ -65,9 +62,9 @@ fn the_figures_are_each_builds_own_and_the_ratio_is_against_the_first() {
             .unwrap_or_else(|| panic!("no row for {name}: {stdout}"))
             .to_string()
     };
-    assert!(row(slow).contains("80.0    80.0    80.0"), "{stdout}");
+    assert!(row(&slow).contains("80.0    80.0    80.0"), "{stdout}");
     assert!(
-        row(fast).contains("faster in 3 of 3 rounds, median ratio 1.250"),
+        row(&fast).contains("faster in 3 of 3 rounds, median ratio 1.250"),
         "{stdout}"
     );
 }
@@ -76,11 +73,10 @@ fn the_figures_are_each_builds_own_and_the_ratio_is_against_the_first() {
 fn builds_that_report_differently_are_not_compared() {
     let held = stand_in("held", "every promised guarantee held", 90.0);
     let broken = stand_in("broken", "a guarantee was broken", 95.0);
-    let (held, broken) = (held.to_str().unwrap(), broken.to_str().unwrap());
-    let (code, stdout, stderr) = compare(&["--rounds", "1", held, broken]);
+    let (code, stdout, stderr) = compare(&["--rounds", "1", &held, &broken]);
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(stdout.contains("reports differ"), "{stdout}");
-    assert!(stdout.contains(broken), "{stdout}");
+    assert!(stdout.contains(&broken), "{stdout}");
 }
 
 #[test]
