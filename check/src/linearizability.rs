@@ -294,7 +294,7 @@ pub fn check_linearizability_ops<M: Model>(
             continue;
         }
         let limit = budget.steps_per_key.min(remaining);
-        let mut search = Search::new(model, &kept, &model_ops);
+        let mut search = Search::new(model, &kept, &model_ops, false);
         let outcome = search.run(limit, budget.cache_bytes_per_key);
         report.steps += search.steps;
         match outcome {
@@ -312,7 +312,16 @@ pub fn check_linearizability_ops<M: Model>(
                     budget.cache_bytes_per_key
                 ),
             }),
-            Outcome::Violation => report.violations.push(search.explain(key, &names)),
+            Outcome::Violation => {
+                // The search again, the same steps in the same order, this
+                // time keeping its longest linearized prefix for the
+                // explanation: keeping it on every search copied the whole
+                // prefix each time it grew, for the few keys that fail.
+                let mut explained = Search::new(model, &kept, &model_ops, true);
+                let again = explained.run(limit, budget.cache_bytes_per_key);
+                debug_assert!(matches!(again, Outcome::Violation));
+                report.violations.push(explained.explain(key, &names));
+            }
         }
     }
     report.verdict = if !report.violations.is_empty() {
@@ -367,6 +376,9 @@ struct Search<'m, 'o, 'h, M: Model> {
     prev: Vec<usize>,
     zobrist: Vec<u64>,
     steps: u64,
+    /// Whether to keep the longest linearized prefix (`best`) and its
+    /// states, which only explaining a violation reads.
+    track_best: bool,
     best: Vec<u32>,
     best_states: Vec<M::State>,
 }
@@ -384,7 +396,12 @@ fn op_of(node: usize) -> (usize, bool) {
 }
 
 impl<'m, 'o, 'h, M: Model> Search<'m, 'o, 'h, M> {
-    fn new(model: &'m M, ops: &'o [OperationRef<'h>], model_ops: &'o [M::Op]) -> Self {
+    fn new(
+        model: &'m M,
+        ops: &'o [OperationRef<'h>],
+        model_ops: &'o [M::Op],
+        track_best: bool,
+    ) -> Self {
         let n = ops.len();
         // (time, is_return, op): calls before returns at equal times.
         let mut entries: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n);
@@ -422,6 +439,7 @@ impl<'m, 'o, 'h, M: Model> Search<'m, 'o, 'h, M> {
             prev,
             zobrist,
             steps: 0,
+            track_best,
             best: Vec::new(),
             best_states: vec![model.init()],
         }
@@ -509,7 +527,7 @@ impl<'m, 'o, 'h, M: Model> Search<'m, 'o, 'h, M> {
                         bits_hash = new_hash;
                         stack.push((op, std::mem::replace(&mut states, next_states)));
                         self.lift(op);
-                        if stack.len() > self.best.len() {
+                        if self.track_best && stack.len() > self.best.len() {
                             self.best = stack.iter().map(|(o, _)| *o as u32).collect();
                             self.best_states = states.clone();
                         }
