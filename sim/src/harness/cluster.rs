@@ -12,7 +12,7 @@ use madsim::runtime::{Handle, NodeHandle};
 use quorumlog_core::storage::GroupCommit;
 use quorumlog_core::{CoordinatorConfig, Incarnation, Node, NodeId, Siblings, Store};
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,6 +51,16 @@ impl SimNode {
     pub fn stored(&self) -> BTreeMap<String, Arc<Siblings>> {
         let rows = self.disk().rows.clone();
         match rows.rows() {
+            Ok(rows) => rows,
+            // Only the store under test writes these rows.
+            Err(e) => panic!("node n{} committed a row it cannot read: {e}", self.id),
+        }
+    }
+
+    /// [`SimNode::stored`], for the committed keys among `keys` only.
+    pub fn stored_among(&self, keys: &BTreeSet<String>) -> BTreeMap<String, Arc<Siblings>> {
+        let rows = self.disk().rows.clone();
+        match rows.rows_among(keys) {
             Ok(rows) => rows,
             // Only the store under test writes these rows.
             Err(e) => panic!("node n{} committed a row it cannot read: {e}", self.id),
@@ -161,6 +171,18 @@ impl SimCluster {
 
     pub fn nodes(&self) -> &[SimNode] {
         &self.nodes
+    }
+
+    /// The keys the nodes' disks do not hold alike
+    /// ([`SimDisk::keys_not_alike`]).
+    pub fn keys_not_alike(&self) -> BTreeSet<String> {
+        let disks: Vec<Arc<SimDisk>> = self
+            .nodes
+            .iter()
+            .map(|node| node.disk().rows.clone())
+            .collect();
+        let disks: Vec<&SimDisk> = disks.iter().map(|disk| &**disk).collect();
+        SimDisk::keys_not_alike(&disks)
     }
 
     pub fn n(&self) -> usize {

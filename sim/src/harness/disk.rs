@@ -284,6 +284,51 @@ impl SimDisk {
             .collect()
     }
 
+    /// The keys whose committed rows are not the same bytes on every one
+    /// of `disks`: held by some and not by others, or held differently.
+    /// Rows of the same bytes decode to the same sibling set, so only these
+    /// keys can differ in what the replicas hold; comparing bytes in place
+    /// spares decoding and copying every other key's versions.
+    pub fn keys_not_alike(disks: &[&SimDisk]) -> BTreeSet<String> {
+        let committed: Vec<MutexGuard<'_, Committed>> =
+            disks.iter().map(|disk| disk.committed()).collect();
+        let mut keys = BTreeSet::new();
+        let Some((first, rest)) = committed.split_first() else {
+            return keys;
+        };
+        for (key, row) in &first.rows {
+            let alike = |other: &MutexGuard<'_, Committed>| {
+                other
+                    .rows
+                    .get(key)
+                    .is_some_and(|theirs| theirs.data == row.data)
+            };
+            if !rest.iter().all(alike) {
+                keys.insert(key.clone());
+            }
+        }
+        for other in rest {
+            for key in other.rows.keys() {
+                if !first.rows.contains_key(key) {
+                    keys.insert(key.clone());
+                }
+            }
+        }
+        keys
+    }
+
+    /// [`SimDisk::rows`], for the committed keys among `keys` only.
+    pub fn rows_among(
+        &self,
+        keys: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, Arc<Siblings>>, StoreError> {
+        let committed = self.committed();
+        keys.iter()
+            .filter_map(|key| committed.rows.get(key).map(|row| (key, row)))
+            .map(|(key, row)| Ok((key.clone(), row.decoded(key).clone()?)))
+            .collect()
+    }
+
     /// How many committed rows hold more versions than `max_siblings` or
     /// more value bytes than `max_bytes` (counted from what the rows hold,
     /// not with the core's own accounting).
@@ -679,6 +724,50 @@ mod tests {
         assert_eq!(disk.rows_over(40, 1000), Ok(0));
         assert_eq!(disk.rows_over(40, 999), Ok(1));
         assert_eq!(disk.rows_over(39, 1000), Ok(1));
+    }
+
+    /// Keys held alike (the same bytes on every disk) are left out;
+    /// keys held differently, or by some disks only, are named.
+    #[test]
+    fn keys_not_alike_are_those_held_differently_or_not_everywhere() {
+        let faults = DiskFaults {
+            failed_permille: 0,
+            unknown_permille: 0,
+        };
+        let disks: Vec<SimDisk> = (0..3)
+            .map(|i| SimDisk::new(faults, ChaCha8Rng::seed_from_u64(i)))
+            .collect();
+        let all: Vec<&SimDisk> = disks.iter().collect();
+        assert!(SimDisk::keys_not_alike(&all).is_empty(), "empty disks");
+        for disk in &disks {
+            disk.apply(&[row("same", "x", None), row("differs", "x", None)]);
+        }
+        disks[2].apply(&[row("differs", "y", Some(0))]);
+        disks[1].apply(&[row("only-on-1", "z", None)]);
+        disks[0].apply(&[row("only-on-0", "z", None)]);
+        let named: Vec<String> = SimDisk::keys_not_alike(&all).into_iter().collect();
+        assert_eq!(named, ["differs", "only-on-0", "only-on-1"]);
+        // Two disks alike on a key the third lacks: still named.
+        assert_eq!(
+            SimDisk::keys_not_alike(&all[..2])
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["only-on-0", "only-on-1"]
+        );
+        assert!(SimDisk::keys_not_alike(&all[..1]).is_empty(), "one disk");
+
+        let among = disks[1]
+            .rows_among(
+                &[
+                    "differs".to_string(),
+                    "only-on-0".to_string(),
+                    "same".to_string(),
+                ]
+                .into(),
+            )
+            .expect("rows decode");
+        assert_eq!(among.keys().collect::<Vec<_>>(), ["differs", "same"]);
+        assert_eq!(among["same"], stored(&disks[1])["same"]);
     }
 
     fn row(key: &str, value: &str, expected: Option<i64>) -> RowWrite {
