@@ -89,11 +89,12 @@ unsafe impl std::alloc::GlobalAlloc for SimAllocator {
 /// Keep the memory freed by one seed's run for the next (call before a
 /// run; idempotent).
 ///
-/// By default mimalloc purges (decommits) freed pages 10 ms after they
-/// are freed, so a run could find the memory the previous one freed
-/// decommitted and fault it back in, each first touch zeroing a 2 MiB
-/// transparent huge page: when every seed had a thread (and a heap) of its
-/// own, a fifth of a sweep's CPU time was the kernel clearing pages. With
+/// By default mimalloc purges (decommits) freed pages a while after they
+/// are freed (1 s in v3, which this builds; 10 ms in v2), so a run could
+/// find the memory the previous one freed decommitted and fault it back
+/// in, each first touch zeroing a 2 MiB transparent huge page: when every
+/// seed had a thread (and a heap) of its own, a fifth of a sweep's CPU
+/// time was the kernel clearing pages. With
 /// purging off, a run reuses the pages the previous one freed; the process
 /// keeps its peak (one run's worth per worker), which it reaches anyway.
 /// Addresses never reach simulated code, so this changes no run.
