@@ -362,8 +362,9 @@ impl Coordinator {
 
     pub async fn write(&self, request: WriteRequest) -> Result<WriteOk, OpError> {
         let started = Stopwatch::start();
-        let result = self.write_inner(request.clone()).await;
-        record_outcome("write", request.level, &result, started);
+        let level = request.level;
+        let result = self.write_inner(request).await;
+        record_outcome("write", level, &result, started);
         result
     }
 
@@ -454,8 +455,9 @@ impl Coordinator {
 
     pub async fn read(&self, request: ReadRequest) -> Result<ReadOk, OpError> {
         let started = Stopwatch::start();
-        let result = self.read_inner(request.clone()).await;
-        record_outcome("read", request.level, &result, started);
+        let level = request.level;
+        let result = self.read_inner(request).await;
+        record_outcome("read", level, &result, started);
         result
     }
 
