@@ -10,7 +10,7 @@ use crate::scenario::DiskFaults;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 use quorumlog_core::storage::GroupCommit;
-use quorumlog_core::{CoordinatorConfig, Incarnation, Node, NodeId, Siblings, Store};
+use quorumlog_core::{CoordinatorConfig, Incarnation, Node, NodeId, Siblings, Store, StoreError};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -50,21 +50,13 @@ impl SimNode {
     /// row cache holds: the disk is what a restart finds).
     pub fn stored(&self) -> BTreeMap<String, Arc<Siblings>> {
         let rows = self.disk().rows.clone();
-        match rows.rows() {
-            Ok(rows) => rows,
-            // Only the store under test writes these rows.
-            Err(e) => panic!("node n{} committed a row it cannot read: {e}", self.id),
-        }
+        self.readable(rows.rows())
     }
 
     /// [`SimNode::stored`], for the committed keys among `keys` only.
     pub fn stored_among(&self, keys: &BTreeSet<String>) -> BTreeMap<String, Arc<Siblings>> {
         let rows = self.disk().rows.clone();
-        match rows.rows_among(keys) {
-            Ok(rows) => rows,
-            // Only the store under test writes these rows.
-            Err(e) => panic!("node n{} committed a row it cannot read: {e}", self.id),
-        }
+        self.readable(rows.rows_among(keys))
     }
 
     /// What the node's disk did so far.
@@ -79,12 +71,18 @@ impl SimNode {
     /// is judged on each commit ([`DiskStats::grown_past_limit`]).
     pub fn keys_over(&self, max_siblings: usize, max_value_bytes: usize, n: usize) -> usize {
         let rows = self.disk().rows.clone();
-        match rows.rows_over(
+        self.readable(rows.rows_over(
             max_siblings.saturating_mul(n),
             max_value_bytes.saturating_mul(n),
-        ) {
-            Ok(over) => over,
-            // Only the store under test writes these rows.
+        ))
+    }
+
+    /// What reading the disk's rows gave. Only the store under test writes
+    /// them, so a row that does not read is its bug: the run panics, and
+    /// the sweep reports the seed.
+    fn readable<T>(&self, read: Result<T, StoreError>) -> T {
+        match read {
+            Ok(read) => read,
             Err(e) => panic!("node n{} committed a row it cannot read: {e}", self.id),
         }
     }

@@ -290,6 +290,8 @@ impl SimDisk {
     /// keys can differ in what the replicas hold; comparing bytes in place
     /// spares decoding and copying every other key's versions.
     pub fn keys_not_alike(disks: &[&SimDisk]) -> BTreeSet<String> {
+        // Every disk's lock at once, in the order given: nothing else holds
+        // more than one disk's.
         let committed: Vec<MutexGuard<'_, Committed>> =
             disks.iter().map(|disk| disk.committed()).collect();
         let mut keys = BTreeSet::new();
