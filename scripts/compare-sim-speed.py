@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Compare the speed of simulator builds, fairly, on a noisy machine.
 
-    python3 scripts/compare-sim-speed.py [--rounds N] [--seeds A..B] [--swarm] BINARY...
+    python3 scripts/compare-sim-speed.py [--rounds N] [--seeds A..B] [--swarm]
+                                         [--at-least FIGURE] BINARY...
 
 Runs the standard sweep (`BINARY run --faults all --seeds A..B --jobs 1`,
 or `BINARY swarm --seeds A..B --jobs 1` with --swarm) with each binary in
@@ -10,7 +11,10 @@ sweep's own figure): median, best and worst round, and against the first
 binary, in how many rounds it was faster and the median of the rounds'
 ratios. Alternating in one sitting is what makes the figures comparable:
 this machine's speed moves by 10 to 20 % within minutes, so two sweeps
-taken apart compare the machine as much as the builds.
+taken apart compare the machine as much as the builds. With
+--at-least FIGURE it also counts, for each binary, the rounds at or
+above that figure (a target is met robustly only if nearly every round
+meets it, not just the median).
 
 A speed comparison means something only if the builds do the same work:
 the first round also compares every binary's report (everything but the
@@ -43,6 +47,16 @@ def rounds(text):
     return int(text)
 
 
+def figure(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive number of seeds per CPU-second")
+    return value
+
+
 def sweep(binary, seeds, swarm):
     """The sweep's report without its timing line, and its seeds per CPU-second."""
     command = [binary, "swarm"] if swarm else [binary, "run", "--faults", "all"]
@@ -70,6 +84,7 @@ def main():
     parser.add_argument("--rounds", type=rounds, default=8, help="rounds, each running every binary once [default: 8]")
     parser.add_argument("--seeds", type=seed_range, default="0..150", help="seeds of each sweep [default: 0..150]")
     parser.add_argument("--swarm", action="store_true", help="time `swarm` (seed-drawn scenarios) instead of `run --faults all`")
+    parser.add_argument("--at-least", type=figure, metavar="FIGURE", help="also count each binary's rounds at or above FIGURE seeds per CPU-second")
     args = parser.parse_args()
     for binary in args.binaries:
         if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
@@ -101,6 +116,11 @@ def main():
             line += (f"  faster in {faster} of {len(ratios)} rounds, "
                      f"median ratio {statistics.median(ratios):.3f}")
         print(line)
+    if args.at_least is not None:
+        print(f"rounds at or above {args.at_least:g} seeds per CPU-second:")
+        for at, binary in enumerate(args.binaries):
+            met = sum(1 for value in speeds[at] if value >= args.at_least)
+            print(f"  {binary:<{width}} {met} of {len(speeds[at])}")
 
     differing = [b for at, b in enumerate(args.binaries) if reports[at] != reports[0]]
     if differing:

@@ -69,6 +69,34 @@ fn the_figures_are_each_builds_own_and_the_ratio_is_against_the_first() {
     );
 }
 
+/// `--at-least` counts each build's rounds at or above the figure, the
+/// figure itself included.
+#[test]
+fn rounds_at_or_above_a_figure_are_counted_for_each_build() {
+    let below = stand_in("below", "held", 99.9);
+    let at = stand_in("at", "held", 100.0);
+    let (code, stdout, stderr) = compare(&["--rounds", "2", "--at-least", "100", &below, &at]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("rounds at or above 100 seeds per CPU-second:"),
+        "{stdout}"
+    );
+    // The counts follow their heading, one indented line per build.
+    let count = |name: &str| {
+        stdout
+            .lines()
+            .skip_while(|line| !line.starts_with("rounds at or above"))
+            .find_map(|line| line.trim_start().strip_prefix(name))
+            .map(|rest| rest.trim().to_string())
+            .unwrap_or_else(|| panic!("no count for {name}: {stdout}"))
+    };
+    assert_eq!(count(&below), "0 of 2", "{stdout}");
+    assert_eq!(count(&at), "2 of 2", "{stdout}");
+    // Without the flag, no such lines.
+    let (_, plain, _) = compare(&["--rounds", "1", &below, &at]);
+    assert!(!plain.contains("at or above"), "{plain}");
+}
+
 #[test]
 fn builds_that_report_differently_are_not_compared() {
     let held = stand_in("held", "every promised guarantee held", 90.0);
@@ -98,6 +126,9 @@ fn bad_arguments_are_refused_by_name() {
         (vec!["--rounds", "many", build], "--rounds"),
         (vec!["--seeds", "3..3", build], "--seeds"),
         (vec!["--seeds", "0-150", build], "--seeds"),
+        (vec!["--at-least", "0", build], "--at-least"),
+        (vec!["--at-least", "fast", build], "--at-least"),
+        (vec!["--at-least", "nan", build], "--at-least"),
         (vec!["/no/such/build"], "is not an executable file"),
     ] {
         let (code, stdout, stderr) = compare(&args);
