@@ -179,8 +179,7 @@ impl SimCluster {
             .iter()
             .map(|node| node.disk().rows.clone())
             .collect();
-        let disks: Vec<&SimDisk> = disks.iter().map(|disk| &**disk).collect();
-        SimDisk::keys_not_alike(&disks)
+        SimDisk::keys_not_alike(disks.iter().map(|disk| &**disk))
     }
 
     pub fn n(&self) -> usize {

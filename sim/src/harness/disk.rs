@@ -289,11 +289,11 @@ impl SimDisk {
     /// Rows of the same bytes decode to the same sibling set, so only these
     /// keys can differ in what the replicas hold; comparing bytes in place
     /// spares decoding and copying every other key's versions.
-    pub fn keys_not_alike(disks: &[&SimDisk]) -> BTreeSet<String> {
+    pub fn keys_not_alike<'a>(disks: impl IntoIterator<Item = &'a SimDisk>) -> BTreeSet<String> {
         // Every disk's lock at once, in the order given: nothing else holds
         // more than one disk's.
         let committed: Vec<MutexGuard<'_, Committed>> =
-            disks.iter().map(|disk| disk.committed()).collect();
+            disks.into_iter().map(|disk| disk.committed()).collect();
         let mut keys = BTreeSet::new();
         let Some((first, rest)) = committed.split_first() else {
             return keys;
@@ -739,24 +739,23 @@ mod tests {
         let disks: Vec<SimDisk> = (0..3)
             .map(|i| SimDisk::new(faults, ChaCha8Rng::seed_from_u64(i)))
             .collect();
-        let all: Vec<&SimDisk> = disks.iter().collect();
-        assert!(SimDisk::keys_not_alike(&all).is_empty(), "empty disks");
+        assert!(SimDisk::keys_not_alike(&disks).is_empty(), "empty disks");
         for disk in &disks {
             disk.apply(&[row("same", "x", None), row("differs", "x", None)]);
         }
         disks[2].apply(&[row("differs", "y", Some(0))]);
         disks[1].apply(&[row("only-on-1", "z", None)]);
         disks[0].apply(&[row("only-on-0", "z", None)]);
-        let named: Vec<String> = SimDisk::keys_not_alike(&all).into_iter().collect();
+        let named: Vec<String> = SimDisk::keys_not_alike(&disks).into_iter().collect();
         assert_eq!(named, ["differs", "only-on-0", "only-on-1"]);
         // Two disks alike on a key the third lacks: still named.
         assert_eq!(
-            SimDisk::keys_not_alike(&all[..2])
+            SimDisk::keys_not_alike(&disks[..2])
                 .into_iter()
                 .collect::<Vec<_>>(),
             ["only-on-0", "only-on-1"]
         );
-        assert!(SimDisk::keys_not_alike(&all[..1]).is_empty(), "one disk");
+        assert!(SimDisk::keys_not_alike(&disks[..1]).is_empty(), "one disk");
 
         let among = disks[1]
             .rows_among(
