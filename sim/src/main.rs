@@ -355,7 +355,7 @@ mod simulator {
     use super::*;
     use indicatif::{ProgressBar, ProgressStyle};
     use quorumlog_sim::sweep::{
-        default_jobs, process_cpu_seconds, run_and_check, sweep_each_stopping,
+        default_jobs, process_cpu_seconds, run_and_check, sweep_totals, SweepTotals,
     };
     use quorumlog_sim::verdict::{run_table, standard_configs, standard_schedules};
     use std::collections::BTreeMap;
@@ -436,7 +436,11 @@ mod simulator {
         let bar = bar(seeds.end - seeds.start, &seeds_of.name());
         let started = std::time::Instant::now();
         let cpu_before = process_cpu_seconds();
-        let (outcomes, panics) = sweep_each_stopping(
+        let SweepTotals {
+            figures,
+            kept: failing,
+            panics,
+        } = sweep_totals(
             &|seed| seeds_of.scenario_of(seed),
             seeds.clone(),
             args.jobs.unwrap_or_else(default_jobs),
@@ -449,34 +453,16 @@ mod simulator {
         let cpu = process_cpu_seconds()
             .zip(cpu_before)
             .map(|(after, before)| after - before);
-        let mut outcomes_total: BTreeMap<String, usize> = BTreeMap::new();
-        let mut faults: BTreeMap<String, usize> = BTreeMap::new();
-        let mut operations = 0;
-        for o in &outcomes {
-            operations += o.stats.operations;
-            for (k, v) in &o.stats.outcomes {
-                *outcomes_total.entry(k.clone()).or_default() += v;
-            }
-            for (k, v) in &o.stats.faults {
-                *faults.entry(k.clone()).or_default() += v;
-            }
-        }
         match &seeds_of {
             Seeds::Fixed(scenario) => {
                 println!("scenario   {} ({})", scenario.name(), describe(scenario)?)
             }
-            Seeds::Swarm => {
-                let fresh = outcomes
-                    .iter()
-                    .filter(|o| o.scenario.promises_fresh_reads())
-                    .count();
-                println!(
-                    "scenario   swarm: every seed draws its own configuration ({fresh} of {} promise fresh reads)",
-                    outcomes.len()
-                )
-            }
+            Seeds::Swarm => println!(
+                "scenario   swarm: every seed draws its own configuration ({} of {} promise fresh reads)",
+                figures.promising_fresh_reads, figures.runs
+            ),
         }
-        let runs = outcomes.len() + panics.len();
+        let runs = figures.runs + panics.len();
         let per_cpu = cpu.map_or(String::new(), |cpu| {
             format!(
                 "; {cpu:.1} s CPU, {:.1} seeds per CPU-second",
@@ -490,35 +476,29 @@ mod simulator {
             elapsed.as_secs_f64(),
             runs as f64 / elapsed.as_secs_f64().max(1e-9)
         );
-        println!("operations {operations}: {}", fmt_counts(&outcomes_total));
+        println!(
+            "operations {}: {}",
+            figures.operations,
+            fmt_counts(&figures.outcomes)
+        );
         println!(
             "faults     {}",
-            if faults.is_empty() {
+            if figures.faults.is_empty() {
                 "none".into()
             } else {
-                fmt_counts(&faults)
+                fmt_counts(&figures.faults)
             }
         );
-        let disk = outcomes.iter().fold(Default::default(), |sum, o| {
-            quorumlog_sim::harness::disk::DiskStats::plus(sum, o.stats.disk)
-        });
-        println!("disks      {}", fmt_disk(&disk));
-        let stale: usize = outcomes.iter().map(|o| o.summary.stale_reads).sum();
-        let lost: usize = outcomes.iter().map(|o| o.summary.lost_updates).sum();
-        let missing: usize = outcomes.iter().map(|o| o.stores.missing_writes).sum();
-        let nonlin = outcomes
-            .iter()
-            .filter(|o| o.broken.contains(&Guarantee::Linearizable))
-            .count();
-        let refused: usize = outcomes.iter().map(|o| o.availability.refused).sum();
+        println!("disks      {}", fmt_disk(&figures.disk));
         println!(
-            "checks     {stale} stale reads, {lost} lost updates, {missing} acknowledged writes on no store, {nonlin} seeds not linearizable, {refused} refused while reachable"
+            "checks     {} stale reads, {} lost updates, {} acknowledged writes on no store, {} seeds not linearizable, {} refused while reachable",
+            figures.stale_reads,
+            figures.lost_updates,
+            figures.missing_writes,
+            figures.not_linearizable,
+            figures.refused_while_reachable
         );
-        let mut agreement_ms: Vec<u64> = outcomes
-            .iter()
-            .filter_map(|o| o.convergence.converged_after_ms)
-            .collect();
-        agreement_ms.sort_unstable();
+        let agreement_ms = &figures.agreement_ms;
         let at = |q: f64| {
             agreement_ms
                 .get(((agreement_ms.len() as f64 - 1.0) * q).round() as usize)
@@ -529,14 +509,10 @@ mod simulator {
         println!(
             "converged  {} of {} seeds after the heal (time to agreement p50 {}, p99 {})",
             agreement_ms.len(),
-            outcomes.len(),
+            figures.runs,
             at(0.5),
             at(0.99)
         );
-        let failing: Vec<_> = outcomes
-            .iter()
-            .filter(|o| !o.failures().is_empty())
-            .collect();
         if failing.is_empty() && panics.is_empty() {
             println!("verdict    every promised guarantee held");
             return Ok(ExitCode::SUCCESS);

@@ -5,10 +5,12 @@ use crate::check::{
     ConvergenceReport, StoreReport,
 };
 pub use crate::guarantee::{broken, Guarantee};
+use crate::harness::disk::DiskStats;
 use crate::harness::{run_seed, RunStats};
 use crate::history::History;
 use crate::isolate::{run_isolated, MAX_PARKED};
 use crate::scenario::Scenario;
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 /// The result of one seed.
@@ -138,17 +140,134 @@ pub fn sweep_each_stopping(
     progress: &(dyn Fn() + Sync),
     keep: &(dyn Fn(&SeedOutcome) -> bool + Sync),
 ) -> (Vec<SeedOutcome>, Vec<SeedPanic>) {
+    sweep_folding(
+        scenario_of,
+        seeds,
+        jobs,
+        max_panics,
+        progress,
+        |mut outcome| {
+            if !keep(&outcome) {
+                outcome.history = History::new();
+            }
+            Some(outcome)
+        },
+    )
+}
+
+/// A whole sweep's figures, summed seed by seed as each finishes: a
+/// sweep's report needs every seed's figures, but its outcomes whole only
+/// for the seeds it names (the failures). Memory then grows with the
+/// seeds kept, not with the seeds run: an outcome is 2 KB before its
+/// history and its latencies, so a million-seed sweep that kept every
+/// outcome held gigabytes.
+///
+/// Every figure is a sum, a count or a sorted list, so a sweep's figures
+/// are the same whichever order its seeds finished in, for any `--jobs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepFigures {
+    /// Seeds that ran to the end (panicked ones are in `panics`).
+    pub runs: usize,
+    pub operations: usize,
+    /// Operation outcomes by name (`ok`, `timeout`, ...), summed.
+    pub outcomes: BTreeMap<String, usize>,
+    /// Faults injected by kind, summed.
+    pub faults: BTreeMap<String, usize>,
+    pub disk: DiskStats,
+    pub stale_reads: usize,
+    pub lost_updates: usize,
+    /// Acknowledged writes found on no replica's store.
+    pub missing_writes: usize,
+    /// Seeds whose history had no linearization.
+    pub not_linearizable: usize,
+    /// Operations refused while the replicas they needed were reachable.
+    pub refused_while_reachable: usize,
+    /// Seeds whose scenario promises fresh reads (a swarm draws each).
+    pub promising_fresh_reads: usize,
+    /// Each converged seed's time to agreement after the heal (ms); sorted
+    /// once the sweep has ended ([`sweep_totals`]).
+    pub agreement_ms: Vec<u64>,
+}
+
+/// What [`sweep_totals`] gives back.
+pub struct SweepTotals {
+    /// Every seed's figures, summed.
+    pub figures: SweepFigures,
+    /// The outcomes `keep` chose, whole, in seed order.
+    pub kept: Vec<SeedOutcome>,
+    /// Seeds that panicked, in seed order.
+    pub panics: Vec<SeedPanic>,
+}
+
+impl SweepFigures {
+    /// Add one seed's figures.
+    pub fn add(&mut self, o: &SeedOutcome) {
+        self.runs += 1;
+        self.operations += o.stats.operations;
+        for (kind, count) in &o.stats.outcomes {
+            *self.outcomes.entry(kind.clone()).or_default() += count;
+        }
+        for (kind, count) in &o.stats.faults {
+            *self.faults.entry(kind.clone()).or_default() += count;
+        }
+        self.disk = self.disk.plus(o.stats.disk);
+        self.stale_reads += o.summary.stale_reads;
+        self.lost_updates += o.summary.lost_updates;
+        self.missing_writes += o.stores.missing_writes;
+        self.not_linearizable += usize::from(o.broken.contains(&Guarantee::Linearizable));
+        self.refused_while_reachable += o.availability.refused;
+        self.promising_fresh_reads += usize::from(o.scenario.promises_fresh_reads());
+        self.agreement_ms.extend(o.convergence.converged_after_ms);
+    }
+}
+
+/// Run every seed of `seeds` as [`sweep_each_stopping`] does, summing
+/// every seed's figures into the totals as it finishes and keeping whole
+/// only the outcomes `keep` chooses.
+pub fn sweep_totals(
+    scenario_of: &(dyn Fn(u64) -> Scenario + Sync),
+    seeds: Range<u64>,
+    jobs: usize,
+    max_panics: usize,
+    progress: &(dyn Fn() + Sync),
+    keep: &(dyn Fn(&SeedOutcome) -> bool + Sync),
+) -> SweepTotals {
+    let mut figures = SweepFigures::default();
+    let (kept, panics) = sweep_folding(scenario_of, seeds, jobs, max_panics, progress, |outcome| {
+        figures.add(&outcome);
+        keep(&outcome).then_some(outcome)
+    });
+    figures.agreement_ms.sort_unstable();
+    SweepTotals {
+        figures,
+        kept,
+        panics,
+    }
+}
+
+/// The sweep itself: `fold` sees each outcome on the calling thread as
+/// its seed finishes (in whatever order the workers finish them) and
+/// gives back what to keep of it; what it keeps comes back in seed order,
+/// with the panics.
+fn sweep_folding(
+    scenario_of: &(dyn Fn(u64) -> Scenario + Sync),
+    seeds: Range<u64>,
+    jobs: usize,
+    max_panics: usize,
+    progress: &(dyn Fn() + Sync),
+    mut fold: impl FnMut(SeedOutcome) -> Option<SeedOutcome>,
+) -> (Vec<SeedOutcome>, Vec<SeedPanic>) {
     let items = seeds.clone().map(|seed| (seed, scenario_of(seed)));
+    // Boxed, so that a seed whose outcome is not kept holds one word in
+    // the run's list of results rather than the outcome's 2 KB.
     let run = run_isolated(
         items,
         jobs,
         max_panics,
-        |(seed, scenario): (u64, Scenario)| run_and_check(&scenario, seed),
+        |(seed, scenario): (u64, Scenario)| Some(Box::new(run_and_check(&scenario, seed))),
         |result| {
-            if let Ok(outcome) = result {
-                if !keep(outcome) {
-                    outcome.history = History::new();
-                }
+            if let Ok(slot) = result {
+                *slot = slot.take().and_then(|outcome| fold(*outcome).map(Box::new));
             }
             progress();
         },
@@ -157,7 +276,8 @@ pub fn sweep_each_stopping(
     let mut panics = Vec::new();
     for (seed, result) in seeds.zip(run.results) {
         match result {
-            Ok(outcome) => outcomes.push(outcome),
+            Ok(Some(outcome)) => outcomes.push(*outcome),
+            Ok(None) => {}
             Err(message) => panics.push(SeedPanic {
                 seed,
                 scenario: scenario_of(seed),

@@ -6,7 +6,7 @@
 use quorumlog_core::Consistency;
 use quorumlog_sim::harness::run_seed;
 use quorumlog_sim::scenario::{FaultSchedule, Levels, Scenario};
-use quorumlog_sim::sweep::{sweep, SeedOutcome};
+use quorumlog_sim::sweep::{sweep, sweep_totals, SeedOutcome};
 
 fn scenario() -> Scenario {
     Scenario::standard(FaultSchedule::All, Levels::same(Consistency::Quorum))
@@ -95,6 +95,72 @@ fn a_sweep_reports_the_same_for_any_number_of_jobs() {
         let many = run(jobs);
         for (a, b) in one.iter().zip(&many) {
             assert_eq!(a, b, "--jobs 1 and --jobs {jobs} differ");
+        }
+    }
+}
+
+/// A sweep that sums its seeds as they finish: its figures are what the
+/// seeds' own outcomes add up to, whatever order the workers finished
+/// them in, and only the outcomes it was asked to keep come back, whole
+/// and in seed order.
+#[test]
+fn summed_figures_are_the_seeds_own_for_any_number_of_jobs() {
+    let scenario = scenario();
+    let seeds = 0..12;
+    let (outcomes, panics) = sweep(&scenario, seeds.clone(), 1, &|| {}, &|_| true);
+    assert!(panics.is_empty(), "seeds panicked: {panics:?}");
+    // Added up here field by field, from each seed's own outcome.
+    let mut outcome_counts = std::collections::BTreeMap::<String, usize>::new();
+    let mut fault_counts = std::collections::BTreeMap::<String, usize>::new();
+    for o in &outcomes {
+        for (kind, n) in &o.stats.outcomes {
+            *outcome_counts.entry(kind.clone()).or_default() += n;
+        }
+        for (kind, n) in &o.stats.faults {
+            *fault_counts.entry(kind.clone()).or_default() += n;
+        }
+    }
+    let mut agreement: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|o| o.convergence.converged_after_ms)
+        .collect();
+    agreement.sort_unstable();
+    let commits: u64 = outcomes.iter().map(|o| o.stats.disk.commits).sum();
+    let odd = |o: &SeedOutcome| o.seed % 2 == 1;
+    for jobs in [1, 2, 3] {
+        let summed = sweep_totals(&|_| scenario.clone(), seeds.clone(), jobs, 16, &|| {}, &odd);
+        let figures = &summed.figures;
+        assert_eq!(figures.runs, outcomes.len(), "--jobs {jobs}");
+        assert_eq!(
+            figures.operations,
+            outcomes.iter().map(|o| o.stats.operations).sum::<usize>()
+        );
+        assert!(figures.operations > 0 && !fault_counts.is_empty());
+        assert_eq!(figures.outcomes, outcome_counts, "--jobs {jobs}");
+        assert_eq!(figures.faults, fault_counts, "--jobs {jobs}");
+        assert_eq!(figures.disk.commits, commits, "--jobs {jobs}");
+        assert_eq!(
+            figures.stale_reads,
+            outcomes
+                .iter()
+                .map(|o| o.summary.stale_reads)
+                .sum::<usize>()
+        );
+        assert_eq!(
+            figures.missing_writes,
+            outcomes
+                .iter()
+                .map(|o| o.stores.missing_writes)
+                .sum::<usize>()
+        );
+        assert_eq!(figures.agreement_ms, agreement, "--jobs {jobs}");
+        assert!(summed.panics.is_empty());
+        let kept: Vec<u64> = summed.kept.iter().map(|o| o.seed).collect();
+        assert_eq!(kept, vec![1, 3, 5, 7, 9, 11], "--jobs {jobs}");
+        for o in &summed.kept {
+            let whole = &outcomes[o.seed as usize];
+            assert!(!o.history.to_jsonl().is_empty());
+            assert_eq!(fingerprint(o), fingerprint(whole), "--jobs {jobs}");
         }
     }
 }
