@@ -255,7 +255,7 @@ fn sweep_folding(
     jobs: usize,
     max_panics: usize,
     progress: &(dyn Fn() + Sync),
-    mut fold: impl FnMut(SeedOutcome) -> Option<SeedOutcome>,
+    mut fold: impl FnMut(Box<SeedOutcome>) -> Option<Box<SeedOutcome>>,
 ) -> (Vec<SeedOutcome>, Vec<SeedPanic>) {
     let items = seeds.clone().map(|seed| (seed, scenario_of(seed)));
     // Boxed, so that a seed whose outcome is not kept holds one word in
@@ -267,7 +267,7 @@ fn sweep_folding(
         |(seed, scenario): (u64, Scenario)| Some(Box::new(run_and_check(&scenario, seed))),
         |result| {
             if let Ok(slot) = result {
-                *slot = slot.take().and_then(|outcome| fold(*outcome).map(Box::new));
+                *slot = slot.take().and_then(&mut fold);
             }
             progress();
         },
