@@ -166,7 +166,7 @@ pub fn sweep_each_stopping(
 /// are the same whichever order its seeds finished in, for any `--jobs`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepFigures {
-    /// Seeds that ran to the end (panicked ones are in `panics`).
+    /// Seeds that ran to the end (panicked ones are in [`SweepTotals::panics`]).
     pub runs: usize,
     pub operations: usize,
     /// Operation outcomes by name (`ok`, `timeout`, ...), summed.

@@ -1,7 +1,7 @@
 //! One simulated run: build the cluster, start the clients and the nemesis,
 //! heal, read every key once more in quiet, and hand back the history.
 use super::adversary::Adversary;
-use super::cluster::SimCluster;
+use super::cluster::{SimCluster, SimNode};
 use super::disk::DiskStats;
 use super::nemesis::{ground_truth, FaultEvent, Nemesis};
 use super::workload::{observed, Recorder, SimClient};
@@ -18,7 +18,7 @@ use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -331,7 +331,7 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
     stats.keys_over_limits = over_limits
         .max(keys_over_limits(&cluster))
         .saturating_add(usize::try_from(stats.disk.grown_past_limit).unwrap_or(usize::MAX));
-    let stores = store_contents(&cluster);
+    let stores = store_contents(&cluster, SimNode::stored);
     cluster.shut_down().await;
     RunResult {
         scenario,
@@ -345,21 +345,16 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
     }
 }
 
-/// What every replica's store holds right now.
-fn store_contents(cluster: &SimCluster) -> Vec<StoreContents> {
+/// What every replica's store holds right now, as `stored` reads it
+/// (every key, or only some).
+fn store_contents(
+    cluster: &SimCluster,
+    stored: impl Fn(&SimNode) -> BTreeMap<String, Arc<Siblings>>,
+) -> Vec<StoreContents> {
     cluster
         .nodes()
         .iter()
-        .map(|node| contents(node.id, node.stored()))
-        .collect()
-}
-
-/// [`store_contents`], of the keys among `keys` only.
-fn store_contents_among(cluster: &SimCluster, keys: &BTreeSet<String>) -> Vec<StoreContents> {
-    cluster
-        .nodes()
-        .iter()
-        .map(|node| contents(node.id, node.stored_among(keys)))
+        .map(|node| contents(node.id, stored(node)))
         .collect()
 }
 
@@ -381,7 +376,8 @@ async fn await_agreement(cluster: &SimCluster) -> ConvergenceReport {
     loop {
         // Keys whose rows are the same bytes on every disk agree; what the
         // others hold decides, as it would over every key.
-        let differing = disagreements(&store_contents_among(cluster, &cluster.keys_not_alike()));
+        let unlike = cluster.keys_not_alike();
+        let differing = disagreements(&store_contents(cluster, |node| node.stored_among(&unlike)));
         let waited = Instant::now().duration_since(healed);
         if differing.is_empty() {
             return ConvergenceReport::converged(waited.as_millis() as u64, limit_ms);
