@@ -24,12 +24,22 @@ cargo fmt --all -- --check
 # whose sim alias scripts/build-sim-pgo.sh reads) are LLVM's own: a later LLVM may drop one,
 # and nothing below builds the `sim` profile. One object of an empty
 # program per option tells.
-step "the simulator's LLVM options are known to this rustc"
+step "the simulator's LLVM and linker options are known to this rustc"
 llvm_check_dir="$(mktemp -d)"
 for option in $(grep -o -- "-Cllvm-args=[^']*" .cargo/config.toml | sort -u); do
     if ! echo 'fn main() {}' | rustc --crate-name llvm_option_check --edition 2021 \
         --emit=obj --out-dir "$llvm_check_dir" "$option" -; then
         echo "rustc refuses $option (.cargo/config.toml's sim aliases): remove it there"
+        exit 1
+    fi
+    echo "known: $option"
+done
+# The linker options they pass need rustc's default linker, LLD: one
+# empty program linked with each tells.
+for option in $(grep -o -- "-Clink-arg=[^']*" .cargo/config.toml | sort -u); do
+    if ! echo 'fn main() {}' | rustc --crate-name link_option_check --edition 2021 \
+        --out-dir "$llvm_check_dir" "$option" -; then
+        echo "the linker refuses $option (.cargo/config.toml's sim aliases): remove it there"
         exit 1
     fi
     echo "known: $option"
