@@ -228,7 +228,8 @@ impl Clock {
                 self.bump(actor, counter);
             }
         } else {
-            // Both sorted: one merge, however many entries either has.
+            // One sort of both, rather than an insertion (a shift of the
+            // entries after it) for each new actor of a long clock.
             *self = Clock::from_entries(self.0.iter().chain(&other.0).copied());
         }
     }
