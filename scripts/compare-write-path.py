@@ -278,7 +278,16 @@ def start_postgres(work, replicated):
     if replicated:
         for i in range(1, 5):
             standby = f"{base}/s{i}"
+            # Each standby streams through a replication slot of its own
+            # (-C -S; -R names it in the standby's settings), made as its
+            # backup starts: the primary keeps every WAL segment a standby
+            # has not received. Without one, the base backups of the next
+            # standbys moved the primary on by a segment each, and a
+            # standby slow to start on a loaded machine found the segment
+            # it needed already removed ("requested WAL segment ... has
+            # already been removed") and never streamed.
             subprocess.run(as_postgres([f"{PG_BIN}/pg_basebackup", "-D", standby, "-R", "-X", "stream",
+                                        "-C", "-S", f"s{i}",
                                         "-d", f"host=127.0.0.1 port={port} user=postgres application_name=s{i}"]),
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             sport = free_port()
