@@ -20,31 +20,22 @@ step() { printf '\n==> [%s] %s\n' "$(date +%T)" "$*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-# The LLVM options `cargo sim` and `cargo simbench` pass (.cargo/config.toml,
-# whose sim alias scripts/build-sim-pgo.sh reads) are LLVM's own: a later LLVM may drop one,
-# and nothing below builds the `sim` profile. One object of an empty
-# program per option tells.
+# The LLVM and linker options `cargo sim` and `cargo simbench` pass
+# (.cargo/config.toml, whose sim alias scripts/build-sim-pgo.sh reads) are
+# LLVM's own and LLD's (rustc's default linker): a later LLVM may drop one,
+# another linker may not know one, and nothing below builds the `sim`
+# profile. One empty program compiled and linked with each option tells.
 step "the simulator's LLVM and linker options are known to this rustc"
-llvm_check_dir="$(mktemp -d)"
-for option in $(grep -o -- "-Cllvm-args=[^']*" .cargo/config.toml | sort -u); do
-    if ! echo 'fn main() {}' | rustc --crate-name llvm_option_check --edition 2021 \
-        --emit=obj --out-dir "$llvm_check_dir" "$option" -; then
-        echo "rustc refuses $option (.cargo/config.toml's sim aliases): remove it there"
+option_check_dir="$(mktemp -d)"
+for option in $(grep -o -- "-C\(llvm-args\|link-arg\)=[^']*" .cargo/config.toml | sort -u); do
+    if ! echo 'fn main() {}' | rustc --crate-name sim_option_check --edition 2021 \
+        --out-dir "$option_check_dir" "$option" -; then
+        echo "rustc or its linker refuses $option (.cargo/config.toml's sim aliases): remove it there"
         exit 1
     fi
     echo "known: $option"
 done
-# The linker options they pass need rustc's default linker, LLD: one
-# empty program linked with each tells.
-for option in $(grep -o -- "-Clink-arg=[^']*" .cargo/config.toml | sort -u); do
-    if ! echo 'fn main() {}' | rustc --crate-name link_option_check --edition 2021 \
-        --out-dir "$llvm_check_dir" "$option" -; then
-        echo "the linker refuses $option (.cargo/config.toml's sim aliases): remove it there"
-        exit 1
-    fi
-    echo "known: $option"
-done
-rm -rf "$llvm_check_dir"
+rm -rf "$option_check_dir"
 
 # Clippy lints while the tests compile: every workspace crate goes through
 # clippy's driver (scripts/clippy-while-compiling.sh), warnings denied, so
