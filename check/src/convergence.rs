@@ -73,11 +73,22 @@ fn agree_on(stores: &[StoreContents], key: &str) -> bool {
 
 /// The keys on which the replicas' stores differ, in key order.
 pub fn disagreements(stores: &[StoreContents]) -> Vec<Disagreement> {
+    disagreeing(stores).collect()
+}
+
+/// Whether the replicas' stores differ on any key: what [`disagreements`]
+/// finds first, without describing the keys after it.
+pub fn any_disagreement(stores: &[StoreContents]) -> bool {
+    disagreeing(stores).next().is_some()
+}
+
+/// The keys on which the replicas' stores differ, in key order, each
+/// described only when the iterator reaches it.
+fn disagreeing(stores: &[StoreContents]) -> impl Iterator<Item = Disagreement> + '_ {
     let keys: BTreeSet<&String> = stores.iter().flat_map(|s| s.keys.keys()).collect();
-    let mut differing = Vec::new();
-    for key in keys {
+    keys.into_iter().filter_map(|key| {
         if agree_on(stores, key) {
-            continue;
+            return None;
         }
         let held: BTreeMap<u32, Vec<String>> = stores
             .iter()
@@ -93,14 +104,11 @@ pub fn disagreements(stores: &[StoreContents]) -> Vec<Disagreement> {
             })
             .collect();
         let distinct: BTreeSet<&Vec<String>> = held.values().collect();
-        if distinct.len() > 1 {
-            differing.push(Disagreement {
-                key: key.clone(),
-                held,
-            });
-        }
-    }
-    differing
+        (distinct.len() > 1).then(|| Disagreement {
+            key: key.clone(),
+            held,
+        })
+    })
 }
 
 /// What the liveness phase found.
@@ -194,7 +202,8 @@ mod tests {
     fn equal_sets_in_any_order_agree() {
         let a = store(1, &[("k", vec![version("x", 1, 1), version("y", 2, 1)])]);
         let b = store(2, &[("k", vec![version("y", 2, 1), version("x", 1, 1)])]);
-        assert!(disagreements(&[a, b]).is_empty());
+        assert!(disagreements(&[a.clone(), b.clone()]).is_empty());
+        assert!(!any_disagreement(&[a, b]));
     }
 
     #[test]
@@ -202,6 +211,7 @@ mod tests {
         let a = store(1, &[("k", vec![version("x", 1, 1)]), ("j", vec![])]);
         let b = store(2, &[("k", vec![version("x", 1, 1), version("y", 2, 1)])]);
         let c = store(3, &[]);
+        assert!(any_disagreement(&[a.clone(), b.clone(), c.clone()]));
         let found = disagreements(&[a, b, c]);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].key, "k");
@@ -218,6 +228,7 @@ mod tests {
     fn same_value_under_another_dot_is_not_agreement() {
         let a = store(1, &[("k", vec![version("x", 1, 1)])]);
         let b = store(2, &[("k", vec![version("x", 1, 2)])]);
+        assert!(any_disagreement(&[a.clone(), b.clone()]));
         assert_eq!(disagreements(&[a, b]).len(), 1);
     }
 }

@@ -90,9 +90,17 @@ impl Adversary {
         }
     }
 
-    /// Remember a context a read of `key` returned.
+    /// Remember a context a read of `key` returned. A client that never
+    /// misbehaves never uses one, so it remembers none.
     pub fn saw(&mut self, key: &str, context: &SentContext) {
-        let seen = self.contexts.entry(key.to_string()).or_default();
+        if self.share <= 0.0 {
+            return;
+        }
+        // The key is copied only the first time it is seen.
+        let seen = match self.contexts.get_mut(key) {
+            Some(seen) => seen,
+            None => self.contexts.entry(key.to_string()).or_default(),
+        };
         seen.push(context.clone());
         if seen.len() > REMEMBERED {
             seen.remove(0);

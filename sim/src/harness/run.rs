@@ -5,7 +5,9 @@ use super::cluster::{SimCluster, SimNode};
 use super::disk::DiskStats;
 use super::nemesis::{ground_truth, FaultEvent, Nemesis};
 use super::workload::{observed, Recorder, SimClient};
-use crate::check::{disagreements, ConvergenceReport, GroundTruth, Outage, StoreContents};
+use crate::check::{
+    any_disagreement, disagreements, ConvergenceReport, GroundTruth, Outage, StoreContents,
+};
 use crate::history::{Event, History, OpKind, Outcome, HISTORY_FORMAT};
 use crate::scenario::Scenario;
 use quorumlog_core::buggify::{self, FaultPoint};
@@ -377,13 +379,15 @@ async fn await_agreement(cluster: &SimCluster) -> ConvergenceReport {
         // Keys whose rows are the same bytes on every disk agree; what the
         // others hold decides, as it would over every key.
         let unlike = cluster.keys_not_alike();
-        let differing = disagreements(&store_contents(cluster, |node| node.stored_among(&unlike)));
+        let stores = store_contents(cluster, |node| node.stored_among(&unlike));
         let waited = Instant::now().duration_since(healed);
-        if differing.is_empty() {
+        // Each differing key is described (every value formatted) only for
+        // the report of a run that did not converge.
+        if !any_disagreement(&stores) {
             return ConvergenceReport::converged(waited.as_millis() as u64, limit_ms);
         }
         if waited >= LIVENESS_LIMIT {
-            return ConvergenceReport::diverged(differing, limit_ms);
+            return ConvergenceReport::diverged(disagreements(&stores), limit_ms);
         }
         tokio::time::sleep(LIVENESS_POLL).await;
     }
