@@ -218,18 +218,19 @@ impl Clock {
     }
 
     pub fn join_in_place(&mut self, other: &Clock) {
-        if other
-            .0
-            .iter()
-            .all(|&(actor, _)| self.position(actor).is_ok())
-        {
-            // Nearly always: no actor new to this clock, nothing moves.
-            for &(actor, counter) in &other.0 {
-                self.bump(actor, counter);
+        // Nearly always every actor of `other` is already here: raised in
+        // place, nothing moves.
+        let mut new_actors = false;
+        for &(actor, counter) in &other.0 {
+            match self.position(actor) {
+                Ok(i) => self.0[i].1 = self.0[i].1.max(counter),
+                Err(_) => new_actors = true,
             }
-        } else {
-            // One sort of both, rather than an insertion (a shift of the
-            // entries after it) for each new actor of a long clock.
+        }
+        if new_actors {
+            // One sort of both (the raises above change nothing a maximum
+            // would not), rather than an insertion, a shift of the entries
+            // after it, for each new actor of a long clock.
             *self = Clock::from_entries(self.0.iter().chain(&other.0).copied());
         }
     }
