@@ -7,7 +7,8 @@
 //! constant `false` that the compiler removes with the branch it guards;
 //! under `--cfg madsim` the harness activates a seed-drawn set of points,
 //! each with its own probability, for the run on its thread (a thread runs
-//! one seed at a time, and each run activates its own set), and each
+//! one seed at a time, and each run activates its own set) until the run's
+//! faults heal, when it deactivates them all, and each
 //! firing draws from madsim's seeded RNG, so a run stays a function of its
 //! seed. No point is active unless the harness says so, and an inactive
 //! point draws nothing.
@@ -81,7 +82,7 @@ pub fn delay_up_to(_max: std::time::Duration) -> std::time::Duration {
 }
 
 #[cfg(madsim)]
-pub use simulated::{activate, delay_up_to, fired, fires};
+pub use simulated::{activate, deactivate, delay_up_to, fired, fires};
 
 #[cfg(madsim)]
 mod simulated {
@@ -114,6 +115,13 @@ mod simulated {
                 .collect();
             p.fired.clear();
         });
+    }
+
+    /// Turn every point off for the rest of the run on this thread (the
+    /// heal: from then on the code runs as `quorumd` runs it), keeping
+    /// the counts of what fired.
+    pub fn deactivate() {
+        POINTS.with(|p| p.borrow_mut().active.clear());
     }
 
     /// How often each point fired in this thread's run.

@@ -220,6 +220,22 @@ fn fault_points_in_the_core_fire_and_every_promise_holds() {
 }
 
 #[test]
+fn fault_points_stop_at_the_heal_and_what_fired_still_counts() {
+    use quorumlog_core::buggify::{self, FaultPoint};
+    madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default()).block_on(async {
+        buggify::activate([(FaultPoint::DropRequest, 1.0)]);
+        assert!(buggify::fires(FaultPoint::DropRequest));
+        assert!(!buggify::fires(FaultPoint::DropReply), "not activated");
+        buggify::deactivate();
+        assert!(!buggify::fires(FaultPoint::DropRequest));
+        assert_eq!(
+            buggify::fired().into_iter().collect::<Vec<_>>(),
+            [(FaultPoint::DropRequest, 1)]
+        );
+    });
+}
+
+#[test]
 fn without_read_repair_hints_and_anti_entropy_keep_every_promise() {
     // Read repair off on every node: the staleness and durability
     // promises hold and every run converges by hints and anti-entropy

@@ -230,6 +230,13 @@ impl SimCluster {
         self.handle.restart(self.host(index));
     }
 
+    /// Every disk fails no commit from now on (the run's faults heal).
+    pub fn heal_disks(&self) {
+        for node in &self.nodes {
+            node.disk().rows.heal();
+        }
+    }
+
     /// Replace the node's disk with an empty one (call while it is down):
     /// its next start finds no rows and takes the next incarnation.
     pub fn wipe_disk(&self, index: usize) {

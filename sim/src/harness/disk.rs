@@ -31,6 +31,7 @@ use serde::Serialize;
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::{Bound, RangeInclusive};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -170,6 +171,9 @@ pub struct SimDisk {
     committed: Mutex<Committed>,
     owner: Option<Owner>,
     faults: DiskFaults,
+    /// Set when the run's faults heal: from then on every commit applies.
+    /// The draws go on as before, so healing shifts no other draw.
+    healed: AtomicBool,
     rng: Mutex<ChaCha8Rng>,
     stats: Mutex<DiskStats>,
 }
@@ -201,6 +205,7 @@ impl SimDisk {
             committed: Mutex::new(Committed::default()),
             owner: None,
             faults,
+            healed: AtomicBool::new(false),
             rng: Mutex::new(rng),
             stats: Mutex::new(DiskStats::default()),
         }
@@ -267,6 +272,11 @@ impl SimDisk {
 
     pub fn disk_stats(&self) -> DiskStats {
         *self.stats()
+    }
+
+    /// Fail no commit from now on (the run's faults heal).
+    pub fn heal(&self) {
+        self.healed.store(true, Ordering::Relaxed);
     }
 
     /// The disk is replaced by an empty one (the node is down).
@@ -354,13 +364,17 @@ impl SimDisk {
         let to_disk = Duration::from_micros(rng.gen_range(COMMIT_LATENCY_US));
         let to_ack = Duration::from_micros(rng.gen_range(COMMIT_LATENCY_US));
         let roll: u16 = rng.gen_range(0..1000);
-        let fate = if roll < self.faults.failed_permille {
+        let faults = if self.healed.load(Ordering::Relaxed) {
+            DiskFaults::NONE
+        } else {
+            self.faults
+        };
+        let fate = if roll < faults.failed_permille {
             Fate::Failed
         } else if roll
-            < self
-                .faults
+            < faults
                 .failed_permille
-                .saturating_add(self.faults.unknown_permille)
+                .saturating_add(faults.unknown_permille)
         {
             Fate::Unknown
         } else {
@@ -644,6 +658,29 @@ mod tests {
             timestamp_ms: 0,
         });
         encode(&Siblings::from_versions(versions).expect("concurrent versions")).expect("encode")
+    }
+
+    /// After the heal every commit applies, and the draws go on as before:
+    /// each commit takes the time it would have taken unhealed.
+    #[test]
+    fn a_healed_disk_fails_no_commit_and_draws_as_before() {
+        let healed = disk(600, 400);
+        let unhealed = disk(600, 400);
+        let fates = |disk: &SimDisk| (0..200).map(|_| disk.draw_commit()).collect::<Vec<_>>();
+        let before = fates(&healed);
+        assert!(before.iter().all(|(_, _, fate)| *fate != Fate::Applied));
+        assert_eq!(before, fates(&unhealed));
+        healed.heal();
+        let after = fates(&healed);
+        let unhealed_after = fates(&unhealed);
+        assert!(after.iter().all(|(_, _, fate)| *fate == Fate::Applied));
+        assert!(unhealed_after
+            .iter()
+            .all(|(_, _, fate)| *fate != Fate::Applied));
+        let times = |draws: &[(Duration, Duration, Fate)]| {
+            draws.iter().map(|&(a, b, _)| (a, b)).collect::<Vec<_>>()
+        };
+        assert_eq!(times(&after), times(&unhealed_after));
     }
 
     #[test]
