@@ -9,6 +9,7 @@ pub mod client;
 pub mod codec;
 pub mod context;
 pub mod coordinator;
+pub mod error_report;
 pub mod hints;
 pub mod input;
 pub mod node;

@@ -213,7 +213,10 @@ fn nemesis(args: NemesisArgs, worker_threads: Option<usize>) -> std::process::Ex
             }
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                quorumlog_core::error_report::one_line(e.as_ref())
+            );
             std::process::ExitCode::from(2)
         }
     }
@@ -237,7 +240,7 @@ fn check(args: CheckArgs) -> std::process::ExitCode {
             std::process::ExitCode::from(verdict.exit_code())
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", quorumlog_core::error_report::one_line(&e));
             std::process::ExitCode::from(2)
         }
     }
@@ -595,9 +598,10 @@ fn parse_repair(s: &str) -> Result<ReadRepair, String> {
     }
 }
 
-/// Errors end the process with their cause chain on one line and exit
-/// code 1 — never a backtrace, whatever RUST_BACKTRACE says: they are
-/// about the input or the environment, not a bug.
+/// Errors end the process with their cause chain on one line, each cause
+/// said once (`error_report::one_line`), and exit code 1 — never a
+/// backtrace, whatever RUST_BACKTRACE says: they are about the input or
+/// the environment, not a bug.
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
@@ -615,7 +619,10 @@ fn main() -> std::process::ExitCode {
         // Unix tools do, instead of reporting our own output as an error.
         Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                quorumlog_core::error_report::one_line(e.as_ref())
+            );
             std::process::ExitCode::FAILURE
         }
     }

@@ -80,11 +80,15 @@ enum Command {
         out: PathBuf,
     },
     /// Check a history file (JSON lines); exits 1 on a violation.
-    /// Check a history file (JSON lines). Exits 0 when every check passes,
-    /// 1 on a violation, 3 when no violation was found but some key's
-    /// linearizability is undecided (its search ran out of budget or
-    /// memory: raise --budget or --memory-mib), 2 on bad input.
+    ///
+    /// Exits 0 when every check passes, 1 on a violation, 3 when no
+    /// violation was found but some key's linearizability is undecided
+    /// (its search ran out of budget or memory: raise --budget or
+    /// --memory-mib), 2 on bad input.
     Check {
+        /// The history: one JSON object per line, as docs/history-format.md
+        /// describes (the simulator writes it; `quorumd nemesis` records one
+        /// from a real cluster).
         file: PathBuf,
         /// Sequential model for linearizability: register, cas-register, kv, mv-register.
         #[arg(long, default_value = "mv-register")]
@@ -301,7 +305,10 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                quorumlog_core::error_report::one_line(e.as_ref())
+            );
             ExitCode::from(2)
         }
     }
