@@ -470,10 +470,12 @@ mod simulator {
             ),
         }
         let runs = figures.runs + panics.len();
-        let per_cpu = cpu.map_or(String::new(), |cpu| {
+        // No rate from no measurable CPU time (an empty range): it would
+        // be a division by zero, not a speed.
+        let per_cpu = cpu.filter(|cpu| *cpu > 0.0).map_or(String::new(), |cpu| {
             format!(
                 "; {cpu:.1} s CPU, {:.1} seeds per CPU-second",
-                runs as f64 / cpu.max(1e-9)
+                runs as f64 / cpu
             )
         });
         println!(

@@ -25,11 +25,13 @@ const MAX_ROUNDS: usize = 4;
 
 #[derive(Debug, Error)]
 pub enum ShrinkError {
-    #[error("seed {seed} of {scenario} keeps every promised guarantee: nothing to shrink (name one it breaks with --guarantee to shrink that: {broken})")]
+    #[error("seed {seed} of {scenario} keeps every promised guarantee: nothing to shrink ({unpromised})")]
     NotFailing {
         scenario: String,
         seed: u64,
-        broken: String,
+        /// What it does break that its configuration does not promise, and
+        /// how to shrink that instead.
+        unpromised: String,
     },
     #[error("seed {seed} of {scenario} does not break {target} (it broke: {broken})")]
     NotBroken {
@@ -240,7 +242,15 @@ pub fn shrink(
             .ok_or_else(|| ShrinkError::NotFailing {
                 scenario: scenario.name(),
                 seed,
-                broken: broken(),
+                unpromised: if first.broken.is_empty() {
+                    "it breaks no guarantee at all".to_string()
+                } else {
+                    format!(
+                        "it breaks only guarantees its configuration does not promise: {}; \
+                         name one with --guarantee to shrink that",
+                        broken()
+                    )
+                },
             })?,
     };
     let judge = Judge {

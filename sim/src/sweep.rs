@@ -289,31 +289,23 @@ fn sweep_folding(
 }
 
 /// CPU time this process has used so far (user and system, every thread,
-/// finished ones included), from `/proc/self/stat`; None where that is
-/// not available. For rates per CPU-second: on a shared machine a
-/// sweep's wall time says little.
+/// finished ones included), from `getrusage`, to the microsecond; None
+/// where that fails. For rates per CPU-second: on a shared machine a
+/// sweep's wall time says little. (`/proc/self/stat` counts in clock
+/// ticks, a hundredth of a second: a short sweep read as no time at all.)
 pub fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces), from field 3:
-    // utime and stime are fields 14 and 15.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / clock_ticks_per_second())
-}
-
-/// `sysconf(_SC_CLK_TCK)`: the unit of `/proc`'s CPU times.
-fn clock_ticks_per_second() -> f64 {
-    extern "C" {
-        fn sysconf(name: std::ffi::c_int) -> std::ffi::c_long;
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one rusage into the pointer it is given,
+    // which points at one; RUSAGE_SELF is always a valid target.
+    let status = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if status != 0 {
+        return None;
     }
-    const SC_CLK_TCK: std::ffi::c_int = 2;
-    // SAFETY: sysconf reads a constant of the system; any name is allowed.
-    let ticks = unsafe { sysconf(SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as f64
-    } else {
-        100.0
-    }
+    // SAFETY: getrusage succeeded, so it filled the struct (and a zeroed
+    // rusage is a valid one anyway: plain integers).
+    let usage = unsafe { usage.assume_init() };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }
 
 /// Default parallelism: the machine's cores.
@@ -321,4 +313,30 @@ pub fn default_jobs() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_cpu_seconds;
+
+    /// A clock tick is a hundredth of a second: a measure in ticks moves
+    /// by 0.01 at a time, and reads a sweep shorter than that as none.
+    #[test]
+    fn cpu_time_is_measured_finer_than_a_clock_tick() {
+        let start = process_cpu_seconds().expect("getrusage works here");
+        let mut now = start;
+        let mut work = 0u64;
+        while now == start {
+            for i in 0..1_000 {
+                work = std::hint::black_box(work.wrapping_mul(31).wrapping_add(i));
+            }
+            now = process_cpu_seconds().expect("getrusage works here");
+        }
+        assert!(now > start, "CPU time went back: {start} -> {now}");
+        assert!(
+            now - start < 0.005,
+            "the first change seen was {} s: not finer than a clock tick",
+            now - start
+        );
+    }
 }

@@ -185,12 +185,15 @@ fn shrinking_a_seed_that_keeps_its_promises_says_so() {
         operations: 60,
         ..scenario
     };
+    assert!(run_and_check(&small, 1).broken.is_empty());
     match shrink(&small, 1, None, &|_| {}) {
         Err(e @ ShrinkError::NotFailing { .. }) => {
+            let message = e.to_string();
             assert!(
-                e.to_string().contains("keeps every promised guarantee"),
-                "{e}"
-            )
+                message.contains("keeps every promised guarantee"),
+                "{message}"
+            );
+            assert!(message.contains("breaks no guarantee at all"), "{message}");
         }
         other => panic!("expected NotFailing, got {:?}", other.map(|r| r.after)),
     }
@@ -199,5 +202,28 @@ fn shrinking_a_seed_that_keeps_its_promises_says_so() {
             assert!(e.to_string().contains("does not break"), "{e}")
         }
         other => panic!("expected NotBroken, got {:?}", other.map(|r| r.after)),
+    }
+
+    // ONE promises no fresh reads: a seed whose reads were stale keeps its
+    // promises, and the error names what it broke and how to shrink that.
+    let one = Scenario {
+        operations: 100,
+        ..Scenario::standard(FaultSchedule::Partitions, Levels::same(Consistency::One))
+    };
+    let seed = (0..20)
+        .find(|&seed| {
+            run_and_check(&one, seed)
+                .broken
+                .contains(&Guarantee::NoStaleReads)
+        })
+        .expect("a seed of ONE under partitions with a stale read");
+    match shrink(&one, seed, None, &|_| {}) {
+        Err(e @ ShrinkError::NotFailing { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains("does not promise"), "{message}");
+            assert!(message.contains(Guarantee::NoStaleReads.key()), "{message}");
+            assert!(message.contains("--guarantee"), "{message}");
+        }
+        other => panic!("expected NotFailing, got {:?}", other.map(|r| r.after)),
     }
 }
