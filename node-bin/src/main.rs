@@ -249,7 +249,7 @@ fn check(args: CheckArgs) -> std::process::ExitCode {
 #[derive(clap::Args)]
 struct NodeArgs {
     /// This node's id (a positive number, unique in the cluster).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(NodeId).range(1..))]
     id: NodeId,
     /// Address of the internal RPC listener.
     #[arg(long, default_value = "0.0.0.0:7000")]
@@ -273,13 +273,14 @@ struct NodeArgs {
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
     /// How long the coordinator waits for replicas, in milliseconds.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     replica_timeout_ms: u64,
     /// Consecutive failures after which a replica is marked down.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     breaker_threshold: u32,
-    /// How long a replica stays marked down before it is probed, in ms.
-    #[arg(long, default_value_t = 2000)]
+    /// How long a replica stays marked down before it is probed, in ms
+    /// (0: probed on the next request).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     breaker_open_ms: u64,
     /// Read repair: off, background or blocking.
     #[arg(long, default_value = "background", value_parser = parse_repair)]
@@ -450,10 +451,10 @@ struct GatewayArgs {
     #[arg(long, value_name = "LIST", env = "QUORUMD_NODES")]
     nodes: Vec<String>,
     /// Bound on one coordinator call, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     timeout_ms: u64,
     /// How often to poll the coordinators' health, in milliseconds.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
     health_interval_ms: u64,
     /// Level used when a request names none.
     #[arg(long, default_value = "QUORUM")]
@@ -504,7 +505,7 @@ struct ClusterArgs {
     #[arg(long, default_value = "quorumlog-data")]
     data_dir: PathBuf,
     /// How long coordinators wait for replicas, in milliseconds.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     replica_timeout_ms: u64,
     #[command(flatten)]
     key_limits: KeyLimitArgs,
@@ -686,7 +687,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let nodes = peers::collect_resolving(&args.node, &args.nodes, RESOLVE_WAIT).await?;
             let mut config = GatewayConfig::new(args.listen, nodes);
             config.timeout = Duration::from_millis(args.timeout_ms);
-            config.health_interval = Duration::from_millis(args.health_interval_ms.max(50));
+            config.health_interval = Duration::from_millis(args.health_interval_ms);
             config.default_level = args.default_consistency;
             config.http_limits = HttpLimits {
                 max_connections: args.http_max_connections,

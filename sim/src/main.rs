@@ -109,7 +109,8 @@ enum Command {
     Verdicts {
         #[arg(long, default_value = "0..40", value_parser = parse_seeds)]
         seeds: Range<u64>,
-        #[arg(long)]
+        /// Worker threads [default: one per core].
+        #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         jobs: Option<usize>,
         /// Also write the table as JSON here.
         #[arg(long)]
@@ -138,8 +139,9 @@ struct PickArgs {
 
 #[derive(Args, Clone)]
 struct SweepArgs {
-    /// Worker threads (each seed runs alone in its own runtime).
-    #[arg(long)]
+    /// Worker threads, each seed alone in its own runtime (the report is
+    /// the same for any number) [default: one per core].
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     jobs: Option<usize>,
     /// Write the history of every failing seed into this directory.
     #[arg(long)]

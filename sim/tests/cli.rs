@@ -243,3 +243,17 @@ fn a_sweep_refuses_a_panic_limit_of_zero_by_name() {
     assert!(stdout.contains("--max-panics <N>"), "{stdout}");
     assert!(stdout.contains("[default: 16]"), "{stdout}");
 }
+
+#[test]
+fn a_sweep_refuses_zero_workers_by_name() {
+    for args in [
+        &["run", "--seeds", "0..1", "--jobs", "0"][..],
+        &["swarm", "--seeds", "0..1", "--jobs", "0"][..],
+        &["verdicts", "--seeds", "0..1", "--jobs", "0"][..],
+    ] {
+        let (code, stdout, stderr) = quorumsim(args);
+        assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains("--jobs"), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: ran anyway: {stdout}");
+    }
+}

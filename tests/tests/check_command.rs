@@ -71,37 +71,3 @@ fn quorumd_check_gives_the_verdict_as_its_exit_code() {
     assert!(stderr.contains("line 1:"), "{stderr}");
     assert_eq!(stderr.matches("line 1:").count(), 1, "{stderr}");
 }
-
-/// A node that cannot open its store says why once, with what it was
-/// doing: the context, the store, the cause, each cause not repeated by
-/// the errors that wrap it.
-#[test]
-fn a_store_that_cannot_be_opened_is_named_with_its_cause_once() {
-    let secret = "ab".repeat(32);
-    // Nothing can be created under /proc, even by root.
-    let out = Command::new(quorumd())
-        .args(["node", "--id", "1", "--listen", "127.0.0.1:0"])
-        .args([
-            "--peer",
-            "1=127.0.0.1:7000",
-            "--store",
-            "fjall:/proc/quorumlog-test",
-        ])
-        .env("QUORUMD_CONTEXT_SECRET", &secret)
-        .env("QUORUMD_CLUSTER_SECRET", &secret)
-        .output()
-        .expect("run quorumd node");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let error = stderr
-        .lines()
-        .find(|line| line.starts_with("error: "))
-        .unwrap_or_else(|| panic!("no error line: {stderr}"));
-    assert!(error.contains("starting node 1"), "{error}");
-    assert!(error.contains("fjall:/proc/quorumlog-test"), "{error}");
-    assert_eq!(
-        error.matches("No such file or directory").count(),
-        1,
-        "{error}"
-    );
-}

@@ -223,6 +223,66 @@ fn bad_arguments_get_one_clear_line() {
         ),
         (&["nemesis", "--faults", "kills,floods"], "\"floods\""),
         (&["nemesis", "--duration", "0"], "--duration"),
+        (
+            &[
+                "node",
+                "--id",
+                "0",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                "memory",
+            ],
+            "invalid value '0' for '--id <ID>'",
+        ),
+        (
+            &[
+                "node",
+                "--id",
+                "1",
+                "--replica-timeout-ms",
+                "0",
+                "--store",
+                "memory",
+            ],
+            "invalid value '0' for '--replica-timeout-ms",
+        ),
+        (
+            &[
+                "node",
+                "--id",
+                "1",
+                "--breaker-threshold",
+                "0",
+                "--store",
+                "memory",
+            ],
+            "invalid value '0' for '--breaker-threshold",
+        ),
+        (
+            &[
+                "gateway",
+                "--nodes",
+                "1=127.0.0.1:7000",
+                "--timeout-ms",
+                "0",
+            ],
+            "invalid value '0' for '--timeout-ms",
+        ),
+        (
+            &[
+                "gateway",
+                "--nodes",
+                "1=127.0.0.1:7000",
+                "--health-interval-ms",
+                "10",
+            ],
+            "invalid value '10' for '--health-interval-ms",
+        ),
+        (
+            &["cluster", "--replica-timeout-ms", "0"],
+            "invalid value '0' for '--replica-timeout-ms",
+        ),
     ];
     for (args, names) in cases {
         let (code, stderr) = run(args);
@@ -263,4 +323,38 @@ fn a_closed_stdout_ends_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+/// A node that cannot open its store says why once, with what it was
+/// doing: the context, the store, the cause, each cause not repeated by
+/// the errors that wrap it.
+#[test]
+fn a_store_that_cannot_be_opened_is_named_with_its_cause_once() {
+    let secret = "ab".repeat(32);
+    // Nothing can be created under /proc, even by root.
+    let out = Command::new(quorumd())
+        .args(["node", "--id", "1", "--listen", "127.0.0.1:0"])
+        .args([
+            "--peer",
+            "1=127.0.0.1:7000",
+            "--store",
+            "fjall:/proc/quorumlog-test",
+        ])
+        .env("QUORUMD_CONTEXT_SECRET", &secret)
+        .env("QUORUMD_CLUSTER_SECRET", &secret)
+        .output()
+        .expect("run quorumd node");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let error = stderr
+        .lines()
+        .find(|line| line.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(error.contains("starting node 1"), "{error}");
+    assert!(error.contains("fjall:/proc/quorumlog-test"), "{error}");
+    assert_eq!(
+        error.matches("No such file or directory").count(),
+        1,
+        "{error}"
+    );
 }
