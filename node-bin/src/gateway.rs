@@ -419,7 +419,11 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Query parameters are refused when unknown, as body fields are: a
+/// misspelt `consistency` would otherwise read or write at the default
+/// level, and a client would believe it had the guarantee it asked for.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LevelQuery {
     consistency: Option<String>,
     /// `lww`: answer the newest sibling (by its timestamp) as `value`.
@@ -448,6 +452,7 @@ fn parse_resolve(text: Option<&str>) -> Result<Resolve, ApiError> {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WriteQuery {
     consistency: Option<String>,
     /// Taken as text so that anything but `true`/`false` gets a 400 that
@@ -904,7 +909,10 @@ fn bad_path(e: axum::extract::rejection::PathRejection) -> ApiError {
 }
 
 fn bad_query(e: QueryRejection) -> ApiError {
-    ApiError::bad_request(format!("bad query string: {e}"))
+    // The rejection's text names the field and the problem (`unknown
+    // field `consistncy`, expected `consistency` or `overwrite``); its
+    // Display says only that deserializing failed.
+    ApiError::bad_request(format!("bad query string: {}", e.body_text()))
 }
 
 async fn write(
@@ -1727,6 +1735,29 @@ mod http_tests {
                 .is_some_and(|m| m.contains("resolve=lww")),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_misspelt_query_parameter_is_refused_and_writes_nothing() {
+        let one = One::start(8).await;
+        // `consistency=ONE` comes first; a misspelt ALL must not be
+        // dropped silently, leaving the write at ONE.
+        let (status, e) = one
+            .post("&consistncy=ALL", json!({"key": "q", "value": "v"}))
+            .await;
+        assert_eq!(status, 400, "{e}");
+        let message = e["message"].as_str().unwrap_or_default();
+        assert!(message.contains("consistncy"), "{e}");
+        let (status, e) = one.get("/api/logs/q?consistancy=ALL").await;
+        assert_eq!(status, 400, "{e}");
+        assert!(
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("consistancy")),
+            "{e}"
+        );
+        let (status, read) = one.get("/api/logs/q?consistency=ONE").await;
+        assert_eq!(status, 404, "the refused write was stored: {read}");
     }
 
     /// A raw connection that sends `bytes` and then nothing: whether the

@@ -54,7 +54,8 @@ enum Command {
     Node(NodeArgs),
     /// Run the REST gateway in front of the nodes.
     Gateway(GatewayArgs),
-    /// Run 5 nodes and the gateway in this process, on loopback.
+    /// Run the nodes (5 unless --nodes says otherwise) and the gateway in
+    /// this process, on loopback.
     Cluster(ClusterArgs),
     /// Load-test a gateway and print latency percentiles per level.
     Bench(BenchArgs),

@@ -546,6 +546,13 @@ pub async fn bad_input(ctx: Ctx) -> Ctx {
             "context",
         ),
     ];
+    // A misspelt parameter must not leave the level at its default.
+    let posts = posts.into_iter().chain([(
+        "misspelt consistency",
+        "ONE&consistncy=ALL",
+        body(&key, "bad"),
+        "consistncy",
+    )]);
     for (what, level, body, mentions) in posts {
         let answer = ctx.post_raw(level, body).await;
         assert!(
@@ -576,6 +583,11 @@ pub async fn bad_input(ctx: Ctx) -> Ctx {
             "oversized read key",
             format!("/api/logs/{long_key}?consistency=ONE"),
             "limit",
+        ),
+        (
+            "misspelt read consistency",
+            format!("/api/logs/{key}?consistancy=ALL"),
+            "consistancy",
         ),
     ];
     for (what, path, mentions) in gets {
