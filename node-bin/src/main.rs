@@ -546,22 +546,22 @@ struct BenchArgs {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
     /// Concurrent clients.
-    #[arg(long, short, default_value_t = 16)]
+    #[arg(long, short, default_value_t = 16, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     concurrency: usize,
     /// Seconds per level.
-    #[arg(long, short, default_value_t = 10)]
+    #[arg(long, short, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     duration: u64,
     /// Percentage of operations that are writes (the rest are reads).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
     mix: u8,
     /// Levels to run, one after the other.
     #[arg(long, value_delimiter = ',', default_value = "ONE,QUORUM,ALL")]
     levels: Vec<Consistency>,
     /// Keys per client.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     keys: usize,
-    /// Value size in bytes.
-    #[arg(long, default_value_t = 100)]
+    /// Value size in bytes (at most the gateway's value limit, 1 MiB).
+    #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=quorumlog_core::input::MAX_VALUE_LEN as u64))]
     value_size: usize,
     /// Hide the progress bar.
     #[arg(long)]
@@ -740,7 +740,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let config = bench::BenchConfig {
                 url: args.url,
                 concurrency: args.concurrency,
-                duration: Duration::from_secs(args.duration.max(1)),
+                duration: Duration::from_secs(args.duration),
                 write_percent: args.mix,
                 levels: args.levels,
                 keys_per_worker: args.keys,

@@ -283,6 +283,23 @@ fn bad_arguments_get_one_clear_line() {
             &["cluster", "--replica-timeout-ms", "0"],
             "invalid value '0' for '--replica-timeout-ms",
         ),
+        // bench used to run a zero duration as one second
+        (
+            &["bench", "--duration", "0", "--no-progress"],
+            "invalid value '0' for '--duration",
+        ),
+        (
+            &["bench", "--mix", "101", "--no-progress"],
+            "invalid value '101' for '--mix",
+        ),
+        (
+            &["bench", "--value-size", "0", "--no-progress"],
+            "invalid value '0' for '--value-size",
+        ),
+        (
+            &["bench", "--concurrency", "0", "--no-progress"],
+            "invalid value '0' for '--concurrency",
+        ),
     ];
     for (args, names) in cases {
         let (code, stderr) = run(args);
