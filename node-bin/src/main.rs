@@ -92,22 +92,23 @@ struct NemesisArgs {
     /// quorumlog_nemesis_i, dropped and created again.
     #[arg(long, default_value = "sqlite")]
     store: String,
-    #[arg(long, default_value_t = 5)]
+    /// Nodes of the cluster under test (3 to 9).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(3..=9))]
     nodes: u32,
     /// Seconds of workload under faults.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     duration: u64,
     /// Concurrent workload clients.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     clients: u32,
     /// Keys the clients share.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     keys: u32,
     /// Percentage of operations that are reads.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
     reads: u8,
     /// Seconds of quiet after the heal, before the final reads.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3_600))]
     quiet: u64,
     /// Logs go here [default: quorumlog-nemesis-SEED in the temp dir].
     #[arg(long, value_name = "DIR")]

@@ -223,6 +223,19 @@ fn bad_arguments_get_one_clear_line() {
         ),
         (&["nemesis", "--faults", "kills,floods"], "\"floods\""),
         (&["nemesis", "--duration", "0"], "--duration"),
+        // checked before whether the nemesis can run on this machine
+        (
+            &["nemesis", "--nodes", "2"],
+            "invalid value '2' for '--nodes",
+        ),
+        (
+            &["nemesis", "--reads", "101"],
+            "invalid value '101' for '--reads",
+        ),
+        (
+            &["nemesis", "--clients", "0"],
+            "invalid value '0' for '--clients",
+        ),
         (
             &[
                 "node",
