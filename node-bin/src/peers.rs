@@ -10,6 +10,10 @@ pub enum PeerError {
     Syntax(String),
     #[error("{0:?}: the node id must be a positive number")]
     Id(String),
+    #[error(
+        "{0:?}: the address needs a port from 1 to 65535, as in 2=127.0.0.1:7002 or 2=node2:7000"
+    )]
+    Port(String),
     #[error("{entry:?}: cannot resolve the address: {reason}")]
     Address { entry: String, reason: String },
     #[error("node id {0} is given twice with different addresses")]
@@ -32,6 +36,12 @@ pub fn parse_peer(entry: &str) -> Result<(NodeId, SocketAddr), PeerError> {
     let addr = addr.trim();
     if addr.is_empty() {
         return Err(PeerError::Syntax(entry.to_string()));
+    }
+    // A missing or malformed port is a typo, not a name that has yet to
+    // resolve: refuse it now rather than wait for it to resolve.
+    let port = addr.rsplit_once(':').map(|(_, port)| port.parse::<u16>());
+    if !matches!(port, Some(Ok(port)) if port > 0) {
+        return Err(PeerError::Port(entry.to_string()));
     }
     let resolved = addr
         .to_socket_addrs()
@@ -111,5 +121,32 @@ mod tests {
             collect(&["1=127.0.0.1:1".into(), "1=127.0.0.1:2".into()], &[]),
             Err(PeerError::Duplicate(1))
         ));
+        for no_port in [
+            "1=nohost",
+            "1=127.0.0.1",
+            "1=node1:",
+            "1=node1:http",
+            "1=node1:0",
+            "1=node1:70000",
+        ] {
+            assert_eq!(
+                parse_peer(no_port),
+                Err(PeerError::Port(no_port.to_string())),
+                "{no_port}"
+            );
+        }
+        assert_eq!(
+            parse_peer("3=[::1]:7003"),
+            Ok((3, "[::1]:7003".parse().expect("an address")))
+        );
+    }
+
+    /// A typo in a port is refused at once; only a name that does not
+    /// resolve yet (a compose service still starting) is waited for.
+    #[tokio::test]
+    async fn a_missing_port_is_not_waited_for() {
+        let wait = std::time::Duration::from_secs(3600);
+        let answer = collect_resolving(&["1=nohost".into()], &[], wait).await;
+        assert_eq!(answer, Err(PeerError::Port("1=nohost".into())));
     }
 }

@@ -296,6 +296,11 @@ fn bad_arguments_get_one_clear_line() {
             &["cluster", "--replica-timeout-ms", "0"],
             "invalid value '0' for '--replica-timeout-ms",
         ),
+        // used to wait a minute for "nohost" to resolve
+        (
+            &["gateway", "--listen", "127.0.0.1:0", "--nodes", "1=nohost"],
+            "\"1=nohost\": the address needs a port",
+        ),
         // bench used to run a zero duration as one second
         (
             &["bench", "--duration", "0", "--no-progress"],
