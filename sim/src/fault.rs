@@ -42,6 +42,39 @@ impl Fault {
         }
     }
 
+    /// What makes the fault ill-formed, whatever the cluster: a partition
+    /// needs two or more sides, none empty and no node on two of them; a
+    /// one-way cut needs targets other than its source; a clog, two
+    /// different nodes. (The nemesis draws only well-formed faults; a
+    /// script written by hand may not be.)
+    pub fn shape_error(&self) -> Option<String> {
+        match self {
+            Fault::Partition(sides) => {
+                if sides.len() < 2 || sides.iter().any(Vec::is_empty) {
+                    return Some("a partition needs two or more sides, none of them empty".into());
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                let twice = sides.iter().flatten().find(|node| !seen.insert(**node));
+                twice.map(|node| format!("n{node} is on two sides of the partition"))
+            }
+            Fault::OneWay { from, to } => {
+                if to.is_empty() {
+                    Some("a one-way cut needs at least one node it cuts off".into())
+                } else if to.contains(from) {
+                    Some(format!(
+                        "a one-way cut from n{from} cannot cut n{from} off from itself"
+                    ))
+                } else {
+                    None
+                }
+            }
+            Fault::Clog(a, b) if a == b => {
+                Some(format!("a clog needs two different nodes, not n{a} twice"))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the fault acts on links or latency (healing one must
     /// leave the others in place).
     pub fn is_network(&self) -> bool {

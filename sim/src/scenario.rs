@@ -805,6 +805,12 @@ impl Scenario {
                     )));
                 }
             }
+            if let Some(problem) = scripted.fault.shape_error() {
+                return Err(ScenarioError::Invalid(format!(
+                    "the script's fault \"{}\": {problem}",
+                    scripted.fault
+                )));
+            }
             for node in scripted.fault.nodes() {
                 if node == 0 || node as usize > self.nodes {
                     return Err(ScenarioError::Invalid(format!(
@@ -1074,6 +1080,22 @@ mod tests {
         let delay =
             r#"{"script":[{"at_us":0,"hold_us":5,"fault":{"delay":{"min_ms":9,"max_ms":3}}}]}"#;
         assert!(err(delay).contains("min < max"), "{}", err(delay));
+        let refusal = |fault: &str| {
+            err(&format!(
+                r#"{{"script":[{{"at_us":0,"hold_us":5,"fault":{fault}}}]}}"#
+            ))
+        };
+        for (fault, problem) in [
+            (r#"{"partition":[[1,2],[2,3]]}"#, "n2 is on two sides"),
+            (r#"{"partition":[[],[2,3]]}"#, "none of them empty"),
+            (r#"{"partition":[[1,2,3]]}"#, "two or more sides"),
+            (r#"{"one-way":{"from":1,"to":[]}}"#, "at least one node"),
+            (r#"{"one-way":{"from":1,"to":[1,2]}}"#, "from itself"),
+            (r#"{"clog":[3,3]}"#, "two different nodes"),
+        ] {
+            let message = refusal(fault);
+            assert!(message.contains(problem), "{fault}: {message}");
+        }
     }
 
     #[test]

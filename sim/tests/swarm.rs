@@ -227,3 +227,24 @@ fn shrinking_a_seed_that_keeps_its_promises_says_so() {
         other => panic!("expected NotFailing, got {:?}", other.map(|r| r.after)),
     }
 }
+
+/// The nemesis draws only faults a script may hold: a shrunk schedule
+/// made of them replays. (A script written by hand is held to the same
+/// shape when it is read.)
+#[test]
+fn every_drawn_fault_is_well_formed() {
+    let mut drawn = 0;
+    for seed in 0..40 {
+        let scenario = Scenario::swarm(seed);
+        for scripted in script_of(&run_and_check(&scenario, seed).fault_events) {
+            assert_eq!(
+                scripted.fault.shape_error(),
+                None,
+                "seed {seed}: {}",
+                scripted.fault
+            );
+            drawn += 1;
+        }
+    }
+    assert!(drawn > 40, "only {drawn} faults drawn over 40 seeds");
+}
