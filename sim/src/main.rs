@@ -441,7 +441,43 @@ mod simulator {
         Ok((args.scenario()?, seed, None))
     }
 
+    /// A file a long piece of work reports into, opened before the work
+    /// so that a path that cannot be written fails at once rather than
+    /// after the sweep; what was there stays until the report replaces it.
+    struct Output {
+        path: PathBuf,
+        file: std::fs::File,
+    }
+
+    impl Output {
+        fn open(path: &std::path::Path) -> Result<Output> {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(Output {
+                path: path.to_path_buf(),
+                file,
+            })
+        }
+
+        fn write(mut self, contents: &[u8]) -> Result<()> {
+            use std::io::Write;
+            self.file
+                .set_len(0)
+                .and_then(|()| self.file.write_all(contents))
+                .with_context(|| format!("writing {}", self.path.display()))
+        }
+    }
+
     pub fn run(seeds_of: Seeds, seeds: Range<u64>, args: SweepArgs) -> Result<ExitCode> {
+        // Where failing histories go must exist before the sweep, not be
+        // found missing after it.
+        if let Some(dir) = &args.save_failures {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
         let bar = bar(seeds.end - seeds.start, &seeds_of.name());
         let started = std::time::Instant::now();
         let cpu_before = process_cpu_seconds();
@@ -589,6 +625,7 @@ mod simulator {
         target: Option<Guarantee>,
         out: &std::path::Path,
     ) -> Result<ExitCode> {
+        let output = Output::open(out)?;
         let spinner = ProgressBar::new_spinner();
         spinner.set_style(
             ProgressStyle::with_template("{spinner} shrinking seed {prefix}: {msg} ({elapsed})")
@@ -611,7 +648,7 @@ mod simulator {
             &report.broken,
             Some(note),
         );
-        std::fs::write(out, file).with_context(|| format!("writing {}", out.display()))?;
+        output.write(file.as_bytes())?;
         println!("schedule   {}", out.display());
         println!("replay     cargo sim replay --schedule {}", out.display());
         Ok(ExitCode::SUCCESS)
@@ -723,6 +760,8 @@ mod simulator {
         json: Option<PathBuf>,
         csv: Option<PathBuf>,
     ) -> Result<ExitCode> {
+        let json = json.as_deref().map(Output::open).transpose()?;
+        let csv = csv.as_deref().map(Output::open).transpose()?;
         let configs = standard_configs(5);
         let schedules = standard_schedules();
         let total = (seeds.end - seeds.start) * (configs.len() * schedules.len()) as u64;
@@ -736,13 +775,11 @@ mod simulator {
         );
         bar.finish_and_clear();
         print!("{}", table.render_text());
-        if let Some(path) = json {
-            std::fs::write(&path, table.to_json())
-                .with_context(|| format!("writing {}", path.display()))?;
+        if let Some(output) = json {
+            output.write(table.to_json().as_bytes())?;
         }
-        if let Some(path) = csv {
-            std::fs::write(&path, table.to_csv())
-                .with_context(|| format!("writing {}", path.display()))?;
+        if let Some(output) = csv {
+            output.write(table.to_csv().as_bytes())?;
         }
         Ok(if table.has_bugs() {
             ExitCode::from(1)

@@ -257,3 +257,71 @@ fn a_sweep_refuses_zero_workers_by_name() {
         assert!(stdout.is_empty(), "{args:?}: ran anyway: {stdout}");
     }
 }
+
+/// An output path that cannot be written is refused before the work,
+/// not after a sweep or a shrink that may take minutes.
+#[cfg(madsim)]
+#[test]
+fn an_unwritable_output_fails_before_the_work() {
+    // Nothing can be created under /proc, even by root.
+    for (args, named) in [
+        (
+            &[
+                "verdicts",
+                "--seeds",
+                "0..1",
+                "--json",
+                "/proc/quorumsim/v.json",
+            ][..],
+            "/proc/quorumsim/v.json",
+        ),
+        (
+            &[
+                "verdicts",
+                "--seeds",
+                "0..1",
+                "--csv",
+                "/proc/quorumsim/v.csv",
+            ][..],
+            "/proc/quorumsim/v.csv",
+        ),
+        (
+            &["shrink", "--seed", "0", "--out", "/proc/quorumsim/s.json"][..],
+            "/proc/quorumsim/s.json",
+        ),
+        (
+            &[
+                "run",
+                "--seeds",
+                "0..1",
+                "--save-failures",
+                "/proc/quorumsim",
+            ][..],
+            "/proc/quorumsim",
+        ),
+    ] {
+        let (code, stdout, stderr) = quorumsim(args);
+        assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: the work ran first: {stdout}");
+    }
+    // A writable one still gets the report.
+    let dir = std::env::temp_dir().join(format!("quorumsim-out-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let json = dir.join("v.json");
+    std::fs::write(&json, "old").expect("an old file");
+    let (code, stdout, stderr) = quorumsim(&[
+        "verdicts",
+        "--seeds",
+        "0..1",
+        "--json",
+        json.to_str().expect("a UTF-8 path"),
+    ]);
+    assert!(code == 0 || code == 1, "{stdout}{stderr}");
+    let written = std::fs::read_to_string(&json).expect("the report");
+    assert!(
+        written.starts_with('{') || written.starts_with('['),
+        "{written}"
+    );
+    assert!(!written.contains("old"), "{written}");
+}
