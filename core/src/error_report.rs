@@ -31,42 +31,45 @@ mod tests {
     use std::error::Error;
     use std::fmt;
 
-    /// An error that says its cause and returns it too, as thiserror's
-    /// `#[error("…: {source}")]` does.
+    /// An error that returns its cause and, if `says_cause`, also says
+    /// it in its message (as thiserror's `#[error("…: {source}")]` does;
+    /// anyhow's context does not).
     #[derive(Debug)]
-    struct Saying {
+    struct Chained {
         what: &'static str,
+        says_cause: bool,
         source: Box<dyn Error + 'static>,
     }
 
-    impl fmt::Display for Saying {
+    impl fmt::Display for Chained {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "{}: {}", self.what, self.source)
+            if self.says_cause {
+                write!(f, "{}: {}", self.what, self.source)
+            } else {
+                f.write_str(self.what)
+            }
         }
     }
 
-    impl Error for Saying {
+    impl Error for Chained {
         fn source(&self) -> Option<&(dyn Error + 'static)> {
             Some(self.source.as_ref())
         }
     }
 
-    /// An error that only returns its cause, as anyhow's context does.
-    #[derive(Debug)]
-    struct Wrapping {
-        what: &'static str,
-        source: Box<dyn Error + 'static>,
-    }
-
-    impl fmt::Display for Wrapping {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(self.what)
+    fn saying(what: &'static str, source: Box<dyn Error + 'static>) -> Chained {
+        Chained {
+            what,
+            says_cause: true,
+            source,
         }
     }
 
-    impl Error for Wrapping {
-        fn source(&self) -> Option<&(dyn Error + 'static)> {
-            Some(self.source.as_ref())
+    fn wrapping(what: &'static str, source: Box<dyn Error + 'static>) -> Chained {
+        Chained {
+            what,
+            says_cause: false,
+            source,
         }
     }
 
@@ -77,13 +80,10 @@ mod tests {
     #[test]
     fn a_cause_the_message_already_says_is_said_once() {
         let io = refused().to_string();
-        let error = Saying {
-            what: "could not open postgres://db",
-            source: Box::new(Saying {
-                what: "error communicating with database",
-                source: refused(),
-            }),
-        };
+        let error = saying(
+            "could not open postgres://db",
+            Box::new(saying("error communicating with database", refused())),
+        );
         let line = one_line(&error);
         assert_eq!(
             line,
@@ -95,21 +95,15 @@ mod tests {
     #[test]
     fn a_context_that_does_not_say_its_cause_gets_it_added() {
         let io = refused().to_string();
-        let error = Wrapping {
-            what: "starting node 1",
-            source: Box::new(Saying {
-                what: "could not open sqlite:x.db",
-                source: refused(),
-            }),
-        };
+        let error = wrapping(
+            "starting node 1",
+            Box::new(saying("could not open sqlite:x.db", refused())),
+        );
         assert_eq!(
             one_line(&error),
             format!("starting node 1: could not open sqlite:x.db: {io}")
         );
-        let bare = Wrapping {
-            what: "reading the seed file",
-            source: refused(),
-        };
+        let bare = wrapping("reading the seed file", refused());
         assert_eq!(one_line(&bare), format!("reading the seed file: {io}"));
     }
 

@@ -581,8 +581,6 @@ mod simulator {
                 println!("    drew {}: {}", o.scenario.name(), o.scenario.to_json());
             }
             if let Some(dir) = &args.save_failures {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
                 let path = dir.join(format!(
                     "{}-{}.jsonl",
                     seeds_of.name().replace(['/', ',', '=', ' '], "_"),
