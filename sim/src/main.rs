@@ -443,32 +443,54 @@ mod simulator {
 
     /// A file a long piece of work reports into, opened before the work
     /// so that a path that cannot be written fails at once rather than
-    /// after the sweep; what was there stays until the report replaces it.
+    /// after the sweep; what was there stays until the report replaces it,
+    /// and a file opened here for a report that never came is removed.
     struct Output {
         path: PathBuf,
-        file: std::fs::File,
+        /// None once the report is written.
+        file: Option<std::fs::File>,
+        /// Whether opening it created it (then no report leaves no file).
+        created: bool,
     }
 
     impl Output {
         fn open(path: &std::path::Path) -> Result<Output> {
             let file = std::fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(false)
+                .create_new(true)
                 .open(path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+                .map(|file| (file, true))
+                .or_else(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .map(|file| (file, false)),
+                    _ => Err(e),
+                });
+            let (file, created) =
+                file.with_context(|| format!("cannot write {}", path.display()))?;
             Ok(Output {
                 path: path.to_path_buf(),
-                file,
+                file: Some(file),
+                created,
             })
         }
 
         fn write(mut self, contents: &[u8]) -> Result<()> {
             use std::io::Write;
-            self.file
-                .set_len(0)
-                .and_then(|()| self.file.write_all(contents))
+            let mut file = self.file.take().expect("an output is written once");
+            file.set_len(0)
+                .and_then(|()| file.write_all(contents))
                 .with_context(|| format!("writing {}", self.path.display()))
+        }
+    }
+
+    impl Drop for Output {
+        fn drop(&mut self) {
+            if self.file.is_some() && self.created {
+                // Best effort: the error that ended the work is the one to report.
+                let _ = std::fs::remove_file(&self.path);
+            }
         }
     }
 

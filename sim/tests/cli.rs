@@ -305,9 +305,24 @@ fn an_unwritable_output_fails_before_the_work() {
         assert!(stderr.contains(named), "{args:?}: {stderr}");
         assert!(stdout.is_empty(), "{args:?}: the work ran first: {stdout}");
     }
-    // A writable one still gets the report.
+    // A shrink that finds nothing to shrink leaves no empty file behind.
     let dir = std::env::temp_dir().join(format!("quorumsim-out-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temp dir");
+    let unused = dir.join("nothing-to-shrink.json");
+    let (code, _, stderr) = quorumsim(&[
+        "shrink",
+        "--faults",
+        "none",
+        "--ops",
+        "50",
+        "--seed",
+        "1",
+        "--out",
+        unused.to_str().expect("a UTF-8 path"),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(!unused.exists(), "an empty {} was left", unused.display());
+    // A writable one still gets the report.
     let json = dir.join("v.json");
     std::fs::write(&json, "old").expect("an old file");
     let (code, stdout, stderr) = quorumsim(&[
