@@ -128,6 +128,12 @@ plant "anti-entropy skips the first differing key" \
     "12-anti-entropy-skips-a-key.patch" --faults disk-loss --level QUORUM --no-read-repair
 plant "a failed commit leaves its rows in the cache" \
     "13-failed-commit-keeps-the-cache.patch" --faults crashes --level QUORUM
+# Acknowledgements that misreport the write, judged at the
+# acknowledgement itself (the durability checker's misreported writes).
+plant "a write's acknowledgement names another sibling" \
+    "15-ack-names-another-sibling.patch" --faults none --level QUORUM
+plant "a write forgets the context its client sent" \
+    "16-write-forgets-its-context.patch" --faults none --level QUORUM
 # Equivalent for every promise (a cost, not a fault): the cache keeps the
 # row version the update read, so the next update of the key loses its
 # conditional write once, forgets the cached row and retries from the disk.

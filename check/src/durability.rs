@@ -40,6 +40,16 @@
 //! unreachable by dot, and whichever a replica holds silently stands for
 //! both. Judged on every key, with or without a final read.
 //!
+//! **Misreported writes.** An acknowledged write whose acknowledgement
+//! reports a version that is not the write its client made: another value
+//! than the one sent, or a causal context that leaves out part of the
+//! context sent (so the version would not supersede what its client had
+//! seen, and those versions come back as siblings). Judged on every key,
+//! with or without a final read, and at the acknowledgement itself: a
+//! coordinator that stores another value than it was sent is caught on a
+//! write no read ever returns. Where the history does not record what the
+//! acknowledgement reported (a value, a context), that part is not judged.
+//!
 //! Keys with acknowledged writes but no successful final read cannot be
 //! judged for loss; they are counted (`unverified_*`) but are not
 //! violations.
@@ -67,6 +77,15 @@ pub struct ReusedDot {
     pub again: OpSummary,
 }
 
+/// An acknowledged write whose acknowledgement reports a version other
+/// than the write its client made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MisreportedWrite {
+    pub write: OpSummary,
+    /// What the acknowledgement got wrong, for a person.
+    pub problem: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DurabilityReport {
     /// Keys with a successful final read.
@@ -81,6 +100,12 @@ pub struct DurabilityReport {
     pub reused_dots: usize,
     /// The first of them, in acknowledgement order.
     pub reused_examples: Vec<ReusedDot>,
+    /// Acknowledged writes whose acknowledgement reports another value
+    /// than the one sent, or a context that leaves out part of the one
+    /// sent.
+    pub misreported_writes: usize,
+    /// The first of them, in acknowledgement order.
+    pub misreported_examples: Vec<MisreportedWrite>,
     /// Keys with acknowledged writes but no successful final read.
     pub unverified_keys: usize,
     /// Acknowledged writes of those keys.
@@ -91,7 +116,7 @@ pub struct DurabilityReport {
 
 impl DurabilityReport {
     pub fn is_ok(&self) -> bool {
-        self.lost_updates == 0 && self.reused_dots == 0
+        self.lost_updates == 0 && self.reused_dots == 0 && self.misreported_writes == 0
     }
 }
 
@@ -112,6 +137,13 @@ impl fmt::Display for DurabilityReport {
                 f,
                 "; {} acknowledged writes reuse the dot of another",
                 self.reused_dots
+            )?;
+        }
+        if self.misreported_writes > 0 {
+            write!(
+                f,
+                "; {} acknowledged writes reported as another write than the one sent",
+                self.misreported_writes
             )?;
         }
         if self.unverified_keys > 0 {
@@ -152,7 +184,56 @@ impl fmt::Display for DurabilityReport {
                 self.reused_dots - MAX_PRINTED
             )?;
         }
+        for (i, misreported) in self
+            .misreported_examples
+            .iter()
+            .take(MAX_PRINTED)
+            .enumerate()
+        {
+            writeln!(f, "  misreported write {}: {}", i + 1, misreported.write)?;
+            writeln!(f, "      {}", misreported.problem)?;
+        }
+        if self.misreported_writes > MAX_PRINTED {
+            writeln!(
+                f,
+                "  ... and {} more misreported writes",
+                self.misreported_writes - MAX_PRINTED
+            )?;
+        }
         Ok(())
+    }
+}
+
+/// What an acknowledged write's acknowledgement says that contradicts
+/// the write its client sent, if anything: judged from the history alone
+/// (the value and context the client sent, the version the
+/// acknowledgement reported).
+fn misreport(write: &OperationRef<'_>) -> Option<String> {
+    let reported = write.version?;
+    if let Some(sent) = write.value {
+        if reported.value != sent {
+            return Some(format!(
+                "the acknowledgement reports the value {:?}, not the value sent",
+                clip(&reported.value)
+            ));
+        }
+    }
+    if let (Some(sent), Some(reported_context)) = (write.context, reported.context.as_ref()) {
+        if !reported_context.descends_from(sent) {
+            return Some(format!(
+                "the acknowledgement reports the context {reported_context}, which leaves out part of the context sent, {sent}: the write would not supersede what its client had seen"
+            ));
+        }
+    }
+    None
+}
+
+/// A value as a report shows it: the first few dozen characters.
+fn clip(value: &str) -> String {
+    const SHOWN: usize = 40;
+    match value.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}...", &value[..end]),
+        None => value.to_string(),
     }
 }
 
@@ -210,6 +291,7 @@ pub(crate) fn check_durability_groups(groups: &KeyGroups<'_>) -> DurabilityRepor
     let mut report = DurabilityReport::default();
     let mut lost: Vec<(usize, usize)> = Vec::new();
     let mut reused: Vec<(Dot, usize, usize)> = Vec::new();
+    let mut misreported: Vec<(usize, String)> = Vec::new();
     let done = |i: usize| ops[i].complete_us.unwrap_or(u64::MAX);
     for key_group in groups.groups() {
         let (key, group) = (key_group.key, &key_group.ops);
@@ -219,9 +301,13 @@ pub(crate) fn check_durability_groups(groups: &KeyGroups<'_>) -> DurabilityRepor
             .filter(|&i| ops[i].kind == OpKind::Write && ops[i].is_ok())
             .collect();
         acked.sort_by_key(|&w| (done(w), ops[w].id));
-        // Reused dots: every key, final read or not.
+        // Reused dots and misreported writes: every key, final read or not.
         let mut first_with: FxHashMap<Dot, usize> = FxHashMap::default();
         for &w in &acked {
+            if let Some(problem) = misreport(&ops[w]) {
+                report.misreported_writes += 1;
+                misreported.push((w, problem));
+            }
             if let Some(dot) = ops[w].written_dot() {
                 match first_with.get(&dot) {
                     Some(&first) => {
@@ -299,6 +385,15 @@ pub(crate) fn check_durability_groups(groups: &KeyGroups<'_>) -> DurabilityRepor
             dot: dot.to_string(),
             first: OpSummary::of(&ops[first]),
             again: OpSummary::of(&ops[again]),
+        })
+        .collect();
+    misreported.sort_by_key(|&(w, _)| (done(w), ops[w].id));
+    report.misreported_examples = misreported
+        .into_iter()
+        .take(MAX_EXAMPLES)
+        .map(|(w, problem)| MisreportedWrite {
+            write: OpSummary::of(&ops[w]),
+            problem,
         })
         .collect();
     report

@@ -44,7 +44,7 @@ mod stores;
 pub use availability::{check_availability, AvailabilityReport, GroundTruth, Outage, Refusal};
 pub use common::{Bucket, Distribution, OpSummary};
 pub use convergence::{any_disagreement, disagreements, ConvergenceReport, Disagreement};
-pub use durability::{check_durability, DurabilityReport, LostWrite, ReusedDot};
+pub use durability::{check_durability, DurabilityReport, LostWrite, MisreportedWrite, ReusedDot};
 pub use linearizability::{
     check_linearizability, check_linearizability_ops, Budget, LinReport, LinVerdict, LinViolation,
     StuckOp, UnknownKey,
@@ -71,6 +71,10 @@ pub struct CheckSummary {
     pub lost_updates: usize,
     /// Acknowledged writes reported with another acknowledged write's dot.
     pub reused_dots: usize,
+    /// Acknowledged writes reported as another write than the one their
+    /// client sent (another value, or a context missing part of the one
+    /// sent).
+    pub misreported_writes: usize,
     pub linearizable: LinVerdict,
     pub staleness: StalenessReport,
     pub durability: DurabilityReport,
@@ -79,7 +83,7 @@ pub struct CheckSummary {
 
 impl CheckSummary {
     /// No stale read (superseded versions included), phantom, sibling
-    /// violation, lost update or reused dot, and not shown
+    /// violation, lost update, reused dot or misreported write, and not shown
     /// non-linearizable.
     /// (`Unknown` linearizability does not fail the summary; see
     /// [`CheckSummary::is_strictly_ok`].)
@@ -88,6 +92,7 @@ impl CheckSummary {
             && self.superseded_returned == 0
             && self.lost_updates == 0
             && self.reused_dots == 0
+            && self.misreported_writes == 0
             && self.staleness.is_ok()
             && self.durability.is_ok()
             && self.linearizable != LinVerdict::NotLinearizable
@@ -116,6 +121,9 @@ impl fmt::Display for CheckSummary {
         write!(f, ", {} lost updates", self.lost_updates)?;
         if self.reused_dots > 0 {
             write!(f, ", {} reused dots", self.reused_dots)?;
+        }
+        if self.misreported_writes > 0 {
+            write!(f, ", {} misreported writes", self.misreported_writes)?;
         }
         writeln!(f, ", {}", self.linearizable)?;
         writeln!(f)?;
@@ -255,6 +263,7 @@ fn summarize_groups(
         superseded_returned: staleness.superseded_returned,
         lost_updates: durability.lost_updates,
         reused_dots: durability.reused_dots,
+        misreported_writes: durability.misreported_writes,
         linearizable: linearizability.verdict,
         staleness,
         durability,

@@ -723,6 +723,114 @@ fn reused_dots_are_reported() {
 }
 
 #[test]
+fn a_write_acknowledged_as_another_write_is_reported() {
+    // The client sent "a"; the acknowledgement reports "x" under the
+    // write's own dot. No read ever returns it (the key has no final
+    // read), so only the acknowledgement can tell.
+    let other_value = Builder::default()
+        .write_reporting(
+            1,
+            "k",
+            "a",
+            Clock::new(),
+            ver("x", (1, 1), &[]),
+            0,
+            10,
+            Outcome::Ok,
+        )
+        .build();
+    let report = check_durability(&other_value);
+    assert_eq!(report.misreported_writes, 1, "{report}");
+    assert!(!report.is_ok());
+    assert_eq!(report.misreported_examples[0].write.id, 0);
+    let text = report.to_string();
+    assert!(
+        text.contains("1 acknowledged writes reported as another write than the one sent"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the acknowledgement reports the value \"x\", not the value sent"),
+        "{text}"
+    );
+    let summary = check_history(&other_value);
+    assert_eq!(summary.misreported_writes, 1);
+    assert!(!summary.is_ok());
+    assert!(
+        summary.to_string().contains("1 misreported writes"),
+        "{summary}"
+    );
+
+    // The client read {n1:1} and sent it; the acknowledgement's version
+    // has seen nothing, so it would not supersede the version read.
+    let forgot_context = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write_reporting(
+            2,
+            "k",
+            "b",
+            vv(&[(1, 1)]),
+            ver("b", (2, 1), &[]),
+            20,
+            30,
+            Outcome::Ok,
+        )
+        .build();
+    let report = check_durability(&forgot_context);
+    assert_eq!(report.misreported_writes, 1, "{report}");
+    assert_eq!(report.misreported_examples[0].write.id, 1);
+    let text = report.to_string();
+    assert!(
+        text.contains("reports the context {}, which leaves out part of the context sent, {n1:1}"),
+        "{text}"
+    );
+
+    // Not misreported: the same value and the context sent; a context
+    // that covers more than was sent (an overwrite joins the replica's
+    // own); a timed-out write (nothing acknowledged); an acknowledgement
+    // the history recorded without a context.
+    let honest = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(2, "k", "b", &[(1, 1)], (2, 1), 20, Some(30), Outcome::Ok)
+        .write_reporting(
+            1,
+            "k",
+            "c",
+            vv(&[(1, 1)]),
+            ver("c", (1, 2), &[(1, 1), (2, 1)]),
+            40,
+            50,
+            Outcome::Ok,
+        )
+        .write_reporting(
+            3,
+            "k",
+            "d",
+            vv(&[(1, 2)]),
+            ver("e", (3, 1), &[]),
+            60,
+            70,
+            Outcome::Timeout,
+        )
+        .write_reporting(
+            3,
+            "k",
+            "f",
+            vv(&[(1, 2)]),
+            ObservedVersion {
+                value: "f".into(),
+                dot: Some(Dot::new(Actor::node(3), 2)),
+                context: None,
+            },
+            80,
+            90,
+            Outcome::Ok,
+        )
+        .build();
+    let report = check_durability(&honest);
+    assert_eq!(report.misreported_writes, 0, "{report}");
+}
+
+#[test]
 fn durability_is_judged_by_the_context_the_client_sent() {
     // a acknowledged; b is a blind write (its client sent {}), but the
     // system reports b's version with context {n1:1} and drops a. The

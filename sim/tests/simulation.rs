@@ -290,6 +290,11 @@ fn lost_disks_lose_no_write_acknowledged_by_two_replicas_over_500_seeds() {
             assert_eq!(o.summary.lost_updates, 0, "seed {}", o.seed);
             assert_eq!(o.stores.missing_writes, 0, "seed {}", o.seed);
             assert_eq!(o.summary.durability.reused_dots, 0, "seed {}", o.seed);
+            assert_eq!(
+                o.summary.durability.misreported_writes, 0,
+                "seed {}",
+                o.seed
+            );
             assert!(o.convergence.is_ok(), "seed {}: {}", o.seed, o.convergence);
         }
     }
