@@ -959,7 +959,10 @@ async fn write(
         let ok = outcome.map_err(|e| ApiError::from_client(e, "write"))?;
         Ok(json!({
             "key": body.key,
-            "value": body.value,
+            // What the coordinator stored, not an echo of the request: a
+            // client (and a recorded history's checker) can see that they
+            // are the same.
+            "value": ok.version.value,
             "version": version_json(&ok.version.dot),
             "covers": ok.version.context,
             "siblings": ok.siblings.iter().map(sibling_json).collect::<Vec<_>>(),
@@ -1863,6 +1866,7 @@ mod http_tests {
 
         let (status, a) = one.post("", json!({"key": "a", "value": "x"})).await;
         assert_eq!(status, 200, "{a}");
+        assert_eq!(a["value"], json!("x"), "the value stored: {a}");
         assert_eq!(a["version"]["incarnation"], json!(one.incarnation), "{a}");
         assert_eq!(a["version"]["node"], json!(7), "{a}");
         assert_eq!(a["version"]["counter"], json!(1), "{a}");

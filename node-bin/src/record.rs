@@ -198,10 +198,12 @@ pub fn dot_of(value: &Value) -> Option<Dot> {
     Some(Dot::new(Actor::new(node, incarnation), counter))
 }
 
-/// The version a 200 write answer reports it created.
-pub fn written_version(answer: &Value, value: &str) -> ObservedVersion {
+/// The version a 200 write answer reports it created: the value it says
+/// it stored (the checkers compare it with `sent`, what the client wrote),
+/// or `sent` where the answer carries none.
+pub fn written_version(answer: &Value, sent: &str) -> ObservedVersion {
     ObservedVersion {
-        value: value.to_string(),
+        value: answer["value"].as_str().unwrap_or(sent).to_string(),
         dot: dot_of(&answer["version"]),
         context: clock_of(&answer["covers"]),
     }
@@ -283,7 +285,14 @@ mod tests {
             "covers": {"2": 4, "3.1": 6},
         });
         let v = written_version(&answer, "c1-0");
+        assert_eq!(v.value, "c1-0", "an answer without a value: the one sent");
         assert_eq!(v.dot, Some(Dot::new(Actor::new(3, 1), 7)));
+        let stored = json!({"value": "c1-0-cut", "version": {"node": 3, "counter": 8}});
+        assert_eq!(
+            written_version(&stored, "c1-0").value,
+            "c1-0-cut",
+            "the value the answer says was stored, for the checkers to compare"
+        );
         let covers = v.context.expect("covers");
         assert!(covers.covers(Dot::new(Actor::new(2, 0), 4)));
         assert!(!covers.covers(Dot::new(Actor::new(3, 0), 1)));
