@@ -134,6 +134,10 @@ plant "a write's acknowledgement names another sibling" \
     "15-ack-names-another-sibling.patch" --faults none --level QUORUM
 plant "a write forgets the context its client sent" \
     "16-write-forgets-its-context.patch" --faults none --level QUORUM
+# A commit that failed may or may not have applied: taken as applied, the
+# write is acknowledged by a replica that may not hold it.
+plant "a failed commit is taken as applied" \
+    "17-failed-commit-taken-as-applied.patch" --faults crashes --level QUORUM
 # Equivalent for every promise (a cost, not a fault): the cache keeps the
 # row version the update read, so the next update of the key loses its
 # conditional write once, forgets the cached row and retries from the disk.
