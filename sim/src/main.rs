@@ -560,9 +560,10 @@ mod simulator {
         );
         println!("disks      {}", fmt_disk(&figures.disk));
         println!(
-            "checks     {} stale reads, {} lost updates, {} acknowledged writes on no store, {} seeds not linearizable, {} refused while reachable",
+            "checks     {} stale reads, {} lost updates, {} misreported writes, {} acknowledged writes on no store, {} seeds not linearizable, {} refused while reachable",
             figures.stale_reads,
             figures.lost_updates,
+            figures.misreported_writes,
             figures.missing_writes,
             figures.not_linearizable,
             figures.refused_while_reachable

@@ -176,6 +176,8 @@ pub struct SweepFigures {
     pub disk: DiskStats,
     pub stale_reads: usize,
     pub lost_updates: usize,
+    /// Acknowledged writes reported as another write than the one sent.
+    pub misreported_writes: usize,
     /// Acknowledged writes found on no replica's store.
     pub missing_writes: usize,
     /// Seeds whose history had no linearization.
@@ -213,6 +215,7 @@ impl SweepFigures {
         self.disk = self.disk.plus(o.stats.disk);
         self.stale_reads += o.summary.stale_reads;
         self.lost_updates += o.summary.lost_updates;
+        self.misreported_writes += o.summary.misreported_writes;
         self.missing_writes += o.stores.missing_writes;
         self.not_linearizable += usize::from(o.broken.contains(&Guarantee::Linearizable));
         self.refused_while_reachable += o.availability.refused;
