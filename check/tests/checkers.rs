@@ -657,6 +657,20 @@ fn format_one_files_still_parse_and_cas_values_are_checked() {
 
 // ------------------------------------------ rules on what clients did
 
+/// The durability checker fails `history`, and its report says each of
+/// `in_report`; the whole summary fails too and says `in_summary`.
+fn assert_durability_fails_saying(history: &History, in_report: &[&str], in_summary: &str) {
+    let report = check_durability(history);
+    assert!(!report.is_ok(), "{report}");
+    let text = report.to_string();
+    for said in in_report {
+        assert!(text.contains(said), "not {said:?} in {text}");
+    }
+    let summary = check_history(history);
+    assert!(!summary.is_ok());
+    assert!(summary.to_string().contains(in_summary), "{summary}");
+}
+
 #[test]
 fn reused_dots_are_reported() {
     // Two different acknowledged writes under one dot (a coordinator that
@@ -677,22 +691,17 @@ fn reused_dots_are_reported() {
         (1, 0),
         "{report}"
     );
-    assert!(!report.is_ok());
     assert_eq!(report.reused_examples[0].first.id, 0);
     assert_eq!(report.reused_examples[0].again.id, 1);
-    let text = report.to_string();
-    assert!(
-        text.contains("1 acknowledged writes reuse the dot of another"),
-        "{text}"
+    assert_durability_fails_saying(
+        &reused,
+        &[
+            "1 acknowledged writes reuse the dot of another",
+            "reused dot 1: n1:1 acknowledged for two different writes",
+        ],
+        "1 reused dots",
     );
-    assert!(
-        text.contains("reused dot 1: n1:1 acknowledged for two different writes"),
-        "{text}"
-    );
-    let summary = check_history(&reused);
-    assert_eq!(summary.reused_dots, 1);
-    assert!(!summary.is_ok());
-    assert!(summary.to_string().contains("1 reused dots"), "{summary}");
+    assert_eq!(check_history(&reused).reused_dots, 1);
     // The same dot on two keys is two dots; another incarnation is another
     // actor; judged without a final read too.
     let distinct = Builder::default()
@@ -741,24 +750,16 @@ fn a_write_acknowledged_as_another_write_is_reported() {
         .build();
     let report = check_durability(&other_value);
     assert_eq!(report.misreported_writes, 1, "{report}");
-    assert!(!report.is_ok());
     assert_eq!(report.misreported_examples[0].write.id, 0);
-    let text = report.to_string();
-    assert!(
-        text.contains("1 acknowledged writes reported as another write than the one sent"),
-        "{text}"
+    assert_durability_fails_saying(
+        &other_value,
+        &[
+            "1 acknowledged writes reported as another write than the one sent",
+            "the acknowledgement reports the value \"x\", not the value sent",
+        ],
+        "1 misreported writes",
     );
-    assert!(
-        text.contains("the acknowledgement reports the value \"x\", not the value sent"),
-        "{text}"
-    );
-    let summary = check_history(&other_value);
-    assert_eq!(summary.misreported_writes, 1);
-    assert!(!summary.is_ok());
-    assert!(
-        summary.to_string().contains("1 misreported writes"),
-        "{summary}"
-    );
+    assert_eq!(check_history(&other_value).misreported_writes, 1);
 
     // The client read {n1:1} and sent it; the acknowledgement's version
     // has seen nothing, so it would not supersede the version read.
