@@ -134,6 +134,10 @@ plant "a write's acknowledgement names another sibling" \
     "15-ack-names-another-sibling.patch" --faults none --level QUORUM
 plant "a write forgets the context its client sent" \
     "16-write-forgets-its-context.patch" --faults none --level QUORUM
+# A read hands out a context without the dots of the siblings it
+# returned: a client resolving the conflict never supersedes them.
+plant "a read's context leaves out the siblings it returned" \
+    "18-read-context-leaves-out-siblings.patch" --faults none --level QUORUM
 # A commit that failed may or may not have applied: taken as applied, the
 # write is acknowledged by a replica that may not hold it.
 plant "a failed commit is taken as applied" \

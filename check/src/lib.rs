@@ -51,8 +51,8 @@ pub use linearizability::{
 };
 pub use models::{CasRegister, Interner, KeyValue, Model, MultiValueRegister, Register};
 pub use staleness::{
-    check_staleness, PhantomKind, PhantomRead, SiblingViolation, StaleRead, StalenessReport,
-    SupersededReturn,
+    check_staleness, OutsideContext, PhantomKind, PhantomRead, SiblingViolation, StaleRead,
+    StalenessReport, SupersededReturn,
 };
 pub use stores::{check_stores, check_stores_ops, MissingWrite, StoreContents, StoreReport};
 

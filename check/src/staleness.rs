@@ -16,6 +16,13 @@
 //! 2. **No phantom.** Every returned version was really written to `k`, by
 //!    a write that did not fail and was invoked before `r` returned.
 //! 3. **Siblings are concurrent.** No returned version covers another.
+//!    And the context the read hands out covers every version it returned
+//!    (the version's dot and what it had seen): the client's next write
+//!    sends that context, and must supersede what the client read. A
+//!    context that leaves a returned version out would keep that version
+//!    alive beside every write made with it, however often the client
+//!    resolves the conflict (`outside_context`). Judged where the history
+//!    records the read's context.
 //! 4. **No superseded version comes back.** For every returned version `v`,
 //!    with dot `d` (the dot the acknowledgement of `v`'s write reported,
 //!    when that write is known and acknowledged; else the dot the read
@@ -119,6 +126,16 @@ pub struct PhantomRead {
     pub writers: Vec<OpSummary>,
 }
 
+/// A version a read returned that the context it handed out leaves out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutsideContext {
+    pub read: OpSummary,
+    /// The version left out, `value@dot`.
+    pub version: String,
+    /// The context the read handed out.
+    pub context: String,
+}
+
 /// A read whose siblings were not pairwise concurrent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SiblingViolation {
@@ -146,6 +163,10 @@ pub struct StalenessReport {
     pub superseded_returned: usize,
     pub phantom_reads: usize,
     pub sibling_violations: usize,
+    /// Returned versions (one per read and version) that the context the
+    /// read handed out leaves out: a write sent with it would not
+    /// supersede them.
+    pub outside_context: usize,
     /// k-staleness of the stale reads.
     pub k_staleness: Distribution,
     /// t-visibility (µs) of the stale reads.
@@ -156,14 +177,19 @@ pub struct StalenessReport {
     pub superseded_examples: Vec<SupersededReturn>,
     pub phantom_examples: Vec<PhantomRead>,
     pub sibling_examples: Vec<SiblingViolation>,
+    pub outside_context_examples: Vec<OutsideContext>,
 }
 
 impl StalenessReport {
     pub fn is_ok(&self) -> bool {
-        self.stale_reads == 0
-            && self.superseded_returned == 0
-            && self.phantom_reads == 0
-            && self.sibling_violations == 0
+        self.stale_reads == 0 && self.superseded_returned == 0 && self.reads_are_well_formed()
+    }
+
+    /// Every value returned was really written, siblings were concurrent,
+    /// and every read's context covered what it returned: what every
+    /// level promises, fresh or not.
+    pub fn reads_are_well_formed(&self) -> bool {
+        self.phantom_reads == 0 && self.sibling_violations == 0 && self.outside_context == 0
     }
 }
 
@@ -193,6 +219,13 @@ impl fmt::Display for StalenessReport {
                 ", {} phantom values, {} sibling violations",
                 self.phantom_reads, self.sibling_violations
             )?;
+            if self.outside_context > 0 {
+                write!(
+                    f,
+                    ", {} returned versions outside their read's context",
+                    self.outside_context
+                )?;
+            }
         }
         if self.keys_skipped > 0 {
             write!(
@@ -289,6 +322,20 @@ impl fmt::Display for StalenessReport {
                 f,
                 "  ... and {} more sibling violations",
                 self.sibling_violations - MAX_PRINTED
+            )?;
+        }
+        for o in self.outside_context_examples.iter().take(MAX_PRINTED) {
+            writeln!(
+                f,
+                "  outside the read's context: {} returned {} but handed out the context {}, which leaves it out: a write sent with it would not supersede it",
+                o.read, o.version, o.context
+            )?;
+        }
+        if self.outside_context > MAX_PRINTED {
+            writeln!(
+                f,
+                "  ... and {} more versions outside their read's context",
+                self.outside_context - MAX_PRINTED
             )?;
         }
         Ok(())
@@ -449,6 +496,20 @@ fn check_key(
                 }
             }
         }
+        // The context handed out covers every version returned.
+        if let Some(context) = read.read_context {
+            for v in read.values {
+                let Some(dot) = v.dot else { continue };
+                let past_left_out = v
+                    .context
+                    .as_ref()
+                    .is_some_and(|past| !context.descends_from(past));
+                if !context.covers(dot) || past_left_out {
+                    part.report.outside_context += 1;
+                    part.outside.push((r, show(v), context.to_string()));
+                }
+            }
+        }
         // Stale: acknowledged writes no returned version covers.
         cov.fill(read.values);
         let mut missed: Vec<usize> = Vec::new();
@@ -592,6 +653,7 @@ fn check_key(
     keep_earliest(&mut part.phantoms, |p| order(p.0));
     keep_earliest(&mut part.superseded, |s| order(s.0));
     keep_earliest(&mut part.siblings, |s| order(s.0));
+    keep_earliest(&mut part.outside, |o| order(o.0));
 }
 
 /// The writes of one key that may have applied (not certainly failed)
@@ -785,6 +847,8 @@ struct Partial {
     superseded: Vec<(usize, String, Dot, usize)>,
     phantoms: Vec<(usize, String, PhantomKind, Vec<usize>)>,
     siblings: Vec<(usize, String, String)>,
+    /// (read, returned version, the read's context)
+    outside: Vec<(usize, String, String)>,
     ks: Vec<u64>,
     ts: Vec<u64>,
 }
@@ -861,6 +925,7 @@ fn check_staleness_threads(groups: &KeyGroups<'_>, threads: usize) -> StalenessR
     let mut superseded: Vec<(usize, String, Dot, usize)> = Vec::new();
     let mut phantoms: Vec<(usize, String, PhantomKind, Vec<usize>)> = Vec::new();
     let mut siblings: Vec<(usize, String, String)> = Vec::new();
+    let mut outside: Vec<(usize, String, String)> = Vec::new();
     let mut ks: Vec<u64> = Vec::new();
     let mut ts: Vec<u64> = Vec::new();
     for part in parts {
@@ -871,10 +936,12 @@ fn check_staleness_threads(groups: &KeyGroups<'_>, threads: usize) -> StalenessR
         report.superseded_returned += part.report.superseded_returned;
         report.phantom_reads += part.report.phantom_reads;
         report.sibling_violations += part.report.sibling_violations;
+        report.outside_context += part.report.outside_context;
         stale.extend(part.stale);
         superseded.extend(part.superseded);
         phantoms.extend(part.phantoms);
         siblings.extend(part.siblings);
+        outside.extend(part.outside);
         ks.extend(part.ks);
         ts.extend(part.ts);
     }
@@ -932,6 +999,16 @@ fn check_staleness_threads(groups: &KeyGroups<'_>, threads: usize) -> StalenessR
             read: OpSummary::of(&ops[r]),
             covered,
             covering,
+        })
+        .collect();
+    outside.sort_by_key(|o| order(o.0));
+    report.outside_context_examples = outside
+        .into_iter()
+        .take(MAX_EXAMPLES)
+        .map(|(r, version, context)| OutsideContext {
+            read: OpSummary::of(&ops[r]),
+            version,
+            context,
         })
         .collect();
     report

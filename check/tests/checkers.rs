@@ -160,6 +160,29 @@ impl Builder {
         self
     }
 
+    /// A read that returned `values` and handed out `context`.
+    fn read_handing_out(
+        &mut self,
+        client: u32,
+        key: &str,
+        (start, end): (u64, u64),
+        values: Vec<ObservedVersion>,
+        context: Clock,
+    ) -> &mut Self {
+        let id = self.invoke(client, key, OpKind::Read, None, None, start, false);
+        self.history.push(Event::Complete {
+            id,
+            client,
+            time_us: end,
+            outcome: Outcome::Ok,
+            values,
+            version: None,
+            context: Some(context),
+            error: None,
+        });
+        self
+    }
+
     fn final_read(&mut self, key: &str, start: u64, values: Vec<ObservedVersion>) -> &mut Self {
         let id = self.invoke(0, key, OpKind::Read, None, None, start, true);
         self.complete(id, 0, start + 5, Outcome::Ok, values, None);
@@ -829,6 +852,51 @@ fn a_write_acknowledged_as_another_write_is_reported() {
         .build();
     let report = check_durability(&honest);
     assert_eq!(report.misreported_writes, 0, "{report}");
+}
+
+#[test]
+fn a_read_whose_context_leaves_out_what_it_returned_is_reported() {
+    // Two concurrent writes; a read returns both siblings. Its context is
+    // what the client's next write sends: it must cover both versions.
+    let siblings = || {
+        let mut b = Builder::default();
+        b.write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+            .write(2, "k", "b", &[(3, 1)], (2, 1), 0, Some(10), Outcome::Ok);
+        b
+    };
+    let returned = || vec![ver("a", (1, 1), &[]), ver("b", (2, 1), &[(3, 1)])];
+    // Leaves out the dot of b: a write sent with it keeps b alive.
+    let without_dot = siblings()
+        .read_handing_out(3, "k", (20, 30), returned(), vv(&[(1, 1), (3, 1)]))
+        .build();
+    let report = check_staleness(&without_dot);
+    assert_eq!(report.outside_context, 1, "{report}");
+    assert!(!report.reads_are_well_formed());
+    assert_eq!(report.outside_context_examples[0].version, "b@n2:1");
+    let text = report.to_string();
+    assert!(
+        text.contains("1 returned versions outside their read's context"),
+        "{text}"
+    );
+    assert!(
+        text.contains("handed out the context {n1:1, n3:1}, which leaves it out"),
+        "{text}"
+    );
+    assert!(!check_history(&without_dot).is_ok());
+    // Covers both dots but not what b had seen.
+    let without_past = siblings()
+        .read_handing_out(3, "k", (20, 30), returned(), vv(&[(1, 1), (2, 1)]))
+        .build();
+    assert_eq!(check_staleness(&without_past).outside_context, 1);
+    // The join of both clocks: nothing left out; nor is a read the
+    // history recorded without a context judged.
+    let covering = siblings()
+        .read_handing_out(3, "k", (20, 30), returned(), vv(&[(1, 1), (2, 1), (3, 1)]))
+        .read(4, "k", 40, 50, returned())
+        .build();
+    let report = check_staleness(&covering);
+    assert_eq!(report.outside_context, 0, "{report}");
+    assert!(report.is_ok(), "{report}");
 }
 
 #[test]

@@ -114,7 +114,7 @@ pub fn broken(summary: &CheckSummary) -> Vec<Guarantee> {
     if summary.lost_updates > 0 || !summary.durability.is_ok() {
         broken.push(Guarantee::NoLostUpdates);
     }
-    if summary.staleness.phantom_reads > 0 || summary.staleness.sibling_violations > 0 {
+    if !summary.staleness.reads_are_well_formed() {
         broken.push(Guarantee::WellFormedReads);
     }
     if summary.linearizable == LinVerdict::NotLinearizable {

@@ -90,8 +90,7 @@ impl NemesisReport {
         let s = &self.summary;
         (self.promises_fresh_reads && (s.stale_reads > 0 || s.superseded_returned > 0))
             || (self.promises_durability && (s.lost_updates > 0 || !s.durability.is_ok()))
-            || s.staleness.phantom_reads > 0
-            || s.staleness.sibling_violations > 0
+            || !s.staleness.reads_are_well_formed()
             || !self.unexpected_exits.is_empty()
             || self.unread_keys > 0
     }
