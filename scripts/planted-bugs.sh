@@ -138,6 +138,11 @@ plant "a write forgets the context its client sent" \
 # returned: a client resolving the conflict never supersedes them.
 plant "a read's context leaves out the siblings it returned" \
     "18-read-context-leaves-out-siblings.patch" --faults none --level QUORUM
+# A write's answer carries a token of what the written version had seen,
+# not of the siblings it lists: a client chaining writes never supersedes
+# them (simulated clients chain none; the answer itself is judged).
+plant "a write's token leaves out the siblings its answer lists" \
+    "19-write-token-leaves-out-siblings.patch" --faults none --level QUORUM
 # A commit that failed may or may not have applied: taken as applied, the
 # write is acknowledged by a replica that may not hold it.
 plant "a failed commit is taken as applied" \

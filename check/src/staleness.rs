@@ -21,8 +21,9 @@
 //!    sends that context, and must supersede what the client read. A
 //!    context that leaves a returned version out would keep that version
 //!    alive beside every write made with it, however often the client
-//!    resolves the conflict (`outside_context`). Judged where the history
-//!    records the read's context.
+//!    resolves the conflict (`outside_context`). The same for a write whose
+//!    answer lists the siblings after it with a context. Judged where the
+//!    history records the context.
 //! 4. **No superseded version comes back.** For every returned version `v`,
 //!    with dot `d` (the dot the acknowledgement of `v`'s write reported,
 //!    when that write is known and acknowledged; else the dot the read
@@ -126,7 +127,8 @@ pub struct PhantomRead {
     pub writers: Vec<OpSummary>,
 }
 
-/// A version a read returned that the context it handed out leaves out.
+/// A version a read (or a write's answer) returned that the context it
+/// handed out leaves out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OutsideContext {
     pub read: OpSummary,
@@ -163,9 +165,9 @@ pub struct StalenessReport {
     pub superseded_returned: usize,
     pub phantom_reads: usize,
     pub sibling_violations: usize,
-    /// Returned versions (one per read and version) that the context the
-    /// read handed out leaves out: a write sent with it would not
-    /// supersede them.
+    /// Returned versions (one per read, or write answer listing siblings,
+    /// and version) that the context handed out with them leaves out: a
+    /// write sent with it would not supersede them.
     pub outside_context: usize,
     /// k-staleness of the stale reads.
     pub k_staleness: Distribution,
@@ -222,7 +224,7 @@ impl fmt::Display for StalenessReport {
             if self.outside_context > 0 {
                 write!(
                     f,
-                    ", {} returned versions outside their read's context",
+                    ", {} returned versions outside the context handed out with them",
                     self.outside_context
                 )?;
             }
@@ -327,18 +329,39 @@ impl fmt::Display for StalenessReport {
         for o in self.outside_context_examples.iter().take(MAX_PRINTED) {
             writeln!(
                 f,
-                "  outside the read's context: {} returned {} but handed out the context {}, which leaves it out: a write sent with it would not supersede it",
+                "  outside the context handed out: {} returned {} but handed out the context {}, which leaves it out: a write sent with it would not supersede it",
                 o.read, o.version, o.context
             )?;
         }
         if self.outside_context > MAX_PRINTED {
             writeln!(
                 f,
-                "  ... and {} more versions outside their read's context",
+                "  ... and {} more versions outside the context handed out with them",
                 self.outside_context - MAX_PRINTED
             )?;
         }
         Ok(())
+    }
+}
+
+/// The context operation `i` handed out (a read's, or a write's answer
+/// that lists the siblings after it) covers every version it returned:
+/// each one's dot and what it had seen.
+fn judge_context_handed_out(ops: &[OperationRef<'_>], i: usize, part: &mut Partial) {
+    let op = &ops[i];
+    let Some(context) = op.read_context else {
+        return;
+    };
+    for v in op.values {
+        let Some(dot) = v.dot else { continue };
+        let past_left_out = v
+            .context
+            .as_ref()
+            .is_some_and(|past| !context.descends_from(past));
+        if !context.covers(dot) || past_left_out {
+            part.report.outside_context += 1;
+            part.outside.push((i, show(v), context.to_string()));
+        }
     }
 }
 
@@ -373,6 +396,9 @@ fn check_key(
                 writes.push(i);
                 if op.is_ok() {
                     acked.push(i);
+                    // A write's answer may list the siblings after it,
+                    // with the context to supersede them.
+                    judge_context_handed_out(ops, i, part);
                 }
             }
             OpKind::Read if op.is_ok() => reads.push(i),
@@ -496,20 +522,7 @@ fn check_key(
                 }
             }
         }
-        // The context handed out covers every version returned.
-        if let Some(context) = read.read_context {
-            for v in read.values {
-                let Some(dot) = v.dot else { continue };
-                let past_left_out = v
-                    .context
-                    .as_ref()
-                    .is_some_and(|past| !context.descends_from(past));
-                if !context.covers(dot) || past_left_out {
-                    part.report.outside_context += 1;
-                    part.outside.push((r, show(v), context.to_string()));
-                }
-            }
-        }
+        judge_context_handed_out(ops, r, part);
         // Stale: acknowledged writes no returned version covers.
         cov.fill(read.values);
         let mut missed: Vec<usize> = Vec::new();

@@ -875,7 +875,7 @@ fn a_read_whose_context_leaves_out_what_it_returned_is_reported() {
     assert_eq!(report.outside_context_examples[0].version, "b@n2:1");
     let text = report.to_string();
     assert!(
-        text.contains("1 returned versions outside their read's context"),
+        text.contains("1 returned versions outside the context handed out with them"),
         "{text}"
     );
     assert!(
@@ -897,6 +897,41 @@ fn a_read_whose_context_leaves_out_what_it_returned_is_reported() {
     let report = check_staleness(&covering);
     assert_eq!(report.outside_context, 0, "{report}");
     assert!(report.is_ok(), "{report}");
+
+    // A write's answer listing the siblings after it: its context is what
+    // the client's next write sends, so it must cover them too.
+    let answered = |context: Clock| {
+        let mut b = siblings();
+        let id = b.invoke(
+            3,
+            "k",
+            OpKind::Write,
+            Some("c".into()),
+            Some(Clock::new()),
+            20,
+            false,
+        );
+        b.history.push(Event::Complete {
+            id,
+            client: 3,
+            time_us: 30,
+            outcome: Outcome::Ok,
+            values: vec![
+                ver("a", (1, 1), &[]),
+                ver("b", (2, 1), &[(3, 1)]),
+                ver("c", (4, 1), &[]),
+            ],
+            version: Some(ver("c", (4, 1), &[])),
+            context: Some(context),
+            error: None,
+        });
+        b.build()
+    };
+    let own_past_only = check_staleness(&answered(Clock::new()));
+    assert_eq!(own_past_only.outside_context, 3, "{own_past_only}");
+    assert_eq!(own_past_only.outside_context_examples[0].read.id, 2);
+    let all = answered(vv(&[(1, 1), (2, 1), (3, 1), (4, 1)]));
+    assert_eq!(check_staleness(&all).outside_context, 0);
 }
 
 #[test]

@@ -253,14 +253,17 @@ impl SimClient {
         let result = self.client.write(request, first).await;
         let time_us = self.recorder.now_us();
         let event = match result {
+            // The siblings the answer listed after the write and the
+            // context that supersedes them, as a real client records them
+            // (moved, not copied: they may hold big values).
             Ok(ok) => Event::Complete {
                 id,
                 client: self.id,
                 time_us,
                 outcome: Outcome::Ok,
-                values: Vec::new(),
                 version: Some(observed(&ok.version)),
-                context: None,
+                context: Some(history_clock(&ok.context)),
+                values: ok.siblings.into_iter().map(observed_owned).collect(),
                 error: None,
             },
             Err(e) => Event::Complete {
