@@ -979,4 +979,35 @@ mod tests {
         }
         assert_eq!(disk.disk_stats().commits, 3);
     }
+
+    /// Updates of one key one after another, every commit acknowledged:
+    /// each is one commit at the row version the one before left. The
+    /// store's cache must hold the version the commit wrote, not the one
+    /// the update read; with that stale, every update but the first loses
+    /// its conditional write once and retries from the disk, a second
+    /// commit each — a cost no guarantee of the simulation can see.
+    #[madsim::test]
+    async fn updates_one_after_another_never_lose_a_race() {
+        let disk = disk(0, 0);
+        let store = GroupCommit::new(disk.clone(), 1 << 20);
+        for counter in 1..=4 {
+            let version = set(&format!("v{counter}"), counter).versions()[0].clone();
+            let result = store
+                .update("k", &mut |s| s.sync_one(version.clone()).unwrap_or(false))
+                .await;
+            assert!(result.is_ok(), "update {counter}: {result:?}");
+            assert_eq!(
+                disk.disk_stats().commits,
+                counter,
+                "update {counter} took one commit: it lost no race"
+            );
+            assert_eq!(
+                disk.read_row("k").await.map(|r| r.map(|r| r.1)),
+                Ok(Some(counter as i64 - 1)),
+                "one row version per update"
+            );
+        }
+        let on_disk = stored(&disk).remove("k").expect("committed");
+        assert_eq!(store.get("k").await, Ok((*on_disk).clone()), "cache agrees");
+    }
 }
