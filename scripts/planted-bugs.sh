@@ -168,6 +168,15 @@ plant "a read's context leaves out the siblings it returned" \
 # them (simulated clients chain none; the answer itself is judged).
 plant "a write's token leaves out the siblings its answer lists" \
     "19-write-token-leaves-out-siblings.patch" --faults none --level QUORUM
+# Read repair judged on its own, where nothing else mends the replicas
+# (no anti-entropy, no hints): after the final read of a key at ALL,
+# every replica must hold the same versions of it.
+plant "read repair skips the replicas behind" \
+    "20-read-repair-skips-the-replicas-behind.patch" --faults partitions --level QUORUM \
+    --scenario '{"tuning":{"anti_entropy_ms":null,"hints":false}}'
+plant "read repair runs only on conflicting answers" \
+    "21-read-repair-only-on-conflicts.patch" --faults partitions --level QUORUM \
+    --scenario '{"tuning":{"anti_entropy_ms":null,"hints":false}}'
 # A commit that failed may or may not have applied: taken as applied, the
 # write is acknowledged by a replica that may not hold it.
 plant "a failed commit is taken as applied" \

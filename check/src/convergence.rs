@@ -9,8 +9,12 @@
 //! values (a replica without the key holds the empty set). Only what the
 //! stores hold is compared — never a read, which would repair what it
 //! looks at and hide a replica that does not converge by itself.
+//!
+//! Read repair is judged apart ([`check_read_repair`]): after a read at
+//! ALL, which heard every replica, the replicas must hold the same versions
+//! of the key it read, whatever they held before.
 use super::stores::StoreContents;
-use quorumlog_history::{Dot, ObservedVersion};
+use quorumlog_history::{Dot, ObservedVersion, OperationRef, Outcome};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -173,6 +177,70 @@ impl fmt::Display for ConvergenceReport {
     }
 }
 
+/// The level a final read names when it heard every replica.
+const READ_AT_ALL: &str = "R=ALL";
+
+/// What the final reads at ALL left behind, with read repair on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RepairReport {
+    /// Keys a final read at ALL succeeded on.
+    pub keys_read: usize,
+    /// Of those, keys the replicas still hold differently afterwards.
+    pub keys_differing: usize,
+    /// The first of them, with what each replica held.
+    pub examples: Vec<Disagreement>,
+}
+
+impl RepairReport {
+    pub fn is_ok(&self) -> bool {
+        self.keys_differing == 0
+    }
+}
+
+impl fmt::Display for RepairReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_ok() {
+            return write!(
+                f,
+                "read repair: every replica holds the same versions of the {} key(s) read at ALL",
+                self.keys_read
+            );
+        }
+        write!(
+            f,
+            "read repair: {} of the {} key(s) read at ALL still differ after the read",
+            self.keys_differing, self.keys_read
+        )?;
+        for example in &self.examples {
+            write!(f, "\n  {example}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Judge read repair on the stores taken after the final reads: a final
+/// read at ALL that succeeded heard every replica, so with read repair on,
+/// every replica then holds what the read merged, and they agree on its
+/// key. `stores` must be taken once the repairs have had time to land, and
+/// with nothing else writing.
+pub fn check_read_repair(ops: &[OperationRef<'_>], stores: &[StoreContents]) -> RepairReport {
+    let read: BTreeSet<&str> = ops
+        .iter()
+        .filter(|op| {
+            op.is_final && op.outcome == Some(Outcome::Ok) && op.level == Some(READ_AT_ALL)
+        })
+        .map(|op| op.key)
+        .collect();
+    let differing: Vec<Disagreement> = disagreeing(stores)
+        .filter(|d| read.contains(d.key.as_str()))
+        .collect();
+    RepairReport {
+        keys_read: read.len(),
+        keys_differing: differing.len(),
+        examples: differing.into_iter().take(MAX_SHOWN).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +290,77 @@ mod tests {
         let report = ConvergenceReport::diverged(found, 30_000);
         assert!(!report.is_ok());
         assert!(report.to_string().contains("NOT converged"));
+    }
+
+    fn final_read(
+        key: &'static str,
+        level: &'static str,
+        outcome: Outcome,
+    ) -> OperationRef<'static> {
+        OperationRef {
+            id: 0,
+            client: 9,
+            key,
+            kind: quorumlog_history::OpKind::Read,
+            value: None,
+            context: None,
+            level: Some(level),
+            is_final: true,
+            invoke_us: 0,
+            complete_us: Some(1),
+            outcome: Some(outcome),
+            values: &[],
+            version: None,
+            read_context: None,
+            error: None,
+        }
+    }
+
+    /// Only keys a final read at ALL succeeded on are judged: another
+    /// level heard some replicas only, and a failed read repaired nothing.
+    #[test]
+    fn read_repair_is_judged_on_the_keys_read_at_all() {
+        let apart = |node| {
+            store(
+                node,
+                &[
+                    ("read", vec![version("x", node, 1)]),
+                    ("quorum", vec![version("y", node, 1)]),
+                    ("failed", vec![version("z", node, 1)]),
+                    ("unread", vec![version("w", node, 1)]),
+                    ("alike", vec![version("v", 1, 1)]),
+                ],
+            )
+        };
+        let stores = [apart(1), apart(2)];
+        let ops = [
+            final_read("read", "R=ALL", Outcome::Ok),
+            final_read("quorum", "R=QUORUM", Outcome::Ok),
+            final_read("quorum", "R=QUORUM", Outcome::Ok),
+            final_read("failed", "R=ALL", Outcome::Timeout),
+            final_read("alike", "R=ALL", Outcome::Ok),
+        ];
+        let report = check_read_repair(&ops, &stores);
+        assert!(!report.is_ok());
+        assert_eq!(report.keys_read, 2, "{report}");
+        assert_eq!(report.keys_differing, 1, "{report}");
+        assert_eq!(report.examples[0].key, "read");
+        let text = report.to_string();
+        assert!(
+            text.contains("1 of the 2 key(s) read at ALL still differ"),
+            "{text}"
+        );
+        assert!(text.contains("n2 holds [x@"), "{text}");
+
+        let agreed = [apart(1), apart(1)];
+        let report = check_read_repair(&ops, &agreed);
+        assert!(report.is_ok(), "{report}");
+        // A read that is not one of the final ones is not judged either.
+        let not_final = OperationRef {
+            is_final: false,
+            ..final_read("read", "R=ALL", Outcome::Ok)
+        };
+        assert_eq!(check_read_repair(&[not_final], &stores).keys_read, 0);
     }
 
     #[test]

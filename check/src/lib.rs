@@ -43,7 +43,10 @@ mod stores;
 
 pub use availability::{check_availability, AvailabilityReport, GroundTruth, Outage, Refusal};
 pub use common::{Bucket, Distribution, OpSummary};
-pub use convergence::{any_disagreement, disagreements, ConvergenceReport, Disagreement};
+pub use convergence::{
+    any_disagreement, check_read_repair, disagreements, ConvergenceReport, Disagreement,
+    RepairReport,
+};
 pub use durability::{check_durability, DurabilityReport, LostWrite, MisreportedWrite, ReusedDot};
 pub use linearizability::{
     check_linearizability, check_linearizability_ops, Budget, LinReport, LinVerdict, LinViolation,

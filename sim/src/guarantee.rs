@@ -2,6 +2,7 @@
 //! configuration promises.
 use crate::check::{CheckSummary, LinVerdict};
 use crate::scenario::Scenario;
+use quorumlog_core::ReadRepair;
 use serde::Serialize;
 use std::fmt;
 
@@ -25,6 +26,10 @@ pub enum Guarantee {
     /// Once faults heal and clients stop, every replica comes to hold the
     /// same versions of every key, without reads, within a bounded time.
     Converges,
+    /// A read at ALL in a healed cluster leaves every replica holding the
+    /// same versions of the key it read (read repair sends what the read
+    /// merged to every replica that lacked part of it).
+    ReadRepairs,
     /// No operation is refused (unavailable, or no answer in a run without
     /// faults) while the replicas it needs were really reachable, judged
     /// against the nemesis's ground truth.
@@ -32,13 +37,14 @@ pub enum Guarantee {
 }
 
 impl Guarantee {
-    pub const EVERY: [Guarantee; 7] = [
+    pub const EVERY: [Guarantee; 8] = [
         Guarantee::NoStaleReads,
         Guarantee::NoLostUpdates,
         Guarantee::WellFormedReads,
         Guarantee::Linearizable,
         Guarantee::BoundedKeys,
         Guarantee::Converges,
+        Guarantee::ReadRepairs,
         Guarantee::Available,
     ];
 
@@ -51,6 +57,7 @@ impl Guarantee {
             Guarantee::Linearizable => "linearizable",
             Guarantee::BoundedKeys => "bounded-keys",
             Guarantee::Converges => "converges",
+            Guarantee::ReadRepairs => "read-repair",
             Guarantee::Available => "available",
         }
     }
@@ -63,6 +70,7 @@ impl Guarantee {
             Guarantee::Linearizable => "not linearizable",
             Guarantee::BoundedKeys => "keys over their limits",
             Guarantee::Converges => "replicas did not converge",
+            Guarantee::ReadRepairs => "read repair left replicas apart",
             Guarantee::Available => "refused while reachable",
         }
     }
@@ -70,7 +78,8 @@ impl Guarantee {
     /// Whether a configuration promises this. W+R>N promises fresh reads
     /// (W+R>N+1 when a disk may be lost); durability is promised unless
     /// writes overwrite or a write acknowledged by one replica may lose its
-    /// disk; convergence is promised when anti-entropy runs; every
+    /// disk; convergence is promised when anti-entropy runs, and agreement
+    /// after a read at ALL when read repair does; every
     /// configuration promises well-formed reads, bounded keys and
     /// availability; no configuration of a leaderless quorum store promises
     /// linearizability.
@@ -79,6 +88,7 @@ impl Guarantee {
             Guarantee::NoStaleReads => scenario.promises_fresh_reads(),
             Guarantee::NoLostUpdates => scenario.promises_durability(),
             Guarantee::Converges => scenario.promises_convergence(),
+            Guarantee::ReadRepairs => scenario.tuning.read_repair != ReadRepair::Off,
             Guarantee::WellFormedReads | Guarantee::BoundedKeys | Guarantee::Available => true,
             Guarantee::Linearizable => false,
         }

@@ -728,6 +728,10 @@ mod simulator {
         println!("\n{}", outcome.summary);
         println!("{}", outcome.stores);
         println!("{}", outcome.convergence);
+        match &outcome.read_repair {
+            Some(report) => println!("{report}"),
+            None => println!("read repair: off, not judged"),
+        }
         println!("{}", outcome.availability);
         if let Some(path) = history {
             std::fs::write(&path, outcome.history.to_jsonl())

@@ -1,8 +1,8 @@
 //! Run a scenario over a range of seeds (on every core), check each
 //! history, and judge it against what the scenario's levels promise.
 use crate::check::{
-    check_availability, check_history_and_stores_ops, AvailabilityReport, CheckSummary,
-    ConvergenceReport, StoreReport,
+    check_availability, check_history_and_stores_ops, check_read_repair, AvailabilityReport,
+    CheckSummary, ConvergenceReport, RepairReport, StoreReport,
 };
 pub use crate::guarantee::{broken, Guarantee};
 use crate::harness::disk::DiskStats;
@@ -10,6 +10,7 @@ use crate::harness::{run_seed, RunStats};
 use crate::history::History;
 use crate::isolate::{run_isolated, MAX_PARKED};
 use crate::scenario::Scenario;
+use quorumlog_core::ReadRepair;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -25,6 +26,9 @@ pub struct SeedOutcome {
     pub stores: StoreReport,
     /// The liveness phase: whether the replicas agreed, and how soon.
     pub convergence: ConvergenceReport,
+    /// Whether the replicas agreed on each key after its final read at
+    /// ALL; `None` with read repair off, which promises nothing of it.
+    pub read_repair: Option<RepairReport>,
     /// Operations refused while the replicas they needed were reachable.
     pub availability: AvailabilityReport,
     pub broken: Vec<Guarantee>,
@@ -74,6 +78,13 @@ pub fn run_and_check(scenario: &Scenario, seed: u64) -> SeedOutcome {
     if !run.convergence.is_ok() {
         broken.push(Guarantee::Converges);
     }
+    // Judged only where read repair runs: without it, nothing makes a
+    // read leave the replicas agreeing.
+    let read_repair = (scenario.tuning.read_repair != ReadRepair::Off)
+        .then(|| check_read_repair(&ops, &run.stores));
+    if read_repair.as_ref().is_some_and(|r| !r.is_ok()) {
+        broken.push(Guarantee::ReadRepairs);
+    }
     let availability = check_availability(&ops, &run.ground_truth);
     if !availability.is_ok() {
         broken.push(Guarantee::Available);
@@ -91,6 +102,7 @@ pub fn run_and_check(scenario: &Scenario, seed: u64) -> SeedOutcome {
         broken,
         fault_events: run.faults.clone(),
         convergence: run.convergence,
+        read_repair,
         availability,
         stats: run.stats,
         summary,

@@ -235,6 +235,48 @@ fn fault_points_stop_at_the_heal_and_what_fired_still_counts() {
     });
 }
 
+/// Read repair, with nothing else to mend the replicas (no anti-entropy,
+/// no hints): the replicas are still apart after the liveness phase, and
+/// the final read of each key at ALL brings them to agree on it, whether
+/// the repair runs in the background or the read waits for it.
+#[test]
+fn read_repair_alone_brings_every_key_read_at_all_to_agreement() {
+    for mode in [
+        quorumlog_core::ReadRepair::Background,
+        quorumlog_core::ReadRepair::Blocking,
+    ] {
+        let mut scenario =
+            Scenario::standard(FaultSchedule::Partitions, Levels::same(Consistency::Quorum));
+        scenario.tuning.read_repair = mode;
+        scenario.tuning.anti_entropy_ms = None;
+        scenario.tuning.hints = false;
+        assert!(Guarantee::ReadRepairs.promised_by(&scenario));
+        let (outcomes, panics) = sweep(&scenario, 0..30, default_jobs(), &|| {}, &|_| true);
+        assert!(panics.is_empty(), "{panics:?}");
+        let keys = scenario.hot_keys + scenario.cold_keys;
+        for o in &outcomes {
+            let report = o.read_repair.as_ref().expect("judged with read repair on");
+            assert!(report.is_ok(), "{mode:?} seed {}: {report}", o.seed);
+            assert_eq!(report.keys_read, keys, "{mode:?} seed {}: {report}", o.seed);
+            assert!(
+                o.failures().is_empty(),
+                "{mode:?} seed {}: {:?}",
+                o.seed,
+                o.failures()
+            );
+        }
+        let apart = outcomes.iter().filter(|o| !o.convergence.is_ok()).count();
+        assert!(
+            apart >= 10,
+            "{mode:?}: only {apart} of 30 seeds left replicas apart for the reads to repair"
+        );
+    }
+    let mut off = Scenario::standard(FaultSchedule::Partitions, Levels::same(Consistency::Quorum));
+    off.tuning.read_repair = quorumlog_core::ReadRepair::Off;
+    assert!(!Guarantee::ReadRepairs.promised_by(&off));
+    assert!(run_and_check(&off, 0).read_repair.is_none());
+}
+
 #[test]
 fn without_read_repair_hints_and_anti_entropy_keep_every_promise() {
     // Read repair off on every node: the staleness and durability

@@ -13,7 +13,7 @@ use crate::scenario::Scenario;
 use quorumlog_core::buggify::{self, FaultPoint};
 use quorumlog_core::{
     breaker::BreakerConfig, AntiEntropyConfig, Client, Consistency, CoordinatorConfig, HintLimits,
-    KeyLimits, NodeId, Siblings,
+    KeyLimits, NodeId, ReadRepair, Siblings,
 };
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -341,6 +341,13 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
     stats.keys_over_limits = over_limits
         .max(keys_over_limits(&cluster))
         .saturating_add(usize::try_from(stats.disk.grown_past_limit).unwrap_or(usize::MAX));
+    // The final reads' background repairs land within a replica timeout
+    // of a healed cluster: the stores are taken after them, so that they
+    // show what read repair left (a blocking repair is done when its read
+    // answers).
+    if scenario.tuning.read_repair == ReadRepair::Background {
+        tokio::time::sleep(config.replica_timeout * 2).await;
+    }
     let stores = store_contents(&cluster, SimNode::stored);
     cluster.shut_down().await;
     RunResult {
