@@ -29,6 +29,7 @@ pub enum Guarantee {
     /// A read at ALL in a healed cluster leaves every replica holding the
     /// same versions of the key it read (read repair sends what the read
     /// merged to every replica that lacked part of it).
+    #[serde(rename = "read-repair")]
     ReadRepairs,
     /// No operation is refused (unavailable, or no answer in a run without
     /// faults) while the replicas it needs were really reachable, judged
@@ -78,7 +79,8 @@ impl Guarantee {
     /// Whether a configuration promises this. W+R>N promises fresh reads
     /// (W+R>N+1 when a disk may be lost); durability is promised unless
     /// writes overwrite or a write acknowledged by one replica may lose its
-    /// disk; convergence is promised when anti-entropy runs, and agreement
+    /// disk; convergence is promised when anti-entropy runs, or hints
+    /// where nothing can lose one (`Scenario::hints_suffice`), and agreement
     /// after a read at ALL when read repair does; every
     /// configuration promises well-formed reads, bounded keys and
     /// availability; no configuration of a leaderless quorum store promises

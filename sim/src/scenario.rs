@@ -2,13 +2,29 @@
 //! consistency levels the clients use and the fault schedule. A
 //! `(scenario, seed)` pair replays a run exactly.
 pub use crate::fault::Fault;
-use quorumlog_core::{Consistency, CoordinatorConfig, QuorumSpec, ReadRepair};
+use quorumlog_core::{Consistency, CoordinatorConfig, KeyLimits, QuorumSpec, ReadRepair};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 use thiserror::Error;
+
+/// Key limits of the simulated cluster: the deployed defaults scaled down
+/// so that a 500-operation run reaches them (a burst of blind writes to a
+/// hot key, a few big values), and the refusals and their handling are
+/// exercised, not just configured.
+///
+/// The byte limit is small on purpose. Nothing simulated takes longer for
+/// more bytes (madsim's links and the simulated disk have one latency for
+/// any size), so what a run tests is how many big values fill a key, not
+/// how big they are; but every byte is copied several times per message,
+/// and at four times these sizes the big values took a fifth of a seed's
+/// time.
+pub const SIM_KEY_LIMITS: KeyLimits = KeyLimits {
+    max_siblings: 16,
+    max_bytes: 64 * 1024,
+};
 
 /// Replicas `level` takes among `n`, by the simulator's own arithmetic:
 /// what a scenario promises must not follow the core's count, which is
@@ -876,10 +892,31 @@ impl Scenario {
     }
 
     /// Whether every replica must come to agree after the heal without
-    /// reads: anti-entropy promises it; hints alone are bounded in number
-    /// and age, and die with their holder's disk.
+    /// reads: anti-entropy promises it; so do hints, when nothing this
+    /// scenario does can cost one (see [`Scenario::hints_suffice`]).
     pub fn promises_convergence(&self) -> bool {
-        self.tuning.anti_entropy_ms.is_some()
+        self.tuning.anti_entropy_ms.is_some() || (self.tuning.hints && self.hints_suffice())
+    }
+
+    /// Whether hinted handoff alone must bring every replica to agree: a
+    /// coordinator keeps a hint for every replica that did not acknowledge
+    /// a write, and replays it once the replica answers. A hint is lost
+    /// only with a node (a crash, or its disk), a commit that fails (the
+    /// hint is not stored), a fault point (one loses the committer's
+    /// session), or a limit: so no crashes, failing disks or fault points,
+    /// and few enough keys that every key's hint for every target, at the
+    /// most a replica can hold of a key, fits the hint limits.
+    pub fn hints_suffice(&self) -> bool {
+        let limits = quorumlog_core::HintLimits::default();
+        let keys = self.hot_keys.saturating_add(self.cold_keys);
+        let most_per_key = SIM_KEY_LIMITS.max_bytes.saturating_mul(self.nodes);
+        let disk = self.disk_faults();
+        !self.crashes_nodes()
+            && disk.failed_permille == 0
+            && disk.unknown_permille == 0
+            && !self.fault_points
+            && keys <= limits.max_per_target
+            && keys.saturating_mul(most_per_key) <= limits.max_bytes_per_target
     }
 
     /// "QUORUM", or "ONE+QUORUM" for mixed clients; " overwrite" when
@@ -1136,6 +1173,52 @@ mod tests {
         }]);
         assert!(!s.promises_fresh_reads());
         assert_eq!(s.faults_label(), "script");
+    }
+
+    /// Hints alone promise convergence only where nothing can cost one:
+    /// network faults and pauses, not crashes, failing disks, fault points,
+    /// or more keys than the hint limits hold.
+    #[test]
+    fn hints_alone_promise_convergence_only_where_no_hint_can_be_lost() {
+        let without_anti_entropy = |faults| {
+            let mut s = Scenario::standard(faults, Levels::same(Consistency::Quorum));
+            s.tuning.anti_entropy_ms = None;
+            s
+        };
+        for faults in [
+            FaultSchedule::None,
+            FaultSchedule::Partitions,
+            FaultSchedule::Pauses,
+        ] {
+            let mut s = without_anti_entropy(faults);
+            assert!(s.promises_convergence(), "{faults}");
+            s.tuning.hints = false;
+            assert!(!s.promises_convergence(), "{faults} without hints");
+            s.tuning.anti_entropy_ms = Some(1000);
+            assert!(s.promises_convergence(), "{faults} with anti-entropy");
+        }
+        for faults in [
+            FaultSchedule::Crashes,
+            FaultSchedule::DiskLoss,
+            FaultSchedule::All,
+        ] {
+            assert!(
+                !without_anti_entropy(faults).promises_convergence(),
+                "{faults}"
+            );
+        }
+        let mut failing_disks = without_anti_entropy(FaultSchedule::Partitions);
+        failing_disks.disk = Some(DiskFaults {
+            failed_permille: 0,
+            unknown_permille: 5,
+        });
+        assert!(!failing_disks.promises_convergence());
+        let mut fault_points = without_anti_entropy(FaultSchedule::Partitions);
+        fault_points.fault_points = true;
+        assert!(!fault_points.promises_convergence());
+        let mut many_keys = without_anti_entropy(FaultSchedule::Partitions);
+        many_keys.cold_keys = quorumlog_core::HintLimits::DEFAULT_MAX_PER_TARGET;
+        assert!(!many_keys.promises_convergence(), "more keys than hints");
     }
 
     #[test]

@@ -235,6 +235,37 @@ fn fault_points_stop_at_the_heal_and_what_fired_still_counts() {
     });
 }
 
+/// Hinted handoff alone (no anti-entropy, no read repair) brings every
+/// replica to agree after network faults and pauses, which lose no hint;
+/// the same runs without hints are left apart.
+#[test]
+fn hints_alone_converge_after_network_faults() {
+    for faults in [FaultSchedule::Partitions, FaultSchedule::Pauses] {
+        let mut scenario = Scenario::standard(faults, Levels::same(Consistency::Quorum));
+        scenario.tuning.anti_entropy_ms = None;
+        scenario.tuning.read_repair = quorumlog_core::ReadRepair::Off;
+        assert!(Guarantee::Converges.promised_by(&scenario));
+        for o in assert_promises_hold(&scenario, 0..30) {
+            assert!(
+                o.convergence.is_ok(),
+                "{faults} seed {}: {}",
+                o.seed,
+                o.convergence
+            );
+        }
+        scenario.tuning.hints = false;
+        assert!(!Guarantee::Converges.promised_by(&scenario));
+        let apart = sweep_all(&scenario, 0..30)
+            .iter()
+            .filter(|o| !o.convergence.is_ok())
+            .count();
+        assert!(
+            apart >= 10,
+            "{faults}: without hints only {apart} of 30 seeds were left apart"
+        );
+    }
+}
+
 /// Read repair, with nothing else to mend the replicas (no anti-entropy,
 /// no hints): the replicas are still apart after the liveness phase, and
 /// the final read of each key at ALL brings them to agree on it, whether

@@ -9,11 +9,11 @@ use crate::check::{
     any_disagreement, disagreements, ConvergenceReport, GroundTruth, Outage, StoreContents,
 };
 use crate::history::{Event, History, OpKind, Outcome, HISTORY_FORMAT};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, SIM_KEY_LIMITS};
 use quorumlog_core::buggify::{self, FaultPoint};
 use quorumlog_core::{
     breaker::BreakerConfig, AntiEntropyConfig, Client, Consistency, CoordinatorConfig, HintLimits,
-    KeyLimits, NodeId, ReadRepair, Siblings,
+    NodeId, ReadRepair, Siblings,
 };
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -39,21 +39,6 @@ const LIVENESS_POLL: Duration = Duration::from_millis(100);
 const FINAL_READ_ATTEMPTS: usize = 10;
 /// Simulated time after which a run is declared hung.
 const TIME_LIMIT: Duration = Duration::from_secs(3600);
-/// Key limits of the simulated cluster: the deployed defaults scaled down
-/// so that a 500-operation run reaches them (a burst of blind writes to a
-/// hot key, a few big values), and the refusals and their handling are
-/// exercised, not just configured.
-///
-/// The byte limit is small on purpose. Nothing simulated takes longer for
-/// more bytes (madsim's links and the simulated disk have one latency for
-/// any size), so what a run tests is how many big values fill a key, not
-/// how big they are; but every byte is copied several times per message,
-/// and at four times these sizes the big values took a fifth of a seed's
-/// time.
-const SIM_KEY_LIMITS: KeyLimits = KeyLimits {
-    max_siblings: 16,
-    max_bytes: 64 * 1024,
-};
 /// Sizes of the adversary's big values: from a sixteenth to three eighths
 /// of the key's byte limit, so that three to sixteen of them fill a key.
 const BIG_VALUE_BYTES: std::ops::Range<usize> =
