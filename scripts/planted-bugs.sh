@@ -168,6 +168,11 @@ plant "a read's context leaves out the siblings it returned" \
 # them (simulated clients chain none; the answer itself is judged).
 plant "a write's token leaves out the siblings its answer lists" \
     "19-write-token-leaves-out-siblings.patch" --faults none --level QUORUM
+# An overwrite that keeps what its coordinator held: its answer lists
+# those siblings beside it (a malformed answer, promised at every level,
+# though an overwrite promises no durability).
+plant "an overwrite keeps the siblings its coordinator held" \
+    "22-overwrite-keeps-the-siblings.patch" --faults none --level QUORUM --overwrite
 # Read repair judged on its own, where nothing else mends the replicas
 # (no anti-entropy, no hints): after the final read of a key at ALL,
 # every replica must hold the same versions of it.

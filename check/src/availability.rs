@@ -300,6 +300,7 @@ mod tests {
             context: None,
             level: Some(level),
             is_final: false,
+            overwrite: false,
             invoke_us: at,
             complete_us: outcome.map(|_| at + 1_000),
             outcome,
@@ -471,6 +472,7 @@ mod tests {
         let final_read = |id, key: &'static str, outcome| OperationRef {
             key,
             is_final: true,
+            overwrite: false,
             ..op(id, OpKind::Read, "R=ALL", Some(outcome), 60_000_000 + id)
         };
         let ops = vec![

@@ -306,6 +306,7 @@ mod tests {
             context: None,
             level: Some(level),
             is_final: true,
+            overwrite: false,
             invoke_us: 0,
             complete_us: Some(1),
             outcome: Some(outcome),
@@ -358,6 +359,7 @@ mod tests {
         // A read that is not one of the final ones is not judged either.
         let not_final = OperationRef {
             is_final: false,
+            overwrite: false,
             ..final_read("read", "R=ALL", Outcome::Ok)
         };
         assert_eq!(check_read_repair(&[not_final], &stores).keys_read, 0);

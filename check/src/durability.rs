@@ -116,7 +116,15 @@ pub struct DurabilityReport {
 
 impl DurabilityReport {
     pub fn is_ok(&self) -> bool {
-        self.lost_updates == 0 && self.reused_dots == 0 && self.misreported_writes == 0
+        self.keeps_acknowledged_writes() && self.misreported_writes == 0
+    }
+
+    /// No acknowledged write lost, and no dot claimed by two: what
+    /// durability promises. A misreported write is another matter (an
+    /// answer that contradicts its request), whether or not the write
+    /// had to last.
+    pub fn keeps_acknowledged_writes(&self) -> bool {
+        self.lost_updates == 0 && self.reused_dots == 0
     }
 }
 
@@ -222,6 +230,21 @@ fn misreport(write: &OperationRef<'_>) -> Option<String> {
         if !reported_context.descends_from(sent) {
             return Some(format!(
                 "the acknowledgement reports the context {reported_context}, which leaves out part of the context sent, {sent}: the write would not supersede what its client had seen"
+            ));
+        }
+    }
+    // An overwrite supersedes every sibling its coordinator held, so its
+    // answer lists its own version alone (an answer that lists none was
+    // not recorded, and says nothing).
+    if write.overwrite {
+        let others = write
+            .values
+            .iter()
+            .filter(|v| v.dot != reported.dot || v.value != reported.value)
+            .count();
+        if others > 0 {
+            return Some(format!(
+                "an overwrite acknowledged beside {others} other sibling(s): it did not supersede what its coordinator held"
             ));
         }
     }

@@ -214,6 +214,7 @@ pub fn generate(config: &GenConfig) -> History {
                 context: None,
                 level: Some("ALL".to_string()),
                 r#final: true,
+                overwrite: false,
             });
             let set = &store[key];
             history.push(Event::Complete {
@@ -292,6 +293,7 @@ pub fn generate(config: &GenConfig) -> History {
                     },
                     level: Some(if is_read { "R=3" } else { "W=3" }.to_string()),
                     r#final: false,
+                    overwrite: false,
                 });
                 let timeout =
                     !is_read && !unavailable && rng.gen_bool(config.timeout_ratio.clamp(0.0, 1.0));

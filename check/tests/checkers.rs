@@ -65,6 +65,7 @@ impl Builder {
             context: ctx,
             level: None,
             r#final: fin,
+            overwrite: false,
         });
         id
     }
@@ -144,6 +145,37 @@ impl Builder {
         );
         let version = (outcome == Outcome::Ok).then_some(version);
         self.complete(id, client, end, outcome, Vec::new(), version);
+        self
+    }
+
+    /// A blind overwrite of `v`, acknowledged as `v@dot` with `ctx` and an
+    /// answer that lists `listed` as the key's siblings afterwards.
+    fn overwrite(
+        &mut self,
+        client: u32,
+        key: &str,
+        v: &str,
+        (dot, ctx): ((u32, u64), &[(u32, u64)]),
+        listed: Vec<ObservedVersion>,
+        start: u64,
+        end: u64,
+    ) -> &mut Self {
+        let id = self.next;
+        self.next += 1;
+        self.history.push(Event::Invoke {
+            id,
+            client,
+            time_us: start,
+            key: key.to_string(),
+            op: OpKind::Write,
+            value: Some(v.to_string()),
+            context: Some(Clock::new()),
+            level: None,
+            r#final: false,
+            overwrite: true,
+        });
+        let version = ver(v, dot, ctx);
+        self.complete(id, client, end, Outcome::Ok, listed, Some(version));
         self
     }
 
@@ -849,6 +881,55 @@ fn a_write_acknowledged_as_another_write_is_reported() {
             90,
             Outcome::Ok,
         )
+        .build();
+    let report = check_durability(&honest);
+    assert_eq!(report.misreported_writes, 0, "{report}");
+}
+
+/// An overwrite supersedes every sibling its coordinator holds: its
+/// answer lists its own version alone. One that lists another sibling
+/// beside it superseded nothing, and is misreported.
+#[test]
+fn an_overwrite_acknowledged_beside_other_siblings_is_reported() {
+    let kept_old = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .overwrite(
+            2,
+            "k",
+            "b",
+            ((2, 1), &[]),
+            vec![ver("a", (1, 1), &[]), ver("b", (2, 1), &[])],
+            20,
+            30,
+        )
+        .build();
+    let report = check_durability(&kept_old);
+    assert_eq!(report.misreported_writes, 1, "{report}");
+    assert_eq!(report.misreported_examples[0].write.id, 1);
+    assert_durability_fails_saying(
+        &kept_old,
+        &["an overwrite acknowledged beside 1 other sibling(s)"],
+        "1 misreported writes",
+    );
+    // The overwrite flag survives the history's JSON lines.
+    let back = History::read_jsonl(kept_old.to_jsonl().as_bytes()).expect("parses");
+    assert_eq!(check_durability(&back).misreported_writes, 1);
+
+    // Honest: the answer lists the overwrite alone (its context joined the
+    // coordinator's), or lists nothing (not recorded); and a write that is
+    // not an overwrite may list siblings beside its own.
+    let honest = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .overwrite(
+            2,
+            "k",
+            "b",
+            ((2, 1), &[(1, 1)]),
+            vec![ver("b", (2, 1), &[(1, 1)])],
+            20,
+            30,
+        )
+        .overwrite(3, "k", "c", ((3, 1), &[(2, 1)]), Vec::new(), 40, 50)
         .build();
     let report = check_durability(&honest);
     assert_eq!(report.misreported_writes, 0, "{report}");

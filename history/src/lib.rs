@@ -464,6 +464,10 @@ pub enum Event {
         /// Part of the quiescent read of every key after the faults healed.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         r#final: bool,
+        /// A write that supersedes every sibling its coordinator holds,
+        /// whatever its context (`overwrite=true`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        overwrite: bool,
     },
     Complete {
         id: u64,
@@ -495,6 +499,8 @@ pub struct Operation {
     pub context: Option<Clock>,
     pub level: Option<String>,
     pub is_final: bool,
+    /// A write that supersedes every sibling its coordinator holds.
+    pub overwrite: bool,
     pub invoke_us: u64,
     /// None: never completed (client crashed, run ended) — indeterminate.
     pub complete_us: Option<u64>,
@@ -558,6 +564,8 @@ pub struct OperationRef<'a> {
     pub context: Option<&'a Clock>,
     pub level: Option<&'a str>,
     pub is_final: bool,
+    /// A write that supersedes every sibling its coordinator holds.
+    pub overwrite: bool,
     pub invoke_us: u64,
     pub complete_us: Option<u64>,
     pub outcome: Option<Outcome>,
@@ -606,6 +614,7 @@ impl<'a> OperationRef<'a> {
             context: self.context.cloned(),
             level: self.level.map(str::to_string),
             is_final: self.is_final,
+            overwrite: self.overwrite,
             invoke_us: self.invoke_us,
             complete_us: self.complete_us,
             outcome: self.outcome,
@@ -742,6 +751,7 @@ impl History {
                     context,
                     level,
                     r#final,
+                    overwrite,
                 } => {
                     index.insert(*id, ops.len());
                     ops.push(Operation {
@@ -753,6 +763,7 @@ impl History {
                         context: context.clone(),
                         level: level.clone(),
                         is_final: *r#final,
+                        overwrite: *overwrite,
                         invoke_us: *time_us,
                         complete_us: None,
                         outcome: None,
@@ -807,6 +818,7 @@ impl History {
                     context,
                     level,
                     r#final,
+                    overwrite,
                 } => {
                     if *id < dense_limit {
                         dense[*id as usize] = ops.len();
@@ -822,6 +834,7 @@ impl History {
                         context: context.as_ref(),
                         level: level.as_deref(),
                         is_final: *r#final,
+                        overwrite: *overwrite,
                         invoke_us: *time_us,
                         complete_us: None,
                         outcome: None,

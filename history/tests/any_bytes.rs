@@ -31,6 +31,7 @@ fn history(values: &[(u8, String, bool)]) -> History {
             context: None,
             level: None,
             r#final: false,
+            overwrite: false,
         });
         history.push(Event::Complete {
             id,

@@ -133,6 +133,7 @@ impl Recorder {
             context,
             level: Some(level.to_string()),
             r#final: is_final,
+            overwrite: false,
         });
         id
     }

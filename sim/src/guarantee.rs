@@ -14,7 +14,11 @@ pub enum Guarantee {
     NoStaleReads,
     /// Every acknowledged write survives to the final read.
     NoLostUpdates,
-    /// Reads return only written values, siblings pairwise concurrent.
+    /// Answers report only what was written, as it was written: reads
+    /// return only written values, siblings pairwise concurrent, inside
+    /// the context they hand out; a write's acknowledgement reports the
+    /// value and context its client sent (an overwrite's, itself alone).
+    /// Its key keeps the name it had when it judged reads only.
     WellFormedReads,
     /// The history is linearizable (multi-value register model).
     Linearizable,
@@ -67,7 +71,7 @@ impl Guarantee {
         match self {
             Guarantee::NoStaleReads => "stale reads",
             Guarantee::NoLostUpdates => "lost updates",
-            Guarantee::WellFormedReads => "malformed reads",
+            Guarantee::WellFormedReads => "malformed answers",
             Guarantee::Linearizable => "not linearizable",
             Guarantee::BoundedKeys => "keys over their limits",
             Guarantee::Converges => "replicas did not converge",
@@ -123,10 +127,12 @@ pub fn broken(summary: &CheckSummary) -> Vec<Guarantee> {
     if summary.stale_reads > 0 {
         broken.push(Guarantee::NoStaleReads);
     }
-    if summary.lost_updates > 0 || !summary.durability.is_ok() {
+    if summary.lost_updates > 0 || !summary.durability.keeps_acknowledged_writes() {
         broken.push(Guarantee::NoLostUpdates);
     }
-    if !summary.staleness.reads_are_well_formed() {
+    // A write acknowledged as another write than the one sent is a
+    // malformed answer at every level, durable or not.
+    if !summary.staleness.reads_are_well_formed() || summary.misreported_writes > 0 {
         broken.push(Guarantee::WellFormedReads);
     }
     if summary.linearizable == LinVerdict::NotLinearizable {

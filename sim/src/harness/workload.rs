@@ -167,6 +167,7 @@ impl SimClient {
             context: None,
             level: Some(format!("R={level}")),
             r#final: is_final,
+            overwrite: false,
         });
         let first = self.rng.gen_range(0..self.coordinators);
         let result = self
@@ -240,6 +241,7 @@ impl SimClient {
             context: Some(history_clock(&context.clock)),
             level: Some(format!("W={level}")),
             r#final: false,
+            overwrite,
         });
         let drawn = self.rng.gen_range(0..self.coordinators);
         let first = coordinator.unwrap_or(drawn);
