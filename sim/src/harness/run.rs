@@ -35,6 +35,9 @@ const QUIESCENCE: Duration = Duration::from_secs(5);
 pub const LIVENESS_LIMIT: Duration = Duration::from_secs(60);
 /// How often the liveness phase compares the stores.
 const LIVENESS_POLL: Duration = Duration::from_millis(100);
+/// How often the stores are compared while the final reads' background
+/// repairs land.
+const REPAIR_POLL: Duration = Duration::from_millis(10);
 /// Attempts of the final read of each key.
 const FINAL_READ_ATTEMPTS: usize = 10;
 /// Simulated time after which a run is declared hung.
@@ -327,11 +330,22 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
         .max(keys_over_limits(&cluster))
         .saturating_add(usize::try_from(stats.disk.grown_past_limit).unwrap_or(usize::MAX));
     // The final reads' background repairs land within a replica timeout
-    // of a healed cluster: the stores are taken after them, so that they
-    // show what read repair left (a blocking repair is done when its read
-    // answers).
+    // of a healed cluster: the stores are taken once the replicas agree or
+    // two timeouts have passed, so that they show what read repair left (a
+    // blocking repair is done when its read answers). Usually the first
+    // look finds them agreeing, and the nodes' background work (hint
+    // replays, anti-entropy rounds) has no time to run.
     if scenario.tuning.read_repair == ReadRepair::Background {
-        tokio::time::sleep(config.replica_timeout * 2).await;
+        let waited = Instant::now();
+        loop {
+            tokio::time::sleep(REPAIR_POLL).await;
+            let unlike = cluster.keys_not_alike();
+            let agree = unlike.is_empty()
+                || !any_disagreement(&store_contents(&cluster, |node| node.stored_among(&unlike)));
+            if agree || waited.elapsed() >= config.replica_timeout * 2 {
+                break;
+            }
+        }
     }
     let stores = store_contents(&cluster, SimNode::stored);
     cluster.shut_down().await;
