@@ -23,6 +23,13 @@
 //!   period) must succeed at least once: a key that cannot be read back
 //!   cannot be judged, and that is not a pass.
 //!
+//! - **A context the cluster handed out stays valid.** A write that sends,
+//!   unchanged, the context an earlier answer for its key handed out
+//!   (`context_from`) and is refused as malformed (`invalid`) was refused
+//!   for nothing it did: a stale context supersedes less, it is not wrong.
+//!   (The writes judged are a well-behaved client's, whose key and value
+//!   are valid too.)
+//!
 //! Operations whose level the judge cannot read (no `R=`/`W=` level in the
 //! history) are not judged by the second rule.
 use quorumlog_history::{OpKind, OperationRef, Outcome};
@@ -122,7 +129,8 @@ pub struct Refusal {
     pub client: u32,
     pub key: String,
     pub invoke_us: u64,
-    /// "unavailable", "timeout" or "no answer".
+    /// "unavailable", "timeout", "no answer", "fail" (a final read) or
+    /// "invalid" (refused as malformed).
     pub answered: &'static str,
     pub why: String,
 }
@@ -236,6 +244,7 @@ pub fn check_availability(ops: &[OperationRef<'_>], truth: &GroundTruth) -> Avai
                 .to_string(),
         });
     }
+    refused_handed_out_contexts(ops, &mut report);
     for op in ops.iter().filter(|op| !op.is_final || quiet) {
         let answered = match op.outcome {
             // An answer: the operation completed (a mismatch observed its
@@ -280,6 +289,42 @@ pub fn check_availability(ops: &[OperationRef<'_>], truth: &GroundTruth) -> Avai
     report
 }
 
+/// The third rule: writes refused as malformed although they sent,
+/// unchanged, a context an earlier answer for their key handed out.
+fn refused_handed_out_contexts(ops: &[OperationRef<'_>], report: &mut AvailabilityReport) {
+    let refused: Vec<(&OperationRef<'_>, u64)> = ops
+        .iter()
+        .filter(|op| op.invalid && op.kind.is_mutation())
+        .filter_map(|op| op.context_from.map(|from| (op, from)))
+        .collect();
+    if refused.is_empty() {
+        return;
+    }
+    let by_id: rustc_hash::FxHashMap<u64, &OperationRef<'_>> =
+        ops.iter().map(|op| (op.id, op)).collect();
+    for (op, from) in refused {
+        let Some(source) = by_id.get(&from) else {
+            continue;
+        };
+        let handed_out = source.is_ok()
+            && source.key == op.key
+            && source.read_context.is_some()
+            && source.read_context == op.context;
+        if handed_out {
+            report.push(Refusal {
+                id: op.id,
+                client: op.client,
+                key: op.key.to_string(),
+                invoke_us: op.invoke_us,
+                answered: "invalid",
+                why: format!(
+                    "refused as malformed, but its context is the one op {from}'s answer handed out for this key, sent unchanged"
+                ),
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +346,7 @@ mod tests {
             level: Some(level),
             is_final: false,
             overwrite: false,
+            context_from: None,
             invoke_us: at,
             complete_us: outcome.map(|_| at + 1_000),
             outcome,
@@ -308,6 +354,7 @@ mod tests {
             version: None,
             read_context: None,
             error: None,
+            invalid: false,
         }
     }
 
@@ -460,6 +507,59 @@ mod tests {
         let report = check_availability(&[quorum, one], &truth);
         let ids: Vec<u64> = report.refusals.iter().map(|r| r.id).collect();
         assert_eq!(ids, vec![2], "{report}");
+    }
+
+    /// A polite read-then-write refused as malformed is reported; the same
+    /// refusal of a context that was changed, came from another key, or
+    /// names no answer is not (an adversary's).
+    #[test]
+    fn a_context_handed_out_and_refused_as_malformed_is_reported() {
+        use quorumlog_history::{Actor, Clock};
+        let handed: &'static Clock =
+            Box::leak(Box::new(Clock::from_entries([(Actor::node(1), 2)])));
+        let other: &'static Clock = Box::leak(Box::new(Clock::from_entries([(Actor::node(1), 3)])));
+        let read = OperationRef {
+            read_context: Some(handed),
+            ..op(1, OpKind::Read, "R=QUORUM", Some(Outcome::Ok), 0)
+        };
+        let refused = |id, context, from| OperationRef {
+            context: Some(context),
+            context_from: from,
+            invalid: true,
+            value: Some("v"),
+            ..op(id, OpKind::Write, "W=QUORUM", Some(Outcome::Fail), 10)
+        };
+        let truth = truth(vec![Outage::Network {
+            from_us: 0,
+            to_us: 1,
+        }]);
+        let ops = [read, refused(2, handed, Some(1))];
+        let report = check_availability(&ops, &truth);
+        assert_eq!(report.refused, 1, "{report}");
+        assert_eq!(report.refusals[0].id, 2);
+        assert_eq!(report.refusals[0].answered, "invalid");
+        assert!(
+            report.to_string().contains("op 1's answer handed out"),
+            "{report}"
+        );
+
+        let other_key = OperationRef {
+            key: "j",
+            ..refused(3, handed, Some(1))
+        };
+        let not_judged = [
+            read,
+            refused(2, other, Some(1)),
+            refused(4, handed, None),
+            other_key,
+            // Refused for a limit, not as malformed.
+            OperationRef {
+                invalid: false,
+                ..refused(5, handed, Some(1))
+            },
+        ];
+        let report = check_availability(&not_judged, &truth);
+        assert!(report.is_ok(), "{report}");
     }
 
     #[test]

@@ -307,6 +307,7 @@ mod tests {
             level: Some(level),
             is_final: true,
             overwrite: false,
+            context_from: None,
             invoke_us: 0,
             complete_us: Some(1),
             outcome: Some(outcome),
@@ -314,6 +315,7 @@ mod tests {
             version: None,
             read_context: None,
             error: None,
+            invalid: false,
         }
     }
 

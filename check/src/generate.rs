@@ -215,6 +215,7 @@ pub fn generate(config: &GenConfig) -> History {
                 level: Some("ALL".to_string()),
                 r#final: true,
                 overwrite: false,
+                context_from: None,
             });
             let set = &store[key];
             history.push(Event::Complete {
@@ -226,6 +227,7 @@ pub fn generate(config: &GenConfig) -> History {
                 version: None,
                 context: Some(set.context()),
                 error: None,
+                invalid: false,
             });
             now = t + 10;
             if finals.is_empty() {
@@ -294,6 +296,7 @@ pub fn generate(config: &GenConfig) -> History {
                     level: Some(if is_read { "R=3" } else { "W=3" }.to_string()),
                     r#final: false,
                     overwrite: false,
+                    context_from: None,
                 });
                 let timeout =
                     !is_read && !unavailable && rng.gen_bool(config.timeout_ratio.clamp(0.0, 1.0));
@@ -381,6 +384,7 @@ pub fn generate(config: &GenConfig) -> History {
                         Outcome::Timeout => Some("timed out".to_string()),
                         _ => Some("not enough replicas".to_string()),
                     },
+                    invalid: false,
                 });
                 push(
                     &mut queue,

@@ -66,6 +66,7 @@ impl Builder {
             level: None,
             r#final: fin,
             overwrite: false,
+            context_from: None,
         });
         id
     }
@@ -88,6 +89,7 @@ impl Builder {
             version,
             context: None,
             error: None,
+            invalid: false,
         });
     }
 
@@ -173,6 +175,7 @@ impl Builder {
             level: None,
             r#final: false,
             overwrite: true,
+            context_from: None,
         });
         let version = ver(v, dot, ctx);
         self.complete(id, client, end, Outcome::Ok, listed, Some(version));
@@ -211,6 +214,7 @@ impl Builder {
             version: None,
             context: Some(context),
             error: None,
+            invalid: false,
         });
         self
     }
@@ -1005,6 +1009,7 @@ fn a_read_whose_context_leaves_out_what_it_returned_is_reported() {
             version: Some(ver("c", (4, 1), &[])),
             context: Some(context),
             error: None,
+            invalid: false,
         });
         b.build()
     };

@@ -468,6 +468,10 @@ pub enum Event {
         /// whatever its context (`overwrite=true`).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         overwrite: bool,
+        /// The earlier operation of the same key whose answer handed out
+        /// the context this write sends, unchanged (read-then-write).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context_from: Option<u64>,
     },
     Complete {
         id: u64,
@@ -485,6 +489,11 @@ pub enum Event {
         context: Option<Clock>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// The system refused the request as malformed (an invalid
+        /// context, key or value), as opposed to refusing it for a limit
+        /// or failing to serve it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        invalid: bool,
     },
 }
 
@@ -501,6 +510,8 @@ pub struct Operation {
     pub is_final: bool,
     /// A write that supersedes every sibling its coordinator holds.
     pub overwrite: bool,
+    /// The operation whose answer handed out the context a write sends.
+    pub context_from: Option<u64>,
     pub invoke_us: u64,
     /// None: never completed (client crashed, run ended) — indeterminate.
     pub complete_us: Option<u64>,
@@ -510,6 +521,8 @@ pub struct Operation {
     pub version: Option<ObservedVersion>,
     pub read_context: Option<Clock>,
     pub error: Option<String>,
+    /// Refused as malformed.
+    pub invalid: bool,
 }
 
 impl Operation {
@@ -566,6 +579,8 @@ pub struct OperationRef<'a> {
     pub is_final: bool,
     /// A write that supersedes every sibling its coordinator holds.
     pub overwrite: bool,
+    /// The operation whose answer handed out the context a write sends.
+    pub context_from: Option<u64>,
     pub invoke_us: u64,
     pub complete_us: Option<u64>,
     pub outcome: Option<Outcome>,
@@ -573,6 +588,8 @@ pub struct OperationRef<'a> {
     pub version: Option<&'a ObservedVersion>,
     pub read_context: Option<&'a Clock>,
     pub error: Option<&'a str>,
+    /// Refused as malformed.
+    pub invalid: bool,
 }
 
 impl<'a> OperationRef<'a> {
@@ -615,6 +632,7 @@ impl<'a> OperationRef<'a> {
             level: self.level.map(str::to_string),
             is_final: self.is_final,
             overwrite: self.overwrite,
+            context_from: self.context_from,
             invoke_us: self.invoke_us,
             complete_us: self.complete_us,
             outcome: self.outcome,
@@ -622,6 +640,7 @@ impl<'a> OperationRef<'a> {
             version: self.version.cloned(),
             read_context: self.read_context.cloned(),
             error: self.error.map(str::to_string),
+            invalid: self.invalid,
         }
     }
 }
@@ -694,7 +713,15 @@ impl History {
                         ));
                     }
                 }
-                Event::Invoke { id, client, op, value, .. } => {
+                Event::Invoke { id, client, op, value, context_from, .. } => {
+                    if let Some(from) = context_from {
+                        if !seen.contains(from) {
+                            return Err(line_error(
+                                number,
+                                format!("{op} {id}: context_from {from} names no earlier operation"),
+                            ));
+                        }
+                    }
                     if !seen.insert(*id) {
                         return Err(line_error(number, format!("operation id {id} is invoked twice")));
                     }
@@ -752,6 +779,7 @@ impl History {
                     level,
                     r#final,
                     overwrite,
+                    context_from,
                 } => {
                     index.insert(*id, ops.len());
                     ops.push(Operation {
@@ -764,6 +792,7 @@ impl History {
                         level: level.clone(),
                         is_final: *r#final,
                         overwrite: *overwrite,
+                        context_from: *context_from,
                         invoke_us: *time_us,
                         complete_us: None,
                         outcome: None,
@@ -771,6 +800,7 @@ impl History {
                         version: None,
                         read_context: None,
                         error: None,
+                        invalid: false,
                     });
                 }
                 Event::Complete {
@@ -781,6 +811,7 @@ impl History {
                     version,
                     context,
                     error,
+                    invalid,
                     ..
                 } => {
                     if let Some(op) = index.get(id).map(|&i| &mut ops[i]) {
@@ -790,6 +821,7 @@ impl History {
                         op.version = version.clone();
                         op.read_context = context.clone();
                         op.error = error.clone();
+                        op.invalid = *invalid;
                     }
                 }
             }
@@ -819,6 +851,7 @@ impl History {
                     level,
                     r#final,
                     overwrite,
+                    context_from,
                 } => {
                     if *id < dense_limit {
                         dense[*id as usize] = ops.len();
@@ -835,6 +868,7 @@ impl History {
                         level: level.as_deref(),
                         is_final: *r#final,
                         overwrite: *overwrite,
+                        context_from: *context_from,
                         invoke_us: *time_us,
                         complete_us: None,
                         outcome: None,
@@ -842,6 +876,7 @@ impl History {
                         version: None,
                         read_context: None,
                         error: None,
+                        invalid: false,
                     });
                 }
                 Event::Complete {
@@ -852,6 +887,7 @@ impl History {
                     version,
                     context,
                     error,
+                    invalid,
                     ..
                 } => {
                     let at = if *id < dense_limit {
@@ -866,6 +902,7 @@ impl History {
                         op.version = version.as_ref();
                         op.read_context = context.as_ref();
                         op.error = error.as_deref();
+                        op.invalid = *invalid;
                     }
                 }
             }
@@ -927,6 +964,14 @@ mod tests {
             .to_string();
         assert!(
             err.contains("line 1") && err.contains("never invoked"),
+            "{err}"
+        );
+        let forward = "{\"type\":\"invoke\",\"id\":0,\"client\":1,\"time_us\":1,\"key\":\"k\",\"op\":\"write\",\"value\":\"v\",\"context_from\":4}\n";
+        let err = History::read_jsonl(forward.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 1") && err.contains("context_from 4 names no earlier operation"),
             "{err}"
         );
         let future = "{\"type\":\"header\",\"format\":9}\n";

@@ -32,6 +32,7 @@ fn history(values: &[(u8, String, bool)]) -> History {
             level: None,
             r#final: false,
             overwrite: false,
+            context_from: None,
         });
         history.push(Event::Complete {
             id,
@@ -46,6 +47,7 @@ fn history(values: &[(u8, String, bool)]) -> History {
             version: (!read).then_some(version),
             context: None,
             error: None,
+            invalid: false,
         });
     }
     history

@@ -134,6 +134,7 @@ impl Recorder {
             level: Some(level.to_string()),
             r#final: is_final,
             overwrite: false,
+            context_from: None,
         });
         id
     }
@@ -149,6 +150,7 @@ impl Recorder {
             version: completion.version,
             context: completion.context,
             error: completion.error,
+            invalid: false,
         });
     }
 

@@ -37,7 +37,8 @@ pub enum Guarantee {
     ReadRepairs,
     /// No operation is refused (unavailable, or no answer in a run without
     /// faults) while the replicas it needs were really reachable, judged
-    /// against the nemesis's ground truth.
+    /// against the nemesis's ground truth; and no write is refused as
+    /// malformed for sending, unchanged, a context the cluster handed out.
     Available,
 }
 

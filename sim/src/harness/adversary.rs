@@ -66,6 +66,7 @@ fn forged(key: &str, clock: VersionVector) -> SentContext {
     SentContext {
         token: Some(context::encode(&FORGER_SECRET, key, &clock)),
         clock,
+        from: None,
     }
 }
 
@@ -115,10 +116,15 @@ impl Adversary {
             return Vec::new();
         }
         let mischief = *EVERY.choose(rng).unwrap_or(&Mischief::ForgedContext);
+        // A context the adversary sends is never one it was handed for
+        // this write: it names no operation it came from.
         let write = |key: &str, padding: usize, context: SentContext| BadWrite {
             key: key.to_string(),
             padding,
-            context,
+            context: SentContext {
+                from: None,
+                ..context
+            },
             coordinator: None,
         };
         match mischief {

@@ -44,6 +44,9 @@ fn history_clock(clock: &VersionVector) -> history::Clock {
 pub struct SentContext {
     pub clock: VersionVector,
     pub token: Option<String>,
+    /// The operation whose answer handed this context out, while it is
+    /// sent unchanged (a polite read-then-write).
+    pub from: Option<u64>,
 }
 
 /// The history under construction, shared by every client of a run.
@@ -98,6 +101,17 @@ fn observed_owned(v: Version) -> ObservedVersion {
         context: Some(history_clock(&v.context)),
         value: v.value,
     }
+}
+
+/// Whether the cluster refused the request as malformed.
+fn refused_as_invalid(error: &ClientError) -> bool {
+    matches!(
+        error,
+        ClientError::Op {
+            error: OpError::Invalid(_),
+            ..
+        }
+    )
 }
 
 fn failure_outcome(error: &ClientError, write: bool) -> Outcome {
@@ -168,6 +182,7 @@ impl SimClient {
             level: Some(format!("R={level}")),
             r#final: is_final,
             overwrite: false,
+            context_from: None,
         });
         let first = self.rng.gen_range(0..self.coordinators);
         let result = self
@@ -192,10 +207,12 @@ impl SimClient {
                     version: None,
                     context: Some(history_clock(&ok.context)),
                     error: None,
+                    invalid: false,
                 },
                 Some(SentContext {
                     clock: ok.context,
                     token: Some(ok.token),
+                    from: Some(id),
                 }),
             ),
             Err(e) => (
@@ -208,6 +225,7 @@ impl SimClient {
                     version: None,
                     context: None,
                     error: Some(e.to_string()),
+                    invalid: refused_as_invalid(&e),
                 },
                 None,
             ),
@@ -242,6 +260,7 @@ impl SimClient {
             level: Some(format!("W={level}")),
             r#final: false,
             overwrite,
+            context_from: context.from,
         });
         let drawn = self.rng.gen_range(0..self.coordinators);
         let first = coordinator.unwrap_or(drawn);
@@ -267,6 +286,7 @@ impl SimClient {
                 context: Some(history_clock(&ok.context)),
                 values: ok.siblings.into_iter().map(observed_owned).collect(),
                 error: None,
+                invalid: false,
             },
             Err(e) => Event::Complete {
                 id,
@@ -277,6 +297,7 @@ impl SimClient {
                 version: None,
                 context: None,
                 error: Some(e.to_string()),
+                invalid: refused_as_invalid(&e),
             },
         };
         self.recorder.push(event);
