@@ -907,7 +907,10 @@ impl Scenario {
     /// and few enough keys that every key's hint for every target, at the
     /// most a replica can hold of a key, fits the hint limits.
     pub fn hints_suffice(&self) -> bool {
-        let limits = quorumlog_core::HintLimits::default();
+        // The limits every simulated node runs with (`sim_config`).
+        let limits = CoordinatorConfig::default()
+            .hinted_handoff
+            .unwrap_or_default();
         let keys = self.hot_keys.saturating_add(self.cold_keys);
         let most_per_key = SIM_KEY_LIMITS.max_bytes.saturating_mul(self.nodes);
         let disk = self.disk_faults();
