@@ -2,7 +2,6 @@
 //! configuration promises.
 use crate::check::{CheckSummary, LinVerdict};
 use crate::scenario::Scenario;
-use quorumlog_core::ReadRepair;
 use serde::Serialize;
 use std::fmt;
 
@@ -95,7 +94,7 @@ impl Guarantee {
             Guarantee::NoStaleReads => scenario.promises_fresh_reads(),
             Guarantee::NoLostUpdates => scenario.promises_durability(),
             Guarantee::Converges => scenario.promises_convergence(),
-            Guarantee::ReadRepairs => scenario.tuning.read_repair != ReadRepair::Off,
+            Guarantee::ReadRepairs => scenario.promises_read_repair(),
             Guarantee::WellFormedReads | Guarantee::BoundedKeys | Guarantee::Available => true,
             Guarantee::Linearizable => false,
         }

@@ -898,6 +898,12 @@ impl Scenario {
         self.tuning.anti_entropy_ms.is_some() || (self.tuning.hints && self.hints_suffice())
     }
 
+    /// Whether a read at ALL must leave every replica holding the same
+    /// versions of its key: whenever read repair runs.
+    pub fn promises_read_repair(&self) -> bool {
+        self.tuning.read_repair != ReadRepair::Off
+    }
+
     /// Whether hinted handoff alone must bring every replica to agree: a
     /// coordinator keeps a hint for every replica that did not acknowledge
     /// a write, and replays it once the replica answers. A hint is lost

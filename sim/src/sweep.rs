@@ -10,7 +10,6 @@ use crate::harness::{run_seed, RunStats};
 use crate::history::History;
 use crate::isolate::{run_isolated, MAX_PARKED};
 use crate::scenario::Scenario;
-use quorumlog_core::ReadRepair;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -80,7 +79,8 @@ pub fn run_and_check(scenario: &Scenario, seed: u64) -> SeedOutcome {
     }
     // Judged only where read repair runs: without it, nothing makes a
     // read leave the replicas agreeing.
-    let read_repair = (scenario.tuning.read_repair != ReadRepair::Off)
+    let read_repair = scenario
+        .promises_read_repair()
         .then(|| check_read_repair(&ops, &run.stores));
     if read_repair.as_ref().is_some_and(|r| !r.is_ok()) {
         broken.push(Guarantee::ReadRepairs);

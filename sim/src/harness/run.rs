@@ -339,9 +339,7 @@ pub async fn simulate(scenario: Scenario, seed: u64) -> RunResult {
         let waited = Instant::now();
         loop {
             tokio::time::sleep(REPAIR_POLL).await;
-            let unlike = cluster.keys_not_alike();
-            let agree = unlike.is_empty()
-                || !any_disagreement(&store_contents(&cluster, |node| node.stored_among(&unlike)));
+            let agree = !any_disagreement(&unlike_contents(&cluster));
             if agree || waited.elapsed() >= config.replica_timeout * 2 {
                 break;
             }
@@ -386,14 +384,19 @@ fn contents(node: NodeId, stored: BTreeMap<String, Arc<Siblings>>) -> StoreConte
 /// compare the stores (never through reads, which would repair) until
 /// every replica holds the same versions of every key, or
 /// [`LIVENESS_LIMIT`] passes.
+/// What every replica holds of the keys whose rows are not the same bytes
+/// on every disk: keys held alike agree, so these decide whether the
+/// replicas agree, as every key would.
+fn unlike_contents(cluster: &SimCluster) -> Vec<StoreContents> {
+    let unlike = cluster.keys_not_alike();
+    store_contents(cluster, |node| node.stored_among(&unlike))
+}
+
 async fn await_agreement(cluster: &SimCluster) -> ConvergenceReport {
     let healed = Instant::now();
     let limit_ms = LIVENESS_LIMIT.as_millis() as u64;
     loop {
-        // Keys whose rows are the same bytes on every disk agree; what the
-        // others hold decides, as it would over every key.
-        let unlike = cluster.keys_not_alike();
-        let stores = store_contents(cluster, |node| node.stored_among(&unlike));
+        let stores = unlike_contents(cluster);
         let waited = Instant::now().duration_since(healed);
         // Each differing key is described (every value formatted) only for
         // the report of a run that did not converge.
