@@ -94,14 +94,19 @@ plant "an open breaker never lets a probe through" \
 # found if the test fails. name | patches | test name filter
 plant_test() {
     local name=$1 patches=$2 test=$3
+    shift 3
+    # The tests to run: the simulator's own by default, or the command
+    # given (core's unit tests, its tests on real TCP).
+    local command=("$@")
+    [[ ${#command[@]} -gt 0 ]] || command=(cargo simtest --lib)
     (cd "$tree" && git checkout -q -- core)
     for p in $patches; do
         (cd "$tree" && git apply "$root/scripts/planted-bugs/$p")
     done
-    printf '\n==> %s (%s): cargo simtest --lib -- %s\n' "$name" "$patches" "$test"
+    printf '\n==> %s (%s): %s -- %s\n' "$name" "$patches" "${command[*]}" "$test"
     planted=$((planted + 1))
     local out
-    if out=$(cd "$tree" && cargo simtest --lib -q -- "$test" 2>&1); then
+    if out=$(cd "$tree" && "${command[@]}" -q -- "$test" 2>&1); then
         echo "NOT FOUND: $test passed"
         missed=$((missed + 1))
     elif grep -q -E "^test result: FAILED" <<<"$out"; then
@@ -204,6 +209,35 @@ plant "a failed commit is taken as applied" \
 # disk. The store's test of updates one after another counts commits.
 plant_test "the cache keeps the row version an update read" \
     "14-cache-keeps-the-old-row-version.patch" updates_one_after_another_never_lose_a_race
+
+# Moments the simulated runs seldom make, judged by core's own tests: a
+# key already past a limit (limits lowered, or the union of what replicas
+# took while apart), a store's optimistic attempt that lost a race and
+# runs again, an apply past the replication bounds, a replay to a
+# replica that never answers.
+core_unit=(cargo test -p quorumlog-core --lib)
+plant_test "key limits refuse a write that leaves a key past its sibling limit but with fewer" \
+    "25-limits-refuse-a-resolving-write.patch" \
+    a_write_that_shrinks_a_key_past_its_sibling_limit "${core_unit[@]}"
+plant_test "key limits refuse a write that leaves a key past its byte limit but smaller" \
+    "26-limits-refuse-a-shrinking-write.patch" \
+    a_write_that_shrinks_a_key_past_its_byte_limit "${core_unit[@]}"
+plant_test "an apply keeps the refusal of a store's attempt that lost a race" \
+    "27-apply-keeps-a-lost-attempts-refusal.patch" \
+    only_the_attempt_a_store_keeps_decides_an_apply "${core_unit[@]}"
+plant_test "a write keeps the refusal of a store's attempt that lost a race" \
+    "28-write-keeps-a-lost-attempts-refusal.patch" \
+    only_the_attempt_a_store_keeps_decides_a_write "${core_unit[@]}"
+plant_test "a write keeps the context rejection of a store's attempt that lost a race" \
+    "29-write-keeps-a-lost-attempts-context-rejection.patch" \
+    only_the_attempt_a_store_keeps_decides_a_write "${core_unit[@]}"
+plant_test "a replica answers an apply it refused as applied" \
+    "30-apply-refusal-answered-applied.patch" \
+    an_apply_past_the_replication_bounds_is_answered_refused "${core_unit[@]}"
+plant_test "a replayed hint is removed although its replica never acknowledged it" \
+    "31-hint-removed-unacknowledged.patch" \
+    a_hint_is_removed_only_once_its_replica_acknowledged_it \
+    cargo test -p quorumlog-core --test rpc_tokio
 
 echo
 echo "caught $((planted - missed)) of $planted planted bugs (mutant 8 judged equivalent, tried with EQUIVALENT=1)"

@@ -470,3 +470,241 @@ fn version_refusal(key: &str, e: VersionError) -> Refusal {
         reason: e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hints::{Hint, HintBacklog, HintBatch, HintLimits, HintPut};
+    use crate::store::{MemoryStore, Update};
+    use crate::version::{Incarnation, NodeId};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// This replica mints as node 1; the siblings it is sent come from
+    /// nodes 10 and up.
+    const OWN: NodeId = 1;
+
+    /// Concurrent versions, one from each of `nodes`, each holding `value`.
+    fn concurrent(nodes: std::ops::Range<NodeId>, value: &str) -> Siblings {
+        Siblings::from_versions(nodes.map(|node| Version {
+            dot: Dot::new(node, 1),
+            context: VersionVector::new(),
+            value: value.into(),
+            timestamp_ms: 0,
+        }))
+        .expect("distinct dots")
+    }
+
+    /// The context of a read that saw the first versions of `nodes`.
+    fn seen(nodes: std::ops::Range<NodeId>) -> VersionVector {
+        VersionVector::from_entries(nodes.map(|node| (node, 1)))
+    }
+
+    fn replica(store: Arc<dyn Store>, limits: KeyLimits) -> Replica {
+        // Three replicas: what the others send may reach three times the limits.
+        Replica::new(Actor::new(OWN, 0), store, limits).with_replicas(3)
+    }
+
+    fn refused_siblings(out: Result<(Version, Siblings), ReplicaError>) -> bool {
+        matches!(
+            out,
+            Err(ReplicaError::Refused(Refusal::TooManySiblings { .. }))
+        )
+    }
+
+    fn refused_bytes(out: Result<(Version, Siblings), ReplicaError>) -> bool {
+        matches!(
+            out,
+            Err(ReplicaError::Refused(Refusal::TooManyBytes { .. }))
+        )
+    }
+
+    #[tokio::test]
+    async fn a_write_that_shrinks_a_key_past_its_sibling_limit_is_taken_and_one_that_grows_it_is_not(
+    ) {
+        let limits = KeyLimits {
+            max_siblings: 4,
+            max_bytes: KeyLimits::DEFAULT_MAX_BYTES,
+        };
+        let replica = replica(Arc::new(MemoryStore::new()), limits);
+        // Eight siblings, twice the limit: the union of what replicas took
+        // while apart.
+        replica
+            .apply("k", &concurrent(10..18, "v"))
+            .await
+            .expect("within three times the limits");
+        // Resolving three of them leaves six, still past the limit but fewer.
+        let (_, after) = replica
+            .write_local("k", &seen(10..13), "resolved".into(), false)
+            .await
+            .expect("a write that leaves fewer siblings is taken");
+        assert_eq!(after.len(), 6);
+        assert_eq!(replica.fetch("k").await.expect("read").len(), 6);
+        // Resolving none adds a seventh.
+        assert!(refused_siblings(
+            replica
+                .write_local("k", &VersionVector::new(), "more".into(), false)
+                .await
+        ));
+        assert_eq!(replica.fetch("k").await.expect("read").len(), 6);
+        // What other replicas send is bounded by three times the limits.
+        assert!(matches!(
+            replica.apply("k", &concurrent(20..27, "v")).await,
+            Err(ReplicaError::Refused(Refusal::TooManySiblings {
+                siblings: 13,
+                limit: 12,
+                ..
+            }))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_write_that_shrinks_a_key_past_its_byte_limit_is_taken_and_one_that_grows_it_is_not()
+    {
+        let limits = KeyLimits {
+            max_siblings: KeyLimits::DEFAULT_MAX_SIBLINGS,
+            max_bytes: 1_000,
+        };
+        let replica = replica(Arc::new(MemoryStore::new()), limits);
+        let big = "x".repeat(400);
+        let held = replica
+            .apply("k", &concurrent(10..15, &big))
+            .await
+            .expect("within three times the limits");
+        assert!(held.footprint() > 2_000 && held.footprint() <= 3_000);
+        // Two big versions resolved by a small one: fewer bytes, still past
+        // the limit.
+        let (_, after) = replica
+            .write_local("k", &seen(10..12), "small".into(), false)
+            .await
+            .expect("a write that leaves fewer bytes is taken");
+        assert!(after.footprint() > 1_000 && after.footprint() < held.footprint());
+        assert!(refused_bytes(
+            replica
+                .write_local("k", &VersionVector::new(), "small".into(), false)
+                .await
+        ));
+        assert_eq!(replica.fetch("k").await.expect("read"), after);
+    }
+
+    /// A store whose first attempt at the next update runs against a stale
+    /// copy of the key and is thrown away, as an optimistic store's
+    /// attempt that lost a race to another writer is: the update then runs
+    /// again against what is stored.
+    #[derive(Default)]
+    struct LosesTheFirstRace {
+        inner: MemoryStore,
+        stale: Mutex<Option<Siblings>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for LosesTheFirstRace {
+        async fn get(&self, key: &str) -> Result<Siblings, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn update(&self, key: &str, update: Update<'_>) -> Result<Siblings, StoreError> {
+            let stale = self.stale.lock().expect("not poisoned").take();
+            if let Some(mut stale) = stale {
+                update(&mut stale);
+            }
+            self.inner.update(key, update).await
+        }
+        async fn keys(&self) -> Result<Vec<String>, StoreError> {
+            self.inner.keys().await
+        }
+        async fn scan(
+            &self,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<(String, Siblings)>, StoreError> {
+            self.inner.scan(after, limit).await
+        }
+        async fn incarnation(&self, fresh: Incarnation) -> Result<Incarnation, StoreError> {
+            self.inner.incarnation(fresh).await
+        }
+        async fn put_hint(
+            &self,
+            target: NodeId,
+            key: &str,
+            siblings: &Siblings,
+            now_ms: u64,
+            limits: &HintLimits,
+        ) -> Result<HintPut, StoreError> {
+            self.inner
+                .put_hint(target, key, siblings, now_ms, limits)
+                .await
+        }
+        async fn hints_for(
+            &self,
+            target: NodeId,
+            limit: usize,
+            now_ms: u64,
+            max_age: Duration,
+        ) -> Result<HintBatch, StoreError> {
+            self.inner.hints_for(target, limit, now_ms, max_age).await
+        }
+        async fn remove_hint(&self, hint: &Hint) -> Result<bool, StoreError> {
+            self.inner.remove_hint(hint).await
+        }
+        async fn expire_hints(
+            &self,
+            now_ms: u64,
+            max_age: Duration,
+        ) -> Result<Vec<(NodeId, HintBacklog)>, StoreError> {
+            self.inner.expire_hints(now_ms, max_age).await
+        }
+        async fn hint_backlog(&self) -> Result<Vec<(NodeId, HintBacklog)>, StoreError> {
+            self.inner.hint_backlog().await
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_attempt_a_store_keeps_decides_an_apply() {
+        let limits = KeyLimits {
+            max_siblings: 2,
+            max_bytes: KeyLimits::DEFAULT_MAX_BYTES,
+        };
+        let store = Arc::new(LosesTheFirstRace::default());
+        let replica = replica(store.clone(), limits);
+        // The lost attempt sees six siblings, to which a seventh is past
+        // three times the limit; what is stored holds none.
+        *store.stale.lock().expect("not poisoned") = Some(concurrent(10..16, "v"));
+        let out = replica.apply("k", &concurrent(20..21, "v")).await;
+        assert!(
+            out.is_ok(),
+            "the kept attempt was within the limits: {out:?}"
+        );
+        assert_eq!(replica.fetch("k").await.expect("read").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn only_the_attempt_a_store_keeps_decides_a_write() {
+        let store = Arc::new(LosesTheFirstRace::default());
+        let replica = replica(store.clone(), KeyLimits::default());
+        let (first, _) = replica
+            .write_local("k", &VersionVector::new(), "a".into(), false)
+            .await
+            .expect("first write");
+        // A context naming this replica's own dot, which the stale copy
+        // has not got (so that attempt finds the context impossible), nor
+        // room for (a seventh sibling past three times the limit).
+        *store.stale.lock().expect("not poisoned") = Some(Siblings::new());
+        let context = first.clock();
+        let (second, after) = replica
+            .write_local("k", &context, "b".into(), false)
+            .await
+            .expect("the kept attempt holds the dot the context names");
+        assert_eq!(after.versions(), &[second.clone()][..]);
+        assert!(second.context.covers(first.dot));
+        *store.stale.lock().expect("not poisoned") = Some(concurrent(10..16, "v"));
+        let limits_then = KeyLimits {
+            max_siblings: 2,
+            max_bytes: KeyLimits::DEFAULT_MAX_BYTES,
+        };
+        let tight = Replica::new(Actor::new(OWN, 0), store.clone(), limits_then);
+        let out = tight
+            .write_local("k", &VersionVector::new(), "c".into(), false)
+            .await;
+        assert!(out.is_ok(), "the kept attempt makes two siblings: {out:?}");
+    }
+}

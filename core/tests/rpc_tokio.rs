@@ -7,8 +7,9 @@ use quorumlog_core::context::{self, ContextSecret};
 use quorumlog_core::protocol::{Request, Response};
 use quorumlog_core::rpc::{self, CancellationToken, Handler, RpcClient, RpcError, MAX_FRAME_BYTES};
 use quorumlog_core::{
-    AntiEntropyConfig, Client, ClientError, Consistency, CoordinatorConfig, MemoryStore, Node,
-    OpError, ReadRepair, ReadRequest, Store, VersionVector, WriteRequest,
+    Actor, AntiEntropyConfig, Client, ClientError, Consistency, CoordinatorConfig, Dot,
+    MemoryStore, Node, OpError, ReadRepair, ReadRequest, Siblings, Store, Version, VersionVector,
+    WriteRequest,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -236,6 +237,108 @@ async fn replicas_that_missed_writes_get_them_from_hints_without_reads() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("replayed hints were not removed");
+}
+
+/// Hints `store` holds, for every target.
+async fn hints_held(store: &MemoryStore) -> usize {
+    let backlog = store.hint_backlog().await.unwrap();
+    backlog.iter().map(|(_, b)| b.count).sum()
+}
+
+/// A replay that its replica does not acknowledge (it holds the
+/// connection and answers nothing, as across a partition) keeps the hint;
+/// once the replica answers, the next replay delivers it and removes it.
+#[tokio::test]
+async fn a_hint_is_removed_only_once_its_replica_acknowledged_it() {
+    let config = CoordinatorConfig {
+        replica_timeout: Duration::from_millis(200),
+        anti_entropy: None,
+        ..Default::default()
+    };
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target_addr = silent.local_addr().unwrap();
+    let addrs = vec![(1, "127.0.0.1:9".parse().unwrap()), (2, target_addr)];
+    let coordinator_store = Arc::new(MemoryStore::new());
+    let node = Node::new(
+        Actor::new(1, 0),
+        coordinator_store.clone(),
+        addrs.clone(),
+        config,
+    );
+    let siblings = Siblings::from_versions([Version {
+        dot: Dot::new(1, 1),
+        context: VersionVector::new(),
+        value: "missed".into(),
+        timestamp_ms: 0,
+    }])
+    .unwrap();
+    let limits = config.hinted_handoff.unwrap();
+    coordinator_store
+        .put_hint(
+            2,
+            "k",
+            &siblings,
+            quorumlog_core::wall_clock::now_ms(),
+            &limits,
+        )
+        .await
+        .unwrap();
+    // The replica takes the connection and answers nothing.
+    let hold = tokio::spawn(async move {
+        let mut open = Vec::new();
+        loop {
+            let (socket, _) = silent.accept().await.unwrap();
+            open.push(socket);
+        }
+    });
+    node.coordinator().replay_hints().await;
+    assert_eq!(
+        hints_held(&coordinator_store).await,
+        1,
+        "a replay its replica never acknowledged removed the hint"
+    );
+    hold.abort();
+    let _ = hold.await;
+    // The replica answers again on the same address.
+    let target_store = Arc::new(MemoryStore::new());
+    let listener = loop {
+        match TcpListener::bind(target_addr).await {
+            Ok(listener) => break listener,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let target = Arc::new(Node::new(
+        Actor::new(2, 0),
+        target_store.clone(),
+        addrs,
+        config,
+    ));
+    let shutdown = CancellationToken::new();
+    let serving = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            let _ = target.serve_until(listener, shutdown).await;
+        }
+    });
+    // The held connection was reset; the breaker is still closed (one
+    // failure of three), so the next round replays.
+    let mut delivered = false;
+    for _ in 0..50 {
+        node.coordinator().replay_hints().await;
+        if hints_held(&coordinator_store).await == 0 {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(delivered, "the hint was never replayed to its replica");
+    assert_eq!(
+        target_store.inspect(|data| data.get("k").cloned()),
+        Some(siblings),
+        "the hint was removed but its replica does not hold it"
+    );
+    shutdown.cancel();
+    let _ = serving.await;
 }
 
 #[tokio::test]
