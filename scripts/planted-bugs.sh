@@ -8,7 +8,8 @@
 # shrunk to a minimal schedule too. Exits 1 if some planted bug goes
 # unnoticed. A mutant that costs rather than breaks (no guarantee of the
 # simulation can see it) is planted under the simulator's own test that
-# judges the cost instead (`plant_test`). The mutants judged equivalent
+# judges the cost instead (`plant_test`), as is one that needs a moment the
+# simulated runs seldom make, under core's own test. The mutants judged equivalent
 # (no promise can tell them from the real code; each says why below) are
 # kept and tried with EQUIVALENT=1, which fails if one of them is ever
 # found: the reason given for it is then wrong.
@@ -199,6 +200,12 @@ plant "writes keep no hints for the replicas that missed them" \
 # must stay valid: availability).
 plant "a replica refuses a context naming dots it has not got" \
     "24-context-check-refuses-other-replicas-dots.patch" --faults partitions --level QUORUM
+# A write's token that names only the version written, not the siblings
+# its answer lists: unseen until clients chain writes on their answers'
+# tokens (simulated clients used only reads' tokens before).
+plant "a write's token names only the version written" \
+    "32-write-token-names-only-the-written-version.patch" --faults none --level QUORUM \
+    --scenario '{"mix":{"chain_percent":60}}'
 # A commit that failed may or may not have applied: taken as applied, the
 # write is acknowledged by a replica that may not hold it.
 plant "a failed commit is taken as applied" \

@@ -388,6 +388,12 @@ pub struct WorkloadMix {
     pub value_padding: usize,
     /// Share of writes that misbehave (per mille); None: drawn per seed.
     pub adversarial_permille: Option<u16>,
+    /// After a read-then-write pair's write succeeds, the chance (percent)
+    /// that its client writes the key again with the token that write's
+    /// answer handed out, without reading first (and again after that
+    /// write, with the same chance): a client that keeps a key's token
+    /// from write to write, as a real one may.
+    pub chain_percent: u8,
 }
 
 impl Default for WorkloadMix {
@@ -399,6 +405,7 @@ impl Default for WorkloadMix {
             think_ms: 20,
             value_padding: 0,
             adversarial_permille: None,
+            chain_percent: 0,
         }
     }
 }
@@ -415,6 +422,13 @@ impl WorkloadMix {
             return Err(ScenarioError::Invalid(format!(
                 "mix.hot_percent = {} is over 100",
                 self.hot_percent
+            )));
+        }
+        // 100 would chain for ever: every write followed by another.
+        if self.chain_percent > 90 {
+            return Err(ScenarioError::Invalid(format!(
+                "mix.chain_percent = {} is over 90",
+                self.chain_percent
             )));
         }
         if self.think_ms == 0 || self.think_ms > 10_000 {
@@ -663,6 +677,8 @@ impl Scenario {
                 0
             },
             adversarial_permille: None,
+            // Drawn last (below), so that adding it changed no other draw.
+            chain_percent: 0,
         };
         let mut family = || {
             if rng.gen_bool(0.5) {
@@ -698,7 +714,7 @@ impl Scenario {
             failed_permille: rng.gen_range(1..=50),
             unknown_permille: rng.gen_range(0..=25),
         });
-        Scenario {
+        let mut scenario = Scenario {
             faults: FaultSchedule::default(),
             levels: Levels::explicit(r, w),
             client_levels: Vec::new(),
@@ -714,7 +730,11 @@ impl Scenario {
             mix,
             fault_mix: Some(fault_mix),
             script: None,
+        };
+        if rng.gen_bool(0.5) {
+            scenario.mix.chain_percent = rng.gen_range(10..=80);
         }
+        scenario
     }
 
     /// Parse the JSON form, naming the problem on bad input.
@@ -1274,6 +1294,7 @@ mod tests {
         );
         some("overwrites", count(&|s| s.overwrite));
         some("padded values", count(&|s| s.mix.value_padding > 0));
+        some("chained writes", count(&|s| s.mix.chain_percent > 0));
         for (family, _) in FaultMix::default().weights() {
             let on = count(&|s| {
                 s.fault_mix()

@@ -478,6 +478,40 @@ fn adversarial_clients_are_refused_and_change_no_promise() {
 }
 
 #[test]
+fn writes_chained_on_their_own_answers_tokens_keep_every_promise() {
+    // Clients that write a key again with the token the last write's
+    // answer handed out, without reading: the token must supersede that
+    // write and every sibling its answer listed, as the history records
+    // the context sent, and a coordinator must take it.
+    let mut scenario =
+        Scenario::standard(FaultSchedule::Partitions, Levels::same(Consistency::Quorum));
+    scenario.mix.chain_percent = 60;
+    let (outcomes, panics) = sweep(&scenario, 0..20, default_jobs(), &|| {}, &|_| true);
+    assert!(panics.is_empty(), "{panics:?}");
+    let (mut chained, mut chained_ok) = (0, 0);
+    for o in &outcomes {
+        assert!(o.failures().is_empty(), "seed {}: {}", o.seed, o.summary);
+        let ops = o.history.operations();
+        let writes: BTreeSet<u64> = ops
+            .iter()
+            .filter(|op| op.kind.is_mutation())
+            .map(|op| op.id)
+            .collect();
+        for op in ops.iter().filter(|op| op.kind.is_mutation()) {
+            if op.context_from.is_some_and(|from| writes.contains(&from)) {
+                chained += 1;
+                chained_ok += usize::from(op.is_ok());
+            }
+        }
+    }
+    assert!(chained >= 500, "only {chained} chained writes in 20 seeds");
+    assert!(
+        chained_ok * 2 >= chained,
+        "only {chained_ok} of {chained} chained writes succeeded"
+    );
+}
+
+#[test]
 fn mixed_clients_keep_promises_when_every_pair_overlaps() {
     let mut scenario = Scenario::standard(FaultSchedule::All, Levels::same(Consistency::Quorum));
     scenario.client_levels = vec![

@@ -238,7 +238,9 @@ impl SimClient {
     }
 
     /// Write `value`; `coordinator` pins the first coordinator asked
-    /// (`None`: a random one).
+    /// (`None`: a random one). Returns, on success, the context its answer
+    /// handed out (the token that supersedes this write and the siblings
+    /// listed with it).
     pub async fn write(
         &mut self,
         key: &str,
@@ -246,7 +248,7 @@ impl SimClient {
         context: SentContext,
         overwrite: bool,
         coordinator: Option<usize>,
-    ) {
+    ) -> Option<SentContext> {
         let id = self.recorder.next_id.fetch_add(1, Ordering::SeqCst);
         let level = self.levels.write;
         self.recorder.push(Event::Invoke {
@@ -273,34 +275,45 @@ impl SimClient {
         };
         let result = self.client.write(request, first).await;
         let time_us = self.recorder.now_us();
-        let event = match result {
+        let (event, handed_out) = match result {
             // The siblings the answer listed after the write and the
             // context that supersedes them, as a real client records them
             // (moved, not copied: they may hold big values).
-            Ok(ok) => Event::Complete {
-                id,
-                client: self.id,
-                time_us,
-                outcome: Outcome::Ok,
-                version: Some(observed(&ok.version)),
-                context: Some(history_clock(&ok.context)),
-                values: ok.siblings.into_iter().map(observed_owned).collect(),
-                error: None,
-                invalid: false,
-            },
-            Err(e) => Event::Complete {
-                id,
-                client: self.id,
-                time_us,
-                outcome: failure_outcome(&e, true),
-                values: Vec::new(),
-                version: None,
-                context: None,
-                error: Some(e.to_string()),
-                invalid: refused_as_invalid(&e),
-            },
+            Ok(ok) => (
+                Event::Complete {
+                    id,
+                    client: self.id,
+                    time_us,
+                    outcome: Outcome::Ok,
+                    version: Some(observed(&ok.version)),
+                    context: Some(history_clock(&ok.context)),
+                    values: ok.siblings.into_iter().map(observed_owned).collect(),
+                    error: None,
+                    invalid: false,
+                },
+                Some(SentContext {
+                    clock: ok.context,
+                    token: Some(ok.token),
+                    from: Some(id),
+                }),
+            ),
+            Err(e) => (
+                Event::Complete {
+                    id,
+                    client: self.id,
+                    time_us,
+                    outcome: failure_outcome(&e, true),
+                    values: Vec::new(),
+                    version: None,
+                    context: None,
+                    error: Some(e.to_string()),
+                    invalid: refused_as_invalid(&e),
+                },
+                None,
+            ),
         };
         self.recorder.push(event);
+        handed_out
     }
 
     /// The client's `written`-th value: unique, with up to the mix's
@@ -367,12 +380,20 @@ impl SimClient {
             } else {
                 let context = self.read(&key, read_level, false).await;
                 done += 1;
-                if let Some(context) = context {
-                    if done < operations {
-                        let value = self.value(written);
-                        written += 1;
-                        self.write(&key, value, context, false, None).await;
-                        done += 1;
+                let mut context = context;
+                while let Some(sent) = context.take() {
+                    if done >= operations {
+                        break;
+                    }
+                    let value = self.value(written);
+                    written += 1;
+                    let handed_out = self.write(&key, value, sent, false, None).await;
+                    done += 1;
+                    // Drawn only when the mix chains, so that the
+                    // standard mix draws nothing more.
+                    let chain = f64::from(self.mix.chain_percent) / 100.0;
+                    if chain > 0.0 && self.rng.gen_bool(chain) {
+                        context = handed_out;
                     }
                 }
             }
