@@ -197,38 +197,13 @@ impl SimClient {
             .await;
         let time_us = self.recorder.now_us();
         let (event, context) = match result {
-            Ok(ok) => (
-                Event::Complete {
-                    id,
-                    client: self.id,
-                    time_us,
-                    outcome: Outcome::Ok,
-                    values: ok.siblings.into_iter().map(observed_owned).collect(),
-                    version: None,
-                    context: Some(history_clock(&ok.context)),
-                    error: None,
-                    invalid: false,
-                },
-                Some(SentContext {
-                    clock: ok.context,
-                    token: Some(ok.token),
-                    from: Some(id),
-                }),
-            ),
-            Err(e) => (
-                Event::Complete {
-                    id,
-                    client: self.id,
-                    time_us,
-                    outcome: failure_outcome(&e, false),
-                    values: Vec::new(),
-                    version: None,
-                    context: None,
-                    error: Some(e.to_string()),
-                    invalid: refused_as_invalid(&e),
-                },
-                None,
-            ),
+            Ok(ok) => {
+                let values = ok.siblings.into_iter().map(observed_owned).collect();
+                let (event, context) =
+                    self.answered(id, time_us, values, None, ok.context, ok.token);
+                (event, Some(context))
+            }
+            Err(e) => (self.failed(id, time_us, &e, false), None),
         };
         self.recorder.push(event);
         if let Some(context) = &context {
@@ -279,41 +254,62 @@ impl SimClient {
             // The siblings the answer listed after the write and the
             // context that supersedes them, as a real client records them
             // (moved, not copied: they may hold big values).
-            Ok(ok) => (
-                Event::Complete {
-                    id,
-                    client: self.id,
-                    time_us,
-                    outcome: Outcome::Ok,
-                    version: Some(observed(&ok.version)),
-                    context: Some(history_clock(&ok.context)),
-                    values: ok.siblings.into_iter().map(observed_owned).collect(),
-                    error: None,
-                    invalid: false,
-                },
-                Some(SentContext {
-                    clock: ok.context,
-                    token: Some(ok.token),
-                    from: Some(id),
-                }),
-            ),
-            Err(e) => (
-                Event::Complete {
-                    id,
-                    client: self.id,
-                    time_us,
-                    outcome: failure_outcome(&e, true),
-                    values: Vec::new(),
-                    version: None,
-                    context: None,
-                    error: Some(e.to_string()),
-                    invalid: refused_as_invalid(&e),
-                },
-                None,
-            ),
+            Ok(ok) => {
+                let values = ok.siblings.into_iter().map(observed_owned).collect();
+                let version = Some(observed(&ok.version));
+                let (event, context) =
+                    self.answered(id, time_us, values, version, ok.context, ok.token);
+                (event, Some(context))
+            }
+            Err(e) => (self.failed(id, time_us, &e, true), None),
         };
         self.recorder.push(event);
         handed_out
+    }
+
+    /// The completion of operation `id`, answered with `values` (and, for
+    /// a write, its `version`), and the context the answer handed out.
+    fn answered(
+        &self,
+        id: u64,
+        time_us: u64,
+        values: Vec<ObservedVersion>,
+        version: Option<ObservedVersion>,
+        context: VersionVector,
+        token: String,
+    ) -> (Event, SentContext) {
+        let event = Event::Complete {
+            id,
+            client: self.id,
+            time_us,
+            outcome: Outcome::Ok,
+            values,
+            version,
+            context: Some(history_clock(&context)),
+            error: None,
+            invalid: false,
+        };
+        let handed_out = SentContext {
+            clock: context,
+            token: Some(token),
+            from: Some(id),
+        };
+        (event, handed_out)
+    }
+
+    /// The completion of operation `id` (a write if `write`), which failed.
+    fn failed(&self, id: u64, time_us: u64, error: &ClientError, write: bool) -> Event {
+        Event::Complete {
+            id,
+            client: self.id,
+            time_us,
+            outcome: failure_outcome(error, write),
+            values: Vec::new(),
+            version: None,
+            context: None,
+            error: Some(error.to_string()),
+            invalid: refused_as_invalid(error),
+        }
     }
 
     /// The client's `written`-th value: unique, with up to the mix's
