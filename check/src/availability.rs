@@ -291,6 +291,17 @@ pub fn check_availability(ops: &[OperationRef<'_>], truth: &GroundTruth) -> Avai
 
 /// The third rule: writes refused as malformed although they sent,
 /// unchanged, a context an earlier answer for their key handed out.
+/// The one rule of [`check_availability`] that needs no ground truth: a
+/// write refused as malformed for sending, unchanged, the context an
+/// earlier answer for its key handed out is a bug whatever the faults.
+/// [`crate::check_history`] runs it on every history, a real cluster's
+/// included.
+pub fn check_handed_out_contexts(ops: &[OperationRef<'_>]) -> AvailabilityReport {
+    let mut report = AvailabilityReport::default();
+    refused_handed_out_contexts(ops, &mut report);
+    report
+}
+
 fn refused_handed_out_contexts(ops: &[OperationRef<'_>], report: &mut AvailabilityReport) {
     let refused: Vec<(&OperationRef<'_>, u64)> = ops
         .iter()

@@ -13,7 +13,10 @@
 //!
 //! Besides these, [`check_availability`] judges refusals against the
 //! nemesis's ground truth ([`GroundTruth`]: who was cut off, and when),
-//! never against what the system believed.
+//! never against what the system believed. Its one rule that needs no
+//! ground truth, [`check_handed_out_contexts`] (a write refused as
+//! malformed for sending the context an earlier answer handed out), runs
+//! on every history, so a real cluster's is judged by it too.
 //!
 //! [`check_history`] runs all three (linearizability against the
 //! [`MultiValueRegister`], the model that fits quorumlog's siblings) and
@@ -41,7 +44,9 @@ mod models;
 mod staleness;
 mod stores;
 
-pub use availability::{check_availability, AvailabilityReport, GroundTruth, Outage, Refusal};
+pub use availability::{
+    check_availability, check_handed_out_contexts, AvailabilityReport, GroundTruth, Outage, Refusal,
+};
 pub use common::{Bucket, Distribution, OpSummary};
 pub use convergence::{
     any_disagreement, check_read_repair, disagreements, ConvergenceReport, Disagreement,
@@ -78,6 +83,10 @@ pub struct CheckSummary {
     /// client sent (another value, or a context missing part of the one
     /// sent).
     pub misreported_writes: usize,
+    /// Writes refused as malformed for sending, unchanged, the context an
+    /// earlier answer for their key handed out
+    /// ([`check_handed_out_contexts`]).
+    pub refused_contexts: AvailabilityReport,
     pub linearizable: LinVerdict,
     pub staleness: StalenessReport,
     pub durability: DurabilityReport,
@@ -86,8 +95,8 @@ pub struct CheckSummary {
 
 impl CheckSummary {
     /// No stale read (superseded versions included), phantom, sibling
-    /// violation, lost update, reused dot or misreported write, and not shown
-    /// non-linearizable.
+    /// violation, lost update, reused dot, misreported write or handed-out
+    /// context refused as malformed, and not shown non-linearizable.
     /// (`Unknown` linearizability does not fail the summary; see
     /// [`CheckSummary::is_strictly_ok`].)
     pub fn is_ok(&self) -> bool {
@@ -96,6 +105,7 @@ impl CheckSummary {
             && self.lost_updates == 0
             && self.reused_dots == 0
             && self.misreported_writes == 0
+            && self.refused_contexts.is_ok()
             && self.staleness.is_ok()
             && self.durability.is_ok()
             && self.linearizable != LinVerdict::NotLinearizable
@@ -128,8 +138,33 @@ impl fmt::Display for CheckSummary {
         if self.misreported_writes > 0 {
             write!(f, ", {} misreported writes", self.misreported_writes)?;
         }
+        if !self.refused_contexts.is_ok() {
+            write!(
+                f,
+                ", {} handed-out contexts refused",
+                self.refused_contexts.refused
+            )?;
+        }
         writeln!(f, ", {}", self.linearizable)?;
         writeln!(f)?;
+        if !self.refused_contexts.is_ok() {
+            writeln!(
+                f,
+                "contexts: {} writes refused as malformed for the context an earlier answer handed out:",
+                self.refused_contexts.refused
+            )?;
+            for r in &self.refused_contexts.refusals {
+                writeln!(
+                    f,
+                    "  op {} (client {}, key {}, at {:.3}s): {}",
+                    r.id,
+                    r.client,
+                    r.key,
+                    r.invoke_us as f64 / 1e6,
+                    r.why
+                )?;
+            }
+        }
         writeln!(f, "{}", self.staleness)?;
         writeln!(f, "{}", self.durability)?;
         write!(f, "{}", self.linearizability)
@@ -267,6 +302,7 @@ fn summarize_groups(
         lost_updates: durability.lost_updates,
         reused_dots: durability.reused_dots,
         misreported_writes: durability.misreported_writes,
+        refused_contexts: availability::check_handed_out_contexts(ops),
         linearizable: linearizability.verdict,
         staleness,
         durability,

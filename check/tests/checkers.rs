@@ -1778,3 +1778,37 @@ fn a_cas_that_observed_a_mismatch_is_checked_and_a_failed_one_is_not() {
         "{err}"
     );
 }
+
+#[test]
+fn a_history_with_a_handed_out_context_refused_as_malformed_fails_the_summary() {
+    // As a real cluster's recorder writes it: a read hands out a context,
+    // the next write sends it unchanged (`context_from`) and is refused as
+    // malformed (`invalid`). No ground truth is needed to judge it.
+    let text = concat!(
+        "{\"type\":\"header\",\"format\":2,\"scenario\":\"bench\",\"n\":3}\n",
+        "{\"type\":\"invoke\",\"id\":0,\"client\":1,\"time_us\":1,\"key\":\"k\",\"op\":\"write\",\"value\":\"a\",\"context\":{},\"level\":\"W=QUORUM\"}\n",
+        "{\"type\":\"complete\",\"id\":0,\"client\":1,\"time_us\":10,\"outcome\":\"ok\",\"version\":{\"value\":\"a\",\"dot\":{\"node\":1,\"counter\":1},\"context\":{}},\"values\":[{\"value\":\"a\",\"dot\":{\"node\":1,\"counter\":1},\"context\":{}}],\"context\":{\"1\":1}}\n",
+        "{\"type\":\"invoke\",\"id\":1,\"client\":1,\"time_us\":20,\"key\":\"k\",\"op\":\"write\",\"value\":\"b\",\"context\":{\"1\":1},\"level\":\"W=QUORUM\",\"context_from\":0}\n",
+        "{\"type\":\"complete\",\"id\":1,\"client\":1,\"time_us\":30,\"outcome\":\"fail\",\"error\":\"400 bad_request: causal context was not issued by this cluster\",\"invalid\":true}\n",
+    );
+    let history = History::read_jsonl(text.as_bytes()).expect("parses");
+    let summary = check_history(&history);
+    assert!(!summary.is_ok(), "{summary}");
+    assert_eq!(summary.refused_contexts.refused, 1);
+    let shown = summary.to_string();
+    assert!(shown.contains("1 handed-out contexts refused"), "{shown}");
+    assert!(
+        shown.contains("op 1 (client 1, key k") && shown.contains("op 0's answer handed out"),
+        "{shown}"
+    );
+    // The same refusal for a context the client made up (no
+    // `context_from`), or refused for a limit (not `invalid`): not judged.
+    for (from, invalid) in [("", "true"), (",\"context_from\":0", "false")] {
+        let text = text
+            .replace(",\"context_from\":0", from)
+            .replace("\"invalid\":true", &format!("\"invalid\":{invalid}"));
+        let history = History::read_jsonl(text.as_bytes()).expect("parses");
+        let summary = check_history(&history);
+        assert!(summary.refused_contexts.is_ok(), "{summary}");
+    }
+}

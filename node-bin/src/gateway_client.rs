@@ -14,6 +14,10 @@ use std::sync::Arc;
 pub struct KeyContext {
     pub token: Option<String>,
     pub clock: Option<Clock>,
+    /// The recorded operation whose answer handed out `token` (recorded
+    /// as the next write's `context_from`, so the checkers can tell a
+    /// handed-out context refused as malformed).
+    pub from: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -83,6 +87,7 @@ impl GatewayClient {
                 OpKind::Write,
                 Some(value),
                 Some(context.clock.clone().unwrap_or_default()),
+                context.token.as_ref().and(context.from),
                 &level.to_string(),
                 false,
             )
@@ -101,6 +106,7 @@ impl GatewayClient {
         if outcome == Outcome::Ok {
             context.token = answer["context"].as_str().map(str::to_string);
             context.clock = record::clock_of(&answer["clock"]);
+            context.from = id;
             completion.version = Some(record::written_version(&answer, value));
             // The answer lists the coordinator's siblings after the write,
             // which the token covers: the client has seen them.
@@ -108,6 +114,7 @@ impl GatewayClient {
             completion.context = context.clock.clone();
         } else {
             completion.error = Some(record::error_text(status, &answer));
+            completion.invalid = record::refused_as_malformed(status, &answer);
         }
         if let (Some(recorder), Some(id)) = (&self.recorder, id) {
             recorder.complete(id, self.id, completion);
@@ -135,6 +142,7 @@ impl GatewayClient {
                 OpKind::Read,
                 None,
                 None,
+                None,
                 &level.to_string(),
                 is_final,
             )
@@ -151,6 +159,7 @@ impl GatewayClient {
             completion.context = record::clock_of(&answer["clock"]);
             context.token = answer["context"].as_str().map(str::to_string);
             context.clock = completion.context.clone();
+            context.from = id;
         } else if outcome == Outcome::Ok {
             // 404: no value; a write after it is blind.
             *context = KeyContext::default();

@@ -53,6 +53,8 @@ pub struct Completion {
     pub version: Option<ObservedVersion>,
     pub context: Option<Clock>,
     pub error: Option<String>,
+    /// Refused as malformed (see [`refused_as_malformed`]).
+    pub invalid: bool,
 }
 
 impl Recorder {
@@ -119,6 +121,7 @@ impl Recorder {
         op: OpKind,
         value: Option<&str>,
         context: Option<Clock>,
+        context_from: Option<u64>,
         level: &str,
         is_final: bool,
     ) -> u64 {
@@ -134,7 +137,7 @@ impl Recorder {
             level: Some(level.to_string()),
             r#final: is_final,
             overwrite: false,
-            context_from: None,
+            context_from,
         });
         id
     }
@@ -150,7 +153,7 @@ impl Recorder {
             version: completion.version,
             context: completion.context,
             error: completion.error,
-            invalid: false,
+            invalid: completion.invalid,
         });
     }
 
@@ -185,6 +188,13 @@ pub fn outcome_of(status: Option<u16>, body: &Value, op: OpKind) -> Outcome {
             None => Outcome::Fail,
         },
     }
+}
+
+/// Whether the gateway refused the request as malformed (`400`,
+/// `bad_request`): for a write whose key and value are valid, as the load
+/// generators' are, its context.
+pub fn refused_as_malformed(status: Option<u16>, body: &Value) -> bool {
+    status == Some(400) && body["error"] == "bad_request"
 }
 
 /// A version vector as the gateway prints it (`{"3": 2, "1.1": 1}`), in
@@ -309,7 +319,16 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("h.jsonl");
         let recorder = Recorder::create(&path, "test", Some(3), Some(5)).expect("create");
-        let id = recorder.invoke(1, "k", OpKind::Write, Some("c1-0"), None, "QUORUM", false);
+        let id = recorder.invoke(
+            1,
+            "k",
+            OpKind::Write,
+            Some("c1-0"),
+            None,
+            None,
+            "QUORUM",
+            false,
+        );
         recorder.complete(
             id,
             1,
@@ -323,7 +342,7 @@ mod tests {
                 ..Completion::default()
             },
         );
-        let pending = recorder.invoke(2, "k", OpKind::Read, None, None, "ONE", false);
+        let pending = recorder.invoke(2, "k", OpKind::Read, None, None, None, "ONE", false);
         recorder.finish().expect("flush");
         let text = std::fs::read_to_string(&path).expect("read");
         let history =

@@ -808,6 +808,24 @@ pub async fn recorded_bench(ctx: Ctx) -> Ctx {
         }
     }
     assert_eq!(final_keys.len(), 16, "4 clients × 4 keys read at the end");
+    // Each worker writes its keys with the token its last answer for the
+    // key handed out, and the history says where each came from, so a
+    // handed-out context refused as malformed would be judged.
+    let mut chained = 0;
+    for invoke in invokes.iter().filter(|i| i["op"] == "write") {
+        let Some(from) = invoke["context_from"].as_u64() else {
+            continue;
+        };
+        let source = invokes
+            .iter()
+            .find(|i| i["id"].as_u64() == Some(from))
+            .expect("context_from names a recorded operation");
+        assert_eq!(source["key"], invoke["key"], "{invoke}");
+        let handed_out = &completes.get(&from).expect("it completed")["context"];
+        assert_eq!(handed_out, &invoke["context"], "{invoke}");
+        chained += 1;
+    }
+    assert!(chained > 0, "no write sent a context an answer handed out");
 
     let check = std::process::Command::new(crate::quorumd())
         .arg("check")
@@ -832,6 +850,7 @@ pub async fn recorded_bench(ctx: Ctx) -> Ctx {
         "{report}"
     );
     assert!(report.contains(": none lost"), "{report}");
+    assert!(!report.contains("handed-out contexts refused"), "{report}");
     match check.status.code() {
         Some(0) => assert!(first.ends_with(", linearizable"), "{report}"),
         Some(1) => assert!(first.ends_with(", not linearizable"), "{report}"),

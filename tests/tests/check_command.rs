@@ -57,6 +57,22 @@ fn quorumd_check_gives_the_verdict_as_its_exit_code() {
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("1 stale read"), "{stdout}");
 
+    // A write refused as malformed for the context the write before it
+    // handed out: a bug whatever the faults, judged without ground truth.
+    let refused = history(
+        "refused-context.jsonl",
+        &format!(
+            "{WRITE}{}\n{}\n{}\n",
+            r#"{"type":"complete","id":1,"client":2,"time_us":30,"outcome":"ok","values":[{"value":"a","dot":{"node":1,"counter":1},"context":{}}],"context":{"1":1}}"#,
+            r#"{"type":"invoke","id":2,"client":2,"time_us":40,"key":"k","op":"write","value":"b","context":{"1":1},"context_from":1}"#,
+            r#"{"type":"complete","id":2,"client":2,"time_us":50,"outcome":"fail","error":"400 bad_request","invalid":true}"#
+        ),
+    );
+    let (code, stdout, _) = check(&[refused.to_str().expect("a UTF-8 path")]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("1 handed-out contexts refused"), "{stdout}");
+    assert!(stdout.contains("op 1's answer handed out"), "{stdout}");
+
     let (code, stdout, _) = check(&[fresh, "--budget", "1"]);
     assert_eq!(code, 3, "{stdout}");
     assert!(stdout.contains("undecided"), "{stdout}");
