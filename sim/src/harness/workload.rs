@@ -1,7 +1,8 @@
 //! Simulated clients: each issues reads, blind writes and read-then-write
-//! pairs (the write carries the context its read returned) with unique
-//! values, mostly on a few hot keys, recording every operation in the
-//! shared history.
+//! pairs (the write carries the context its read returned), which the
+//! mix may chain into further writes, each carrying the context the
+//! write before it was answered with, with unique values, mostly on a few
+//! hot keys, recording every operation in the shared history.
 use super::adversary::Adversary;
 use crate::history::{self, Event, ObservedVersion, OpKind, Outcome};
 use crate::scenario::{Levels, WorkloadMix};
