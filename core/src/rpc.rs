@@ -1726,6 +1726,50 @@ mod tests {
         shutdown.cancel();
     }
 
+    /// Answers every request after a short wait, so requests are still
+    /// being handled when their peer stops sending.
+    struct Unhurried;
+
+    #[async_trait]
+    impl Handler for Unhurried {
+        async fn handle(&self, _request: Request) -> Response {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Response::Pong { node: 3 }
+        }
+    }
+
+    /// A peer that shuts its sending half down after its requests (as
+    /// `nc -N` does) still gets an answer to every one of them before the
+    /// connection ends.
+    #[tokio::test]
+    async fn a_peer_that_stops_sending_still_gets_every_answer() {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(listener, Arc::new(Unhurried), shutdown.clone()));
+        let mut framed = Framed::new(TcpStream::connect(addr).await.unwrap(), codec());
+        for id in 1..=3 {
+            framed
+                .send(encode(id, &Request::Ping).unwrap())
+                .await
+                .unwrap();
+        }
+        framed.get_mut().shutdown().await.unwrap();
+        let mut answered = Vec::new();
+        while let Some(frame) = tokio::time::timeout(PATIENT, framed.next())
+            .await
+            .expect("the connection ends once every answer is sent")
+        {
+            let (id, response) = decode_response_frame(&frame.unwrap()).unwrap();
+            assert_eq!(response, Response::Pong { node: 3 });
+            answered.push(id);
+        }
+        answered.sort_unstable();
+        assert_eq!(answered, [1, 2, 3], "requests left unanswered");
+        shutdown.cancel();
+    }
+
     /// Answers `Fetch "slow"` never, everything else at once.
     struct SlowAndPing;
 
