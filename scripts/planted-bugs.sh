@@ -221,7 +221,7 @@ plant_test "the cache keeps the row version an update read" \
 # key already past a limit (limits lowered, or the union of what replicas
 # took while apart), a store's optimistic attempt that lost a race and
 # runs again, an apply past the replication bounds, a replay to a
-# replica that never answers.
+# replica that never answers, a peer that half-closes its connection.
 core_unit=(cargo test -p quorumlog-core --lib)
 plant_test "key limits refuse a write that leaves a key past its sibling limit but with fewer" \
     "25-limits-refuse-a-resolving-write.patch" \
@@ -245,6 +245,9 @@ plant_test "a replayed hint is removed although its replica never acknowledged i
     "31-hint-removed-unacknowledged.patch" \
     a_hint_is_removed_only_once_its_replica_acknowledged_it \
     cargo test -p quorumlog-core --test rpc_tokio
+plant_test "an RPC server ends a connection its peer stopped sending on without answering what is in flight" \
+    "33-server-ends-without-answering-what-is-in-flight.patch" \
+    a_peer_that_stops_sending_still_gets_every_answer "${core_unit[@]}"
 
 echo
 echo "caught $((planted - missed)) of $planted planted bugs (mutant 8 judged equivalent, tried with EQUIVALENT=1)"
