@@ -148,6 +148,20 @@ pub struct AvailabilityReport {
 /// Refusals listed in a report at most.
 const LISTED: usize = 10;
 
+impl Refusal {
+    /// The refused operation as reports name it: "op 7 (client 2, key k1,
+    /// at 0.268s)".
+    pub(crate) fn operation(&self) -> String {
+        format!(
+            "op {} (client {}, key {}, at {:.3}s)",
+            self.id,
+            self.client,
+            self.key,
+            self.invoke_us as f64 / 1e6
+        )
+    }
+}
+
 impl AvailabilityReport {
     pub fn is_ok(&self) -> bool {
         self.refused == 0
@@ -176,16 +190,7 @@ impl fmt::Display for AvailabilityReport {
             self.refused
         )?;
         for r in &self.refusals {
-            writeln!(
-                f,
-                "  op {} (client {}, key {}, at {:.3}s) answered {}: {}",
-                r.id,
-                r.client,
-                r.key,
-                r.invoke_us as f64 / 1e6,
-                r.answered,
-                r.why
-            )?;
+            writeln!(f, "  {} answered {}: {}", r.operation(), r.answered, r.why)?;
         }
         Ok(())
     }
@@ -289,8 +294,6 @@ pub fn check_availability(ops: &[OperationRef<'_>], truth: &GroundTruth) -> Avai
     report
 }
 
-/// The third rule: writes refused as malformed although they sent,
-/// unchanged, a context an earlier answer for their key handed out.
 /// The one rule of [`check_availability`] that needs no ground truth: a
 /// write refused as malformed for sending, unchanged, the context an
 /// earlier answer for its key handed out is a bug whatever the faults.
@@ -302,6 +305,8 @@ pub fn check_handed_out_contexts(ops: &[OperationRef<'_>]) -> AvailabilityReport
     report
 }
 
+/// The handed-out-context rule: writes refused as malformed although they
+/// sent, unchanged, a context an earlier answer for their key handed out.
 fn refused_handed_out_contexts(ops: &[OperationRef<'_>], report: &mut AvailabilityReport) {
     let refused: Vec<(&OperationRef<'_>, u64)> = ops
         .iter()

@@ -154,15 +154,7 @@ impl fmt::Display for CheckSummary {
                 self.refused_contexts.refused
             )?;
             for r in &self.refused_contexts.refusals {
-                writeln!(
-                    f,
-                    "  op {} (client {}, key {}, at {:.3}s): {}",
-                    r.id,
-                    r.client,
-                    r.key,
-                    r.invoke_us as f64 / 1e6,
-                    r.why
-                )?;
+                writeln!(f, "  {}: {}", r.operation(), r.why)?;
             }
         }
         writeln!(f, "{}", self.staleness)?;

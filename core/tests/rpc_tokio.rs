@@ -223,13 +223,7 @@ async fn replicas_that_missed_writes_get_them_from_hints_without_reads() {
     for _ in 0..50 {
         let mut left = 0;
         for store in &cluster.stores {
-            left += store
-                .hint_backlog()
-                .await
-                .unwrap()
-                .iter()
-                .map(|(_, b)| b.count)
-                .sum::<usize>();
+            left += hints_held(store).await;
         }
         if left == 0 {
             return;

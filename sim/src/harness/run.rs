@@ -380,10 +380,6 @@ fn contents(node: NodeId, stored: BTreeMap<String, Arc<Siblings>>) -> StoreConte
     contents
 }
 
-/// The liveness phase: with every fault healed and no client running,
-/// compare the stores (never through reads, which would repair) until
-/// every replica holds the same versions of every key, or
-/// [`LIVENESS_LIMIT`] passes.
 /// What every replica holds of the keys whose rows are not the same bytes
 /// on every disk: keys held alike agree, so these decide whether the
 /// replicas agree, as every key would.
@@ -392,6 +388,10 @@ fn unlike_contents(cluster: &SimCluster) -> Vec<StoreContents> {
     store_contents(cluster, |node| node.stored_among(&unlike))
 }
 
+/// The liveness phase: with every fault healed and no client running,
+/// compare the stores (never through reads, which would repair) until
+/// every replica holds the same versions of every key, or
+/// [`LIVENESS_LIMIT`] passes.
 async fn await_agreement(cluster: &SimCluster) -> ConvergenceReport {
     let healed = Instant::now();
     let limit_ms = LIVENESS_LIMIT.as_millis() as u64;
