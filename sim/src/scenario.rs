@@ -2,6 +2,7 @@
 //! consistency levels the clients use and the fault schedule. A
 //! `(scenario, seed)` pair replays a run exactly.
 pub use crate::fault::Fault;
+use quorumlog_core::anti_entropy::LEAF_ENTRIES;
 use quorumlog_core::{Consistency, CoordinatorConfig, KeyLimits, QuorumSpec, ReadRepair};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -62,6 +63,10 @@ fn only_differences(ours: serde_json::Value, standard: &serde_json::Value) -> se
 /// The RNG stream a swarm configuration is drawn from (the run's own
 /// streams are 1..=4, 100.. for clients and 1000.. for disks).
 const SWARM_STREAM: u64 = 7;
+
+/// Cold keys in the swarm seeds that draw many: from just past one leaf of
+/// the anti-entropy index to several of its inner nodes' worth.
+const MANY_COLD_KEYS: std::ops::RangeInclusive<usize> = LEAF_ENTRIES + 1..=200;
 
 /// Which faults the nemesis injects.
 #[derive(
@@ -734,6 +739,14 @@ impl Scenario {
         if rng.gen_bool(0.5) {
             scenario.mix.chain_percent = rng.gen_range(10..=80);
         }
+        // Drawn after everything else, so that adding it changed no other
+        // draw: a fifth of the seeds spread their cold writes over more
+        // keys than a leaf of the anti-entropy index holds, so that its
+        // comparisons go down through stored inner nodes (with 25 keys at
+        // most, a replica's whole index is one leaf, answered as entries).
+        if rng.gen_bool(0.2) {
+            scenario.cold_keys = rng.gen_range(MANY_COLD_KEYS);
+        }
         scenario
     }
 
@@ -1295,6 +1308,10 @@ mod tests {
         some("overwrites", count(&|s| s.overwrite));
         some("padded values", count(&|s| s.mix.value_padding > 0));
         some("chained writes", count(&|s| s.mix.chain_percent > 0));
+        some(
+            "more keys than an anti-entropy leaf holds",
+            count(&|s| s.hot_keys + s.cold_keys > LEAF_ENTRIES),
+        );
         for (family, _) in FaultMix::default().weights() {
             let on = count(&|s| {
                 s.fault_mix()
