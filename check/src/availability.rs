@@ -606,6 +606,114 @@ mod tests {
         assert_eq!(report.refusals[0].answered, "fail");
     }
 
+    /// QUORUM of five is three: with three nodes down, the two left
+    /// cannot make one.
+    #[test]
+    fn a_quorum_is_a_majority() {
+        let down = |node| Outage::Node {
+            node,
+            from_us: 1_000_000,
+            to_us: 2_000_000,
+        };
+        let truth = truth(vec![down(3), down(4), down(5)]);
+        let quorum = op(
+            1,
+            OpKind::Write,
+            "W=QUORUM",
+            Some(Outcome::Unavailable),
+            1_500_000,
+        );
+        let report = check_availability(&[quorum], &truth);
+        assert_eq!(report.judged_unavailable, 1);
+        assert!(report.is_ok(), "{report}");
+    }
+
+    /// A link cut one way cuts both ends off from each other: neither
+    /// coordinator gets its answers back from the other (a replica counts
+    /// as reached only both ways).
+    #[test]
+    fn a_link_cut_one_way_excuses_both_of_its_ends() {
+        let truth = GroundTruth {
+            n: 2,
+            ..truth(vec![Outage::Link {
+                from: 1,
+                to: 2,
+                from_us: 0,
+                to_us: u64::MAX,
+            }])
+        };
+        let all = op(
+            1,
+            OpKind::Write,
+            "W=ALL",
+            Some(Outcome::Unavailable),
+            1_000_000,
+        );
+        let report = check_availability(&[all], &truth);
+        assert_eq!(report.judged_unavailable, 1);
+        assert!(report.is_ok(), "{report}");
+    }
+
+    /// Once a key's final read has succeeded, a later attempt that failed
+    /// takes nothing back.
+    #[test]
+    fn a_final_read_that_succeeded_once_is_not_reported() {
+        let truth = truth(vec![Outage::Node {
+            node: 1,
+            from_us: 0,
+            to_us: 1,
+        }]);
+        let final_read = |id, outcome| OperationRef {
+            is_final: true,
+            ..op(id, OpKind::Read, "R=ALL", Some(outcome), 60_000_000 + id)
+        };
+        let ops = [final_read(1, Outcome::Ok), final_read(2, Outcome::Timeout)];
+        let report = check_availability(&ops, &truth);
+        assert!(report.is_ok(), "{report}");
+    }
+
+    /// Under faults only an `unavailable` answer is judged against what
+    /// was reachable: a timeout or a missing answer is what a fault
+    /// anywhere on the operation's path may cause, and only a run without
+    /// faults judges those.
+    #[test]
+    fn under_faults_only_unavailable_answers_are_judged() {
+        let truth = truth(vec![Outage::Node {
+            node: 1,
+            from_us: 0,
+            to_us: 1,
+        }]);
+        let ops = [
+            op(
+                1,
+                OpKind::Write,
+                "W=QUORUM",
+                Some(Outcome::Timeout),
+                60_000_000,
+            ),
+            op(2, OpKind::Read, "R=QUORUM", None, 60_000_000),
+        ];
+        let report = check_availability(&ops, &truth);
+        assert_eq!(report.judged_unavailable, 0);
+        assert!(report.is_ok(), "{report}");
+    }
+
+    /// An answer that handed out no context (a read of a key with no
+    /// version) gave the write that names it nothing to send: its refusal
+    /// is not the rule's.
+    #[test]
+    fn a_refusal_naming_an_answer_that_handed_out_no_context_is_not_judged() {
+        let read = op(1, OpKind::Read, "R=QUORUM", Some(Outcome::Ok), 0);
+        let refused = OperationRef {
+            context_from: Some(1),
+            invalid: true,
+            value: Some("v"),
+            ..op(2, OpKind::Write, "W=QUORUM", Some(Outcome::Fail), 10)
+        };
+        let report = check_handed_out_contexts(&[read, refused]);
+        assert!(report.is_ok(), "{report}");
+    }
+
     #[test]
     fn levels_the_judge_cannot_read_are_not_judged() {
         let truth = truth(vec![Outage::Node {

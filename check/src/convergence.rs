@@ -367,6 +367,29 @@ mod tests {
         assert_eq!(check_read_repair(&[not_final], &stores).keys_read, 0);
     }
 
+    /// Every replica must agree, not just some: two alike and a third
+    /// apart is a disagreement.
+    #[test]
+    fn one_replica_apart_from_the_rest_is_a_disagreement() {
+        let alike = |node| store(node, &[("k", vec![version("x", 1, 1)])]);
+        let apart = store(3, &[("k", vec![version("y", 2, 1)])]);
+        let stores = [alike(1), alike(2), apart];
+        assert!(any_disagreement(&stores));
+        let found = disagreements(&stores);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].held[&3], ["y@n2:1"]);
+    }
+
+    /// Another value under the same dot (a dot minted twice) is another
+    /// version.
+    #[test]
+    fn another_value_under_the_same_dot_is_not_agreement() {
+        let a = store(1, &[("k", vec![version("x", 1, 1)])]);
+        let b = store(2, &[("k", vec![version("y", 1, 1)])]);
+        assert!(any_disagreement(&[a.clone(), b.clone()]));
+        assert_eq!(disagreements(&[a, b]).len(), 1);
+    }
+
     #[test]
     fn same_value_under_another_dot_is_not_agreement() {
         let a = store(1, &[("k", vec![version("x", 1, 1)])]);

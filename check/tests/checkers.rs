@@ -1812,3 +1812,597 @@ fn a_history_with_a_handed_out_context_refused_as_malformed_fails_the_summary() 
         assert!(summary.refused_contexts.is_ok(), "{summary}");
     }
 }
+
+// ------------------------------------------------ boundaries and corners
+
+/// A write acknowledged in the very microsecond a read began is
+/// concurrent with it, so the read may miss it; acknowledged a
+/// microsecond earlier, it must be seen.
+#[test]
+fn a_read_must_see_only_the_writes_acknowledged_before_it_began() {
+    let history = |read_start: u64| {
+        Builder::default()
+            .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+            .read(2, "k", read_start, read_start + 10, vec![])
+            .build()
+    };
+    let touching = check_history(&history(10));
+    assert!(touching.is_strictly_ok(), "{touching}");
+    let after = check_staleness(&history(11));
+    assert_eq!(after.stale_reads, 1, "{after}");
+}
+
+/// A write invoked in the very microsecond a read returned is concurrent
+/// with it, so the read may return its value; invoked a microsecond
+/// later, the value is a phantom.
+#[test]
+fn a_read_may_return_a_write_invoked_as_it_returned() {
+    let history = |write_start: u64| {
+        Builder::default()
+            .read(2, "k", 0, 10, vec![ver("a", (1, 1), &[])])
+            .write(
+                1,
+                "k",
+                "a",
+                &[],
+                (1, 1),
+                write_start,
+                Some(write_start + 10),
+                Outcome::Ok,
+            )
+            .build()
+    };
+    let touching = check_history(&history(10));
+    assert!(touching.is_strictly_ok(), "{touching}");
+    let later = check_staleness(&history(11));
+    assert_eq!(later.phantom_reads, 1, "{later}");
+    assert_eq!(
+        later.phantom_examples[0].kind,
+        PhantomKind::WrittenAfterReadReturned
+    );
+}
+
+/// Siblings are judged pairwise, whichever of the two a read lists first.
+#[test]
+fn a_covered_sibling_is_reported_in_either_order() {
+    for covering_first in [false, true] {
+        let mut values = vec![ver("a", (1, 1), &[]), ver("b", (2, 1), &[(1, 1)])];
+        if covering_first {
+            values.reverse();
+        }
+        let history = Builder::default()
+            .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+            .write(1, "k", "b", &[(1, 1)], (2, 1), 20, Some(30), Outcome::Ok)
+            .read(2, "k", 40, 50, values)
+            .build();
+        let report = check_staleness(&history);
+        assert_eq!(report.sibling_violations, 1, "{report}");
+        let example = &report.sibling_examples[0];
+        assert_eq!(
+            (example.covered.as_str(), example.covering.as_str()),
+            ("a@n1:1", "b@n2:1")
+        );
+    }
+}
+
+/// A write whose outcome is unknown and whose version no read returned
+/// (`x`, whose client read `a` and sent {n1:1}) may have superseded `a`.
+/// It excuses a read that missed `a` only when the read may have seen
+/// `x`: the read covers a dot no known write has (`x`'s, perhaps), and
+/// `x` was invoked before the read returned.
+#[test]
+fn a_hidden_write_excuses_a_missed_write_only_if_the_read_may_have_seen_it() {
+    let history = |read_context: &[(u32, u64)], x_start: u64| {
+        let mut b = Builder::default();
+        b.write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+            .write(2, "k", "c", &[], (2, 1), 0, Some(10), Outcome::Ok)
+            .read(
+                5,
+                "k",
+                11,
+                12,
+                vec![ver("a", (1, 1), &[]), ver("c", (2, 1), &[])],
+            )
+            .write(2, "k", "b", &[(2, 1)], (2, 2), 14, Some(16), Outcome::Ok)
+            .write(
+                5,
+                "k",
+                "x",
+                &[(1, 1)],
+                (3, 1),
+                x_start,
+                None,
+                Outcome::Timeout,
+            )
+            .read(3, "k", 20, 30, vec![ver("b", (2, 2), read_context)]);
+        b.build()
+    };
+    // n3:1 is no known write's dot: x may be behind it.
+    let excused = check_staleness(&history(&[(2, 1), (3, 1)], 25));
+    assert!(excused.is_ok(), "{excused}");
+    // Invoked after the read returned: the read cannot have seen it.
+    let too_late = check_staleness(&history(&[(2, 1), (3, 1)], 31));
+    assert_eq!(too_late.stale_reads, 1, "{too_late}");
+    assert_eq!(
+        too_late.stale_examples[0].missed[0].value.as_deref(),
+        Some("a")
+    );
+    // The read covers only known dots: nothing hidden behind them.
+    let known_only = check_staleness(&history(&[(2, 1)], 25));
+    assert_eq!(known_only.stale_reads, 1, "{known_only}");
+    assert_eq!(
+        known_only.stale_examples[0].missed[0].value.as_deref(),
+        Some("a")
+    );
+}
+
+/// A write that certainly failed supersedes nothing, even when its
+/// failure reports a version and a later version's clock covers that
+/// version's dot: a read that missed what the failed write's client had
+/// read is stale.
+#[test]
+fn a_failed_write_does_not_carry_a_supersession_chain() {
+    let mut b = Builder::default();
+    b.write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(3, "k", "c", &[], (3, 1), 0, Some(10), Outcome::Ok)
+        .read(
+            2,
+            "k",
+            11,
+            12,
+            vec![ver("a", (1, 1), &[]), ver("c", (3, 1), &[])],
+        );
+    let x = b.invoke(
+        2,
+        "k",
+        OpKind::Write,
+        Some("x".into()),
+        Some(vv(&[(1, 1)])),
+        20,
+        false,
+    );
+    b.complete(
+        x,
+        2,
+        30,
+        Outcome::Unavailable,
+        Vec::new(),
+        Some(ver("x", (2, 1), &[(1, 1)])),
+    );
+    let history = b
+        .write_reporting(
+            3,
+            "k",
+            "d",
+            vv(&[(3, 1)]),
+            ver("d", (4, 1), &[(2, 1), (3, 1)]),
+            32,
+            35,
+            Outcome::Ok,
+        )
+        .read(4, "k", 40, 50, vec![ver("d", (4, 1), &[(2, 1), (3, 1)])])
+        .build();
+    let report = check_staleness(&history);
+    assert_eq!(report.stale_reads, 1, "{report}");
+    assert_eq!(
+        report.stale_examples[0].missed[0].value.as_deref(),
+        Some("a")
+    );
+}
+
+/// A returned version covers, through its writer's context, only what
+/// that writer's client had been answered with: x's client never saw a,
+/// so x's {n1:1} does not excuse a read that returned x (recorded without
+/// its clock) and missed a.
+#[test]
+fn a_returned_version_vouches_through_its_writer_only_for_what_that_client_saw() {
+    let history = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(3, "k", "x", &[(1, 1)], (2, 1), 20, Some(30), Outcome::Ok)
+        .read(
+            4,
+            "k",
+            40,
+            50,
+            vec![ObservedVersion {
+                value: "x".into(),
+                dot: Some(Dot::new(Actor::node(2), 1)),
+                context: None,
+            }],
+        )
+        // a's own client supersedes a, after the read: a context a client
+        // really sent, so the read is judged along the chains at all.
+        .write(1, "k", "y", &[(1, 1)], (3, 1), 60, Some(70), Outcome::Ok)
+        .build();
+    let report = check_staleness(&history);
+    assert_eq!(report.stale_reads, 1, "{report}");
+    assert_eq!(
+        report.stale_examples[0].missed[0].value.as_deref(),
+        Some("a")
+    );
+}
+
+/// Writes of a version's own value never supersede it, but a write of
+/// another value whose client sent a context covering it does: whichever
+/// order they were acknowledged in, and however many writes of the
+/// version's own value sent higher contexts.
+#[test]
+fn a_version_is_superseded_by_another_value_whatever_writes_of_its_own_value_sent() {
+    // Two writes of a's value, then b (whose coordinator ignored its
+    // context {n1:1}), all with the same counter for n1.
+    let two_of_its_own = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .read(2, "k", 11, 12, vec![ver("a", (1, 1), &[])])
+        .write(2, "k", "a", &[(1, 1)], (2, 1), 13, Some(14), Outcome::Ok)
+        .write(2, "k", "a", &[(1, 1)], (2, 2), 15, Some(16), Outcome::Ok)
+        .write_reporting(
+            1,
+            "k",
+            "b",
+            vv(&[(1, 1)]),
+            ver("b", (3, 1), &[]),
+            20,
+            30,
+            Outcome::Ok,
+        )
+        .read(
+            4,
+            "k",
+            40,
+            50,
+            vec![ver("a", (1, 1), &[]), ver("b", (3, 1), &[])],
+        )
+        .build();
+    let report = check_staleness(&two_of_its_own);
+    assert_eq!(report.superseded_returned, 1, "{report}");
+    assert_eq!(report.superseded_examples[0].superseded_by.id, 4);
+    // b first, then a write of a's value with a higher context.
+    let own_later = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(4, "k", "c", &[], (1, 2), 0, Some(10), Outcome::Ok)
+        .read(
+            2,
+            "k",
+            11,
+            12,
+            vec![ver("a", (1, 1), &[]), ver("c", (1, 2), &[])],
+        )
+        .write_reporting(
+            1,
+            "k",
+            "b",
+            vv(&[(1, 1)]),
+            ver("b", (3, 1), &[]),
+            13,
+            14,
+            Outcome::Ok,
+        )
+        .write(2, "k", "a", &[(1, 2)], (2, 1), 15, Some(16), Outcome::Ok)
+        .read(
+            5,
+            "k",
+            40,
+            50,
+            vec![ver("a", (1, 1), &[]), ver("b", (3, 1), &[])],
+        )
+        .build();
+    let report = check_staleness(&own_later);
+    assert_eq!(report.superseded_returned, 1, "{report}");
+    assert_eq!(report.superseded_examples[0].superseded_by.id, 3);
+}
+
+/// A read covers what any of its siblings' clocks covers, whichever
+/// sibling it lists first. (No client sent a context here, so only the
+/// clocks the read reports can cover a write.)
+#[test]
+fn a_read_covers_what_any_of_its_siblings_clocks_covers() {
+    for order in [[0, 1], [1, 0]] {
+        let siblings = [ver("c", (2, 1), &[(1, 2)]), ver("d", (3, 1), &[(1, 1)])];
+        let history = Builder::default()
+            .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+            .write(1, "k", "b", &[], (1, 2), 12, Some(14), Outcome::Ok)
+            .write_reporting(
+                2,
+                "k",
+                "c",
+                Clock::new(),
+                siblings[0].clone(),
+                16,
+                18,
+                Outcome::Ok,
+            )
+            .write_reporting(
+                3,
+                "k",
+                "d",
+                Clock::new(),
+                siblings[1].clone(),
+                16,
+                18,
+                Outcome::Ok,
+            )
+            .read(
+                4,
+                "k",
+                20,
+                30,
+                order.iter().map(|&i| siblings[i].clone()).collect(),
+            )
+            .build();
+        let report = check_staleness(&history);
+        assert!(report.is_ok(), "{order:?}: {report}");
+    }
+}
+
+/// A coordinator that restarted and counted from 1 again acknowledges b
+/// under n1:1, the dot of the timed-out a that b's client had read: b's
+/// own context covers b's own dot. That vouches for nothing: when b
+/// disappears, it is lost. Another client's write sending {n1:1} does
+/// vouch for it (dots are all the checker can go by), even when b was
+/// invoked first.
+#[test]
+fn a_write_acknowledged_under_a_dot_its_client_had_seen_is_vouched_for_only_by_others() {
+    let acknowledged_under_a_seen_dot = || {
+        let mut b = Builder::default();
+        b.write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Timeout)
+            .read(2, "k", 20, 30, vec![ver("a", (1, 1), &[])])
+            .read(3, "k", 20, 30, vec![ver("a", (1, 1), &[])])
+            .write(2, "k", "b", &[(1, 1)], (1, 1), 40, Some(50), Outcome::Ok);
+        b
+    };
+    let lost = acknowledged_under_a_seen_dot()
+        .final_read("k", 1_000, vec![ver("a", (1, 1), &[])])
+        .build();
+    let report = check_durability(&lost);
+    assert_eq!(report.lost_updates, 1, "{report}");
+    assert_eq!(report.lost[0].write.value.as_deref(), Some("b"));
+    let superseded = acknowledged_under_a_seen_dot()
+        .write(3, "k", "c", &[(1, 1)], (2, 1), 60, Some(70), Outcome::Ok)
+        .final_read("k", 1_000, vec![ver("c", (2, 1), &[(1, 1)])])
+        .build();
+    let report = check_durability(&superseded);
+    assert!(report.is_ok(), "{report}");
+}
+
+/// A staler answer (a lagging replica, at a weak level) does not make a
+/// client forget what an earlier answer told it: its write sending the
+/// newer context still supersedes what that context covers.
+#[test]
+fn a_client_keeps_what_it_was_answered_after_a_staler_answer() {
+    let history = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(1, "k", "b", &[(1, 1)], (1, 2), 12, Some(20), Outcome::Ok)
+        .read(2, "k", 30, 40, vec![ver("b", (1, 2), &[(1, 1)])])
+        .read(2, "k", 50, 60, vec![ver("a", (1, 1), &[])])
+        .write(2, "k", "c", &[(1, 2)], (2, 1), 70, Some(80), Outcome::Ok)
+        .final_read("k", 1_000, vec![ver("c", (2, 1), &[(1, 2)])])
+        .build();
+    let report = check_durability(&history);
+    assert!(report.is_ok(), "{report}");
+}
+
+/// Durability is judged on the last final read of a key that succeeded:
+/// a loss the retried final read shows is a loss, and a retry that failed
+/// (and returned nothing) loses nothing.
+#[test]
+fn durability_is_judged_on_the_last_final_read_that_succeeded() {
+    let both = || {
+        let mut b = Builder::default();
+        b.write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+            .write(2, "k", "b", &[], (2, 1), 20, Some(30), Outcome::Ok)
+            .final_read(
+                "k",
+                1_000,
+                vec![ver("a", (1, 1), &[]), ver("b", (2, 1), &[])],
+            );
+        b
+    };
+    let lost_later = both()
+        .final_read("k", 2_000, vec![ver("a", (1, 1), &[])])
+        .build();
+    let report = check_durability(&lost_later);
+    assert_eq!(report.lost_updates, 1, "{report}");
+    assert_eq!(report.lost[0].write.value.as_deref(), Some("b"));
+    let mut b = both();
+    let retry = b.invoke(0, "k", OpKind::Read, None, None, 2_000, true);
+    b.complete(retry, 0, 2_005, Outcome::Timeout, Vec::new(), None);
+    let report = check_durability(&b.build());
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.acknowledged_writes, 2);
+}
+
+/// An overwrite supersedes every sibling its coordinator held, so its
+/// answer may list no other version: not an earlier copy of its own
+/// value under another dot (a retry minted twice), nor another value
+/// under its own dot.
+#[test]
+fn an_overwrite_acknowledged_beside_a_version_sharing_its_value_or_dot_is_reported() {
+    for other in [ver("b", (1, 1), &[]), ver("a", (2, 1), &[])] {
+        let history = Builder::default()
+            .overwrite(
+                2,
+                "k",
+                "b",
+                ((2, 1), &[]),
+                vec![other.clone(), ver("b", (2, 1), &[])],
+                20,
+                30,
+            )
+            .build();
+        let report = check_durability(&history);
+        assert_eq!(report.misreported_writes, 1, "{other:?}: {report}");
+    }
+}
+
+/// Only an overwrite must be acknowledged alone: a blind write joins the
+/// siblings its coordinator holds, and its answer may list them.
+#[test]
+fn a_write_that_is_not_an_overwrite_may_be_acknowledged_beside_siblings() {
+    let mut b = Builder::default();
+    b.write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok);
+    let blind = b.invoke(
+        2,
+        "k",
+        OpKind::Write,
+        Some("b".into()),
+        Some(Clock::new()),
+        20,
+        false,
+    );
+    b.complete(
+        blind,
+        2,
+        30,
+        Outcome::Ok,
+        vec![ver("a", (1, 1), &[]), ver("b", (2, 1), &[])],
+        Some(ver("b", (2, 1), &[])),
+    );
+    let report = check_durability(&b.build());
+    assert_eq!(report.misreported_writes, 0, "{report}");
+}
+
+/// Without dots, the stores are judged in register order: a held value
+/// stands for the writes acknowledged before its own write was invoked,
+/// not for later ones.
+#[test]
+fn stores_without_dots_are_judged_in_register_order() {
+    use quorumlog_check::{check_stores, StoreContents};
+    let mut b = Builder::default();
+    b.op(1, OpKind::Write, Some("a".into()), 0, Some(10), Outcome::Ok)
+        .op(
+            2,
+            OpKind::Write,
+            Some("b".into()),
+            20,
+            Some(30),
+            Outcome::Ok,
+        );
+    let history = b.build();
+    let holding = |value: &str| {
+        let mut store = StoreContents::new(1);
+        store.insert(
+            "x",
+            vec![ObservedVersion {
+                value: value.into(),
+                dot: None,
+                context: None,
+            }],
+        );
+        [store]
+    };
+    let report = check_stores(&history, &holding("a"));
+    assert_eq!(report.missing_writes, 1, "{report}");
+    assert_eq!(report.missing[0].write.value.as_deref(), Some("b"));
+    let report = check_stores(&history, &holding("b"));
+    assert!(report.is_ok(), "{report}");
+    assert_eq!((report.held, report.superseded), (1, 1));
+}
+
+/// A write that timed out may still take effect after its client was
+/// told so: a read after the timeout may miss it and a later one see it.
+#[test]
+fn a_timed_out_write_may_take_effect_after_its_timeout() {
+    let mut b = Builder::default();
+    b.op(1, OpKind::Write, Some("1".into()), 0, Some(10), Outcome::Ok)
+        .op(
+            2,
+            OpKind::Write,
+            Some("2".into()),
+            20,
+            Some(30),
+            Outcome::Timeout,
+        )
+        .read1(3, Some("1"), 40, 50)
+        .read1(3, Some("2"), 60, 70);
+    let history = b.build();
+    let report = check_linearizability(&history, &Register, Budget::default());
+    assert_eq!(report.verdict, LinVerdict::Linearizable, "{report}");
+}
+
+/// A write whose context names only known dots (n1:1 is c's) replaces
+/// only those versions: a version of unknown dot (a write acknowledged
+/// without one) stays, and a read without it is not linearizable.
+#[test]
+fn a_context_naming_only_known_dots_keeps_the_versions_of_unknown_dot() {
+    let history = |returned: Vec<ObservedVersion>| {
+        let mut b = Builder::default();
+        b.op(1, OpKind::Write, Some("a".into()), 0, Some(10), Outcome::Ok)
+            .write(2, "x", "c", &[], (1, 1), 0, Some(10), Outcome::Ok)
+            .write(2, "x", "b", &[(1, 1)], (2, 1), 20, Some(30), Outcome::Ok)
+            .read(3, "x", 40, 50, returned);
+        b.build()
+    };
+    let verdict =
+        |h: &History| check_linearizability(h, &MultiValueRegister, Budget::default()).verdict;
+    let a = ObservedVersion {
+        value: "a".into(),
+        dot: None,
+        context: None,
+    };
+    let b = ver("b", (2, 1), &[(1, 1)]);
+    assert_eq!(
+        verdict(&history(vec![a, b.clone()])),
+        LinVerdict::Linearizable
+    );
+    assert_eq!(verdict(&history(vec![b])), LinVerdict::NotLinearizable);
+}
+
+/// A timed-out write whose value only a compare-and-set observed (as its
+/// expected value) may have applied: the cas that found it is explained.
+#[test]
+fn a_timed_out_write_a_cas_expected_may_have_applied() {
+    let mut b = Builder::default();
+    b.op(
+        1,
+        OpKind::Write,
+        Some("1".into()),
+        0,
+        Some(10),
+        Outcome::Timeout,
+    )
+    .op(
+        2,
+        OpKind::Cas,
+        Some(cas_value("1", "2")),
+        20,
+        Some(30),
+        Outcome::Ok,
+    )
+    .read1(3, Some("2"), 40, 50);
+    let report = check_linearizability(&b.build(), &CasRegister, Budget::default());
+    assert_eq!(report.verdict, LinVerdict::Linearizable, "{report}");
+}
+
+/// A read that reports a value nobody wrote, under the dot of a write of
+/// another value, is explained by no state of the multi-value register.
+#[test]
+fn a_value_never_written_under_a_written_dot_is_not_linearizable() {
+    let history = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .read(2, "k", 20, 30, vec![ver("zzz", (1, 1), &[])])
+        .build();
+    let report = check_linearizability(&history, &MultiValueRegister, Budget::default());
+    assert_eq!(report.verdict, LinVerdict::NotLinearizable, "{report}");
+}
+
+/// A history whose only fault is that it has no linearization (a new-old
+/// inversion, allowed by a regular register) fails the summary, and the
+/// command's verdict is "violated".
+#[test]
+fn a_history_that_is_only_not_linearizable_fails_the_summary() {
+    use quorumlog_check::file::Verdict;
+    let history = Builder::default()
+        .write(1, "k", "a", &[], (1, 1), 0, Some(10), Outcome::Ok)
+        .write(1, "k", "b", &[(1, 1)], (2, 1), 20, None, Outcome::Timeout)
+        .read(3, "k", 30, 40, vec![ver("b", (2, 1), &[(1, 1)])])
+        .read(4, "k", 50, 60, vec![ver("a", (1, 1), &[])])
+        .build();
+    let summary = check_history(&history);
+    assert!(
+        summary.staleness.is_ok() && summary.durability.is_ok(),
+        "{summary}"
+    );
+    assert_eq!(summary.linearizable, LinVerdict::NotLinearizable);
+    assert!(!summary.is_ok(), "{summary}");
+    assert_eq!(Verdict::of(&summary), Verdict::Violated);
+}
