@@ -144,6 +144,221 @@ pub fn broken(summary: &CheckSummary) -> Vec<Guarantee> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::{Actor, Clock, Dot, Event, History, ObservedVersion, OpKind, Outcome};
+    use crate::scenario::{FaultSchedule, Levels};
+    use quorumlog_core::Consistency;
+
+    /// Replicas a level asks of `n`, by this test's own arithmetic.
+    fn asked(level: Consistency, n: usize) -> usize {
+        match level {
+            Consistency::One => 1,
+            Consistency::Quorum => n / 2 + 1,
+            Consistency::All => n,
+            Consistency::Count(k) => k,
+        }
+    }
+
+    /// The standard levels under every fault schedule, and 500 swarm draws.
+    fn scenarios() -> Vec<Scenario> {
+        let mut all: Vec<Scenario> = (0..500).map(Scenario::swarm).collect();
+        let levels = [
+            Levels::same(Consistency::One),
+            Levels::same(Consistency::Quorum),
+            Levels::same(Consistency::All),
+            Levels::explicit(1, 5),
+            Levels::explicit(2, 2),
+        ];
+        for levels in levels {
+            for faults in FaultSchedule::EVERY {
+                for overwrite in [false, true] {
+                    let mut s = Scenario::standard(faults, levels);
+                    s.overwrite = overwrite;
+                    all.push(s);
+                }
+            }
+        }
+        all
+    }
+
+    /// What a configuration promises is the contract the verdicts judge
+    /// by: fresh reads where every read quorum meets every write quorum
+    /// (by one replica more when a disk may be lost, since a write seen
+    /// by one replica only may go with its disk), durability unless writes
+    /// overwrite or one replica alone may acknowledge a write and then
+    /// lose its disk, well-formed answers, bounded keys and availability
+    /// always, linearizability never.
+    #[test]
+    fn each_configuration_promises_what_its_quorums_can_keep() {
+        for s in scenarios() {
+            let n = s.nodes;
+            let read = (0..s.clients)
+                .map(|c| asked(s.levels_of(c).read, n))
+                .min()
+                .unwrap();
+            let write = (0..s.clients)
+                .map(|c| asked(s.levels_of(c).write, n))
+                .min()
+                .unwrap();
+            let lose_disks = s.may_lose_disks();
+            let label = s.to_json();
+            assert_eq!(
+                Guarantee::NoStaleReads.promised_by(&s),
+                read + write > n + usize::from(lose_disks),
+                "{label}"
+            );
+            assert_eq!(
+                Guarantee::NoLostUpdates.promised_by(&s),
+                !s.overwrite && (!lose_disks || write >= 2),
+                "{label}"
+            );
+            for always in [
+                Guarantee::WellFormedReads,
+                Guarantee::BoundedKeys,
+                Guarantee::Available,
+            ] {
+                assert!(always.promised_by(&s), "{always}: {label}");
+            }
+            assert!(!Guarantee::Linearizable.promised_by(&s), "{label}");
+        }
+    }
+
+    fn version(value: &str, node: u32, counter: u64, context: &[(u32, u64)]) -> ObservedVersion {
+        ObservedVersion {
+            value: value.into(),
+            dot: Some(Dot::new(Actor::node(node), counter)),
+            context: Some(context.iter().map(|&(n, c)| (Actor::node(n), c)).collect()),
+        }
+    }
+
+    /// One operation of a one-key history: `(client, kind, value sent,
+    /// context sent, start, end, what it answered)`, where a write answers
+    /// with the version it reports and a read with its siblings.
+    type Op<'a> = (
+        u32,
+        OpKind,
+        Option<&'a str>,
+        &'a [(u32, u64)],
+        u64,
+        u64,
+        Vec<ObservedVersion>,
+    );
+
+    /// A one-key history of `ops`, every one answered.
+    fn history(ops: &[Op<'_>]) -> History {
+        let mut history = History::default();
+        for (id, (client, op, value, context, start, end, answer)) in ops.iter().enumerate() {
+            let id = id as u64;
+            let context: Clock = context.iter().map(|&(n, c)| (Actor::node(n), c)).collect();
+            history.push(Event::Invoke {
+                id,
+                client: *client,
+                time_us: *start,
+                key: "k".into(),
+                op: *op,
+                value: value.map(str::to_string),
+                context: Some(context),
+                level: None,
+                r#final: false,
+                overwrite: false,
+                context_from: None,
+            });
+            let (values, version) = match op {
+                OpKind::Read => (answer.clone(), None),
+                _ => (Vec::new(), answer.first().cloned()),
+            };
+            history.push(Event::Complete {
+                id,
+                client: *client,
+                time_us: *end,
+                outcome: Outcome::Ok,
+                values,
+                version,
+                context: None,
+                error: None,
+                invalid: false,
+            });
+        }
+        history
+    }
+
+    fn broken_by(history: &History) -> Vec<Guarantee> {
+        broken(&crate::check::check_history(history))
+    }
+
+    /// A single stale read breaks fresh reads: a read that began after a
+    /// write was acknowledged and returned nothing.
+    #[test]
+    fn one_stale_read_breaks_fresh_reads() {
+        let a = version("a", 1, 1, &[]);
+        let stale = history(&[
+            (1, OpKind::Write, Some("a"), &[], 0, 10, vec![a.clone()]),
+            (2, OpKind::Read, None, &[], 20, 30, vec![]),
+            (2, OpKind::Read, None, &[], 40, 50, vec![a]),
+        ]);
+        assert!(broken_by(&stale).contains(&Guarantee::NoStaleReads));
+    }
+
+    /// A write acknowledged as another value than the one its client sent
+    /// is a malformed answer, whatever else the history shows.
+    #[test]
+    fn a_misreported_write_breaks_well_formed_answers() {
+        // No read: nothing but the write's own answer is malformed.
+        let misreported = history(&[(
+            1,
+            OpKind::Write,
+            Some("a"),
+            &[],
+            0,
+            10,
+            vec![version("b", 1, 1, &[])],
+        )]);
+        let summary = crate::check::check_history(&misreported);
+        assert!(summary.staleness.reads_are_well_formed(), "{summary}");
+        assert!(summary.misreported_writes > 0, "{summary}");
+        assert!(broken(&summary).contains(&Guarantee::WellFormedReads));
+    }
+
+    /// Two acknowledged writes reported under one dot: one of them cannot
+    /// be held apart from the other, so durability is broken even though
+    /// the final read returns a version under that dot.
+    #[test]
+    fn two_writes_acknowledged_under_one_dot_break_durability() {
+        let reused = history(&[
+            (
+                1,
+                OpKind::Write,
+                Some("a"),
+                &[],
+                0,
+                10,
+                vec![version("a", 1, 1, &[])],
+            ),
+            (
+                2,
+                OpKind::Write,
+                Some("b"),
+                &[],
+                0,
+                10,
+                vec![version("b", 1, 1, &[])],
+            ),
+            (
+                3,
+                OpKind::Read,
+                None,
+                &[],
+                20,
+                30,
+                vec![version("a", 1, 1, &[])],
+            ),
+        ]);
+        let summary = crate::check::check_history(&reused);
+        assert!(summary.reused_dots > 0, "{summary}");
+        assert!(
+            broken(&summary).contains(&Guarantee::NoLostUpdates),
+            "{summary}"
+        );
+    }
 
     #[test]
     fn keys_are_the_serde_names_and_parse_back() {
