@@ -42,7 +42,7 @@ planted=0
 plant() {
     local name=$1 patches=$2
     shift 2
-    (cd "$tree" && git checkout -q -- core check)
+    (cd "$tree" && git checkout -q -- core check sim)
     for p in $patches; do
         (cd "$tree" && git apply "$root/scripts/planted-bugs/$p")
     done
@@ -100,7 +100,7 @@ plant_test() {
     # given (core's unit tests, its tests on real TCP).
     local command=("$@")
     [[ ${#command[@]} -gt 0 ]] || command=(cargo simtest --lib)
-    (cd "$tree" && git checkout -q -- core check)
+    (cd "$tree" && git checkout -q -- core check sim)
     for p in $patches; do
         (cd "$tree" && git apply "$root/scripts/planted-bugs/$p")
     done
@@ -126,7 +126,7 @@ equivalent() {
     local name=$1 patches=$2
     shift 2
     [[ "$equivalent" == 1 ]] || return 0
-    (cd "$tree" && git checkout -q -- core check)
+    (cd "$tree" && git checkout -q -- core check sim)
     for p in $patches; do
         (cd "$tree" && git apply "$root/scripts/planted-bugs/$p")
     done
@@ -149,7 +149,7 @@ equivalent_test() {
     local name=$1 patches=$2
     shift 2
     [[ "$equivalent" == 1 ]] || return 0
-    (cd "$tree" && git checkout -q -- core check)
+    (cd "$tree" && git checkout -q -- core check sim)
     for p in $patches; do
         (cd "$tree" && git apply "$root/scripts/planted-bugs/$p")
     done
@@ -269,6 +269,44 @@ plant_test "an RPC server ends a connection its peer stopped sending on without 
     "33-server-ends-without-answering-what-is-in-flight.patch" \
     a_peer_that_stops_sending_still_gets_every_answer "${core_unit[@]}"
 
+
+# One-line mutants of what the simulator promises and of how a history's
+# findings become broken guarantees: a judge that promises less, or counts
+# less as broken, hides every bug behind it. Each is judged by the
+# simulator's own tests (its unit tests, or the sweeps of its suite).
+plant_test "no configuration promises fresh reads" \
+    "sim-01-promise-no-fresh-reads.patch" \
+    guarantee::tests::each_configuration_promises_what_its_quorums_can_keep
+plant_test "no configuration promises durability" \
+    "sim-02-promise-no-durability.patch" \
+    lost_disks_lose_no_write_acknowledged_by_two_replicas_over_500_seeds cargo simtest --test simulation
+plant_test "no configuration promises convergence" \
+    "sim-03-promise-no-convergence.patch" \
+    hints_alone_converge_after_network_faults cargo simtest --test simulation
+plant_test "no configuration promises read repair" \
+    "sim-04-promise-no-read-repair.patch" \
+    read_repair_alone_brings_every_key_read_at_all_to_agreement cargo simtest --test simulation
+plant_test "availability is not promised" \
+    "sim-05-promise-no-availability.patch" \
+    guarantee::tests::each_configuration_promises_what_its_quorums_can_keep
+plant_test "one stale read breaks no guarantee" \
+    "sim-06-broken-one-stale-read-free.patch" \
+    guarantee::tests::one_stale_read_breaks_fresh_reads
+plant_test "writes acknowledged under one dot break no guarantee" \
+    "sim-07-broken-ignores-durability-report.patch" \
+    guarantee::tests::two_writes_acknowledged_under_one_dot_break_durability
+plant_test "a misreported write breaks no guarantee" \
+    "sim-08-broken-ignores-misreported.patch" \
+    guarantee::tests::a_misreported_write_breaks_well_formed_answers
+plant_test "fresh reads with disks lost promised only two replicas past N" \
+    "sim-09-fresh-reads-with-disk-loss-stricter.patch" \
+    guarantee::tests::each_configuration_promises_what_its_quorums_can_keep
+plant_test "durability with disks lost promised only to writes of three replicas" \
+    "sim-10-durability-needs-three.patch" \
+    guarantee::tests::each_configuration_promises_what_its_quorums_can_keep
+plant_test "anti-entropy promises no convergence" \
+    "sim-11-convergence-only-by-hints.patch" \
+    scenario::tests::hints_alone_promise_convergence_only_where_no_hint_can_be_lost
 
 # One-line mutants of the checkers, each judged by the checkers' own tests
 # over histories built by hand: the judges are judged too, since a checker
