@@ -1815,6 +1815,17 @@ fn a_history_with_a_handed_out_context_refused_as_malformed_fails_the_summary() 
 
 // ------------------------------------------------ boundaries and corners
 
+/// `report` found exactly one stale read, and the write it missed first
+/// is the one of `value`.
+fn assert_one_stale_read_missing(report: &quorumlog_check::StalenessReport, value: &str) {
+    assert_eq!(report.stale_reads, 1, "{report}");
+    assert_eq!(
+        report.stale_examples[0].missed[0].value.as_deref(),
+        Some(value),
+        "{report}"
+    );
+}
+
 /// A write acknowledged in the very microsecond a read began is
 /// concurrent with it, so the read may miss it; acknowledged a
 /// microsecond earlier, it must be seen.
@@ -1922,18 +1933,10 @@ fn a_hidden_write_excuses_a_missed_write_only_if_the_read_may_have_seen_it() {
     assert!(excused.is_ok(), "{excused}");
     // Invoked after the read returned: the read cannot have seen it.
     let too_late = check_staleness(&history(&[(2, 1), (3, 1)], 31));
-    assert_eq!(too_late.stale_reads, 1, "{too_late}");
-    assert_eq!(
-        too_late.stale_examples[0].missed[0].value.as_deref(),
-        Some("a")
-    );
+    assert_one_stale_read_missing(&too_late, "a");
     // The read covers only known dots: nothing hidden behind them.
     let known_only = check_staleness(&history(&[(2, 1)], 25));
-    assert_eq!(known_only.stale_reads, 1, "{known_only}");
-    assert_eq!(
-        known_only.stale_examples[0].missed[0].value.as_deref(),
-        Some("a")
-    );
+    assert_one_stale_read_missing(&known_only, "a");
 }
 
 /// A write that certainly failed supersedes nothing, even when its
@@ -1983,11 +1986,7 @@ fn a_failed_write_does_not_carry_a_supersession_chain() {
         .read(4, "k", 40, 50, vec![ver("d", (4, 1), &[(2, 1), (3, 1)])])
         .build();
     let report = check_staleness(&history);
-    assert_eq!(report.stale_reads, 1, "{report}");
-    assert_eq!(
-        report.stale_examples[0].missed[0].value.as_deref(),
-        Some("a")
-    );
+    assert_one_stale_read_missing(&report, "a");
 }
 
 /// A returned version covers, through its writer's context, only what
@@ -2015,11 +2014,7 @@ fn a_returned_version_vouches_through_its_writer_only_for_what_that_client_saw()
         .write(1, "k", "y", &[(1, 1)], (3, 1), 60, Some(70), Outcome::Ok)
         .build();
     let report = check_staleness(&history);
-    assert_eq!(report.stale_reads, 1, "{report}");
-    assert_eq!(
-        report.stale_examples[0].missed[0].value.as_deref(),
-        Some("a")
-    );
+    assert_one_stale_read_missing(&report, "a");
 }
 
 /// Writes of a version's own value never supersede it, but a write of
