@@ -38,14 +38,19 @@ trap cleanup EXIT
 
 missed=0
 planted=0
+# The scratch tree as HEAD has it, then each patch of `$1` (a list) applied.
+plant_patches() {
+    (cd "$tree" && git checkout -q -- core check sim)
+    local p
+    for p in $1; do
+        (cd "$tree" && git apply "$root/scripts/planted-bugs/$p")
+    done
+}
 # name | patches (applied in order) | scenario
 plant() {
     local name=$1 patches=$2
     shift 2
-    (cd "$tree" && git checkout -q -- core check sim)
-    for p in $patches; do
-        (cd "$tree" && git apply "$root/scripts/planted-bugs/$p")
-    done
+    plant_patches "$patches"
     printf '\n==> %s (%s): cargo sim run %s --seeds %s\n' "$name" "$patches" "$*" "$seeds"
     local out
     out=$(cd "$tree" && cargo sim run "$@" --seeds "$seeds" 2>&1) || true
@@ -100,10 +105,7 @@ plant_test() {
     # given (core's unit tests, its tests on real TCP).
     local command=("$@")
     [[ ${#command[@]} -gt 0 ]] || command=(cargo simtest --lib)
-    (cd "$tree" && git checkout -q -- core check sim)
-    for p in $patches; do
-        (cd "$tree" && git apply "$root/scripts/planted-bugs/$p")
-    done
+    plant_patches "$patches"
     printf '\n==> %s (%s): %s -- %s\n' "$name" "$patches" "${command[*]}" "$test"
     planted=$((planted + 1))
     local out
@@ -126,10 +128,7 @@ equivalent() {
     local name=$1 patches=$2
     shift 2
     [[ "$equivalent" == 1 ]] || return 0
-    (cd "$tree" && git checkout -q -- core check sim)
-    for p in $patches; do
-        (cd "$tree" && git apply "$root/scripts/planted-bugs/$p")
-    done
+    plant_patches "$patches"
     printf '\n==> judged equivalent: %s (%s): cargo sim run %s --seeds %s, then swarm %s\n' \
         "$name" "$patches" "$*" "$seeds" "$swarm_seeds"
     local out
@@ -149,10 +148,7 @@ equivalent_test() {
     local name=$1 patches=$2
     shift 2
     [[ "$equivalent" == 1 ]] || return 0
-    (cd "$tree" && git checkout -q -- core check sim)
-    for p in $patches; do
-        (cd "$tree" && git apply "$root/scripts/planted-bugs/$p")
-    done
+    plant_patches "$patches"
     printf '\n==> judged equivalent: %s (%s): %s\n' "$name" "$patches" "$*"
     if (cd "$tree" && "$@" -q >/dev/null 2>&1); then
         echo "unnoticed, as judged"

@@ -222,11 +222,16 @@ mod tests {
         }
     }
 
+    /// A clock over incarnation-0 actors: `[(node, counter)]`.
+    fn clock(entries: &[(u32, u64)]) -> Clock {
+        entries.iter().map(|&(n, c)| (Actor::node(n), c)).collect()
+    }
+
     fn version(value: &str, node: u32, counter: u64, context: &[(u32, u64)]) -> ObservedVersion {
         ObservedVersion {
             value: value.into(),
             dot: Some(Dot::new(Actor::node(node), counter)),
-            context: Some(context.iter().map(|&(n, c)| (Actor::node(n), c)).collect()),
+            context: Some(clock(context)),
         }
     }
 
@@ -248,7 +253,6 @@ mod tests {
         let mut history = History::default();
         for (id, (client, op, value, context, start, end, answer)) in ops.iter().enumerate() {
             let id = id as u64;
-            let context: Clock = context.iter().map(|&(n, c)| (Actor::node(n), c)).collect();
             history.push(Event::Invoke {
                 id,
                 client: *client,
@@ -256,7 +260,7 @@ mod tests {
                 key: "k".into(),
                 op: *op,
                 value: value.map(str::to_string),
-                context: Some(context),
+                context: Some(clock(context)),
                 level: None,
                 r#final: false,
                 overwrite: false,
@@ -281,10 +285,6 @@ mod tests {
         history
     }
 
-    fn broken_by(history: &History) -> Vec<Guarantee> {
-        broken(&crate::check::check_history(history))
-    }
-
     /// A single stale read breaks fresh reads: a read that began after a
     /// write was acknowledged and returned nothing.
     #[test]
@@ -295,7 +295,11 @@ mod tests {
             (2, OpKind::Read, None, &[], 20, 30, vec![]),
             (2, OpKind::Read, None, &[], 40, 50, vec![a]),
         ]);
-        assert!(broken_by(&stale).contains(&Guarantee::NoStaleReads));
+        let summary = crate::check::check_history(&stale);
+        assert!(
+            broken(&summary).contains(&Guarantee::NoStaleReads),
+            "{summary}"
+        );
     }
 
     /// A write acknowledged as another value than the one its client sent
