@@ -303,6 +303,25 @@ plant_test "durability with disks lost promised only to writes of three replicas
 plant_test "anti-entropy promises no convergence" \
     "sim-11-convergence-only-by-hints.patch" \
     scenario::tests::hints_alone_promise_convergence_only_where_no_hint_can_be_lost
+# What a run adds to its history's verdict, judged on reports built by hand.
+plant_test "an acknowledged write on no store breaks no guarantee" \
+    "sim-12-run-ignores-stores.patch" \
+    guarantee::tests::an_acknowledged_write_on_no_store_breaks_durability
+plant_test "one key past its limits breaks no guarantee" \
+    "sim-13-run-one-key-over-limits-free.patch" \
+    guarantee::tests::one_key_past_its_limits_breaks_bounded_keys
+plant_test "replicas apart after the heal break no guarantee" \
+    "sim-14-run-ignores-convergence.patch" \
+    guarantee::tests::replicas_apart_after_the_heal_break_convergence
+plant_test "read repair is judged broken where it does not run" \
+    "sim-15-run-judges-read-repair-where-it-is-not.patch" \
+    guarantee::tests::replicas_a_read_left_apart_break_read_repair_where_it_is_judged
+plant_test "a refusal while reachable breaks no guarantee" \
+    "sim-16-run-ignores-availability.patch" \
+    guarantee::tests::one_refusal_while_reachable_breaks_availability
+plant_test "durability broken by the history and the stores is listed twice" \
+    "sim-17-run-lists-durability-twice.patch" \
+    guarantee::tests::what_a_run_found_joins_what_its_history_broke
 
 # One-line mutants of the checkers, each judged by the checkers' own tests
 # over histories built by hand: the judges are judged too, since a checker

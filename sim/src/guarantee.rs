@@ -1,6 +1,8 @@
 //! The guarantees a history can keep or break, and which of them a
 //! configuration promises.
-use crate::check::{CheckSummary, LinVerdict};
+use crate::check::{
+    AvailabilityReport, CheckSummary, ConvergenceReport, LinVerdict, RepairReport, StoreReport,
+};
 use crate::scenario::Scenario;
 use serde::Serialize;
 use std::fmt;
@@ -138,6 +140,48 @@ pub fn broken(summary: &CheckSummary) -> Vec<Guarantee> {
     if summary.linearizable == LinVerdict::NotLinearizable {
         broken.push(Guarantee::Linearizable);
     }
+    broken
+}
+
+/// What a run found beyond its history, each by its own checker.
+#[derive(Debug, Clone, Copy)]
+pub struct RunFindings<'a> {
+    /// Acknowledged writes against what the replicas' stores hold.
+    pub stores: &'a StoreReport,
+    /// Keys some replica held past the limits.
+    pub keys_over_limits: usize,
+    /// Agreement after the heal.
+    pub convergence: &'a ConvergenceReport,
+    /// What the final reads at ALL left behind; `None` where read repair
+    /// is not judged (it does not run).
+    pub read_repair: Option<&'a RepairReport>,
+    /// Refusals judged against who was really reachable.
+    pub availability: &'a AvailabilityReport,
+}
+
+/// Which guarantees a run broke, in order: its history's ([`broken`]) and
+/// those only the run itself shows (the stores, the keys' sizes, the
+/// replicas after the heal, the nemesis's ground truth).
+pub fn broken_by_run(summary: &CheckSummary, run: &RunFindings<'_>) -> Vec<Guarantee> {
+    let mut broken = broken(summary);
+    // An acknowledged write no store holds is lost, whatever the final
+    // reads returned.
+    if !run.stores.is_ok() && !broken.contains(&Guarantee::NoLostUpdates) {
+        broken.push(Guarantee::NoLostUpdates);
+    }
+    if run.keys_over_limits > 0 {
+        broken.push(Guarantee::BoundedKeys);
+    }
+    if !run.convergence.is_ok() {
+        broken.push(Guarantee::Converges);
+    }
+    if run.read_repair.is_some_and(|report| !report.is_ok()) {
+        broken.push(Guarantee::ReadRepairs);
+    }
+    if !run.availability.is_ok() {
+        broken.push(Guarantee::Available);
+    }
+    broken.sort();
     broken
 }
 
@@ -361,6 +405,193 @@ mod tests {
         assert!(
             broken(&summary).contains(&Guarantee::NoLostUpdates),
             "{summary}"
+        );
+    }
+
+    /// A run that found nothing beyond its history: every report clean.
+    struct CleanRun {
+        stores: StoreReport,
+        convergence: ConvergenceReport,
+        read_repair: RepairReport,
+        availability: AvailabilityReport,
+    }
+
+    impl CleanRun {
+        fn new() -> Self {
+            CleanRun {
+                stores: StoreReport {
+                    replicas: 5,
+                    acknowledged_writes: 1,
+                    held: 1,
+                    ..StoreReport::default()
+                },
+                convergence: ConvergenceReport {
+                    converged_after_ms: Some(300),
+                    limit_ms: 20_000,
+                    ..ConvergenceReport::default()
+                },
+                read_repair: RepairReport {
+                    keys_read: 1,
+                    ..RepairReport::default()
+                },
+                availability: AvailabilityReport::default(),
+            }
+        }
+
+        fn findings(&self) -> RunFindings<'_> {
+            RunFindings {
+                stores: &self.stores,
+                keys_over_limits: 0,
+                convergence: &self.convergence,
+                read_repair: Some(&self.read_repair),
+                availability: &self.availability,
+            }
+        }
+    }
+
+    /// The summary of a history that kept every guarantee.
+    fn clean_summary() -> CheckSummary {
+        let a = version("a", 1, 1, &[]);
+        let summary = crate::check::check_history(&history(&[
+            (1, OpKind::Write, Some("a"), &[], 0, 10, vec![a.clone()]),
+            (2, OpKind::Read, None, &[], 20, 30, vec![a]),
+        ]));
+        assert!(broken(&summary).is_empty(), "{summary}");
+        summary
+    }
+
+    #[test]
+    fn a_run_that_found_nothing_breaks_nothing() {
+        let run = CleanRun::new();
+        assert_eq!(broken_by_run(&clean_summary(), &run.findings()), []);
+    }
+
+    /// An acknowledged write that no replica's store holds is lost, even
+    /// when every read of the history looked right.
+    #[test]
+    fn an_acknowledged_write_on_no_store_breaks_durability() {
+        let mut run = CleanRun::new();
+        run.stores.held = 0;
+        run.stores.missing_writes = 1;
+        assert_eq!(
+            broken_by_run(&clean_summary(), &run.findings()),
+            [Guarantee::NoLostUpdates]
+        );
+    }
+
+    #[test]
+    fn one_key_past_its_limits_breaks_bounded_keys() {
+        let run = CleanRun::new();
+        let findings = RunFindings {
+            keys_over_limits: 1,
+            ..run.findings()
+        };
+        assert_eq!(
+            broken_by_run(&clean_summary(), &findings),
+            [Guarantee::BoundedKeys]
+        );
+    }
+
+    #[test]
+    fn replicas_apart_after_the_heal_break_convergence() {
+        let mut run = CleanRun::new();
+        run.convergence.converged_after_ms = None;
+        run.convergence.keys_differing = 1;
+        assert_eq!(
+            broken_by_run(&clean_summary(), &run.findings()),
+            [Guarantee::Converges]
+        );
+    }
+
+    /// Replicas a final read at ALL left apart break read repair where it
+    /// is judged; where it is not (no report), nothing is broken.
+    #[test]
+    fn replicas_a_read_left_apart_break_read_repair_where_it_is_judged() {
+        let mut run = CleanRun::new();
+        run.read_repair.keys_differing = 1;
+        assert_eq!(
+            broken_by_run(&clean_summary(), &run.findings()),
+            [Guarantee::ReadRepairs]
+        );
+        let unjudged = RunFindings {
+            read_repair: None,
+            ..run.findings()
+        };
+        assert_eq!(broken_by_run(&clean_summary(), &unjudged), []);
+    }
+
+    #[test]
+    fn one_refusal_while_reachable_breaks_availability() {
+        let mut run = CleanRun::new();
+        run.availability.refused = 1;
+        assert_eq!(
+            broken_by_run(&clean_summary(), &run.findings()),
+            [Guarantee::Available]
+        );
+    }
+
+    /// What the history broke stays broken, beside what the run found,
+    /// each once and in order.
+    #[test]
+    fn what_a_run_found_joins_what_its_history_broke() {
+        let a = version("a", 1, 1, &[]);
+        let stale = crate::check::check_history(&history(&[
+            (1, OpKind::Write, Some("a"), &[], 0, 10, vec![a.clone()]),
+            (2, OpKind::Read, None, &[], 20, 30, vec![]),
+            (2, OpKind::Read, None, &[], 40, 50, vec![a]),
+        ]));
+        let mut run = CleanRun::new();
+        run.stores.missing_writes = 1;
+        run.availability.refused = 2;
+        let findings = RunFindings {
+            keys_over_limits: 3,
+            ..run.findings()
+        };
+        // (A read that missed an acknowledged write is not linearizable
+        // either.)
+        assert_eq!(
+            broken_by_run(&stale, &findings),
+            [
+                Guarantee::NoStaleReads,
+                Guarantee::NoLostUpdates,
+                Guarantee::Linearizable,
+                Guarantee::BoundedKeys,
+                Guarantee::Available
+            ]
+        );
+        // Durability broken by the history and by the stores: listed once.
+        let reused = crate::check::check_history(&history(&[
+            (
+                1,
+                OpKind::Write,
+                Some("a"),
+                &[],
+                0,
+                10,
+                vec![version("a", 1, 1, &[])],
+            ),
+            (
+                2,
+                OpKind::Write,
+                Some("b"),
+                &[],
+                0,
+                10,
+                vec![version("b", 1, 1, &[])],
+            ),
+        ]));
+        assert!(
+            broken(&reused).contains(&Guarantee::NoLostUpdates),
+            "{reused}"
+        );
+        let durability = broken_by_run(&reused, &run.findings());
+        assert_eq!(
+            durability
+                .iter()
+                .filter(|g| **g == Guarantee::NoLostUpdates)
+                .count(),
+            1,
+            "{durability:?}"
         );
     }
 

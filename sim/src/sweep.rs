@@ -5,6 +5,7 @@ use crate::check::{
     CheckSummary, ConvergenceReport, RepairReport, StoreReport,
 };
 pub use crate::guarantee::{broken, Guarantee};
+use crate::guarantee::{broken_by_run, RunFindings};
 use crate::harness::disk::DiskStats;
 use crate::harness::{run_seed, RunStats};
 use crate::history::History;
@@ -67,29 +68,22 @@ pub fn run_and_check(scenario: &Scenario, seed: u64) -> SeedOutcome {
     // Paired once, borrowed by every checker.
     let ops = run.history.operation_refs();
     let (summary, stores) = check_history_and_stores_ops(&ops, &run.stores);
-    let mut broken = broken(&summary);
-    if !stores.is_ok() && !broken.contains(&Guarantee::NoLostUpdates) {
-        broken.push(Guarantee::NoLostUpdates);
-    }
-    if run.stats.keys_over_limits > 0 {
-        broken.push(Guarantee::BoundedKeys);
-    }
-    if !run.convergence.is_ok() {
-        broken.push(Guarantee::Converges);
-    }
     // Judged only where read repair runs: without it, nothing makes a
     // read leave the replicas agreeing.
     let read_repair = scenario
         .promises_read_repair()
         .then(|| check_read_repair(&ops, &run.stores));
-    if read_repair.as_ref().is_some_and(|r| !r.is_ok()) {
-        broken.push(Guarantee::ReadRepairs);
-    }
     let availability = check_availability(&ops, &run.ground_truth);
-    if !availability.is_ok() {
-        broken.push(Guarantee::Available);
-    }
-    broken.sort();
+    let broken = broken_by_run(
+        &summary,
+        &RunFindings {
+            stores: &stores,
+            keys_over_limits: run.stats.keys_over_limits,
+            convergence: &run.convergence,
+            read_repair: read_repair.as_ref(),
+            availability: &availability,
+        },
+    );
     let latencies_us = ops
         .iter()
         .filter(|op| op.is_ok() && !op.is_final)
