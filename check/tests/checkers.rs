@@ -2401,3 +2401,28 @@ fn a_history_that_is_only_not_linearizable_fails_the_summary() {
     assert!(!summary.is_ok(), "{summary}");
     assert_eq!(Verdict::of(&summary), Verdict::Violated);
 }
+
+/// Outside the cas-register model a cas whose compare failed is taken as
+/// no effect, like one that failed outright: the register and key/value
+/// models drop it rather than give up on a key for an operation they do
+/// not model.
+#[test]
+fn a_cas_that_observed_a_mismatch_is_dropped_by_the_models_without_cas() {
+    let mut b = Builder::default();
+    b.op(1, OpKind::Write, Some("0".into()), 0, Some(10), Outcome::Ok)
+        .op(
+            2,
+            OpKind::Cas,
+            Some(cas_value("0", "1")),
+            20,
+            Some(30),
+            Outcome::Mismatch,
+        )
+        .read1(3, Some("0"), 40, 50);
+    let history = b.build();
+    let register = check_linearizability(&history, &Register, Budget::default());
+    assert_eq!(register.verdict, LinVerdict::Linearizable, "{register}");
+    assert_eq!(register.operations, 2, "{register}");
+    let kv = check_linearizability(&history, &KeyValue, Budget::default());
+    assert_eq!(kv.verdict, LinVerdict::Linearizable, "{kv}");
+}

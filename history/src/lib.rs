@@ -695,7 +695,8 @@ impl History {
     pub fn read_jsonl(input: impl BufRead) -> Result<Self, HistoryError> {
         let mut history = History::new();
         let mut open: BTreeMap<u64, (u32, OpKind)> = BTreeMap::new();
-        let mut seen: std::collections::BTreeSet<u64> = Default::default();
+        // Every operation invoked so far, with its key.
+        let mut seen: BTreeMap<u64, String> = BTreeMap::new();
         for (index, line) in input.lines().enumerate() {
             let number = index + 1;
             let line = line?;
@@ -706,6 +707,14 @@ impl History {
                 serde_json::from_str(&line).map_err(|e| line_error(number, e.to_string()))?;
             match &event {
                 Event::Header { format, .. } => {
+                    // A header anywhere else is two histories run together
+                    // (or one appended to): which run would it describe?
+                    if !history.events.is_empty() {
+                        return Err(line_error(
+                            number,
+                            "a header may only be the first event of a history (is this two histories joined?)",
+                        ));
+                    }
                     if !READABLE_FORMATS.contains(format) {
                         return Err(line_error(
                             number,
@@ -713,16 +722,25 @@ impl History {
                         ));
                     }
                 }
-                Event::Invoke { id, client, op, value, context_from, .. } => {
+                Event::Invoke { id, client, key, op, value, context_from, .. } => {
                     if let Some(from) = context_from {
-                        if !seen.contains(from) {
-                            return Err(line_error(
-                                number,
-                                format!("{op} {id}: context_from {from} names no earlier operation"),
-                            ));
+                        match seen.get(from) {
+                            None => {
+                                return Err(line_error(
+                                    number,
+                                    format!("{op} {id}: context_from {from} names no earlier operation"),
+                                ))
+                            }
+                            Some(from_key) if from_key != key => {
+                                return Err(line_error(
+                                    number,
+                                    format!("{op} {id} of key {key:?}: context_from {from} names an operation of key {from_key:?}"),
+                                ))
+                            }
+                            Some(_) => {}
                         }
                     }
-                    if !seen.insert(*id) {
+                    if seen.insert(*id, key.clone()).is_some() {
                         return Err(line_error(number, format!("operation id {id} is invoked twice")));
                     }
                     if op.is_mutation() && value.is_none() {
@@ -737,7 +755,7 @@ impl History {
                     open.insert(*id, (*client, *op));
                 }
                 Event::Complete { id, client, outcome, .. } => match open.remove(id) {
-                    None if seen.contains(id) => {
+                    None if seen.contains_key(id) => {
                         return Err(line_error(number, format!("operation {id} completes twice")))
                     }
                     None => return Err(line_error(number, format!("operation {id} completes but was never invoked"))),
