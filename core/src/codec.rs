@@ -302,4 +302,39 @@ mod tests {
         assert_eq!(read_frame_header(&[7, 0, 0, 0]), FrameHeader::Unknown);
         assert_eq!(read_frame_header(&[]), FrameHeader::Unknown);
     }
+
+    #[test]
+    fn both_magic_bytes_must_match_for_a_frame_to_be_quorumlog() {
+        for magic in [*b"QX", *b"XL", *b"LQ"] {
+            let frame = [magic[0], magic[1], PROTOCOL_VERSION, 0];
+            assert_eq!(read_frame_header(&frame), FrameHeader::Unknown, "{magic:?}");
+        }
+    }
+
+    #[test]
+    fn a_legacy_length_whose_byte_count_overflows_is_refused() {
+        // 2^60 elements of at least 16 bytes: 2^64 bytes, which wraps to 0
+        // in u64 arithmetic and would pass a wrapping bound.
+        let mut data = (1u64 << 60).to_le_bytes().to_vec();
+        data.extend([0u8; 64]);
+        assert!(legacy::Reader::new(&data).len(16).is_err());
+    }
+
+    #[test]
+    fn a_legacy_reader_with_bytes_left_is_not_finished() {
+        let data = [1, 0, 0, 0, 9];
+        let mut reader = legacy::Reader::new(&data);
+        assert_eq!(reader.u32(), Ok(1));
+        assert!(reader.finish().is_err(), "one byte left unread");
+    }
+
+    #[test]
+    fn a_legacy_string_must_be_utf8() {
+        let mut data = 2u64.to_le_bytes().to_vec();
+        data.extend([0xff, 0xfe]);
+        assert!(legacy::Reader::new(&data).string().is_err());
+        let mut data = 2u64.to_le_bytes().to_vec();
+        data.extend(*b"ok");
+        assert_eq!(legacy::Reader::new(&data).string(), Ok("ok".into()));
+    }
 }

@@ -320,4 +320,101 @@ mod tests {
             Err(ContextError::Corrupt(_))
         ));
     }
+
+    #[test]
+    fn a_token_of_exactly_the_length_limit_is_read_not_refused_as_too_long() {
+        // 4096 'A's are 3072 zero bytes: read past the length check, they
+        // are refused for their format byte, not their length.
+        assert_eq!(
+            dec("k", &"A".repeat(MAX_TOKEN_LEN)),
+            Err(ContextError::UnknownFormat(0))
+        );
+    }
+
+    #[test]
+    fn a_token_with_space_around_it_reads_as_the_same_context() {
+        // As pasted from a file, a header or a shell: trimmed, not refused.
+        let vv = VersionVector::from_entries([(Actor::new(2, 1), 5)]);
+        assert_eq!(dec("k", &format!("  {}\n", enc("k", &vv))), Ok(vv));
+    }
+
+    #[test]
+    fn a_token_no_longer_than_a_tag_is_refused_not_panicked_on() {
+        // The format byte and 15 bytes: nothing is left to sign once the
+        // 16-byte tag is taken off the end.
+        let mut bytes = vec![FORMAT_V4];
+        bytes.extend([0u8; 15]);
+        assert!(matches!(
+            dec("k", &URL_SAFE_NO_PAD.encode(&bytes)),
+            Err(ContextError::Corrupt(_))
+        ));
+        // The format byte and a tag, nothing signed behind the format byte.
+        bytes.push(0);
+        assert!(matches!(
+            dec("k", &URL_SAFE_NO_PAD.encode(bytes)),
+            Err(ContextError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn a_context_of_exactly_the_entry_limit_is_read_and_one_more_is_refused() {
+        let entries =
+            |n: u32| VersionVector::from_entries((1..=n).map(|node| (Actor::new(node, 0), 1)));
+        let full = entries(MAX_CONTEXT_ENTRIES as u32);
+        assert_eq!(dec("k", &enc("k", &full)), Ok(full));
+        let over = entries(MAX_CONTEXT_ENTRIES as u32 + 1);
+        let token = enc("k", &over);
+        // Short enough to pass the length check: the entry limit refuses it.
+        assert!(token.len() < MAX_TOKEN_LEN);
+        assert_eq!(
+            dec("k", &token),
+            Err(ContextError::TooManyEntries(MAX_CONTEXT_ENTRIES + 1))
+        );
+    }
+
+    #[test]
+    fn a_token_read_from_another_key_is_refused_whatever_the_keys_share() {
+        // Same bytes in another order, a prefix, one byte apart at the end.
+        let vv = VersionVector::from_entries([(1, 3)]);
+        for (read, written) in [("ab", "ba"), ("user", "user-1"), ("key-1", "key-2")] {
+            assert_eq!(
+                dec(written, &enc(read, &vv)),
+                Err(ContextError::OtherKey),
+                "read from {read:?}, sent with {written:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_byte_of_the_tag_is_checked() {
+        let vv = VersionVector::from_entries([(1, 3)]);
+        let bytes = URL_SAFE_NO_PAD.decode(enc("k", &vv)).unwrap();
+        for back in 1..=TAG_BYTES {
+            let mut altered = bytes.clone();
+            let at = altered.len() - back;
+            altered[at] ^= 0x80;
+            assert_eq!(
+                dec("k", &URL_SAFE_NO_PAD.encode(altered)),
+                Err(ContextError::NotAuthentic),
+                "tag byte {back} from the end altered"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_is_signed_with_the_first_128_bits_of_hmac_sha256() {
+        // As the module documents it, computed here without the module's
+        // own code: the tag is 16 bytes (the literal, not TAG_BYTES), the
+        // HMAC of everything before it under the secret.
+        let vv = VersionVector::from_entries([(Actor::new(1, 2), 3)]);
+        let bytes = URL_SAFE_NO_PAD.decode(enc("k", &vv)).unwrap();
+        assert_eq!(
+            bytes.len(),
+            1 + crate::codec::encoded_size(&(key_hash("k"), &vv)) + 16
+        );
+        let (signed, tag) = bytes.split_at(bytes.len() - 16);
+        let mut mac = Hmac::<Sha256>::new_from_slice(&[7; 32]).unwrap();
+        mac.update(signed);
+        assert_eq!(tag, &mac.finalize().into_bytes()[..16]);
+    }
 }

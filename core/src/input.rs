@@ -137,4 +137,32 @@ mod tests {
         let e = check_value(&"v".repeat(MAX_VALUE_LEN + 1)).expect_err("too long");
         assert_eq!(e.limit(), Some(MAX_VALUE_LEN));
     }
+
+    #[test]
+    fn a_value_of_exactly_the_limit_is_accepted() {
+        assert_eq!(check_value(&"v".repeat(MAX_VALUE_LEN)), Ok(()));
+    }
+
+    #[test]
+    fn the_key_limit_counts_bytes_not_characters() {
+        // 513 two-byte characters: within the limit as characters, past it
+        // as bytes, which is what backends store and index.
+        let key = "é".repeat(MAX_KEY_LEN / 2 + 1);
+        assert_eq!(
+            check_key(&key),
+            Err(InputError::KeyTooLong {
+                len: MAX_KEY_LEN + 2,
+                limit: MAX_KEY_LEN
+            })
+        );
+    }
+
+    #[test]
+    fn a_secret_of_more_than_64_digits_is_refused_for_its_length() {
+        assert_eq!(
+            secret_from_hex(&"0".repeat(66)),
+            Err(SecretHexError::Length(66))
+        );
+        assert_eq!(secret_from_hex(&"0".repeat(64)), Ok([0; 32]));
+    }
 }

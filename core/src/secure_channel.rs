@@ -481,4 +481,57 @@ mod tests {
             .unwrap();
         assert!(plain.decode(&mut big).is_err(), "over the handshake bound");
     }
+
+    #[test]
+    fn an_empty_sealed_frame_fails_its_check() {
+        // A zero-length frame carries no tag: nothing proves who sent it.
+        let (_, listener) = pair(&secret(6), &secret(6)).unwrap();
+        let mut inp = ChannelCodec::new(1 << 20);
+        inp.seal_with(listener);
+        let mut wire = BytesMut::from(&0u32.to_be_bytes()[..]);
+        let error = inp.decode(&mut wire).unwrap_err();
+        assert!(IntegrityError::is(&error), "{error}");
+    }
+
+    #[test]
+    fn a_frame_of_exactly_the_limit_is_sent_and_read_sealed_or_plain() {
+        const LIMIT: usize = 1000;
+        let at_limit = Bytes::from(vec![3u8; LIMIT]);
+        let over = Bytes::from(vec![3u8; LIMIT + 1]);
+
+        let mut out = ChannelCodec::new(LIMIT);
+        let mut inp = ChannelCodec::new(LIMIT);
+        let mut wire = BytesMut::new();
+        out.encode(at_limit.clone(), &mut wire).unwrap();
+        assert_eq!(inp.decode(&mut wire).unwrap().unwrap(), at_limit);
+        assert!(out.encode(over.clone(), &mut wire).is_err());
+
+        // Sealed, the frame on the wire is longer than the limit by its
+        // tag, and is still read.
+        let (dialer, listener) = pair(&secret(8), &secret(8)).unwrap();
+        out.seal_with(dialer);
+        inp.seal_with(listener);
+        out.encode(at_limit.clone(), &mut wire).unwrap();
+        assert_eq!(inp.decode(&mut wire).unwrap().unwrap(), at_limit);
+        assert!(out.encode(over, &mut wire).is_err());
+    }
+
+    #[test]
+    fn a_handshake_of_another_protocol_with_the_same_secret_fails() {
+        // The same Noise pattern and secret, without this protocol's
+        // prologue: what another program sharing the secret would send.
+        let s = secret(5);
+        let params: snow::params::NoiseParams = NOISE_PARAMS.parse().unwrap();
+        let mut other = snow::Builder::new(params)
+            .psk(0, &s.0)
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let mut hello = [0u8; HANDSHAKE_MAX_FRAME];
+        let len = other.write_message(&[], &mut hello).unwrap();
+        assert_eq!(
+            respond(&s, &hello[..len]).err(),
+            Some(HandshakeError::WrongSecret)
+        );
+    }
 }

@@ -284,6 +284,30 @@ mod tests {
         ));
     }
 
+    /// What a format 3 row had seen can cover more than its versions'
+    /// contexts (the dots of versions merged and superseded since): read,
+    /// it is kept, so those dots stay superseded.
+    #[test]
+    fn a_format_3_row_keeps_what_it_had_seen() {
+        let (actor, gone) = (Actor::new(4, 2), Actor::new(5, 1));
+        let seen = VersionVector::from_entries([(actor, 2), (gone, 6)]);
+        let row = codec::encode_into(
+            &format3_layout::Siblings3 {
+                versions: vec![format3_layout::Version3 {
+                    dot: Dot::new(actor, 3),
+                    context: VersionVector::from_entries([(actor, 2)]),
+                    value: "v".into(),
+                }],
+                seen: seen.clone(),
+            },
+            ROW_FORMAT_3.to_vec(),
+        )
+        .expect("encode");
+        let set = decode("k", &row).expect("a format 3 row");
+        assert!(set.seen().covers(Dot::new(gone, 6)), "{:?}", set.seen());
+        assert_eq!(set.versions().len(), 1);
+    }
+
     #[test]
     fn format_2_rows_still_read() {
         let row = unhex(FORMAT_2_ROW);
@@ -361,5 +385,37 @@ mod tests {
             }
             other => panic!("expected Corrupt, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_format_2_or_legacy_row_with_a_byte_after_it_is_corrupt() {
+        for valid in [unhex(FORMAT_2_ROW), LEGACY_ROW.to_vec()] {
+            assert!(decode("k", &valid).is_ok());
+            let mut longer = valid;
+            longer.push(0);
+            assert!(matches!(
+                decode("k", &longer),
+                Err(StoreError::Corrupt { .. })
+            ));
+        }
+    }
+
+    /// A legacy row of two versions with no context and one-byte values:
+    /// each version is 29 bytes, near the smallest a version can be (28),
+    /// so a bound on the count that assumed larger versions refuses it.
+    #[test]
+    fn a_legacy_row_of_small_versions_reads() {
+        let mut row = 2u64.to_le_bytes().to_vec();
+        for (node, value) in [(1u32, b'x'), (2, b'y')] {
+            row.extend(node.to_le_bytes());
+            row.extend(1u64.to_le_bytes()); // dot counter
+            row.extend(0u64.to_le_bytes()); // no context entries
+            row.extend(1u64.to_le_bytes()); // value length
+            row.push(value);
+        }
+        let set = decode("k", &row).expect("a legacy row");
+        let values: Vec<&str> = set.versions().iter().map(|v| v.value.as_str()).collect();
+        assert_eq!(values.len(), 2);
+        assert!(values.contains(&"x") && values.contains(&"y"), "{values:?}");
     }
 }
