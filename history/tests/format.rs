@@ -282,18 +282,24 @@ fn each_invoke_is_paired_with_its_own_completion_whatever_the_ids() {
     assert_eq!(read.events, events);
 }
 
-#[test]
-fn an_operation_never_completed_is_indeterminate_and_a_mismatch_had_no_effect() {
-    let history = History {
+/// An append, a write, a read and a cas, each by its own client, none
+/// completed yet.
+fn one_of_each_kind() -> History {
+    History {
         events: vec![
             invoke(0, 1, 1, OpKind::Append, Some("x")),
             invoke(1, 2, 2, OpKind::Write, Some("y")),
             invoke(2, 3, 3, OpKind::Read, None),
             invoke(3, 4, 4, OpKind::Cas, Some(&cas_value("y", "z"))),
-            complete(1, 2, 5, Outcome::Unavailable, None, None),
-            complete(3, 4, 6, Outcome::Mismatch, None, None),
         ],
-    };
+    }
+}
+
+#[test]
+fn an_operation_never_completed_is_indeterminate_and_a_mismatch_had_no_effect() {
+    let mut history = one_of_each_kind();
+    history.push(complete(1, 2, 5, Outcome::Unavailable, None, None));
+    history.push(complete(3, 4, 6, Outcome::Mismatch, None, None));
     let ops = history.operations();
     let refs = history.operation_refs();
     assert!(ops[0].is_indeterminate() && refs[0].is_indeterminate());
@@ -308,14 +314,7 @@ fn an_operation_never_completed_is_indeterminate_and_a_mismatch_had_no_effect() 
 
 #[test]
 fn a_write_or_an_append_writes_its_value_and_nothing_else_does() {
-    let history = History {
-        events: vec![
-            invoke(0, 1, 1, OpKind::Append, Some("x")),
-            invoke(1, 2, 2, OpKind::Write, Some("y")),
-            invoke(2, 3, 3, OpKind::Read, None),
-            invoke(3, 4, 4, OpKind::Cas, Some(&cas_value("y", "z"))),
-        ],
-    };
+    let history = one_of_each_kind();
     let written: Vec<Option<String>> = history
         .operations()
         .iter()

@@ -329,6 +329,32 @@ mod tests {
         history
     }
 
+    /// Two clients' writes, both acknowledged under dot (1, 1), then `then`.
+    fn writes_under_one_dot(then: &[Op<'_>]) -> History {
+        let mut ops: Vec<Op<'_>> = vec![
+            (
+                1,
+                OpKind::Write,
+                Some("a"),
+                &[],
+                0,
+                10,
+                vec![version("a", 1, 1, &[])],
+            ),
+            (
+                2,
+                OpKind::Write,
+                Some("b"),
+                &[],
+                0,
+                10,
+                vec![version("b", 1, 1, &[])],
+            ),
+        ];
+        ops.extend_from_slice(then);
+        history(&ops)
+    }
+
     /// A single stale read breaks fresh reads: a read that began after a
     /// write was acknowledged and returned nothing.
     #[test]
@@ -371,35 +397,15 @@ mod tests {
     /// the final read returns a version under that dot.
     #[test]
     fn two_writes_acknowledged_under_one_dot_break_durability() {
-        let reused = history(&[
-            (
-                1,
-                OpKind::Write,
-                Some("a"),
-                &[],
-                0,
-                10,
-                vec![version("a", 1, 1, &[])],
-            ),
-            (
-                2,
-                OpKind::Write,
-                Some("b"),
-                &[],
-                0,
-                10,
-                vec![version("b", 1, 1, &[])],
-            ),
-            (
-                3,
-                OpKind::Read,
-                None,
-                &[],
-                20,
-                30,
-                vec![version("a", 1, 1, &[])],
-            ),
-        ]);
+        let reused = writes_under_one_dot(&[(
+            3,
+            OpKind::Read,
+            None,
+            &[],
+            20,
+            30,
+            vec![version("a", 1, 1, &[])],
+        )]);
         let summary = crate::check::check_history(&reused);
         assert!(summary.reused_dots > 0, "{summary}");
         assert!(
@@ -560,26 +566,7 @@ mod tests {
             ]
         );
         // Durability broken by the history and by the stores: listed once.
-        let reused = crate::check::check_history(&history(&[
-            (
-                1,
-                OpKind::Write,
-                Some("a"),
-                &[],
-                0,
-                10,
-                vec![version("a", 1, 1, &[])],
-            ),
-            (
-                2,
-                OpKind::Write,
-                Some("b"),
-                &[],
-                0,
-                10,
-                vec![version("b", 1, 1, &[])],
-            ),
-        ]));
+        let reused = crate::check::check_history(&writes_under_one_dot(&[]));
         assert!(
             broken(&reused).contains(&Guarantee::NoLostUpdates),
             "{reused}"
