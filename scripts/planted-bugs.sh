@@ -759,8 +759,114 @@ equivalent_test "each chunk is sealed into the whole rest of the frame's buffer"
 # either way; the reservation stays within 16 times the row.
 equivalent_test "a format 2 context's entry count is bounded by one byte an entry" "input-46-row-format2-entries-bounded-by-one-byte.patch" "${core_tests[@]}"
 
+plant_test "a commit takes one row more than MAX_BATCH" \
+    "store-01-commit-batch-one-row-over.patch" \
+    storage::group_commit::tests::a_commit_holds_at_most_max_batch_rows "${core_tests[@]}"
+plant_test "an update a batch cannot take goes back in front of the queue, holding back the keys behind it" \
+    "store-02-held-update-put-in-front.patch" \
+    storage::group_commit::tests::updates_queued_behind_a_commit_share_the_next_one_row_per_key "${core_tests[@]}"
+plant_test "a failed commit is answered as a lost race, so its update retries instead of reporting the error" \
+    "store-03-failed-commit-taken-as-lost-race.patch" \
+    storage::group_commit::tests::a_failed_commit_is_the_updates_error_and_leaves_nothing "${core_tests[@]}"
+plant_test "an update takes its commit's error for a lost race and retries" \
+    "store-04-update-retries-a-commit-error.patch" \
+    storage::group_commit::tests::a_failed_commit_is_the_updates_error_and_leaves_nothing "${core_tests[@]}"
+plant_test "the committer fills the cache instead of replacing the key's row, so the cache keeps the first row committed" \
+    "store-05-commit-fills-the-cache.patch" \
+    storage::group_commit::tests::updates_one_after_another_take_one_commit_each_and_read_back_the_last "${core_tests[@]}"
+plant_test "a read takes its fill ticket after the database answered, so a row older than an unknown outcome fills the cache" \
+    "store-06-read-ticket-after-the-read.patch" \
+    storage::group_commit::tests::a_read_older_than_an_unknown_outcome_leaves_its_row_out_of_the_cache "${core_tests[@]}"
+plant_test "the row cache is built with no room whatever the size asked for" \
+    "store-07-cache-off.patch" \
+    storage::group_commit::tests::a_committed_row_is_read_back_from_the_cache_not_the_database "${core_tests[@]}"
+plant_test "an update of a key with no row expects row version 0, so it never inserts" \
+    "store-08-new-key-expects-version-0.patch" \
+    storage::group_commit::tests::updates_one_after_another_take_one_commit_each_and_read_back_the_last "${core_tests[@]}"
+plant_test "an update expects the row version after the one it read" \
+    "store-09-update-expects-next-version.patch" \
+    storage::group_commit::tests::updates_one_after_another_take_one_commit_each_and_read_back_the_last "${core_tests[@]}"
+plant_test "every row is written as an insert, whatever version its update read" \
+    "store-10-write-always-inserts.patch" \
+    storage::group_commit::tests::updates_one_after_another_take_one_commit_each_and_read_back_the_last "${core_tests[@]}"
+plant_test "an update that changes nothing is committed anyway" \
+    "store-11-unchanged-update-committed.patch" \
+    storage::group_commit::tests::an_update_that_changes_nothing_commits_nothing "${core_tests[@]}"
+plant_test "an update that loses every race gives up one commit early" \
+    "store-12-retry-bound-one-short.patch" \
+    storage::group_commit::tests::an_update_that_loses_every_race_gives_up_after_max_update_attempts_commits "${core_tests[@]}"
+plant_test "a scan restarts at the first key whatever key it is to go on after" \
+    "store-13-scan-restarts-at-the-first-key.patch" \
+    storage::group_commit::tests::a_scan_goes_on_after_the_key_given "${core_tests[@]}"
+plant_test "a row that lost its race is acknowledged as written when another row of its batch was" \
+    "store-14-lost-row-acked-with-its-batch.patch" \
+    storage::group_commit::tests::a_row_that_lost_its_race_is_merged_again_though_its_batch_landed "${core_tests[@]}"
+plant_test "the committer looks one batch ahead, not two, so a round of second updates keeps the next key out of the commit" \
+    "store-15-committer-looks-one-batch-ahead.patch" \
+    storage::group_commit::tests::second_updates_of_a_batchs_keys_do_not_keep_the_next_key_out_of_it "${core_tests[@]}"
+plant_test "a read row of exactly the cache's capacity is not cached" \
+    "store-16-cache-fill-of-exactly-the-capacity-refused.patch" \
+    storage::row_cache::tests::a_row_of_exactly_the_capacity_is_cached_committed_or_filled "${core_tests[@]}"
+plant_test "a committed row of exactly the cache's capacity is not cached" \
+    "store-17-cache-commit-of-exactly-the-capacity-refused.patch" \
+    storage::row_cache::tests::a_row_of_exactly_the_capacity_is_cached_committed_or_filled "${core_tests[@]}"
+plant_test "the cache evicts one row too many when exactly full" \
+    "store-18-cache-evicts-at-its-budget.patch" \
+    storage::row_cache::tests::a_cache_with_room_for_exactly_two_rows_keeps_both "${core_tests[@]}"
+plant_test "forgetting a key that is not cached leaves the fills in flight valid" \
+    "store-19-cache-forget-of-an-absent-key-keeps-tickets.patch" \
+    storage::row_cache::tests::a_forget_of_a_key_not_cached_still_drops_the_fills_in_flight "${core_tests[@]}"
+plant_test "a cached row's cost leaves out its key" \
+    "store-20-cache-cost-leaves-out-the-key.patch" \
+    storage::row_cache::tests::a_long_key_counts_against_the_budget "${core_tests[@]}"
+plant_test "a fill makes room for nothing, so fills pass the byte budget" \
+    "store-21-cache-fill-evicts-to-the-capacity.patch" \
+    storage::row_cache::tests::fills_keep_the_byte_budget "${core_tests[@]}"
+plant_test "a commit over a cached row keeps counting the old row's bytes" \
+    "store-22-cache-commit-keeps-the-old-cost.patch" \
+    storage::row_cache::tests::the_byte_budget_holds_however_rows_grow "${core_tests[@]}"
+plant_test "a forgotten row's bytes stay counted" \
+    "store-23-cache-forget-keeps-the-room.patch" \
+    storage::row_cache::tests::a_forgotten_row_gives_its_room_back "${core_tests[@]}"
+plant_test "an eviction leaves the fills in flight valid" \
+    "store-24-cache-eviction-keeps-tickets.patch" \
+    storage::row_cache::tests::a_fill_that_raced_an_eviction_is_dropped "${core_tests[@]}"
+plant_test "a committed row too big to cache leaves the fills in flight valid" \
+    "store-25-cache-too-big-commit-keeps-tickets.patch" \
+    storage::row_cache::tests::a_committed_row_too_big_to_cache_drops_the_old_one_and_blocks_fills "${core_tests[@]}"
+plant_test "a hint merge that keeps the hint's size is refused past the byte bound" \
+    "store-26-hint-same-size-merge-refused.patch" \
+    hints::tests::a_merge_that_keeps_the_hints_size_passes_a_bound_it_is_over "${core_tests[@]}"
+plant_test "a hint merge that grows the target's hints to exactly the byte bound is refused" \
+    "store-27-hint-merge-to-exactly-the-bound-refused.patch" \
+    hints::tests::a_merge_up_to_exactly_the_byte_bound_is_taken "${core_tests[@]}"
+plant_test "a new hint that brings the target to exactly the byte bound is refused" \
+    "store-28-new-hint-of-exactly-the-bound-refused.patch" \
+    hints::tests::a_new_hint_is_bounded_by_count_and_bytes "${core_tests[@]}"
+plant_test "a hint exactly max_age old is expired" \
+    "store-29-hint-expires-at-max-age.patch" \
+    hints::tests::expiry_is_strictly_older_than_max_age "${core_tests[@]}"
+plant_test "a max_age too large for milliseconds expires every hint" \
+    "store-30-absurd-hint-age-expires-all.patch" \
+    hints::tests::expiry_is_strictly_older_than_max_age "${core_tests[@]}"
+plant_test "a hint dropped for the byte bound is not reported as a limit" \
+    "store-31-only-the-count-bound-is-a-limit.patch" \
+    hints::tests::both_bounds_are_limits_and_say_which "${core_tests[@]}"
+plant_test "the expiry cutoff wraps below zero while now is younger than max_age" \
+    "store-32-hint-expiry-cutoff-wraps.patch" \
+    hints::tests::expiry_is_strictly_older_than_max_age "${core_tests[@]}"
+plant_test "removing a hint from an empty backlog is not refused" \
+    "store-33-hint-backlog-count-unchecked.patch" \
+    hints::tests::backlog_arithmetic_is_checked "${core_tests[@]}"
+# A cache requires that only this process writes the database, so a row loses only to a
+# commit of this committer, which cached the newer row already: keeping it loses nothing.
+equivalent_test "a row that lost its race keeps its cached row" "store-34-lost-race-keeps-the-cache.patch" "${core_tests[@]}"
+# The removal count only grows and a ticket is a count taken earlier, so a count that
+# differs from the ticket is always greater than it.
+equivalent_test "a fill is dropped only if removals passed its ticket, not if they differ" "store-35-cache-ticket-compared-by-order.patch" "${core_tests[@]}"
+
 echo
-echo "caught $((planted - missed)) of $planted planted bugs (mutant 8 judged equivalent, tried with EQUIVALENT=1; three mutants of the checkers judged equivalent, check-37 to check-39, two of the history format, history-50 and history-51, and five of the input boundary, input-42 to input-46, tried with it too)"
+echo "caught $((planted - missed)) of $planted planted bugs (mutant 8 judged equivalent, tried with EQUIVALENT=1; three mutants of the checkers judged equivalent, check-37 to check-39, two of the history format, history-50 and history-51, five of the input boundary, input-42 to input-46, and two of the storage layer, store-34 and store-35, tried with it too)"
 if ((missed > 0)); then
     echo "$missed planted bug(s) went unnoticed"
     exit 1

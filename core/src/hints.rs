@@ -519,4 +519,103 @@ mod tests {
         assert_eq!(full.plus(0), None);
         assert_eq!(full.join(one), None);
     }
+
+    /// A merge that leaves the hint exactly as big as it was is taken
+    /// even when the target is past its byte bound: it does not grow.
+    #[test]
+    fn a_merge_that_keeps_the_hints_size_passes_a_bound_it_is_over() {
+        let limits = HintLimits {
+            max_per_target: 1,
+            max_bytes_per_target: 1,
+            max_age: Duration::from_secs(1),
+        };
+        let held = hint("k", set(1, &"a".repeat(40)), 3);
+        let superseding = |len: usize| {
+            let mut newer = Siblings::new();
+            newer
+                .sync_one(Version {
+                    dot: Dot::new(2, 1),
+                    context: held.siblings.context(),
+                    value: "b".repeat(len),
+                    timestamp_ms: 0,
+                })
+                .expect("sync");
+            newer
+        };
+        let merged_bytes = |newer: &Siblings| {
+            let merged = held.siblings.synced(newer).expect("no conflict");
+            hint_bytes("k", &merged.expect("the merge changes the hint"))
+        };
+        let same = (0..40)
+            .map(superseding)
+            .find(|newer| merged_bytes(newer) == held.bytes())
+            .expect("a value that keeps the hint's size");
+        let plan = plan_put(
+            2,
+            "k",
+            &same,
+            Some(&held),
+            HintBacklog::default(),
+            9,
+            &limits,
+        );
+        assert!(
+            matches!(
+                plan,
+                HintPlan::Write {
+                    outcome: HintStored::Merged,
+                    ..
+                }
+            ),
+            "{plan:?}"
+        );
+    }
+
+    /// A merge that grows the target's hints to exactly its byte bound is
+    /// taken, as a new hint of that size is.
+    #[test]
+    fn a_merge_up_to_exactly_the_byte_bound_is_taken() {
+        let held = hint("k", set(1, "a"), 3);
+        let incoming = set(3, "c");
+        let merged = held
+            .siblings
+            .synced(&incoming)
+            .expect("no conflict")
+            .expect("grows");
+        let others = HintBacklog { count: 1, bytes: 7 };
+        let limits = HintLimits {
+            max_per_target: 2,
+            max_bytes_per_target: 7 + hint_bytes("k", &merged),
+            max_age: Duration::from_secs(1),
+        };
+        let plan = plan_put(2, "k", &incoming, Some(&held), others, 9, &limits);
+        assert!(
+            matches!(plan, HintPlan::Write { ref siblings, .. } if *siblings == merged),
+            "{plan:?}"
+        );
+        let tighter = HintLimits {
+            max_bytes_per_target: limits.max_bytes_per_target - 1,
+            ..limits
+        };
+        assert!(matches!(
+            plan_put(2, "k", &incoming, Some(&held), others, 9, &tighter),
+            HintPlan::Drop(HintDropReason::TooManyBytes { .. })
+        ));
+    }
+
+    #[test]
+    fn both_bounds_are_limits_and_say_which() {
+        let count = HintDropReason::TooManyHints {
+            target: 2,
+            held: 1,
+            limit: 1,
+        };
+        let bytes = HintDropReason::TooManyBytes {
+            target: 2,
+            bytes: 2,
+            limit: 1,
+        };
+        assert!(count.is_limit() && bytes.is_limit());
+        assert_eq!((count.as_str(), bytes.as_str()), ("count", "bytes"));
+    }
 }

@@ -528,3 +528,480 @@ impl<B: RowBackend> Store for GroupCommit<B> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::{Dot, Version, VersionVector};
+    use std::collections::BTreeSet;
+    use std::sync::{Mutex, MutexGuard};
+    use tokio::sync::Semaphore;
+    use tokio::task::JoinHandle;
+
+    const FAILED: &str = "commit failed, nothing applied";
+    const UNKNOWN: &str = "connection lost during the commit, which applied";
+
+    /// How a commit of the backend below ends.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    enum Fate {
+        #[default]
+        Applied,
+        /// An error, and nothing applied.
+        Failed,
+        /// Applied, and then an error: the committer cannot tell.
+        Unknown,
+        /// Another writer commits each of the batch's keys just before
+        /// it (only legal with the cache off), so every row loses.
+        Overtaken,
+    }
+
+    #[derive(Default)]
+    struct Disk {
+        /// Key → (encoded row, row version).
+        rows: BTreeMap<String, (Vec<u8>, i64)>,
+        /// The keys of every commit asked for, in order.
+        commits: Vec<Vec<String>>,
+        /// Row reads that reached the backend.
+        reads: usize,
+        /// How the next commits end, front first; then `otherwise`.
+        fates: VecDeque<Fate>,
+        otherwise: Fate,
+        /// The next read answers the row as it was when it began, but
+        /// only once this is sent to (or dropped).
+        held_read: Option<oneshot::Receiver<()>>,
+    }
+
+    /// A backend in memory whose commits a test can hold, fail, or have
+    /// overtaken by another writer, as a database may.
+    struct FakeRows {
+        disk: Mutex<Disk>,
+        /// A commit waits for a permit: holding them lets updates queue
+        /// behind a commit in flight, so what they batch into is known.
+        commit_permits: Semaphore,
+    }
+
+    /// Permits for more commits than any test makes.
+    const OPEN: usize = 1 << 20;
+
+    impl FakeRows {
+        fn new() -> Arc<Self> {
+            Self::with_permits(OPEN)
+        }
+
+        /// Every commit waits until `open_commits`.
+        fn holding_commits() -> Arc<Self> {
+            Self::with_permits(0)
+        }
+
+        fn with_permits(permits: usize) -> Arc<Self> {
+            Arc::new(Self {
+                disk: Mutex::new(Disk::default()),
+                commit_permits: Semaphore::new(permits),
+            })
+        }
+
+        fn open_commits(&self) {
+            self.commit_permits.add_permits(OPEN);
+        }
+
+        fn disk(&self) -> MutexGuard<'_, Disk> {
+            self.disk.lock().expect("no test panics holding it")
+        }
+
+        fn commits(&self) -> Vec<Vec<String>> {
+            self.disk().commits.clone()
+        }
+
+        /// The key's committed siblings and row version.
+        fn stored(&self, key: &str) -> Option<(Siblings, i64)> {
+            let disk = self.disk();
+            let (data, version) = disk.rows.get(key)?;
+            Some((decode(key, data).expect("rows decode"), *version))
+        }
+
+        /// Another writer commits `siblings` as the key's row.
+        fn write_behind(&self, key: &str, siblings: &Siblings) {
+            let data = encode(siblings).expect("encode");
+            let mut disk = self.disk();
+            let version = disk.rows.get(key).map_or(0, |(_, v)| v + 1);
+            disk.rows.insert(key.to_string(), (data, version));
+        }
+
+        /// Hold the next read's answer until the sender is used.
+        fn hold_next_read(&self) -> oneshot::Sender<()> {
+            let (release, held) = oneshot::channel();
+            self.disk().held_read = Some(held);
+            release
+        }
+    }
+
+    #[async_trait]
+    impl RowBackend for FakeRows {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+
+        async fn read_row(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
+            let (row, held) = {
+                let mut disk = self.disk();
+                disk.reads += 1;
+                (disk.rows.get(key).cloned(), disk.held_read.take())
+            };
+            if let Some(held) = held {
+                let _ = held.await;
+            }
+            Ok(row)
+        }
+
+        async fn write_rows(&self, rows: &[RowWrite]) -> Result<BTreeSet<String>, StoreError> {
+            let fate = {
+                let mut disk = self.disk();
+                disk.commits
+                    .push(rows.iter().map(|r| r.key.clone()).collect());
+                let otherwise = disk.otherwise;
+                disk.fates.pop_front().unwrap_or(otherwise)
+            };
+            self.commit_permits
+                .acquire()
+                .await
+                .expect("never closed")
+                .forget();
+            if fate == Fate::Failed {
+                return Err(StoreError::Backend(FAILED.into()));
+            }
+            let mut disk = self.disk();
+            let mut written = BTreeSet::new();
+            for row in rows {
+                if fate == Fate::Overtaken {
+                    let version = disk.rows.get(&row.key).map_or(0, |(_, v)| v + 1);
+                    let data = encode(&Siblings::new()).expect("encode");
+                    disk.rows.insert(row.key.clone(), (data, version));
+                }
+                let current = disk.rows.get(&row.key).map(|(_, v)| *v);
+                let next = match (row.expected, current) {
+                    (None, None) => 0,
+                    (Some(expected), Some(current)) if expected == current => current + 1,
+                    _ => continue,
+                };
+                disk.rows.insert(row.key.clone(), (row.data.clone(), next));
+                written.insert(row.key.clone());
+            }
+            if fate == Fate::Unknown {
+                return Err(StoreError::Backend(UNKNOWN.into()));
+            }
+            Ok(written)
+        }
+
+        async fn keys(&self) -> Result<Vec<String>, StoreError> {
+            Ok(self.disk().rows.keys().cloned().collect())
+        }
+
+        async fn read_rows(
+            &self,
+            after: Option<&str>,
+            limit: i64,
+        ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            let disk = self.disk();
+            Ok(disk
+                .rows
+                .iter()
+                .filter(|(key, _)| after.is_none_or(|after| key.as_str() > after))
+                .take(usize::try_from(limit).unwrap_or(0))
+                .map(|(key, (data, _))| (key.clone(), data.clone()))
+                .collect())
+        }
+
+        // These tests write rows only: no incarnation, no hint.
+        async fn read_incarnation(&self) -> Result<Option<i64>, StoreError> {
+            unreachable!("no incarnation here")
+        }
+        async fn record_incarnation(&self, _: RecordIncarnation) -> Result<i64, StoreError> {
+            unreachable!("no incarnation here")
+        }
+        async fn read_hint(&self, _: i64, _: &str) -> Result<Option<HintRow>, StoreError> {
+            unreachable!("no hint here")
+        }
+        async fn hint_totals(&self, _: i64, _: i64) -> Result<HintTotals, StoreError> {
+            unreachable!("no hint here")
+        }
+        async fn read_hints(&self, _: i64, _: i64) -> Result<Vec<HintRow>, StoreError> {
+            unreachable!("no hint here")
+        }
+        async fn write_hint(&self, _: &HintWrite) -> Result<Option<i64>, StoreError> {
+            unreachable!("no hint here")
+        }
+        async fn delete_hint(&self, _: i64, _: &str, _: i64) -> Result<bool, StoreError> {
+            unreachable!("no hint here")
+        }
+        async fn delete_expired_hints(
+            &self,
+            _: Option<i64>,
+            _: i64,
+        ) -> Result<Vec<(i64, i64)>, StoreError> {
+            unreachable!("no hint here")
+        }
+        async fn hint_backlog(&self) -> Result<Vec<(i64, i64, i64)>, StoreError> {
+            unreachable!("no hint here")
+        }
+        async fn close(&self) {}
+    }
+
+    /// A blind write of node `node`: concurrent with every other node's.
+    fn version(node: u32, value: &str) -> Version {
+        Version {
+            dot: Dot::new(node, 1),
+            context: VersionVector::new(),
+            value: value.into(),
+            timestamp_ms: 0,
+        }
+    }
+
+    fn set(node: u32, value: &str) -> Siblings {
+        Siblings::from_versions([version(node, value)]).expect("one version")
+    }
+
+    /// Merge `version` into the key's row.
+    async fn add(
+        store: &GroupCommit<FakeRows>,
+        key: &str,
+        version: Version,
+    ) -> Result<Siblings, StoreError> {
+        store
+            .update(key, &mut |s| {
+                s.sync_one(version.clone()).expect("no dot conflict")
+            })
+            .await
+    }
+
+    fn spawn_add(
+        store: &Arc<GroupCommit<FakeRows>>,
+        key: &str,
+        version: Version,
+    ) -> JoinHandle<Result<Siblings, StoreError>> {
+        let (store, key) = (store.clone(), key.to_string());
+        tokio::spawn(async move { add(&store, &key, version).await })
+    }
+
+    /// Let every spawned task run until it waits on something (the test
+    /// runtime has one thread, so this is deterministic).
+    async fn settle() {
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn updates_one_after_another_take_one_commit_each_and_read_back_the_last() {
+        let disk = FakeRows::new();
+        let store = GroupCommit::new(disk.clone(), 1 << 20);
+        for n in 1..=3 {
+            let answer = add(&store, "k", version(n, "v")).await;
+            let (on_disk, row_version) = disk.stored("k").expect("committed");
+            assert_eq!(answer, Ok(on_disk.clone()), "update {n}");
+            assert_eq!(disk.commits().len(), n as usize, "update {n} lost no race");
+            assert_eq!(row_version, i64::from(n) - 1, "one row version an update");
+            assert!((1..=n).all(|node| on_disk.covers(Dot::new(node, 1))));
+            assert_eq!(store.get("k").await, Ok(on_disk), "read after update {n}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_committed_row_is_read_back_from_the_cache_not_the_database() {
+        let disk = FakeRows::new();
+        let store = GroupCommit::new(disk.clone(), 1 << 20);
+        add(&store, "k", version(1, "a")).await.expect("lands");
+        add(&store, "k", version(2, "b")).await.expect("lands");
+        store.get("k").await.expect("reads");
+        assert_eq!(disk.disk().reads, 1, "only the first update missed");
+    }
+
+    #[tokio::test]
+    async fn an_update_that_changes_nothing_commits_nothing() {
+        let disk = FakeRows::new();
+        let store = GroupCommit::new(disk.clone(), 1 << 20);
+        add(&store, "k", version(1, "a")).await.expect("lands");
+        let again = add(&store, "k", version(1, "a")).await;
+        assert_eq!(again, Ok(set(1, "a")));
+        assert_eq!(disk.commits().len(), 1, "the second update wrote nothing");
+    }
+
+    /// The commit's error is the update's answer, after that one commit:
+    /// the update neither retries it as a lost race nor takes it as
+    /// applied, and nothing of it is read back.
+    #[tokio::test]
+    async fn a_failed_commit_is_the_updates_error_and_leaves_nothing() {
+        let disk = FakeRows::new();
+        disk.disk().fates.push_back(Fate::Failed);
+        let store = GroupCommit::new(disk.clone(), 1 << 20);
+        let answer = add(&store, "k", version(1, "a")).await;
+        assert_eq!(answer, Err(StoreError::Backend(FAILED.into())));
+        assert_eq!(disk.commits().len(), 1, "not retried");
+        assert_eq!(store.get("k").await, Ok(Siblings::new()));
+        assert_eq!(add(&store, "k", version(1, "a")).await, Ok(set(1, "a")));
+    }
+
+    /// A commit that applied but answered an error: the update reports
+    /// the error, yet the store reads back what the database holds and
+    /// the next update merges on top of it in one commit.
+    #[tokio::test]
+    async fn after_an_unknown_outcome_reads_and_updates_follow_the_database() {
+        let disk = FakeRows::new();
+        let store = GroupCommit::new(disk.clone(), 1 << 20);
+        add(&store, "k", version(1, "a")).await.expect("lands");
+        disk.disk().fates.push_back(Fate::Unknown);
+        let answer = add(&store, "k", version(2, "b")).await;
+        assert_eq!(answer, Err(StoreError::Backend(UNKNOWN.into())));
+        let (on_disk, _) = disk.stored("k").expect("committed");
+        assert!(on_disk.covers(Dot::new(2, 1)), "the commit applied");
+        assert_eq!(store.get("k").await, Ok(on_disk));
+        add(&store, "k", version(3, "c")).await.expect("lands");
+        assert_eq!(disk.commits().len(), 3, "the third update lost no race");
+    }
+
+    /// A read that began before a commit whose outcome is unknown answers
+    /// the row it read, but must not leave that row in the cache: the
+    /// commit may have replaced it.
+    #[tokio::test]
+    async fn a_read_older_than_an_unknown_outcome_leaves_its_row_out_of_the_cache() {
+        let disk = FakeRows::new();
+        disk.write_behind("k", &set(1, "old"));
+        let store = Arc::new(GroupCommit::new(disk.clone(), 1 << 20));
+        let release = disk.hold_next_read();
+        let early = {
+            let store = store.clone();
+            tokio::spawn(async move { store.get("k").await })
+        };
+        settle().await;
+        disk.disk().fates.push_back(Fate::Unknown);
+        let answer = add(&store, "k", version(2, "new")).await;
+        assert_eq!(answer, Err(StoreError::Backend(UNKNOWN.into())));
+        release.send(()).expect("the read waits");
+        assert_eq!(early.await.expect("runs"), Ok(set(1, "old")));
+        let (on_disk, _) = disk.stored("k").expect("committed");
+        assert!(on_disk.covers(Dot::new(2, 1)), "the commit applied");
+        assert_eq!(
+            store.get("k").await,
+            Ok(on_disk),
+            "not the early read's row"
+        );
+    }
+
+    /// Updates queued while a commit is in flight go into the next commit
+    /// together, one row per key: a second update of a key waits for the
+    /// commit after, and holds back no other key.
+    #[tokio::test]
+    async fn updates_queued_behind_a_commit_share_the_next_one_row_per_key() {
+        let disk = FakeRows::holding_commits();
+        let store = Arc::new(GroupCommit::new(disk.clone(), 1 << 20));
+        let mut updates = vec![spawn_add(&store, "x", version(1, "x"))];
+        settle().await;
+        for (node, key) in [(2, "a"), (3, "a"), (4, "b"), (5, "c")] {
+            updates.push(spawn_add(&store, key, version(node, key)));
+            settle().await;
+        }
+        disk.open_commits();
+        for update in updates {
+            update.await.expect("runs").expect("lands");
+        }
+        let commits = disk.commits();
+        assert_eq!(commits[..3], [vec!["x"], vec!["a", "b", "c"], vec!["a"]]);
+        let (a, _) = disk.stored("a").expect("committed");
+        assert!(a.covers(Dot::new(2, 1)) && a.covers(Dot::new(3, 1)));
+    }
+
+    #[tokio::test]
+    async fn a_commit_holds_at_most_max_batch_rows() {
+        let disk = FakeRows::holding_commits();
+        let store = Arc::new(GroupCommit::new(disk.clone(), 1 << 20));
+        let mut updates = vec![spawn_add(&store, "first", version(1, "x"))];
+        settle().await;
+        for i in 0..MAX_BATCH + 10 {
+            updates.push(spawn_add(&store, &format!("k{i:03}"), version(2, "v")));
+        }
+        settle().await;
+        disk.open_commits();
+        for update in updates {
+            update.await.expect("runs").expect("lands");
+        }
+        let sizes: Vec<usize> = disk.commits().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1, MAX_BATCH, 10]);
+    }
+
+    /// The committer looks past the updates a batch cannot take (a second
+    /// update of a key already in it) for up to two batches' worth, so an
+    /// update of another key queued behind a full round of second updates
+    /// still makes the next commit rather than the one after.
+    #[tokio::test]
+    async fn second_updates_of_a_batchs_keys_do_not_keep_the_next_key_out_of_it() {
+        let disk = FakeRows::holding_commits();
+        let store = Arc::new(GroupCommit::new(disk.clone(), 1 << 20));
+        let mut updates = vec![spawn_add(&store, "first", version(1, "x"))];
+        settle().await;
+        let half = MAX_BATCH as u32 / 2;
+        for node in (1_000..1_000 + half).chain(2_000..2_000 + half) {
+            let key = format!("a{:03}", node % 1_000);
+            updates.push(spawn_add(&store, &key, version(node, "v")));
+        }
+        updates.push(spawn_add(&store, "b", version(3, "b")));
+        settle().await;
+        disk.open_commits();
+        for update in updates {
+            update.await.expect("runs").expect("lands");
+        }
+        let second = &disk.commits()[1];
+        assert_eq!(second.len(), MAX_BATCH / 2 + 1);
+        assert_eq!(second.last().map(String::as_str), Some("b"));
+    }
+
+    /// With the cache off another writer may commit a key between an
+    /// update's read and its commit: that row alone loses, and its update
+    /// merges again on top, although the other rows of its batch landed.
+    #[tokio::test]
+    async fn a_row_that_lost_its_race_is_merged_again_though_its_batch_landed() {
+        let disk = FakeRows::holding_commits();
+        let store = Arc::new(GroupCommit::new(disk.clone(), 0));
+        let mut updates = vec![spawn_add(&store, "x", version(1, "x"))];
+        settle().await;
+        updates.push(spawn_add(&store, "k", version(2, "mine")));
+        settle().await;
+        updates.push(spawn_add(&store, "j", version(3, "j")));
+        settle().await;
+        disk.write_behind("k", &set(9, "theirs"));
+        disk.open_commits();
+        for update in updates {
+            update.await.expect("runs").expect("lands");
+        }
+        let (k, _) = disk.stored("k").expect("committed");
+        assert!(k.covers(Dot::new(2, 1)), "the update that lost is in");
+        assert!(k.covers(Dot::new(9, 1)), "the other writer's too");
+        assert_eq!(disk.commits()[1..], [vec!["k", "j"], vec!["k"]]);
+    }
+
+    #[tokio::test]
+    async fn an_update_that_loses_every_race_gives_up_after_max_update_attempts_commits() {
+        let disk = FakeRows::new();
+        disk.disk().otherwise = Fate::Overtaken;
+        let store = GroupCommit::new(disk.clone(), 0);
+        let answer = add(&store, "k", version(1, "a")).await;
+        assert!(
+            matches!(&answer, Err(StoreError::Backend(why)) if why.contains("consecutive updates")),
+            "{answer:?}"
+        );
+        assert_eq!(disk.commits().len(), MAX_UPDATE_ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn a_scan_goes_on_after_the_key_given() {
+        let disk = FakeRows::new();
+        for key in ["a", "b", "c"] {
+            disk.write_behind(key, &set(1, key));
+        }
+        let store = GroupCommit::new(disk.clone(), 1 << 20);
+        let keys = |page: Vec<(String, Siblings)>| -> Vec<String> {
+            page.into_iter().map(|(key, _)| key).collect()
+        };
+        assert_eq!(keys(store.scan(None, 2).await.expect("scans")), ["a", "b"]);
+        assert_eq!(keys(store.scan(Some("b"), 2).await.expect("scans")), ["c"]);
+        assert_eq!(store.scan(Some("c"), 2).await, Ok(vec![]));
+    }
+}

@@ -240,4 +240,76 @@ mod tests {
         cache.fill(ticket, "j", row("b", 0), 10);
         assert_eq!(cache.len(), 0);
     }
+
+    #[test]
+    fn a_row_of_exactly_the_capacity_is_cached_committed_or_filled() {
+        let exactly = RowCache::cost("k", 10);
+        let cache = RowCache::new(exactly);
+        cache.committed("k", row("a", 0), 10);
+        assert_eq!(cache.get("k"), Some(row("a", 0)), "committed");
+        let cache = RowCache::new(exactly);
+        let ticket = cache.ticket();
+        cache.fill(ticket, "k", row("a", 0), 10);
+        assert_eq!(cache.get("k"), Some(row("a", 0)), "filled");
+    }
+
+    #[test]
+    fn a_cache_with_room_for_exactly_two_rows_keeps_both() {
+        let cache = RowCache::new(2 * RowCache::cost("a", 10));
+        cache.committed("a", row("a", 0), 10);
+        cache.committed("b", row("b", 0), 10);
+        let ticket = cache.ticket();
+        cache.fill(ticket, "c", row("c", 0), 10);
+        // The fill needed room: one row went, not both.
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get("c"), Some(row("c", 0)));
+    }
+
+    /// A commit whose outcome is unknown forgets its key whether or not it
+    /// was cached: a read that began before it may bring back the row the
+    /// commit replaced.
+    #[test]
+    fn a_forget_of_a_key_not_cached_still_drops_the_fills_in_flight() {
+        let cache = RowCache::new(8 * ONE_ROW);
+        let ticket = cache.ticket();
+        cache.forget("k");
+        cache.fill(ticket, "k", row("old", 0), 10);
+        assert_eq!(cache.get("k"), None);
+    }
+
+    #[test]
+    fn a_long_key_counts_against_the_budget() {
+        let cache = RowCache::new(ONE_ROW);
+        let key = "k".repeat(ONE_ROW);
+        cache.committed(&key, row("a", 0), 10);
+        let ticket = cache.ticket();
+        cache.fill(ticket, &key, row("a", 0), 10);
+        assert_eq!(
+            cache.len(),
+            0,
+            "a key longer than the budget leaves no room"
+        );
+    }
+
+    #[test]
+    fn fills_keep_the_byte_budget() {
+        let cache = RowCache::new(3 * ONE_ROW);
+        for i in 0..20 {
+            let ticket = cache.ticket();
+            cache.fill(ticket, &format!("k{i:04}"), row("v", 0), 10);
+            assert!(cache.used() <= 3 * ONE_ROW, "{} > budget", cache.used());
+        }
+        assert_eq!(cache.len(), 3);
+    }
+
+    #[test]
+    fn a_forgotten_row_gives_its_room_back() {
+        let cache = RowCache::new(2 * ONE_ROW);
+        cache.committed("a", row("a", 0), 10);
+        cache.committed("b", row("b", 0), 10);
+        cache.forget("a");
+        assert_eq!(cache.used(), RowCache::cost("b", 10));
+        cache.committed("c", row("c", 0), 10);
+        assert_eq!(cache.get("b"), Some(row("b", 0)), "room for b and c");
+    }
 }
