@@ -790,6 +790,14 @@ mod tests {
         }
     }
 
+    /// Let the held commits go, and wait for every update to land.
+    async fn land_all(disk: &FakeRows, updates: Vec<JoinHandle<Result<Siblings, StoreError>>>) {
+        disk.open_commits();
+        for update in updates {
+            update.await.expect("runs").expect("lands");
+        }
+    }
+
     #[tokio::test]
     async fn updates_one_after_another_take_one_commit_each_and_read_back_the_last() {
         let disk = FakeRows::new();
@@ -899,10 +907,7 @@ mod tests {
             updates.push(spawn_add(&store, key, version(node, key)));
             settle().await;
         }
-        disk.open_commits();
-        for update in updates {
-            update.await.expect("runs").expect("lands");
-        }
+        land_all(&disk, updates).await;
         let commits = disk.commits();
         assert_eq!(commits[..3], [vec!["x"], vec!["a", "b", "c"], vec!["a"]]);
         let (a, _) = disk.stored("a").expect("committed");
@@ -919,10 +924,7 @@ mod tests {
             updates.push(spawn_add(&store, &format!("k{i:03}"), version(2, "v")));
         }
         settle().await;
-        disk.open_commits();
-        for update in updates {
-            update.await.expect("runs").expect("lands");
-        }
+        land_all(&disk, updates).await;
         let sizes: Vec<usize> = disk.commits().iter().map(Vec::len).collect();
         assert_eq!(sizes, [1, MAX_BATCH, 10]);
     }
@@ -944,10 +946,7 @@ mod tests {
         }
         updates.push(spawn_add(&store, "b", version(3, "b")));
         settle().await;
-        disk.open_commits();
-        for update in updates {
-            update.await.expect("runs").expect("lands");
-        }
+        land_all(&disk, updates).await;
         let second = &disk.commits()[1];
         assert_eq!(second.len(), MAX_BATCH / 2 + 1);
         assert_eq!(second.last().map(String::as_str), Some("b"));
@@ -967,10 +966,7 @@ mod tests {
         updates.push(spawn_add(&store, "j", version(3, "j")));
         settle().await;
         disk.write_behind("k", &set(9, "theirs"));
-        disk.open_commits();
-        for update in updates {
-            update.await.expect("runs").expect("lands");
-        }
+        land_all(&disk, updates).await;
         let (k, _) = disk.stored("k").expect("committed");
         assert!(k.covers(Dot::new(2, 1)), "the update that lost is in");
         assert!(k.covers(Dot::new(9, 1)), "the other writer's too");
