@@ -191,4 +191,58 @@ mod tests {
             })
         );
     }
+
+    #[test]
+    fn a_cluster_of_no_replicas_is_refused_at_every_level() {
+        for level in [
+            Consistency::One,
+            Consistency::Quorum,
+            Consistency::All,
+            Consistency::Count(0),
+            Consistency::Count(1),
+        ] {
+            assert_eq!(level.validate(0, "R"), Err(QuorumError::NoReplicas));
+            assert_eq!(
+                QuorumSpec::from_level(0, level),
+                Err(QuorumError::NoReplicas)
+            );
+        }
+        assert_eq!(QuorumSpec::new(0, 1, 1), Err(QuorumError::NoReplicas));
+    }
+
+    #[test]
+    fn quorums_overlap_only_when_reads_and_writes_add_up_past_n() {
+        assert!(!QuorumSpec::new(4, 2, 2).unwrap().overlapping());
+        assert!(QuorumSpec::new(4, 3, 2).unwrap().overlapping());
+        assert!(!QuorumSpec::new(2, 1, 1).unwrap().overlapping());
+        assert!(QuorumSpec::from_level(2, Consistency::Quorum)
+            .unwrap()
+            .overlapping());
+    }
+
+    #[test]
+    fn a_spec_displays_whether_its_quorums_overlap() {
+        assert_eq!(
+            QuorumSpec::from_level(5, Consistency::Quorum)
+                .unwrap()
+                .to_string(),
+            "N=5 R=3 W=3 (W+R > N)"
+        );
+        assert_eq!(
+            QuorumSpec::new(4, 2, 2).unwrap().to_string(),
+            "N=4 R=2 W=2 (W+R <= N)"
+        );
+    }
+
+    #[test]
+    fn levels_parse_whatever_their_case_and_surrounding_spaces() {
+        for text in ["quorum", " QUORUM", "Quorum\n", "\tquorum "] {
+            assert_eq!(text.parse::<Consistency>(), Ok(Consistency::Quorum));
+        }
+        assert_eq!(" 2 ".parse::<Consistency>(), Ok(Consistency::Count(2)));
+        assert_eq!(
+            " most ".parse::<Consistency>(),
+            Err(QuorumError::UnknownLevel(" most ".into()))
+        );
+    }
 }

@@ -1054,4 +1054,184 @@ mod tests {
         assert_eq!(again.sync_one(a), Ok(false));
         assert_eq!(again, set);
     }
+
+    #[test]
+    fn json_keys_round_trip_every_incarnation_but_zero_as_a_dotted_key() {
+        for incarnation in [1, 2, 7] {
+            let vv = VersionVector::from_entries([(Actor::new(3, incarnation), 4)]);
+            let json = serde_json::to_string(&vv).unwrap();
+            assert_eq!(json, format!(r#"{{"3.{incarnation}":4}}"#));
+            assert_eq!(serde_json::from_str::<VersionVector>(&json).unwrap(), vv);
+        }
+    }
+
+    #[test]
+    fn a_compact_map_naming_an_actor_twice_in_a_row_keeps_the_last() {
+        use std::collections::BTreeMap;
+        let actor = |node| Actor::new(node, 0);
+        // In order, but for the repeat: a map takes the later counter.
+        let wire: Vec<(Actor, u64)> = vec![(actor(1), 4), (actor(1), 1), (actor(2), 2)];
+        let bytes = crate::codec::encode(&wire).unwrap();
+        let decoded: VersionVector = crate::codec::decode(&bytes).unwrap();
+        let as_map: BTreeMap<Actor, u64> = crate::codec::decode(&bytes).unwrap();
+        assert_eq!(
+            decoded.entries().collect::<Vec<_>>(),
+            as_map.into_iter().collect::<Vec<_>>()
+        );
+        assert_eq!(decoded, VersionVector::from_entries([(1, 1), (2, 2)]));
+    }
+
+    #[test]
+    fn clocks_compare_by_what_each_has_seen() {
+        let newer = VersionVector::from_entries([(1, 2), (2, 1)]);
+        let older = VersionVector::from_entries([(1, 1)]);
+        let other = VersionVector::from_entries([(3, 1)]);
+        assert_eq!(newer.compare(&older), Causality::After);
+        assert_eq!(older.compare(&newer), Causality::Before);
+        assert_eq!(older.compare(&other), Causality::Concurrent);
+        assert_eq!(newer.compare(&newer.clone()), Causality::Equal);
+        assert_eq!(newer.partial_cmp(&older), Some(Ordering::Greater));
+        assert_eq!(older.partial_cmp(&newer), Some(Ordering::Less));
+        assert_eq!(older.partial_cmp(&other), None);
+        assert_eq!(older.partial_cmp(&older.clone()), Some(Ordering::Equal));
+    }
+
+    #[test]
+    fn a_vector_displays_each_entry_in_order() {
+        let vv = VersionVector::from_entries([
+            (Actor::new(4, 0), 5),
+            (Actor::new(1, 0), 2),
+            (Actor::new(3, 7), 1),
+        ]);
+        assert_eq!(vv.to_string(), "{n1:2, n3.7:1, n4:5}");
+        assert_eq!(VersionVector::new().to_string(), "{}");
+    }
+
+    #[test]
+    fn a_version_covers_its_own_dot_and_what_it_had_seen() {
+        let v = Version {
+            dot: dot(2, 3),
+            context: VersionVector::from_entries([(1, 4)]),
+            value: "v".into(),
+            timestamp_ms: 0,
+        };
+        assert!(v.covers(dot(2, 3)), "a version is the write of its own dot");
+        assert!(v.covers(dot(1, 4)) && v.covers(dot(1, 1)));
+        assert!(!v.covers(dot(2, 4)) && !v.covers(dot(1, 5)));
+    }
+
+    #[test]
+    fn a_sets_footprint_counts_its_versions_and_what_it_has_seen() {
+        let mut set = Siblings::new();
+        for node in 1..=3 {
+            blind_write(&mut set, node, "a");
+        }
+        let ctx = set.context();
+        let c = set.mint(4, &ctx, "c".into(), 0).unwrap();
+        set.sync_one(c.clone()).unwrap();
+        assert_eq!(set.seen().len(), 3);
+        assert_eq!(
+            c.footprint(),
+            1 + VERSION_OVERHEAD_BYTES + 3 * CONTEXT_ENTRY_BYTES
+        );
+        assert_eq!(set.footprint(), c.footprint() + 3 * CONTEXT_ENTRY_BYTES);
+    }
+
+    #[test]
+    fn a_set_covers_the_dots_it_superseded_as_well_as_those_it_holds() {
+        let mut set = Siblings::new();
+        let a = blind_write(&mut set, 1, "a");
+        let ctx = set.context();
+        let b = set.mint(2, &ctx, "b".into(), 0).unwrap();
+        set.sync_one(b.clone()).unwrap();
+        assert_eq!(set.versions(), std::slice::from_ref(&b));
+        assert!(set.covers(b.dot), "held");
+        assert!(set.covers(a.dot), "superseded here");
+        assert!(!set.covers(dot(1, 2)) && !set.covers(dot(2, 2)));
+    }
+
+    #[test]
+    fn a_dot_held_with_another_context_or_timestamp_is_a_conflict() {
+        let mut set = Siblings::new();
+        let x = blind_write(&mut set, 3, "X");
+        let mut other_context = x.clone();
+        other_context.context = VersionVector::from_entries([(9, 1)]);
+        let mut other_time = x.clone();
+        other_time.timestamp_ms += 1;
+        for forged in [other_context, other_time] {
+            assert_eq!(
+                set.sync_one(forged.clone()),
+                Err(VersionError::DotConflict { dot: x.dot })
+            );
+            let incoming = Siblings::from_versions([forged]).unwrap();
+            assert!(set.sync(&incoming).is_err());
+            assert_eq!(set.versions(), std::slice::from_ref(&x));
+        }
+    }
+
+    #[test]
+    fn a_merge_that_brings_only_what_the_other_set_superseded_changes_the_set() {
+        // Both sets hold c, whose context (taken from elsewhere) covers
+        // n2:1 but not n5:1; the incoming set also superseded n5:1 (by
+        // n2:1). Merged, the set must know n5:1 too, or n5:1 would come
+        // back and node 5 could mint it again.
+        let a = Siblings::new()
+            .mint(5, &VersionVector::new(), "a".into(), 0)
+            .unwrap();
+        let b = Version {
+            dot: dot(2, 1),
+            context: VersionVector::from_entries([(5, 1)]),
+            value: "b".into(),
+            timestamp_ms: 0,
+        };
+        let c = Version {
+            dot: dot(3, 1),
+            context: VersionVector::from_entries([(2, 1)]),
+            value: "c".into(),
+            timestamp_ms: 0,
+        };
+        let incoming = Siblings::from_versions([a.clone(), b, c.clone()]).unwrap();
+        let mut set = Siblings::from_versions([c.clone()]).unwrap();
+        assert_eq!(set.sync(&incoming), Ok(true));
+        assert_eq!(set.versions(), std::slice::from_ref(&c));
+        assert_eq!(set.seen(), incoming.seen());
+        assert_eq!(set.max_counter(5), 1);
+        assert_eq!(set.sync_one(a), Ok(false), "n5:1 stays superseded");
+    }
+
+    #[test]
+    fn the_context_length_counts_each_incarnation_as_its_own_actor() {
+        let mut set = Siblings::new();
+        blind_write(&mut set, 3, "a");
+        let fresh = set
+            .mint(Actor::new(3, 7), &VersionVector::new(), "b".into(), 0)
+            .unwrap();
+        set.sync_one(fresh).unwrap();
+        blind_write(&mut set, 3, "c");
+        assert_eq!(set.len(), 3);
+        assert_eq!(set.context().len(), 2);
+        assert_eq!(set.context_len(), 2);
+    }
+
+    #[test]
+    fn a_stored_set_is_rebuilt_with_everything_it_had_seen() {
+        // What a row holds: c, whose context covers n2:1 only, beside a
+        // `seen` that also has n5:1 (superseded by n2:1 before).
+        let c = Version {
+            dot: dot(3, 1),
+            context: VersionVector::from_entries([(2, 1)]),
+            value: "c".into(),
+            timestamp_ms: 0,
+        };
+        let seen = VersionVector::from_entries([(2, 1), (5, 1)]);
+        let set = Siblings::from_parts([c.clone()], seen.clone()).unwrap();
+        assert_eq!(set.seen(), &seen);
+        assert_eq!(set.max_counter(5), 1);
+        // A version the stored set had superseded is dropped on the way.
+        let old = Siblings::new()
+            .mint(5, &VersionVector::new(), "a".into(), 0)
+            .unwrap();
+        let set = Siblings::from_parts([old, c.clone()], seen).unwrap();
+        assert_eq!(set.versions(), std::slice::from_ref(&c));
+    }
 }
