@@ -1234,4 +1234,14 @@ mod tests {
         let set = Siblings::from_parts([old, c.clone()], seen).unwrap();
         assert_eq!(set.versions(), std::slice::from_ref(&c));
     }
+
+    #[test]
+    fn a_zero_counter_adds_no_entry() {
+        let vv = VersionVector::from_entries([(1, 0), (2, 3), (3, 0)]);
+        assert_eq!(vv, VersionVector::from_entries([(2, 3)]));
+        assert_eq!(vv.len(), 1);
+        let mut bumped = VersionVector::new();
+        bumped.bump(4, 0);
+        assert!(bumped.is_empty());
+    }
 }
