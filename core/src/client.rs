@@ -276,4 +276,47 @@ mod tests {
             assert_eq!(unavailable_error(response.clone()), Err(response));
         }
     }
+
+    /// Only a request that may have applied is indeterminate: one sent and
+    /// never answered, or answered with a timeout; refusals and unreachable
+    /// coordinators are not.
+    #[test]
+    fn a_timeout_or_a_lost_answer_is_indeterminate_and_nothing_else_is() {
+        let op = |error| ClientError::Op {
+            coordinator: 1,
+            error,
+        };
+        let indeterminate = [
+            op(OpError::Timeout {
+                needed: 3,
+                answered: 1,
+                n: 5,
+                unreachable: 0,
+            }),
+            ClientError::Indeterminate {
+                coordinator: 1,
+                error: RpcError::ConnectionLost {
+                    addr: SocketAddr::from(([127, 0, 0, 1], 9)),
+                },
+            },
+        ];
+        let determinate = [
+            op(OpError::Unavailable {
+                needed: 3,
+                alive: 2,
+                n: 5,
+            }),
+            op(OpError::Invalid("bad key".into())),
+            ClientError::NoCoordinator {
+                tried: 3,
+                last: "refused".into(),
+            },
+        ];
+        for error in indeterminate {
+            assert!(error.is_indeterminate(), "{error}");
+        }
+        for error in determinate {
+            assert!(!error.is_indeterminate(), "{error}");
+        }
+    }
 }

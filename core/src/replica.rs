@@ -591,10 +591,12 @@ mod tests {
     /// copy of the key and is thrown away, as an optimistic store's
     /// attempt that lost a race to another writer is: the update then runs
     /// again against what is stored.
+    /// It also counts the updates it wrote.
     #[derive(Default)]
     struct LosesTheFirstRace {
         inner: MemoryStore,
         stale: Mutex<Option<Siblings>>,
+        writes: std::sync::atomic::AtomicUsize,
     }
 
     #[async_trait::async_trait]
@@ -607,7 +609,16 @@ mod tests {
             if let Some(mut stale) = stale {
                 update(&mut stale);
             }
-            self.inner.update(key, update).await
+            self.inner
+                .update(key, &mut |local| {
+                    let wrote = update(local);
+                    if wrote {
+                        self.writes
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    wrote
+                })
+                .await
         }
         async fn keys(&self) -> Result<Vec<String>, StoreError> {
             self.inner.keys().await
@@ -706,5 +717,120 @@ mod tests {
             .write_local("k", &VersionVector::new(), "c".into(), false)
             .await;
         assert!(out.is_ok(), "the kept attempt makes two siblings: {out:?}");
+    }
+
+    #[tokio::test]
+    async fn an_apply_of_what_the_replica_already_holds_writes_nothing() {
+        let store = Arc::new(LosesTheFirstRace::default());
+        let replica = replica(store.clone(), KeyLimits::default());
+        let writes = || store.writes.load(std::sync::atomic::Ordering::SeqCst);
+        replica
+            .apply("k", &concurrent(10..13, "v"))
+            .await
+            .expect("apply");
+        assert_eq!(writes(), 1);
+        for again in [
+            concurrent(10..13, "v"),
+            concurrent(11..12, "v"),
+            Siblings::new(),
+        ] {
+            let out = replica.apply("k", &again).await.expect("apply");
+            assert_eq!(out.len(), 3);
+        }
+        assert_eq!(writes(), 1, "an apply that changed nothing was written");
+        assert!(replica.apply("other", &Siblings::new()).await.is_ok());
+        assert_eq!(writes(), 1, "an empty apply wrote a key");
+    }
+
+    #[tokio::test]
+    async fn a_write_that_brings_a_key_to_exactly_its_limits_is_taken() {
+        // The footprint of one write of this value, measured with room to
+        // spare; then the same write against exactly that many bytes.
+        let roomy = replica(Arc::new(MemoryStore::new()), KeyLimits::default());
+        let value = "x".repeat(100);
+        let (_, one) = roomy
+            .write_local("k", &VersionVector::new(), value.clone(), false)
+            .await
+            .expect("write");
+        let exact = KeyLimits {
+            max_siblings: 2,
+            max_bytes: one.footprint(),
+        };
+        let tight = replica(Arc::new(MemoryStore::new()), exact);
+        let out = tight
+            .write_local("k", &VersionVector::new(), value, false)
+            .await;
+        assert!(
+            out.is_ok(),
+            "exactly max_bytes is within the limit: {out:?}"
+        );
+        // Two siblings is exactly the sibling limit (the second write is
+        // small: its bytes past the limit are not the point here).
+        let tight = replica(
+            Arc::new(MemoryStore::new()),
+            KeyLimits {
+                max_siblings: 2,
+                max_bytes: KeyLimits::DEFAULT_MAX_BYTES,
+            },
+        );
+        for value in ["a", "b"] {
+            let out = tight
+                .write_local("k", &VersionVector::new(), value.into(), false)
+                .await;
+            assert!(
+                out.is_ok(),
+                "two siblings is within a limit of two: {out:?}"
+            );
+        }
+        assert!(refused_siblings(
+            tight
+                .write_local("k", &VersionVector::new(), "c".into(), false)
+                .await
+        ));
+    }
+
+    fn version_of(node: NodeId, counter: u64, context: VersionVector) -> Version {
+        Version {
+            dot: Dot::new(node, counter),
+            context,
+            value: "v".into(),
+            timestamp_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_context_may_not_claim_a_dot_of_the_replicas_own_it_never_had() {
+        let own = Actor::new(OWN, 0);
+        let claim = VersionVector::from_entries([(OWN, 1)]);
+        assert!(
+            check_context("k", own, &claim, &Siblings::new()).is_err(),
+            "a context naming this replica's dot on a key it holds nothing of"
+        );
+        let held = Siblings::from_versions([version_of(OWN, 1, VersionVector::new())])
+            .expect("one version");
+        assert!(check_context("k", own, &claim, &held).is_ok());
+        assert!(check_context("k", own, &VersionVector::from_entries([(OWN, 2)]), &held).is_err());
+    }
+
+    #[test]
+    fn a_context_need_not_have_seen_the_past_of_versions_it_does_not_cover() {
+        let own = Actor::new(OWN, 0);
+        // Node 10's version had seen node 11's first; a context covering
+        // neither (only node 12's) is one a read may hand out, as is one
+        // covering both; covering 10's without 11's is not.
+        let held =
+            Siblings::from_versions([version_of(10, 1, VersionVector::from_entries([(11, 1)]))])
+                .expect("one version");
+        for (context, ok) in [
+            (VersionVector::from_entries([(12, 1)]), true),
+            (VersionVector::from_entries([(10, 1), (11, 1)]), true),
+            (VersionVector::from_entries([(10, 1)]), false),
+        ] {
+            assert_eq!(
+                check_context("k", own, &context, &held).is_ok(),
+                ok,
+                "{context:?}"
+            );
+        }
     }
 }
