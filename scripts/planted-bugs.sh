@@ -1009,8 +1009,139 @@ equivalent_test "a merge prunes its siblings by the incoming set's seen alone" \
 equivalent_test "a level's W refusal is named R" \
     "version-38-from-level-names-w-as-r.patch" "${core_tests[@]}"
 
+# Coordinator, hinted handoff, breakers, replica and client: coord-01…39.
+# Found by the simulator where only it judges them (read repair alone,
+# hints alone, contexts refused while reachable).
+plant "a replica refuses a context that has not seen the past of versions it does not cover" \
+    "coord-29-context-must-descend-every-version.patch" --faults partitions --level QUORUM
+plant "a read never repairs its coordinator's own replica" \
+    "coord-12-read-repair-skips-the-coordinator.patch" --faults partitions --level QUORUM \
+    --scenario '{"tuning":{"anti_entropy_ms":null,"hints":false}}'
+plant "background read repairs get one slot whatever the configuration" \
+    "coord-14-one-background-repair-slot.patch" --faults partitions --level QUORUM \
+    --scenario '{"tuning":{"anti_entropy_ms":null,"hints":false}}'
+plant "replicas believed down get no hint for a write never sent to them" \
+    "coord-16-peers-believed-down-get-no-hint.patch" --faults partitions --level QUORUM \
+    --scenario '{"tuning":{"anti_entropy_ms":null,"read_repair":"off"}}'
+# Found by core's tests that were there before.
+plant_test "a read needs one replica more alive than its level asks" \
+    "coord-03-read-unavailable-off-by-one.patch" \
+    two_nodes_down_quorum_serves_all_is_refused_then_recovers "${core_tests[@]}"
+plant_test "a read counts its replies without the coordinator's own" \
+    "coord-11-read-replies-leave-out-the-coordinator.patch" \
+    quorum_write_then_read_and_siblings_resolve "${core_tests[@]}"
+plant_test "blocking read repairs take background slots and background ones take none" \
+    "coord-15-blocking-repairs-take-slots.patch" \
+    background_repairs_past_the_limit_are_skipped "${core_tests[@]}"
+plant_test "a breaker is still open at the instant its open time ends" \
+    "coord-24-breaker-open-at-its-end.patch" \
+    breaker::tests::opens_after_threshold_and_probes_back "${core_tests[@]}"
+plant_test "a success leaves a breaker's failure count as it was" \
+    "coord-25-success-keeps-the-failure-count.patch" \
+    breaker::tests::opens_after_threshold_and_probes_back "${core_tests[@]}"
+plant_test "a breaker opens one failure past its threshold" \
+    "coord-26-breaker-opens-one-failure-late.patch" \
+    breaker::tests::opens_after_threshold_and_probes_back "${core_tests[@]}"
+plant_test "a refused connection opens a breaker for no time" \
+    "coord-27-trip-opens-for-no-time.patch" \
+    breaker::tests::a_refused_connection_opens_at_once "${core_tests[@]}"
+plant_test "what other replicas send is bounded by the write limits, not N times them" \
+    "coord-31-apply-bounded-by-the-write-limits.patch" \
+    replica::tests::a_write_that_shrinks_a_key_past_its_sibling_limit_is_taken_and_one_that_grows_it_is_not "${core_tests[@]}"
+plant_test "a write is bounded by N times the key limits" \
+    "coord-32-write-bounded-by-the-apply-limits.patch" \
+    replica::tests::a_write_that_shrinks_a_key_past_its_sibling_limit_is_taken_and_one_that_grows_it_is_not "${core_tests[@]}"
+plant_test "a key of exactly its sibling limit is refused" \
+    "coord-35-sibling-limit-refuses-its-own-size.patch" \
+    replica::tests::only_the_attempt_a_store_keeps_decides_a_write "${core_tests[@]}"
+plant_test "a client starts at the first coordinator whatever it is given" \
+    "coord-36-client-ignores-the-first-coordinator.patch" \
+    a_node_that_died_is_refused_before_anything_is_sent "${core_tests[@]}"
+plant_test "a client never tries the last coordinator" \
+    "coord-37-client-never-tries-the-last-coordinator.patch" \
+    background_repairs_past_the_limit_are_skipped "${core_tests[@]}"
+# Blind spots and costs, judged by the new tests over fake replicas
+# (core/tests/coordination.rs) and in replica.rs and client.rs.
+plant_test "a replica's error answer counts as a success for its breaker" \
+    "coord-01-replica-error-taken-as-success.patch" \
+    a_replica_that_answers_errors_is_left_alone_after_the_threshold "${core_tests[@]}"
+plant_test "a refused connection counts as one failure, not as down" \
+    "coord-02-refused-connection-one-failure.patch" \
+    a_replica_that_refuses_the_connection_is_down_at_once "${core_tests[@]}"
+plant_test "a write is sent only to as many replicas as its level needs" \
+    "coord-04-write-sent-only-to-its-level.patch" \
+    a_write_is_sent_to_every_live_replica_whatever_its_level "${core_tests[@]}"
+plant_test "a request waits for one answer more than its level needs" \
+    "coord-05-gather-waits-one-answer-more.patch" \
+    a_write_answers_as_soon_as_its_level_is_met "${core_tests[@]}"
+plant_test "a replica that refused the connection is not counted as failed, so it gets no hint" \
+    "coord-06-unreachable-replica-not-failed.patch" \
+    a_replica_that_refuses_the_connection_gets_a_hint "${core_tests[@]}"
+plant_test "a write replicas refused is answered as a timeout" \
+    "coord-07-refusal-not-recorded.patch" \
+    a_write_replicas_refuse_is_answered_refused "${core_tests[@]}"
+plant_test "every read starts at the same peers" \
+    "coord-09-reads-not-rotated.patch" \
+    reads_spread_over_the_replicas "${core_tests[@]}"
+plant_test "a read asks one peer more than its level needs" \
+    "coord-10-read-asks-one-peer-more.patch" \
+    a_read_asks_only_as_many_replicas_as_its_level_needs "${core_tests[@]}"
+plant_test "a blocking read repair is not waited for" \
+    "coord-13-blocking-repair-not-awaited.patch" \
+    a_blocking_read_repair_is_done_before_the_read_answers "${core_tests[@]}"
+plant_test "calls still in flight when a write answered are not followed, so their misses get no hint" \
+    "coord-17-calls-in-flight-not-followed.patch" \
+    a_replica_that_misses_a_write_after_it_answered_gets_a_hint "${core_tests[@]}"
+plant_test "a replica that refused a write in flight gets a hint it will refuse too" \
+    "coord-18-refusal-in-flight-hinted.patch" \
+    a_replica_that_refused_a_write_gets_no_hint "${core_tests[@]}"
+plant_test "a replay goes on past the first hint its replica failed" \
+    "coord-20-replay-goes-on-past-a-failure.patch" \
+    a_replay_stops_at_the_first_hint_its_replica_fails "${core_tests[@]}"
+plant_test "a hint its replica refused is kept, to be refused again" \
+    "coord-21-refused-hint-kept.patch" \
+    a_hint_its_replica_refuses_is_dropped "${core_tests[@]}"
+plant_test "hints are replayed to a replica whose breaker is open" \
+    "coord-22-replay-ignores-the-breaker.patch" \
+    hints_are_not_replayed_to_a_replica_whose_breaker_is_open "${core_tests[@]}"
+plant_test "a replica's context checks are skipped on a key it holds nothing of" \
+    "coord-28-context-checks-skipped-on-an-empty-key.patch" \
+    replica::tests::a_context_may_not_claim_a_dot_of_the_replicas_own_it_never_had "${core_tests[@]}"
+plant_test "an apply that changes nothing is written anyway" \
+    "coord-30-unchanged-apply-written.patch" \
+    replica::tests::an_apply_of_what_the_replica_already_holds_writes_nothing "${core_tests[@]}"
+plant_test "a key of exactly its byte limit is refused" \
+    "coord-34-byte-limit-refuses-its-own-size.patch" \
+    replica::tests::a_write_that_brings_a_key_to_exactly_its_limits_is_taken "${core_tests[@]}"
+plant_test "a client that finds every coordinator unavailable reports the one that saw the fewest alive" \
+    "coord-38-client-reports-the-least-alive.patch" \
+    a_client_that_finds_every_coordinator_unavailable_reports_the_most_alive "${core_tests[@]}"
+plant_test "an unavailable answer is taken as indeterminate and a timeout as not" \
+    "coord-39-unavailable-taken-as-indeterminate.patch" \
+    client::tests::a_timeout_or_a_lost_answer_is_indeterminate_and_nothing_else_is "${core_tests[@]}"
+# Equivalent: the hedge asks every peer not asked yet, so `next` is at the
+# end of the list, and the gather's timer ignores the hedge time once no
+# peer is left to ask.
+equivalent_test "the hedge time is left set after the hedge" \
+    "coord-08-hedge-timer-kept-after-the-hedge.patch" "${core_tests[@]}"
+# Equivalent: the follow-up of a write's calls then reads answers until
+# the channel closes instead of counting them; the task feeding it drops
+# the sender as soon as the last call in flight ends, so it reads the same
+# answers and stops at the same moment.
+equivalent_test "the follow-up of a write's calls never counts them down" \
+    "coord-19-in-flight-count-not-decremented.patch" "${core_tests[@]}"
+# Equivalent: a write calls every live peer at once, so none is left
+# never asked; only reads leave peers unasked, and reads keep no hints.
+equivalent_test "peers a write never asked get no hint" \
+    "coord-23-never-asked-peers-not-hinted.patch" "${core_tests[@]}"
+# Equivalent: every attempt that stores nothing sets a refusal or a bad
+# context, which is answered before the minted version is read, and an
+# attempt that stores mints anew; the store keeps its last attempt.
+equivalent_test "a write's minted version is not reset for the store's next attempt" \
+    "coord-33-minted-not-reset-per-attempt.patch" "${core_tests[@]}"
+
 echo
-echo "caught $((planted - missed)) of $planted planted bugs (judged equivalent and tried with EQUIVALENT=1: three mutants of the checkers, check-37 to check-39; two of the history format, history-50 and history-51; five of the input boundary, input-42 to input-46; two of the storage layer, store-34 and store-35; five of the version algebra and the quorum arithmetic, version-18, 23, 27, 33 and 38)"
+echo "caught $((planted - missed)) of $planted planted bugs (judged equivalent and tried with EQUIVALENT=1: three mutants of the checkers, check-37 to check-39; two of the history format, history-50 and history-51; five of the input boundary, input-42 to input-46; two of the storage layer, store-34 and store-35; five of the version algebra and the quorum arithmetic, version-18, 23, 27, 33 and 38; four of the coordinator, hinted handoff, breakers, replica and client, coord-08, 19, 23 and 33)"
 if ((missed > 0)); then
     echo "$missed planted bug(s) went unnoticed"
     exit 1
