@@ -390,7 +390,11 @@ mod tests {
             let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let sealed = dialer.seal(&plain).unwrap();
             assert_eq!(sealed.len(), sealed_len(len), "len {len}");
-            if len > 0 {
+            // Encrypted: a one-byte frame's ciphertext equals its
+            // plaintext once in 256 sessions (the keys are fresh each
+            // run), so only frames long enough that no run can match by
+            // chance are compared.
+            if len >= 16 {
                 assert_ne!(&sealed[..len.min(64)], &plain[..len.min(64)]);
             }
             assert_eq!(&listener.open(&sealed).unwrap()[..], &plain[..]);
