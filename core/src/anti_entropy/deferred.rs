@@ -362,4 +362,37 @@ mod tests {
         }
         assert_eq!(deferred.read(Index::clone), expected);
     }
+
+    #[test]
+    fn updates_of_exactly_the_byte_bound_still_wait() {
+        let deferred = DeferredIndex::new(Index::new());
+        let overhead = set(1, "").footprint();
+        let value = "v".repeat(MAX_DEFERRED_BYTES - overhead);
+        assert_eq!(set(1, &value).footprint(), MAX_DEFERRED_BYTES);
+        deferred.record("k", &set(1, &value));
+        assert_eq!(deferred.pending(), 1, "at the bound the update waits");
+        deferred.record("other", &set(1, ""));
+        assert_eq!(
+            deferred.pending(),
+            0,
+            "past the bound everything is recorded"
+        );
+    }
+
+    /// A key recorded again and again counts its last state only against
+    /// the byte bound: its replaced states never force a flush.
+    #[test]
+    fn a_key_recorded_over_and_over_counts_only_its_last_state() {
+        let deferred = DeferredIndex::new(Index::new());
+        let value = "v".repeat(64 * 1024);
+        let per_key = set(1, &value).footprint();
+        for round in 0..2 * (MAX_DEFERRED_BYTES / per_key) {
+            deferred.record("k", &set(1 + round as u32 % 2, &value));
+            assert_eq!(
+                deferred.pending(),
+                1,
+                "round {round}: the waiting key was flushed"
+            );
+        }
+    }
 }

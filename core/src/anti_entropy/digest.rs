@@ -330,4 +330,69 @@ mod tests {
         let two = Siblings::from_versions([b]).unwrap();
         assert_ne!(digest(&one), digest(&two));
     }
+
+    #[test]
+    fn an_actors_incarnation_in_a_vector_is_in_the_digest() {
+        let version = |incarnation| Version {
+            dot: Dot::new(1, 1),
+            context: VersionVector::from_entries([(Actor::new(4, incarnation), 5)]),
+            value: "x".into(),
+            timestamp_ms: 0,
+        };
+        let set = |v: Version| Siblings::from_versions([v]).unwrap();
+        assert_ne!(digest(&set(version(0))), digest(&set(version(1))));
+    }
+
+    /// A corrupt set from a peer, holding one dot twice with two values,
+    /// digests the same whichever order its versions come in.
+    #[test]
+    fn a_set_holding_one_dot_twice_digests_the_same_in_either_order() {
+        let one = Version {
+            dot: Dot::new(1, 1),
+            context: VersionVector::new(),
+            value: "a".into(),
+            timestamp_ms: 0,
+        };
+        let mut two = one.clone();
+        two.value = "b".into();
+        let seen = VersionVector::new();
+        let decode = |versions: Vec<&Version>| -> Siblings {
+            let bytes = crate::codec::encode(&RawSiblings {
+                versions,
+                seen: &seen,
+            })
+            .unwrap();
+            crate::codec::decode(&bytes).unwrap()
+        };
+        assert_eq!(
+            digest(&decode(vec![&one, &two])),
+            digest(&decode(vec![&two, &one]))
+        );
+    }
+
+    /// Without the value's length, these two sets would encode to the
+    /// same bytes: the first value's tail reads as the second set's empty
+    /// context and the first entry of its `seen`.
+    #[test]
+    fn a_value_cannot_spill_into_what_follows_it() {
+        let version = |value: &str| Version {
+            dot: Dot::new(5, 1),
+            context: VersionVector::new(),
+            value: value.into(),
+            timestamp_ms: 0,
+        };
+        let long = format!("a{}\u{2}{}", "\0".repeat(8), "\0".repeat(7));
+        let one = Siblings::from_parts(
+            [version(&long)],
+            VersionVector::from_entries([(Actor::new(6, 0), 1)]),
+        )
+        .unwrap();
+        let two = Siblings::from_parts(
+            [version("a")],
+            VersionVector::from_entries([(Actor::new(0, 0), 1), (Actor::new(6, 0), 1)]),
+        )
+        .unwrap();
+        assert_ne!(one, two);
+        assert_ne!(digest(&one), digest(&two));
+    }
 }

@@ -627,4 +627,39 @@ mod tests {
         assert_ne!(changed.root(), forward.root());
         assert_eq!(changed.root().count, forward.root().count);
     }
+
+    #[test]
+    fn two_keys_that_swap_states_change_the_root() {
+        let one = Index::from_entries([("a", d(1)), ("b", d(2))]);
+        let swapped = Index::from_entries([("a", d(2)), ("b", d(1))]);
+        assert_ne!(one.root(), swapped.root());
+    }
+
+    /// A one-pass build splits a node's entries among its children by
+    /// position: the last position of a child's range is that child's.
+    #[test]
+    fn a_position_at_the_end_of_a_childs_range_is_summed_in_that_child() {
+        let child = TrieNode::ROOT.child(0).unwrap();
+        let (low, high) = child.bounds();
+        // one entry more than a leaf in child 0, the last at its last
+        // position, and one entry in child 1
+        let mut positions: Vec<u64> = (0..LEAF_ENTRIES as u64).map(|i| low + i).collect();
+        positions.push(high);
+        positions.push(high + 1);
+        let hashes: Vec<NodeHash> = (0..positions.len())
+            .map(|i| entry_hash(&format!("k{i}"), &d(i as u64)))
+            .collect();
+        let mut stored = BTreeMap::new();
+        summarise(TrieNode::ROOT, &positions, &hashes, &mut stored);
+        let in_child = hashes[..=LEAF_ENTRIES]
+            .iter()
+            .fold(NodeHash::ZERO, |sum, hash| sum ^ *hash);
+        assert_eq!(
+            stored.get(&child),
+            Some(&Summary {
+                hash: in_child,
+                count: LEAF_ENTRIES as u64 + 1
+            })
+        );
+    }
 }

@@ -1159,4 +1159,139 @@ mod tests {
             prop_assert!(wire_size(&response) <= MAX_RESPONSE_BYTES as u64);
         }
     }
+
+    /// A node holding exactly `LEAF_ENTRIES` keys is answered with its
+    /// entries, not its children: one round trip settles it.
+    #[test]
+    fn a_node_of_exactly_leaf_size_is_settled_in_one_round_trip() {
+        let local = Index::from_entries(keys(LEAF_ENTRIES as u64));
+        let mut peer = local.clone();
+        peer.upsert("key/0000003", d(99));
+        let found = compare(&local, &peer, Budget::default());
+        assert!(found.complete);
+        assert_eq!(found.keys.len(), 1);
+        assert_eq!(found.stats.round_trips, 1, "{:?}", found.stats);
+    }
+
+    /// A child the peer holds nothing of is settled from the local index
+    /// alone, without probing it.
+    #[test]
+    fn a_child_the_peer_lacks_is_settled_without_asking() {
+        let all = keys(2000);
+        let child = TrieNode::ROOT.child(0).unwrap();
+        let peer: BTreeMap<String, KeyDigest> = all
+            .iter()
+            .filter(|(key, _)| !child.contains(key_position(key)))
+            .map(|(key, digest)| (key.clone(), *digest))
+            .collect();
+        let found = compare(
+            &Index::from_entries(all.clone()),
+            &Index::from_entries(peer.clone()),
+            Budget::default(),
+        );
+        assert!(found.complete);
+        assert_eq!(found.keys, expected(&all, &peer));
+        assert!(!found.keys.is_empty());
+        assert_eq!(found.stats.round_trips, 1, "{:?}", found.stats);
+    }
+
+    /// The walk goes depth-first in position order: a budget of a few keys
+    /// gets the first differing keys in the index's order.
+    #[test]
+    fn a_small_budget_finds_the_first_differences_in_position_order() {
+        let local = Index::from_entries(keys(2000));
+        let peer = Index::from_entries((0..2000u64).map(|i| (format!("key/{i:07}"), d(i + 5000))));
+        let budget = Budget {
+            max_keys: 5,
+            max_requests: 64,
+        };
+        let found = compare(&local, &peer, budget);
+        assert!(!found.complete);
+        let mut first: Vec<&str> = local.iter().take(5).map(|(key, _)| key).collect();
+        first.sort_unstable();
+        let got: Vec<&str> = found.keys.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(got, first);
+    }
+
+    #[test]
+    fn a_key_of_the_longest_length_is_compared() {
+        let longest = "k".repeat(MAX_KEY_LEN);
+        let peer = Index::from_entries([(longest.clone(), d(1))]);
+        let found = compare(&Index::new(), &peer, Budget::default());
+        assert!(found.complete);
+        assert_eq!(
+            found.keys,
+            vec![KeyDifference {
+                key: longest,
+                local: None,
+                peer: Some(d(1)),
+            }]
+        );
+    }
+
+    /// A list of exactly `MAX_ENTRIES_PER_NODE` entries (a deepest node cut
+    /// at the limit) is taken.
+    #[test]
+    fn an_entry_list_of_exactly_the_limit_is_taken() {
+        let mut entries: Vec<(u64, Entry)> = (0..MAX_ENTRIES_PER_NODE as u64)
+            .map(|i| {
+                let key = format!("k{i}");
+                (key_position(&key), Entry { key, digest: d(i) })
+            })
+            .collect();
+        entries.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
+        let answer = NodeAnswer::Entries {
+            entries: entries.into_iter().map(|(_, entry)| entry).collect(),
+            truncated: true,
+        };
+        assert!(matches!(
+            check_answer(TrieNode::ROOT, answer),
+            Ok(Checked::Entries { entries, truncated: true }) if entries.len() == MAX_ENTRIES_PER_NODE
+        ));
+    }
+
+    #[test]
+    fn a_key_listed_twice_is_refused() {
+        let entry = Entry {
+            key: "k".into(),
+            digest: d(0),
+        };
+        let answer = NodeAnswer::Entries {
+            entries: vec![entry.clone(), entry],
+            truncated: false,
+        };
+        assert!(matches!(
+            check_answer(TrieNode::ROOT, answer),
+            Err(Malformed::EntriesOutOfOrder { .. })
+        ));
+    }
+
+    /// Keys after the end of a peer's cut list are left for a later round,
+    /// not reported as held only here.
+    #[test]
+    fn keys_past_a_cut_list_are_left_for_later() {
+        let peer = Index::from_entries(keys(100));
+        let mut local = peer.clone();
+        local.upsert("key/0000042", d(1));
+        let cut = Tampering {
+            index: &peer,
+            tamper: first(|a| match a {
+                NodeAnswer::Entries { entries, truncated } => {
+                    entries.truncate(1);
+                    *truncated = true;
+                    true
+                }
+                _ => false,
+            }),
+        };
+        let found = block_on(differences(&local, &cut, Budget::default())).unwrap();
+        assert!(!found.complete);
+        let model = |index: &Index| -> BTreeMap<String, KeyDigest> {
+            index.iter().map(|(k, d)| (k.to_owned(), d)).collect()
+        };
+        let all = expected(&model(&local), &model(&peer));
+        for difference in &found.keys {
+            assert!(all.contains(difference), "not a difference: {difference:?}");
+        }
+    }
 }
