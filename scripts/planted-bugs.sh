@@ -1140,8 +1140,149 @@ equivalent_test "peers a write never asked get no hint" \
 equivalent_test "a write's minted version is not reset for the store's next attempt" \
     "coord-33-minted-not-reset-per-attempt.patch" "${core_tests[@]}"
 
+# Mutants of anti-entropy (see docs/simulation.md, "Mutants of anti-entropy").
+plant_test "a trie node at the deepest level is taken as invalid" \
+    "ae-01-trie-node-deepest-level-invalid.patch" \
+    anti_entropy::index::tests::node_bounds_cover_the_key_space "${core_tests[@]}"
+plant_test "a node at the deepest level has children" \
+    "ae-02-deepest-node-has-children.patch" \
+    anti_entropy::index::tests::node_bounds_cover_the_key_space "${core_tests[@]}"
+plant_test "the entry hash leaves out the key, so two keys that swap states cancel out" \
+    "ae-05-entry-hash-leaves-out-key.patch" \
+    anti_entropy::index::tests::two_keys_that_swap_states_change_the_root "${core_tests[@]}"
+plant_test "a one-pass build stores nodes of exactly LEAF_ENTRIES keys" \
+    "ae-06-build-stores-full-leaves.patch" \
+    anti_entropy::index::tests::incremental_updates_equal_a_fresh_build "${core_tests[@]}"
+plant_test "a build given a key twice keeps the earlier digest" \
+    "ae-07-build-keeps-first-duplicate.patch" \
+    anti_entropy::index::tests::the_root_depends_only_on_the_contents "${core_tests[@]}"
+plant_test "an upsert that changes a key's digest counts it again in every stored node" \
+    "ae-08-upsert-counts-changed-key.patch" \
+    anti_entropy::index::tests::the_root_depends_only_on_the_contents "${core_tests[@]}"
+plant_test "an upsert stores a node that reaches exactly LEAF_ENTRIES keys" \
+    "ae-09-upsert-stores-at-leaf-size.patch" \
+    anti_entropy::index::tests::incremental_updates_equal_a_fresh_build "${core_tests[@]}"
+plant_test "a node an upsert pushes over LEAF_ENTRIES is stored summed one entry short" \
+    "ae-10-upsert-sums-one-short.patch" \
+    anti_entropy::index::tests::nodes_are_stored_above_the_leaf_size_and_dropped_below "${core_tests[@]}"
+plant_test "a removal keeps a node stored at exactly LEAF_ENTRIES keys" \
+    "ae-11-remove-keeps-full-leaf.patch" \
+    anti_entropy::index::tests::incremental_updates_equal_a_fresh_build "${core_tests[@]}"
+plant_test "a build puts the last position of a child's range in the next child" \
+    "ae-14-build-child-split-strict.patch" \
+    anti_entropy::index::tests::a_position_at_the_end_of_a_childs_range_is_summed_in_that_child "${core_tests[@]}"
+plant_test "a peer refuses a request of exactly MAX_PROBES probes" \
+    "ae-15-answer-refuses-full-batch.patch" \
+    anti_entropy::reconcile::tests::repeated_rounds_converge "${core_tests[@]}"
+plant_test "a node of exactly LEAF_ENTRIES keys is answered with its children, not its entries" \
+    "ae-16-answer-children-of-full-leaf.patch" \
+    anti_entropy::reconcile::tests::a_node_of_exactly_leaf_size_is_settled_in_one_round_trip "${core_tests[@]}"
+plant_test "a peer lists its first child as present even when it is empty" \
+    "ae-17-answer-lists-empty-children.patch" \
+    anti_entropy::reconcile::tests::a_child_the_peer_lacks_is_settled_without_asking "${core_tests[@]}"
+plant_test "the walk sends one request more than its budget" \
+    "ae-18-walk-one-request-over-budget.patch" \
+    anti_entropy::reconcile::tests::the_budget_is_respected "${core_tests[@]}"
+plant_test "the walk probes every pending node in one request, past MAX_PROBES" \
+    "ae-19-walk-batch-unbounded.patch" \
+    anti_entropy::reconcile::tests::repeated_rounds_converge "${core_tests[@]}"
+plant_test "children listed for a node at the deepest level are accepted" \
+    "ae-20-deepest-children-accepted.patch" \
+    anti_entropy::reconcile::tests::children_of_the_deepest_level_are_refused "${core_tests[@]}"
+plant_test "a peer's list repeating a key is accepted" \
+    "ae-21-repeated-entry-accepted.patch" \
+    anti_entropy::reconcile::tests::a_key_listed_twice_is_refused "${core_tests[@]}"
+plant_test "a peer's list of exactly MAX_ENTRIES_PER_NODE entries is refused" \
+    "ae-22-full-entry-list-refused.patch" \
+    anti_entropy::reconcile::tests::an_entry_list_of_exactly_the_limit_is_taken "${core_tests[@]}"
+plant_test "a key of exactly MAX_KEY_LEN bytes from a peer is refused" \
+    "ae-23-longest-key-refused.patch" \
+    anti_entropy::reconcile::tests::a_key_of_the_longest_length_is_compared "${core_tests[@]}"
+plant_test "a child the peer holds nothing of is probed instead of settled locally" \
+    "ae-24-empty-peer-child-probed.patch" \
+    anti_entropy::reconcile::tests::a_child_the_peer_lacks_is_settled_without_asking "${core_tests[@]}"
+plant_test "local keys past the end of a peer's cut list are reported as held only here" \
+    "ae-25-truncated-list-reports-rest.patch" \
+    anti_entropy::reconcile::tests::keys_past_a_cut_list_are_left_for_later "${core_tests[@]}"
+plant_test "a key only the peer holds is reported as held only here" \
+    "ae-26-peer-key-reported-as-local.patch" \
+    anti_entropy::reconcile::tests::finds_exactly_the_differing_keys "${core_tests[@]}"
+plant_test "a walk that met a cut list is reported complete" \
+    "ae-27-truncated-walk-complete.patch" \
+    anti_entropy::reconcile::tests::a_truncated_list_is_incomplete "${core_tests[@]}"
+plant_test "the walk notes one differing key more than its budget" \
+    "ae-28-note-one-key-over-budget.patch" \
+    anti_entropy::reconcile::tests::the_budget_is_respected "${core_tests[@]}"
+plant_test "the walk probes a node's children last first" \
+    "ae-29-walk-children-reverse-order.patch" \
+    anti_entropy::reconcile::tests::a_small_budget_finds_the_first_differences_in_position_order "${core_tests[@]}"
+plant_test "a key's digest takes versions in the order the set holds them" \
+    "ae-31-digest-unsorted.patch" \
+    anti_entropy::digest::tests::the_digest_sorts_versions_itself "${core_tests[@]}"
+plant_test "a key's digest leaves out each value's length" \
+    "ae-32-digest-no-value-length.patch" \
+    anti_entropy::digest::tests::a_value_cannot_spill_into_what_follows_it "${core_tests[@]}"
+plant_test "a key's digest orders versions by dot alone" \
+    "ae-33-canonical-order-dot-only.patch" \
+    anti_entropy::digest::tests::a_set_holding_one_dot_twice_digests_the_same_in_either_order "${core_tests[@]}"
+plant_test "a key's digest leaves out the incarnations in its version vectors" \
+    "ae-34-vector-no-incarnation.patch" \
+    anti_entropy::digest::tests::an_actors_incarnation_in_a_vector_is_in_the_digest "${core_tests[@]}"
+plant_test "a key recorded again keeps its earlier waiting state" \
+    "ae-35-replaced-state-kept-earlier.patch" \
+    anti_entropy::deferred::tests::updates_wait_until_a_read "${core_tests[@]}"
+plant_test "a key recorded again counts its replaced state's bytes too" \
+    "ae-36-replaced-bytes-counted-twice.patch" \
+    anti_entropy::deferred::tests::a_key_recorded_over_and_over_counts_only_its_last_state "${core_tests[@]}"
+plant_test "waiting updates are flushed at exactly MAX_DEFERRED_KEYS keys" \
+    "ae-37-flush-at-key-bound.patch" \
+    anti_entropy::deferred::tests::too_many_waiting_keys_are_recorded_without_a_read "${core_tests[@]}"
+plant_test "waiting updates are flushed at exactly MAX_DEFERRED_BYTES bytes" \
+    "ae-38-flush-at-byte-bound.patch" \
+    anti_entropy::deferred::tests::updates_of_exactly_the_byte_bound_still_wait "${core_tests[@]}"
+plant_test "a flush leaves the waiting byte count as it was" \
+    "ae-40-flush-keeps-byte-count.patch" \
+    anti_entropy::deferred::tests::too_many_waiting_bytes_are_recorded_without_a_read "${core_tests[@]}"
+plant_test "an anti-entropy round gives up when the peer whose turn it is has its breaker open" \
+    "ae-41-round-skips-blocked-peer.patch" \
+    a_round_passes_over_a_peer_whose_breaker_is_open "${core_tests[@]}"
+plant_test "a round repairs up to the default 1024 keys whatever its configured limit" \
+    "ae-43-round-budget-default-keys.patch" \
+    a_round_repairs_at_most_its_configured_keys "${core_tests[@]}"
+plant_test "a key anti-entropy cannot merge ends its round" \
+    "ae-44-repair-refusal-ends-round.patch" \
+    a_key_that_cannot_be_merged_does_not_hold_back_the_keys_after_it "${core_tests[@]}"
+# Positions are compared only between replicas running the same function, and little-
+# endian is another fixed bijection of the same eight hash bytes: keys spread as evenly,
+# and every node still names the same key range on every replica.
+equivalent_test "a key's trie position reads the hash's first bytes little-endian" "ae-03-position-little-endian.patch" "${core_tests[@]}"
+# The digest after the key is a fixed 16 bytes, so key and digest are already told apart
+# without the length: the hashed message stays injective.
+equivalent_test "the entry hash leaves out the key's length" "ae-04-entry-hash-no-key-length.patch" "${core_tests[@]}"
+# Only nodes above LEAF_ENTRIES keys are stored (builds and updates keep that exactly,
+# `Index::check`), so an unstored node holds at most LEAF_ENTRIES entries and the cap
+# never cuts its sum.
+equivalent_test "an unstored node's summary sums at most LEAF_ENTRIES entries" "ae-12-summary-scans-leaf-size.patch" "${core_tests[@]}"
+# The first position is the prefix shifted up past the span's bits, which are all zero
+# there, so adding the span and OR-ing it give the same number.
+equivalent_test "a node's last position is its first plus the span rather than OR-ed with it" "ae-13-bounds-add-span.patch" "${core_tests[@]}"
+# No replica holds such a set: a set starts empty and changes only by merging versions,
+# and a merge drops a version only for one that superseded it, which it keeps; so a set
+# that has seen anything holds a version (there are no deletes). Only a corrupt peer
+# could send one.
+equivalent_test "a set with no versions is absent whatever it has seen" "ae-30-absent-ignores-seen.patch" "${core_tests[@]}"
+# The newer state stays waiting and the next flush, which runs before any later read,
+# records it; the read this flush serves sees the state the batch held instead of the one
+# before it, and both are states the key had before that read began.
+equivalent_test "a flush records a key's digested state though a writer recorded a newer one meanwhile" "ae-39-flush-records-superseded.patch" "${core_tests[@]}"
+# A walk stops with nothing found only when it may note no key at all: with an honest peer
+# it goes depth-first and reaches a leaf, and so a differing key, within 17 requests of
+# the 64 allowed; `quorumd` refuses `--anti-entropy-max-keys 0` and the simulator uses
+# 256.
+equivalent_test "a round counts as agreement a walk that stopped at its budget with nothing found" "ae-42-agreed-without-complete-walk.patch" "${core_tests[@]}"
+
 echo
-echo "caught $((planted - missed)) of $planted planted bugs (judged equivalent and tried with EQUIVALENT=1: three mutants of the checkers, check-37 to check-39; two of the history format, history-50 and history-51; five of the input boundary, input-42 to input-46; two of the storage layer, store-34 and store-35; five of the version algebra and the quorum arithmetic, version-18, 23, 27, 33 and 38; four of the coordinator, hinted handoff, breakers, replica and client, coord-08, 19, 23 and 33)"
+echo "caught $((planted - missed)) of $planted planted bugs (judged equivalent and tried with EQUIVALENT=1: three mutants of the checkers, check-37 to check-39; two of the history format, history-50 and history-51; five of the input boundary, input-42 to input-46; two of the storage layer, store-34 and store-35; five of the version algebra and the quorum arithmetic, version-18, 23, 27, 33 and 38; four of the coordinator, hinted handoff, breakers, replica and client, coord-08, 19, 23 and 33; seven of anti-entropy, ae-03, 04, 12, 13, 30, 39 and 42)"
 if ((missed > 0)); then
     echo "$missed planted bug(s) went unnoticed"
     exit 1
