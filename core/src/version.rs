@@ -1023,12 +1023,11 @@ mod tests {
         assert!(err.to_string().contains("\"x.1\""), "{err}");
     }
 
-    #[test]
-    fn a_context_from_elsewhere_cannot_make_a_set_forget_its_dots() {
-        // n5:1, superseded by n2:1 (whose client had seen it); then n3:1,
-        // whose client sent a context covering n2:1 but not n5:1 (taken
-        // from another key, say). The set must still know n5:1, or n5
-        // would mint n5:1 again.
+    /// n5:1 ("a"); n2:1 ("b"), whose client had seen a; and n3:1 ("c"),
+    /// whose client sent a context covering b but not a (taken from
+    /// another key, say). A set of all three keeps c alone, and must still
+    /// know a, or a would come back and node 5 could mint n5:1 again.
+    fn superseded_beyond_a_context() -> (Version, Version, Version) {
         let a = Siblings::new()
             .mint(5, &VersionVector::new(), "a".into(), 0)
             .unwrap();
@@ -1044,6 +1043,12 @@ mod tests {
             value: "c".into(),
             timestamp_ms: 0,
         };
+        (a, b, c)
+    }
+
+    #[test]
+    fn a_context_from_elsewhere_cannot_make_a_set_forget_its_dots() {
+        let (a, b, c) = superseded_beyond_a_context();
         let set = Siblings::from_versions([a.clone(), b, c.clone()]).unwrap();
         assert_eq!(set.versions(), std::slice::from_ref(&c));
         assert_eq!(set.max_counter(5), 1);
@@ -1171,25 +1176,9 @@ mod tests {
 
     #[test]
     fn a_merge_that_brings_only_what_the_other_set_superseded_changes_the_set() {
-        // Both sets hold c, whose context (taken from elsewhere) covers
-        // n2:1 but not n5:1; the incoming set also superseded n5:1 (by
-        // n2:1). Merged, the set must know n5:1 too, or n5:1 would come
-        // back and node 5 could mint it again.
-        let a = Siblings::new()
-            .mint(5, &VersionVector::new(), "a".into(), 0)
-            .unwrap();
-        let b = Version {
-            dot: dot(2, 1),
-            context: VersionVector::from_entries([(5, 1)]),
-            value: "b".into(),
-            timestamp_ms: 0,
-        };
-        let c = Version {
-            dot: dot(3, 1),
-            context: VersionVector::from_entries([(2, 1)]),
-            value: "c".into(),
-            timestamp_ms: 0,
-        };
+        // Both sets hold c; only the incoming one also superseded a (by
+        // b). Merged, the set must know a too.
+        let (a, b, c) = superseded_beyond_a_context();
         let incoming = Siblings::from_versions([a.clone(), b, c.clone()]).unwrap();
         let mut set = Siblings::from_versions([c.clone()]).unwrap();
         assert_eq!(set.sync(&incoming), Ok(true));

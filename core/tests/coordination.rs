@@ -156,8 +156,17 @@ fn coordinator(
     Coordinator::new(replica, peers, config)
 }
 
-fn addrs(fakes: &[&Fake]) -> Vec<SocketAddr> {
-    fakes.iter().map(|f| f.addr).collect()
+fn addrs<'a>(fakes: impl IntoIterator<Item = &'a Fake>) -> Vec<SocketAddr> {
+    fakes.into_iter().map(|f| f.addr).collect()
+}
+
+/// `n` fakes that answer every request.
+async fn answering(n: usize) -> Vec<Fake> {
+    let mut fakes = Vec::with_capacity(n);
+    for _ in 0..n {
+        fakes.push(Fake::start(Behaviour::Answers).await);
+    }
+    fakes
 }
 
 fn write(level: Consistency) -> WriteRequest {
@@ -232,16 +241,8 @@ fn breaker_of(coordinator: &Coordinator, node: NodeId) -> (BreakerState, u32) {
 
 #[tokio::test]
 async fn a_write_is_sent_to_every_live_replica_whatever_its_level() {
-    let fakes = [
-        Fake::start(Behaviour::Answers).await,
-        Fake::start(Behaviour::Answers).await,
-        Fake::start(Behaviour::Answers).await,
-    ];
-    let c = coordinator(
-        Arc::new(MemoryStore::new()),
-        &addrs(&fakes.iter().collect::<Vec<_>>()),
-        quiet(),
-    );
+    let fakes = answering(3).await;
+    let c = coordinator(Arc::new(MemoryStore::new()), &addrs(&fakes), quiet());
     let ok = c
         .write(write(Consistency::One))
         .await
@@ -257,17 +258,8 @@ async fn a_write_is_sent_to_every_live_replica_whatever_its_level() {
 
 #[tokio::test]
 async fn a_write_answers_as_soon_as_its_level_is_met() {
-    let fakes = [
-        Fake::start(Behaviour::Answers).await,
-        Fake::start(Behaviour::Answers).await,
-        Fake::start(Behaviour::Answers).await,
-        Fake::start(Behaviour::Answers).await,
-    ];
-    let c = coordinator(
-        Arc::new(MemoryStore::new()),
-        &addrs(&fakes.iter().collect::<Vec<_>>()),
-        quiet(),
-    );
+    let fakes = answering(4).await;
+    let c = coordinator(Arc::new(MemoryStore::new()), &addrs(&fakes), quiet());
     for (level, acked) in [
         (Consistency::One, 1),
         (Consistency::Quorum, 3),
@@ -285,17 +277,8 @@ async fn a_write_answers_as_soon_as_its_level_is_met() {
 
 #[tokio::test]
 async fn a_read_asks_only_as_many_replicas_as_its_level_needs() {
-    let fakes = [
-        Fake::start(Behaviour::Answers).await,
-        Fake::start(Behaviour::Answers).await,
-        Fake::start(Behaviour::Answers).await,
-        Fake::start(Behaviour::Answers).await,
-    ];
-    let c = coordinator(
-        Arc::new(MemoryStore::new()),
-        &addrs(&fakes.iter().collect::<Vec<_>>()),
-        quiet(),
-    );
+    let fakes = answering(4).await;
+    let c = coordinator(Arc::new(MemoryStore::new()), &addrs(&fakes), quiet());
     let ok = c.read(read(Consistency::Quorum)).await.expect("read");
     assert_eq!((ok.needed, ok.replied), (3, 3));
     settle().await;
@@ -309,15 +292,8 @@ async fn a_read_asks_only_as_many_replicas_as_its_level_needs() {
 
 #[tokio::test]
 async fn reads_spread_over_the_replicas() {
-    let fakes = [
-        Fake::start(Behaviour::Answers).await,
-        Fake::start(Behaviour::Answers).await,
-    ];
-    let c = coordinator(
-        Arc::new(MemoryStore::new()),
-        &addrs(&fakes.iter().collect::<Vec<_>>()),
-        quiet(),
-    );
+    let fakes = answering(2).await;
+    let c = coordinator(Arc::new(MemoryStore::new()), &addrs(&fakes), quiet());
     for _ in 0..4 {
         c.read(read(Consistency::Quorum)).await.expect("read");
     }
@@ -338,7 +314,7 @@ async fn a_read_repairs_the_coordinators_own_replica_when_it_is_behind() {
     let store = Arc::new(MemoryStore::new());
     let c = coordinator(
         store.clone(),
-        &addrs(&fakes.iter().collect::<Vec<_>>()),
+        &addrs(&fakes),
         CoordinatorConfig {
             read_repair: ReadRepair::Blocking,
             ..quiet()
@@ -399,7 +375,7 @@ async fn background_repairs_take_as_many_slots_as_configured() {
         .unwrap();
     let c = coordinator(
         store,
-        &addrs(&behind.iter().collect::<Vec<_>>()),
+        &addrs(&behind),
         CoordinatorConfig {
             read_repair: ReadRepair::Background,
             max_background_repairs: 2,
