@@ -1847,7 +1847,9 @@ mod tests {
             waits(&mut more).await,
             "700 + 400 bytes past a limit of 1000"
         );
-        let small = hold(&in_flight, 300).await;
+        let small = tokio::time::timeout(PATIENT, hold(&in_flight, 300))
+            .await
+            .expect("700 + 300 bytes fit a limit of 1000");
         drop(small);
         drop(big);
         let more = tokio::time::timeout(PATIENT, more).await.expect("fits now");
