@@ -1281,8 +1281,103 @@ equivalent_test "a flush records a key's digested state though a writer recorded
 # 256.
 equivalent_test "a round counts as agreement a walk that stopped at its budget with nothing found" "ae-42-agreed-without-complete-walk.patch" "${core_tests[@]}"
 
+# One-line mutants of the RPC layer (core/src/rpc.rs).
+plant_test "a request's description marks a key of exactly the quoted length as cut" \
+    "rpc-01-description-ellipsis-at-exact-length.patch" \
+    rpc::tests::requests_are_described_by_kind_and_the_start_of_the_key "${core_unit[@]}"
+plant_test "a response of exactly the frame limit is replaced by an error" \
+    "rpc-02-response-at-the-limit-replaced.patch" \
+    rpc::tests::a_response_up_to_the_frame_limit_passes_and_one_byte_more_is_replaced "${core_unit[@]}"
+plant_test "an RPC server serves one connection past its limit" \
+    "rpc-03-one-connection-past-the-limit.patch" \
+    connections_past_the_limit_are_closed_and_the_slot_comes_back cargo test -p quorumlog-core --test rpc_tokio
+plant_test "an RPC server forgets its live connections, and leaves them open at shutdown" \
+    "rpc-04-shutdown-forgets-live-connections.patch" \
+    a_node_that_died_is_refused_before_anything_is_sent cargo test -p quorumlog-core --test rpc_tokio
+plant_test "every successful frame write closes the connection's writer" \
+    "rpc-05-every-write-closes-the-writer.patch" \
+    rpc::tests::a_peer_that_stops_sending_still_gets_every_answer "${core_unit[@]}"
+plant_test "the rest of a frame whose writer gave up is never flushed" \
+    "rpc-06-abandoned-frame-never-flushed.patch" \
+    rpc::tests::a_frame_whose_caller_gave_up_mid_write_is_still_sent_whole "${core_unit[@]}"
+plant_test "an RPC server takes any frame, not only the first, for a cluster handshake" \
+    "rpc-07-every-frame-checked-as-handshake.patch" \
+    a_handshake_after_the_first_frame_is_refused_as_another_protocol cargo test -p quorumlog-core --test rpc_calls
+plant_test "a frame over a connection's byte limit waits for ever instead of running alone" \
+    "rpc-08-frame-over-byte-limit-never-runs.patch" \
+    rpc::tests::a_connection_at_its_byte_limit_waits_and_a_larger_frame_runs_alone "${core_unit[@]}"
+plant_test "a connection takes one request past its in-flight limit" \
+    "rpc-09-request-limit-one-over.patch" \
+    rpc::tests::a_connection_at_its_request_limit_takes_the_next_only_when_one_ends "${core_unit[@]}"
+plant_test "requests that fill a connection's byte limit exactly are held back" \
+    "rpc-10-byte-limit-exact-fit-waits.patch" \
+    rpc::tests::a_connection_at_its_byte_limit_waits_and_a_larger_frame_runs_alone "${core_unit[@]}"
+# Equivalent: every share holds at least one byte (a frame's size is clamped to
+# at least 1), and a share's request and bytes are taken and given back together
+# under one lock, so no request is held exactly when no byte is.
+equivalent_test "drained waits for the bytes held rather than the requests" \
+    "rpc-11-drained-by-bytes.patch" "${core_tests[@]}"
+# Equivalent: once the reader has waited, every later release leaves a wake-up
+# it need not; the reader's next wait (for a share, or for the last answers)
+# then wakes once for nothing, checks the counts under the lock again and
+# waits again. Only a spurious wake-up, which no outcome shows.
+equivalent_test "a released share wakes the reader every time once it has waited" \
+    "rpc-12-release-wakes-every-time.patch" "${core_tests[@]}"
+plant_test "a connection held back at its in-flight limit counts as idle and is closed" \
+    "rpc-13-held-back-counts-as-idle.patch" \
+    a_connection_held_back_at_its_limit_is_not_idle cargo test -p quorumlog-core --test rpc_calls
+plant_test "the idle watchdog counts from the connection's start, not its last frame" \
+    "rpc-14-awaiting-since-reversed.patch" \
+    a_connection_is_idle_only_after_a_timeout_with_no_frame cargo test -p quorumlog-core --test rpc_tokio
+plant_test "an earlier deadline does not move the connection's timer" \
+    "rpc-15-timer-not-moved-earlier.patch" \
+    rpc::tests::each_call_times_out_at_its_own_deadline_on_a_shared_connection "${core_unit[@]}"
+plant_test "the connection's timer keeps a deadline that has passed, so a later call never times out" \
+    "rpc-16-timer-keeps-a-passed-deadline.patch" \
+    a_call_after_an_earlier_one_timed_out_still_times_out cargo test -p quorumlog-core --test rpc_calls
+plant_test "a refused connect is reported as a connect that timed out" \
+    "rpc-17-connect-error-not-refused.patch" \
+    a_node_that_died_is_refused_before_anything_is_sent cargo test -p quorumlog-core --test rpc_tokio
+plant_test "a client that never connected reports a lost connection" \
+    "rpc-18-never-connected-counts-as-lost.patch" \
+    a_client_that_never_connected_has_lost_no_connection cargo test -p quorumlog-core --test rpc_calls
+plant_test "callers that waited for a connection being made each dial one of their own" \
+    "rpc-19-waiting-dialers-dial-again.patch" \
+    one_connection_has_at_most_its_limit_of_requests_in_flight cargo test -p quorumlog-core --test rpc_tokio
+plant_test "an RPC client numbers its calls from 0, the id of a server's refusal" \
+    "rpc-20-call-ids-from-zero.patch" \
+    frames_up_to_the_limit_pass_both_ways cargo test -p quorumlog-core --test rpc_tokio
+plant_test "a request of exactly the frame limit is refused as too large" \
+    "rpc-21-request-at-the-limit-refused.patch" \
+    a_request_of_exactly_the_frame_limit_is_sent cargo test -p quorumlog-core --test rpc_calls
+plant_test "a call whose deadline passed is dropped instead of told, and reports a lost connection" \
+    "rpc-22-expired-caller-not-told.patch" \
+    rpc::tests::each_call_times_out_at_its_own_deadline_on_a_shared_connection "${core_unit[@]}"
+plant_test "an RPC client leaves its socket open after its peer's frame was unreadable" \
+    "rpc-23-reader-leaves-write-half-open.patch" \
+    a_client_closes_its_socket_when_its_peer_sends_an_unreadable_frame cargo test -p quorumlog-core --test rpc_calls
+# Equivalent: a frame header's argument is only the capacity its buffer
+# starts with; the id and the body are appended whatever it is, so the frame's
+# bytes are the same (one more reallocation, for the id's few bytes).
+equivalent_test "a request encoded once reserves room for its body only" \
+    "rpc-24-encoded-frame-reserves-body-only.patch" "${core_tests[@]}"
+plant_test "a node without a cluster secret looks for a handshake only when it has one" \
+    "rpc-25-handshake-check-needs-a-secret.patch" \
+    a_dialer_with_a_secret_is_told_the_node_has_none cargo test -p quorumlog-core --test secure_rpc
+plant_test "a flush that finished an abandoned frame ends the connection" \
+    "rpc-26-finished-flush-ends-the-connection.patch" \
+    rpc::tests::a_frame_whose_caller_gave_up_mid_write_is_still_sent_whole "${core_unit[@]}"
+plant_test "an RPC client forgets that its peer speaks another protocol, and reports a lost connection" \
+    "rpc-27-client-forgets-why-its-peer-is-unreadable.patch" \
+    a_client_told_of_another_protocol_version_says_so cargo test -p quorumlog-core --test rpc_tokio
+# Equivalent: closing a connection drops every waiter, and each caller's
+# registration removes its own deadline as its call returns; the timer finds
+# no waiter for a deadline left behind. Nothing a caller sees changes.
+equivalent_test "a closed connection keeps its callers' deadlines" \
+    "rpc-28-close-keeps-deadlines.patch" "${core_tests[@]}"
+
 echo
-echo "caught $((planted - missed)) of $planted planted bugs (judged equivalent and tried with EQUIVALENT=1: three mutants of the checkers, check-37 to check-39; two of the history format, history-50 and history-51; five of the input boundary, input-42 to input-46; two of the storage layer, store-34 and store-35; five of the version algebra and the quorum arithmetic, version-18, 23, 27, 33 and 38; four of the coordinator, hinted handoff, breakers, replica and client, coord-08, 19, 23 and 33; seven of anti-entropy, ae-03, 04, 12, 13, 30, 39 and 42)"
+echo "caught $((planted - missed)) of $planted planted bugs (judged equivalent and tried with EQUIVALENT=1: three mutants of the checkers, check-37 to check-39; two of the history format, history-50 and history-51; five of the input boundary, input-42 to input-46; two of the storage layer, store-34 and store-35; five of the version algebra and the quorum arithmetic, version-18, 23, 27, 33 and 38; four of the coordinator, hinted handoff, breakers, replica and client, coord-08, 19, 23 and 33; seven of anti-entropy, ae-03, 04, 12, 13, 30, 39 and 42; four of the RPC layer, rpc-11, 12, 24 and 28)"
 if ((missed > 0)); then
     echo "$missed planted bug(s) went unnoticed"
     exit 1
