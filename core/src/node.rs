@@ -181,46 +181,56 @@ mod tests {
 
     #[tokio::test]
     async fn an_apply_past_the_replication_bounds_is_answered_refused_and_nothing_is_stored() {
-        let store = Arc::new(MemoryStore::new());
-        let config = CoordinatorConfig {
-            key_limits: KeyLimits {
-                max_siblings: 2,
-                max_bytes: KeyLimits::DEFAULT_MAX_BYTES,
-            },
-            ..CoordinatorConfig::default()
-        };
-        // Three replicas (two peers, never called here): Apply is bounded
-        // by three times the key limits, six siblings.
-        let peers = vec![
-            (2, SocketAddr::from(([127, 0, 0, 1], 9))),
-            (3, SocketAddr::from(([127, 0, 0, 1], 9))),
-        ];
-        let node = Node::new(Actor::new(1, 0), store.clone(), peers, config);
-        let apply = |siblings| Request::Apply {
-            key: "k".into(),
-            siblings,
-        };
-        let answer = node.handle(apply(concurrent(10..17))).await;
-        assert!(
-            matches!(
-                answer,
-                Response::Refused(Refusal::TooManySiblings {
-                    siblings: 7,
-                    limit: 6,
-                    ..
-                })
-            ),
-            "seven siblings: {answer:?}"
-        );
-        assert!(store.inspect(|keys| keys.is_empty()), "nothing stored");
-        let answer = node.handle(apply(concurrent(10..16))).await;
-        assert!(
-            matches!(answer, Response::Applied),
-            "six siblings: {answer:?}"
-        );
-        assert_eq!(
-            store.inspect(|keys| keys.get("k").map(Siblings::len)),
-            Some(6)
-        );
+        // Built new and opened on a store alike: each must bound an
+        // apply by the configured key limits, not the defaults.
+        for opened in [false, true] {
+            let store = Arc::new(MemoryStore::new());
+            let config = CoordinatorConfig {
+                key_limits: KeyLimits {
+                    max_siblings: 2,
+                    max_bytes: KeyLimits::DEFAULT_MAX_BYTES,
+                },
+                ..CoordinatorConfig::default()
+            };
+            // Three replicas (two peers, never called here): Apply is
+            // bounded by three times the key limits, six siblings.
+            let peers = vec![
+                (2, SocketAddr::from(([127, 0, 0, 1], 9))),
+                (3, SocketAddr::from(([127, 0, 0, 1], 9))),
+            ];
+            let node = if opened {
+                Node::open(1, store.clone(), peers, config, 5)
+                    .await
+                    .expect("open")
+            } else {
+                Node::new(Actor::new(1, 0), store.clone(), peers, config)
+            };
+            let apply = |siblings| Request::Apply {
+                key: "k".into(),
+                siblings,
+            };
+            let answer = node.handle(apply(concurrent(10..17))).await;
+            assert!(
+                matches!(
+                    answer,
+                    Response::Refused(Refusal::TooManySiblings {
+                        siblings: 7,
+                        limit: 6,
+                        ..
+                    })
+                ),
+                "seven siblings (opened: {opened}): {answer:?}"
+            );
+            assert!(store.inspect(|keys| keys.is_empty()), "nothing stored");
+            let answer = node.handle(apply(concurrent(10..16))).await;
+            assert!(
+                matches!(answer, Response::Applied),
+                "six siblings (opened: {opened}): {answer:?}"
+            );
+            assert_eq!(
+                store.inspect(|keys| keys.get("k").map(Siblings::len)),
+                Some(6)
+            );
+        }
     }
 }

@@ -1206,12 +1206,7 @@ mod tests {
     fn a_stored_set_is_rebuilt_with_everything_it_had_seen() {
         // What a row holds: c, whose context covers n2:1 only, beside a
         // `seen` that also has n5:1 (superseded by n2:1 before).
-        let c = Version {
-            dot: dot(3, 1),
-            context: VersionVector::from_entries([(2, 1)]),
-            value: "c".into(),
-            timestamp_ms: 0,
-        };
+        let (_, _, c) = superseded_beyond_a_context();
         let seen = VersionVector::from_entries([(2, 1), (5, 1)]);
         let set = Siblings::from_parts([c.clone()], seen.clone()).unwrap();
         assert_eq!(set.seen(), &seen);

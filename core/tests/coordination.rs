@@ -350,8 +350,8 @@ async fn a_blocking_read_repair_is_done_before_the_read_answers() {
         },
     );
     c.read(read(Consistency::All)).await.expect("read");
-    // Checked before this task yields: a repair left to the background
-    // has not run yet.
+    // Checked before the test awaits anything else: a repair left to
+    // the background has not run yet.
     assert_eq!(
         behind.held(),
         version("v"),

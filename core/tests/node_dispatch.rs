@@ -13,8 +13,8 @@ use quorumlog_core::rpc::Handler;
 use quorumlog_core::store::Update;
 use quorumlog_core::{
     Actor, CoordinatorConfig, Dot, Hint, HintBacklog, HintBatch, HintLimits, HintPut, HintStored,
-    Incarnation, KeyLimits, MemoryStore, Node, NodeId, OpError, Refusal, Siblings, Store,
-    StoreError, Version, VersionVector,
+    Incarnation, MemoryStore, Node, NodeId, OpError, Siblings, Store, StoreError, Version,
+    VersionVector,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,15 +39,6 @@ fn blind(node: NodeId, value: &str) -> Siblings {
         timestamp_ms: 0,
     }])
     .expect("one version")
-}
-
-/// Concurrent versions, one per node of `nodes`.
-fn concurrent(nodes: std::ops::Range<NodeId>) -> Siblings {
-    let mut set = Siblings::default();
-    for node in nodes {
-        set.sync(&blind(node, "v")).expect("distinct dots");
-    }
-    set
 }
 
 async fn store_with(key: &str, siblings: &Siblings) -> MemoryStore {
@@ -92,40 +83,6 @@ async fn a_node_opened_on_a_store_mints_in_the_incarnation_the_store_recorded() 
     .await
     .expect("open");
     assert_eq!(node.coordinator().replica().actor(), Actor::new(1, 9));
-}
-
-#[tokio::test]
-async fn a_node_opened_on_a_store_bounds_applies_by_n_times_its_configured_limits() {
-    let store = Arc::new(MemoryStore::new());
-    let config = CoordinatorConfig {
-        key_limits: KeyLimits {
-            max_siblings: 2,
-            max_bytes: KeyLimits::DEFAULT_MAX_BYTES,
-        },
-        ..CoordinatorConfig::default()
-    };
-    let node = Node::open(1, store.clone(), two_peers(), config, 5)
-        .await
-        .expect("open");
-    let apply = |siblings| Request::Apply {
-        key: "k".into(),
-        siblings,
-    };
-    let answer = node.handle(apply(concurrent(10..17))).await;
-    assert!(
-        matches!(
-            answer,
-            Response::Refused(Refusal::TooManySiblings {
-                siblings: 7,
-                limit: 6,
-                ..
-            })
-        ),
-        "seven siblings over three replicas' bound of six: {answer:?}"
-    );
-    assert!(store.inspect(|keys| keys.is_empty()), "nothing stored");
-    let answer = node.handle(apply(concurrent(10..16))).await;
-    assert!(matches!(answer, Response::Applied), "six: {answer:?}");
 }
 
 /// A store whose reads fail; everything else is a [`MemoryStore`]'s.
